@@ -1,0 +1,1 @@
+//! The service-state model (work in progress).

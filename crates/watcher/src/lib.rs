@@ -1,0 +1,1 @@
+//! Kubernetes watches and the sync loop (work in progress).
