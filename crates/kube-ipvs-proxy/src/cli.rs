@@ -1,0 +1,97 @@
+//! The command line: every subcommand and its flags (clap derive). Parsing only; the commands
+//! themselves live in their own modules.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A Kubernetes service proxy that programs the kernel's IPVS tables over netlink.
+#[derive(Debug, Parser)]
+#[command(name = "kube-ipvs-proxy", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,watcher=debug`); logs go to stderr.
+    #[arg(long, global = true, env = "KUBE_IPVS_PROXY_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the kernel's IPVS state or the state the proxy would program.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+/// `debug ...` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print the kernel's IPVS table and the kube-ipvs0 addresses (needs CAP_NET_ADMIN).
+    ///
+    /// Addresses and ports are always printed numerically (no DNS or /etc/services lookups);
+    /// with --numeric the output is exactly what `ipvsadm -Ln` prints for the same table.
+    Status(StatusArgs),
+    /// Print the IPVS state the proxy would program for a file of Kubernetes objects.
+    ///
+    /// Needs neither root nor a kernel with IPVS.
+    Render(RenderArgs),
+}
+
+/// Which counters an ipvsadm-style listing shows.
+#[derive(Debug, Args, Clone, Copy)]
+#[group(multiple = false)]
+pub struct CounterArgs {
+    /// Show traffic counters, as `ipvsadm -Ln --stats`.
+    #[arg(long)]
+    pub stats: bool,
+    /// Show rates, as `ipvsadm -Ln --rate`.
+    #[arg(long)]
+    pub rate: bool,
+}
+
+/// Flags of `debug status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print only what `ipvsadm -Ln` prints, byte for byte (no kube-ipvs0 addresses).
+    #[arg(long, short = 'n', conflicts_with = "json")]
+    pub numeric: bool,
+    /// Counters to show instead of weights and connections.
+    #[command(flatten)]
+    pub counters: CounterArgs,
+    /// Print numbers unscaled, as `ipvsadm --exact` (with --stats or --rate).
+    #[arg(long)]
+    pub exact: bool,
+    /// Print the table, the IPVS info and the addresses as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Name of the dummy link holding the service addresses.
+    #[arg(long, default_value = "kube-ipvs0")]
+    pub link: String,
+}
+
+/// Flags of `debug render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Multi-document YAML of Services, EndpointSlices and Nodes (`-` for stdin).
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// The node the proxy runs on (decides local endpoints and NodePort addresses).
+    #[arg(long)]
+    pub node_name: String,
+    /// This node's addresses (repeatable); NodePorts listen on them.
+    #[arg(long = "node-ip")]
+    pub node_ips: Vec<IpAddr>,
+    /// IPVS scheduler for every virtual server.
+    #[arg(long, default_value = "rr")]
+    pub scheduler: String,
+    /// The pod network (repeatable, CIDR); decides which sources count as cluster traffic.
+    #[arg(long = "cluster-cidr")]
+    pub cluster_cidrs: Vec<String>,
+    /// Print the desired state as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
