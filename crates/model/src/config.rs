@@ -1,0 +1,100 @@
+//! The proxy's settings that shape the desired state.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::{Cidr, CidrError};
+
+/// The IPVS schedulers the kernel ships; a scheduler name outside this list is refused.
+pub const KNOWN_SCHEDULERS: &[&str] =
+    &["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"];
+
+/// Whether `name` is one of [`KNOWN_SCHEDULERS`].
+pub fn is_known_scheduler(name: &str) -> bool {
+    KNOWN_SCHEDULERS.contains(&name)
+}
+
+/// The Service annotation that picks a scheduler for one Service's virtual servers.
+pub const SCHEDULER_ANNOTATION: &str = "ipvs.kube-ipvs-proxy.io/scheduler";
+
+/// One entry of `nodePortAddresses`: a prefix, or the keyword `primary` (the node's
+/// `InternalIP` addresses from its Node object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodePortAddress {
+    /// Node addresses inside this prefix.
+    Cidr(Cidr),
+    /// The node's primary (`InternalIP`) addresses.
+    Primary,
+}
+
+impl FromStr for NodePortAddress {
+    type Err = CidrError;
+
+    /// `primary` (any case) or a prefix as [`Cidr`] parses it.
+    fn from_str(text: &str) -> Result<NodePortAddress, CidrError> {
+        if text.trim().eq_ignore_ascii_case("primary") {
+            Ok(NodePortAddress::Primary)
+        } else {
+            text.parse().map(NodePortAddress::Cidr)
+        }
+    }
+}
+
+impl fmt::Display for NodePortAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodePortAddress::Cidr(c) => c.fmt(f),
+            NodePortAddress::Primary => f.write_str("primary"),
+        }
+    }
+}
+
+/// The settings the model computes with. Changing them means building a new model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// This node's name: endpoints whose `nodeName` equals it are local.
+    pub node_name: String,
+    /// The node's addresses, both families, that NodePorts listen on: the daemon fills it with
+    /// the host's interface addresses minus kube-ipvs0, loopback and IPv6 link-local ones.
+    /// Also decides ownership in the plan. Can change later with `Model::set_node_addresses`.
+    pub node_addresses: Vec<IpAddr>,
+    /// `nodePortAddresses`: when non-empty, NodePorts use only node addresses matching one entry.
+    pub node_port_addresses: Vec<NodePortAddress>,
+    /// Scheduler for Services without the scheduler annotation (upstream `ipvs.scheduler`, `rr`).
+    pub default_scheduler: String,
+    /// `clusterCIDR`s: ClusterIP traffic from outside them is masqueraded.
+    pub cluster_cidrs: Vec<Cidr>,
+    /// `masqueradeAll`: masquerade all ClusterIP traffic.
+    pub masquerade_all: bool,
+    /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never created, changed or deleted.
+    pub exclude_cidrs: Vec<Cidr>,
+    /// How long a removed TCP real server with connections keeps weight 0 before it is deleted
+    /// anyway.
+    pub graceful_termination: Duration,
+}
+
+impl Config {
+    /// Settings for node `node_name` with upstream's defaults: scheduler `rr`, no node
+    /// addresses, no prefixes, no masqueradeAll, and 15 minutes of graceful termination.
+    pub fn new(node_name: impl Into<String>) -> Config {
+        Config {
+            node_name: node_name.into(),
+            node_addresses: Vec::new(),
+            node_port_addresses: Vec::new(),
+            default_scheduler: "rr".to_owned(),
+            cluster_cidrs: Vec::new(),
+            masquerade_all: false,
+            exclude_cidrs: Vec::new(),
+            graceful_termination: Duration::from_secs(15 * 60),
+        }
+    }
+
+    /// Whether `addr` is in one of the excluded prefixes.
+    pub fn is_excluded(&self, addr: &IpAddr) -> bool {
+        self.exclude_cidrs.iter().any(|c| c.contains(addr))
+    }
+}

@@ -1,0 +1,365 @@
+//! The incremental store: objects in, desired state kept current, changes recorded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipvs::VirtualServerId;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::build::{NodeFacts, build_service};
+use crate::changes::{Changes, Scope};
+use crate::config::Config;
+use crate::desired::{DesiredState, DesiredVirtualServer, ServiceInfo};
+use crate::endpoints::{ParsedSlice, Slice, parse_slice};
+use crate::graceful::GracefulRemovals;
+use crate::names::{ServiceKey, ServicePortRef};
+use crate::observed::Observed;
+use crate::plan::{Plan, PlanPolicy, plan};
+use crate::service::{Parsed, ServiceSpec, parse_service};
+use crate::warning::Warning;
+
+/// The node label naming its zone, for topology hints.
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// A slice's `namespace/name`.
+type SliceKey = (String, String);
+
+/// Counters showing how much work the model did: the proof that an update costs its own size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelStats {
+    /// Services the proxy handles.
+    pub services: usize,
+    /// EndpointSlices held (including those whose Service is not known yet).
+    pub endpoint_slices: usize,
+    /// How many times a Service's virtual servers were computed since the model was made.
+    pub services_recomputed: u64,
+}
+
+/// The service-state model: holds the proxy's Services, EndpointSlices and node facts and keeps
+/// the [`DesiredState`] current as they change, recomputing only the Services a change concerns.
+///
+/// Equal inputs give an equal model whatever the order of updates.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: Config,
+    node: NodeFacts,
+    services: HashMap<ServiceKey, ServiceSpec>,
+    slices: HashMap<SliceKey, Slice>,
+    /// Slice names per Service, ordered so that duplicate endpoints merge the same way each time.
+    slices_by_service: HashMap<ServiceKey, BTreeSet<String>>,
+    infos: BTreeMap<ServiceKey, ServiceInfo>,
+    desired: DesiredState,
+    /// Claims that lost to a smaller [`ServicePortRef`] for the same virtual server id.
+    shadowed: HashMap<VirtualServerId, BTreeMap<ServicePortRef, DesiredVirtualServer>>,
+    changes: Changes,
+    recomputed: u64,
+}
+
+impl Model {
+    /// An empty model with `config`; `config.node_addresses` are the initial node addresses.
+    pub fn new(config: Config) -> Model {
+        let node = NodeFacts { addresses: config.node_addresses.clone(), ..NodeFacts::default() };
+        Model {
+            config,
+            node,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slices_by_service: HashMap::new(),
+            infos: BTreeMap::new(),
+            desired: DesiredState::new(),
+            shadowed: HashMap::new(),
+            changes: Changes::new(),
+            recomputed: 0,
+        }
+    }
+
+    /// A model built from whole lists, with every warning they raise.
+    pub fn from_objects<'a>(
+        config: Config,
+        services: impl IntoIterator<Item = &'a Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        node: Option<&Node>,
+    ) -> (Model, Vec<Warning>) {
+        let mut model = Model::new(config);
+        if let Some(node) = node {
+            model.set_node(node);
+        }
+        let mut warnings = Vec::new();
+        // Slices first: each Service is then computed once, with all its endpoints.
+        for slice in slices {
+            warnings.extend(model.upsert_endpoint_slice(slice));
+        }
+        for svc in services {
+            warnings.extend(model.upsert_service(svc));
+        }
+        (model, warnings)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Adds or replaces a Service. A Service the proxy does not handle (headless, ExternalName,
+    /// another proxy's) or a malformed one is treated as absent; the warnings say why.
+    pub fn upsert_service(&mut self, svc: &Service) -> Vec<Warning> {
+        let mut warnings = Vec::new();
+        let parsed = parse_service(svc, &self.config, &mut warnings);
+        let key = ServiceKey::new(
+            svc.metadata.namespace.as_deref().unwrap_or_default(),
+            svc.metadata.name.as_deref().unwrap_or_default(),
+        );
+        match parsed {
+            Parsed::Handled(spec) => {
+                self.services.insert(key.clone(), spec);
+            }
+            Parsed::Ignored => {
+                self.services.remove(&key);
+            }
+        }
+        self.recompute(&key, &mut warnings);
+        warnings
+    }
+
+    /// Removes Service `namespace/name`; its slices are kept for when it comes back.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        let key = ServiceKey::new(namespace, name);
+        if self.services.remove(&key).is_some() {
+            self.recompute(&key, &mut Vec::new());
+        }
+    }
+
+    /// Adds or replaces an EndpointSlice and recomputes its Service (and its former Service if
+    /// the slice moved). A malformed slice is treated as absent; the warnings say why.
+    pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) -> Vec<Warning> {
+        let mut warnings = Vec::new();
+        let key: SliceKey = (
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            slice.metadata.name.clone().unwrap_or_default(),
+        );
+        let parsed = if key.1.is_empty() {
+            warnings.push(Warning::new(format!("EndpointSlice {}/", key.0), "no metadata.name; EndpointSlice skipped"));
+            ParsedSlice::Ignored
+        } else {
+            parse_slice(slice, &self.config.node_name, &mut warnings)
+        };
+        let old = self.detach_slice(&key);
+        if let ParsedSlice::Handled(s) = parsed {
+            let service = s.service.clone();
+            self.slices_by_service.entry(service.clone()).or_default().insert(key.1.clone());
+            self.slices.insert(key, s);
+            if old.as_ref() != Some(&service) {
+                if let Some(old) = old {
+                    self.recompute(&old, &mut warnings);
+                }
+            }
+            self.recompute(&service, &mut warnings);
+        } else if let Some(old) = old {
+            self.recompute(&old, &mut warnings);
+        }
+        warnings
+    }
+
+    /// Removes EndpointSlice `namespace/name` and recomputes its Service.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        if let Some(service) = self.detach_slice(&(namespace.to_owned(), name.to_owned())) {
+            self.recompute(&service, &mut Vec::new());
+        }
+    }
+
+    /// Takes a slice out of the store; returns the Service it belonged to.
+    fn detach_slice(&mut self, key: &SliceKey) -> Option<ServiceKey> {
+        let old = self.slices.remove(key)?;
+        if let Some(names) = self.slices_by_service.get_mut(&old.service) {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.slices_by_service.remove(&old.service);
+            }
+        }
+        Some(old.service)
+    }
+
+    /// Takes this node's zone (label `topology.kubernetes.io/zone`) and `InternalIP` addresses
+    /// from its Node object; recomputes the Services they affect when they changed.
+    pub fn set_node(&mut self, node: &Node) {
+        let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).cloned();
+        let internal_ips: Vec<IpAddr> = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        if zone == self.node.zone && internal_ips == self.node.internal_ips {
+            return;
+        }
+        let zone_changed = zone != self.node.zone;
+        self.node.zone = zone;
+        self.node.internal_ips = internal_ips;
+        // Zone hints may concern any Service; node IPs only those on node addresses.
+        let keys: Vec<ServiceKey> = self
+            .services
+            .iter()
+            .filter(|(_, s)| zone_changed || s.depends_on_node_addresses())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.recompute(&key, &mut Vec::new());
+        }
+    }
+
+    /// Replaces the node addresses NodePorts listen on; recomputes only Services with NodePorts
+    /// or LoadBalancer IPs.
+    pub fn set_node_addresses(&mut self, addresses: Vec<IpAddr>) {
+        if addresses == self.node.addresses {
+            return;
+        }
+        self.config.node_addresses = addresses.clone();
+        self.node.addresses = addresses;
+        let keys: Vec<ServiceKey> =
+            self.services.iter().filter(|(_, s)| s.depends_on_node_addresses()).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            self.recompute(&key, &mut Vec::new());
+        }
+    }
+
+    /// The desired state.
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// What changed in the desired state since the last call (or since the model was made).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Per-Service facts for health checks, masquerade and source filtering.
+    pub fn service_info(&self, namespace: &str, name: &str) -> Option<&ServiceInfo> {
+        self.infos.get(&ServiceKey::new(namespace, name))
+    }
+
+    /// Every handled Service's facts, ordered by key.
+    pub fn service_infos(&self) -> impl ExactSizeIterator<Item = &ServiceInfo> {
+        self.infos.values()
+    }
+
+    /// Work counters.
+    pub fn stats(&self) -> ModelStats {
+        ModelStats {
+            services: self.services.len(),
+            endpoint_slices: self.slices.len(),
+            services_recomputed: self.recomputed,
+        }
+    }
+
+    /// What a plan may touch, from the settings and the current node addresses.
+    pub fn plan_policy(&self) -> PlanPolicy {
+        PlanPolicy::from_config(&self.config)
+    }
+
+    /// [`plan`] from `observed` to this model's desired state with this model's policy.
+    pub fn plan(&self, observed: &Observed, scope: &Scope, graceful: &mut GracefulRemovals, now: Duration) -> Plan {
+        plan(&self.desired, observed, &self.plan_policy(), scope, graceful, now)
+    }
+
+    /// Recomputes Service `key` from what is stored and updates the desired state, recording
+    /// which virtual servers changed.
+    fn recompute(&mut self, key: &ServiceKey, warnings: &mut Vec<Warning>) {
+        let old_ids = self.infos.remove(key).map(|i| i.virtual_servers).unwrap_or_default();
+        let new = match self.services.get(key) {
+            Some(spec) => {
+                self.recomputed += 1;
+                let names = self.slices_by_service.get(key);
+                let slices = names
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| self.slices.get(&(key.namespace.clone(), n.clone())));
+                Some(build_service(spec, slices, &self.config, &self.node))
+            }
+            None => None,
+        };
+        let (vss, info) = match new {
+            Some((vss, info)) => (vss, Some(info)),
+            None => (Vec::new(), None),
+        };
+        let new_ids: BTreeSet<VirtualServerId> = vss.iter().map(|v| v.server.id).collect();
+        for id in old_ids.iter().filter(|id| !new_ids.contains(id)) {
+            self.withdraw(id, key);
+        }
+        for vs in vss {
+            self.claim(vs, warnings);
+        }
+        if let Some(info) = info {
+            self.infos.insert(key.clone(), info);
+        }
+    }
+
+    /// Adds a claim on a virtual server; the smallest origin wins the id.
+    fn claim(&mut self, vs: DesiredVirtualServer, warnings: &mut Vec<Warning>) {
+        let id = vs.server.id;
+        match self.desired.virtual_server(&id) {
+            Some(current) if current == &vs => return,
+            Some(current) if current.origin == vs.origin => {
+                self.desired.remove(&id);
+                self.desired.insert(vs);
+            }
+            Some(current) if current.origin < vs.origin => {
+                warnings.push(Warning::new(
+                    format!("Service {}", vs.origin.service),
+                    format!("virtual server {id} is already served by {}; port {:?} left out there", current.origin, vs.origin.port_name),
+                ));
+                let shadow = self.shadowed.entry(id).or_default();
+                if shadow.get(&vs.origin) == Some(&vs) {
+                    return;
+                }
+                shadow.insert(vs.origin.clone(), vs);
+                return;
+            }
+            Some(current) => {
+                warnings.push(Warning::new(
+                    format!("Service {}", vs.origin.service),
+                    format!("virtual server {id} taken over from {}", current.origin),
+                ));
+                if let Some(loser) = self.desired.remove(&id) {
+                    self.shadowed.entry(id).or_default().insert(loser.origin.clone(), loser);
+                }
+                self.desired.insert(vs);
+            }
+            None => self.desired.insert(vs),
+        }
+        self.note_change(&id);
+    }
+
+    /// Drops Service `key`'s claims on `id`; a shadowed claim takes over if the winner went.
+    fn withdraw(&mut self, id: &VirtualServerId, key: &ServiceKey) {
+        if self.desired.virtual_server(id).is_some_and(|v| &v.origin.service == key) {
+            self.desired.remove(id);
+            if let Some(shadow) = self.shadowed.get_mut(id) {
+                if let Some((_, next)) = shadow.pop_first() {
+                    self.desired.insert(next);
+                }
+                if shadow.is_empty() {
+                    self.shadowed.remove(id);
+                }
+            }
+            self.note_change(id);
+        }
+        if let Some(shadow) = self.shadowed.get_mut(id) {
+            shadow.retain(|origin, _| &origin.service != key);
+            if shadow.is_empty() {
+                self.shadowed.remove(id);
+            }
+        }
+    }
+
+    fn note_change(&mut self, id: &VirtualServerId) {
+        self.changes.virtual_servers.insert(*id);
+        if let Some(addr) = id.addr() {
+            self.changes.addresses.insert(addr);
+        }
+    }
+}
