@@ -1,0 +1,272 @@
+//! Scenarios: which Services become which virtual servers, and which addresses are bound.
+
+mod common;
+
+use common::*;
+use ipvs::{Protocol, ServiceFlags};
+use model::{Config, Model, NodePortAddress, VirtualServerKind};
+use serde_json::json;
+
+fn web_slice() -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]))
+}
+
+#[test]
+fn cluster_ip_gets_one_virtual_server_bound_with_all_ready_endpoints() {
+    let m = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[web_slice()]);
+    assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80"]);
+    assert_eq!(bound(&m), ["10.96.0.10"]);
+    let vs = m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap();
+    assert_eq!(vs.server.scheduler, "rr");
+    assert_eq!(vs.kind, VirtualServerKind::ClusterIp);
+    assert_eq!(vs.origin.to_string(), "default/web");
+    assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:8080", "10.0.2.1:8080"]);
+    assert!(vs.real_servers.values().all(|r| r.weight == 1 && r.forward == ipvs::ForwardMethod::Masquerade));
+}
+
+#[test]
+fn node_port_listens_on_each_node_address_of_its_family_unbound() {
+    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+        "ports": [{"port": 80, "nodePort": 30080}]}));
+    let m = model_of(&[svc], &[web_slice()]);
+    assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 192.168.0.10:30080"]);
+    assert_eq!(bound(&m), ["10.96.0.10"], "NodePort addresses are not bound on kube-ipvs0");
+    assert_eq!(rs_of(&m, &tcp(NODE_V4, 30080)).unwrap(), ["10.0.1.1:8080", "10.0.2.1:8080"]);
+}
+
+#[test]
+fn node_port_addresses_filter_node_addresses() {
+    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+        "ports": [{"port": 80, "nodePort": 30080}]}));
+    // (nodePortAddresses, node addresses that get a NodePort)
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&[], &["192.168.0.10", "192.168.1.10"]),
+        (&["192.168.1.0/24"], &["192.168.1.10"]),
+        (&["10.0.0.0/8"], &[]),
+        (&["primary"], &["192.168.0.10"]),
+    ];
+    for (filters, expected) in cases {
+        let mut c = config();
+        c.node_addresses = vec![ip("192.168.0.10"), ip("192.168.1.10")];
+        c.node_port_addresses = filters.iter().map(|f| f.parse::<NodePortAddress>().unwrap()).collect();
+        let (m, w) = Model::from_objects(c, [&svc], [], Some(&node("zone-a", "192.168.0.10")));
+        assert!(w.is_empty());
+        let got: Vec<String> = m
+            .desired()
+            .virtual_servers()
+            .filter(|(_, v)| v.kind == VirtualServerKind::NodePort)
+            .map(|(id, _)| id.addr().unwrap().to_string())
+            .collect();
+        assert_eq!(got, expected, "nodePortAddresses {filters:?}");
+    }
+}
+
+#[test]
+fn node_address_change_recomputes_node_ports() {
+    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+        "ports": [{"port": 80, "nodePort": 30080}]}));
+    let mut m = model_of(&[svc], &[]);
+    m.take_changes();
+    m.set_node_addresses(vec![ip("192.168.0.11")]);
+    assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 192.168.0.11:30080"]);
+    let changes = m.take_changes();
+    assert_eq!(changes.virtual_servers, [tcp(NODE_V4, 30080), tcp("192.168.0.11", 30080)].into_iter().collect());
+}
+
+#[test]
+fn load_balancer_ingress_ips_skip_ip_mode_proxy_and_node_addresses_are_not_bound() {
+    let svc = service_with(
+        "web",
+        json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 30080}],
+               "loadBalancerSourceRanges": ["203.0.113.0/24"]}),
+        json!({"status": {"loadBalancer": {"ingress": [
+            {"ip": "198.51.100.1"},
+            {"ip": "198.51.100.2", "ipMode": "VIP"},
+            {"ip": "198.51.100.3", "ipMode": "Proxy"},
+            {"hostname": "lb.example.com"},
+            {"ip": NODE_V4},
+        ]}}}),
+    );
+    let m = model_of(&[svc], &[]);
+    assert_eq!(
+        vs_names(&m),
+        ["TCP 10.96.0.10:80", "TCP 192.168.0.10:80", "TCP 192.168.0.10:30080", "TCP 198.51.100.1:80", "TCP 198.51.100.2:80"]
+    );
+    assert_eq!(bound(&m), ["10.96.0.10", "198.51.100.1", "198.51.100.2"]);
+    let lb = m.desired().virtual_server(&tcp("198.51.100.1", 80)).unwrap();
+    assert_eq!(lb.kind, VirtualServerKind::LoadBalancer);
+    assert_eq!(lb.source_ranges, ["203.0.113.0/24".parse().unwrap()]);
+    assert!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().source_ranges.is_empty());
+}
+
+#[test]
+fn external_ips_are_virtual_servers_bound_and_other_family_ones_warned() {
+    let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+        "externalIPs": ["203.0.113.7", "2001:db8::7"]}));
+    let (m, w) = Model::from_objects(config(), [&svc], [], None);
+    assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 203.0.113.7:80"]);
+    assert_eq!(bound(&m), ["10.96.0.10", "203.0.113.7"]);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].object, "Service default/web");
+    assert!(w[0].reason.contains("2001:db8::7"), "{}", w[0]);
+}
+
+#[test]
+fn session_affinity_client_ip_makes_persistent_virtual_servers() {
+    // (sessionAffinityConfig, expected timeout)
+    let cases = [(json!(null), 10800), (json!({"clientIP": {"timeoutSeconds": 60}}), 60)];
+    for (cfg, timeout) in cases {
+        let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": cfg}));
+        let m = model_of(&[svc], &[]);
+        let vs = &m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server;
+        assert!(vs.flags.contains(ServiceFlags::PERSISTENT));
+        assert_eq!((vs.timeout, vs.netmask), (timeout, 0xffff_ffff));
+    }
+    let plain = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[]);
+    assert_eq!(plain.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.flags, ServiceFlags(0));
+}
+
+#[test]
+fn dual_stack_handles_each_family_alone() {
+    let svc = service("web", json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+        "ipFamilies": ["IPv4", "IPv6"], "type": "NodePort",
+        "ports": [{"port": 80, "nodePort": 30080}]}));
+    let v4 = slice("web-v4", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE)]));
+    let v6 = slice("web-v6", "web", "IPv6", json!([{"port": 8080}]), json!([ep("fd00:10::1", NODE)]));
+    let m = model_of(&[svc], &[v4, v6]);
+    assert_eq!(
+        vs_names(&m),
+        ["TCP 10.96.0.10:80", "TCP 192.168.0.10:30080", "TCP [fd00:1::10]:30080", "TCP [fd00:96::10]:80"]
+    );
+    assert_eq!(bound(&m), ["10.96.0.10", "fd00:96::10"]);
+    assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:8080"]);
+    assert_eq!(rs_of(&m, &tcp("fd00:96::10", 80)).unwrap(), ["[fd00:10::1]:8080"]);
+    assert_eq!(rs_of(&m, &tcp(NODE_V6, 30080)).unwrap(), ["[fd00:10::1]:8080"]);
+    assert_eq!(m.desired().virtual_server(&tcp("fd00:96::10", 80)).unwrap().server.netmask, 128);
+}
+
+#[test]
+fn services_not_for_this_proxy_are_skipped_silently() {
+    let cases = [
+        ("headless", service("s", json!({"clusterIP": "None", "ports": [{"port": 80}]}))),
+        ("ExternalName", service("s", json!({"type": "ExternalName", "externalName": "example.com"}))),
+        (
+            "service-proxy-name",
+            service_with("s", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+                json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": "other"}}})),
+        ),
+    ];
+    for (what, svc) in cases {
+        let (m, w) = Model::from_objects(config(), [&svc], [], None);
+        assert!(m.desired().is_empty() && m.service_infos().len() == 0, "{what} must be skipped");
+        assert!(w.is_empty(), "{what}: {w:?}");
+    }
+}
+
+#[test]
+fn service_without_endpoints_still_gets_its_virtual_servers() {
+    let m = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[]);
+    assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), Vec::<String>::new());
+    assert_eq!(bound(&m), ["10.96.0.10"]);
+}
+
+#[test]
+fn tcp_udp_and_sctp_ports_each_get_their_endpoint_ports() {
+    let svc = service("dns", json!({"clusterIP": "10.96.0.10", "ports": [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        {"name": "sig", "port": 3868, "protocol": "SCTP"}]}));
+    let s = slice("dns-1", "dns", "IPv4", json!([
+        {"name": "dns", "port": 1053, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 1054, "protocol": "TCP"},
+        {"name": "sig", "port": 3869, "protocol": "SCTP"}]), json!([ep("10.0.1.1", NODE)]));
+    let m = model_of(&[svc], &[s]);
+    for (protocol, port, rs) in [(Protocol::Udp, 53, "10.0.1.1:1053"), (Protocol::Tcp, 53, "10.0.1.1:1054"), (Protocol::Sctp, 3868, "10.0.1.1:3869")] {
+        assert_eq!(rs_of(&m, &tuple(protocol, "10.96.0.10", port)).unwrap(), [rs], "{protocol}");
+    }
+    assert_eq!(m.desired().len(), 3);
+}
+
+#[test]
+fn scheduler_annotation_picks_a_known_scheduler_and_ignores_unknown_ones() {
+    // (annotation, scheduler used, warned)
+    let cases = [(None, "rr", false), (Some("mh"), "mh", false), (Some("wlc"), "wlc", false), (Some("fastest"), "rr", true)];
+    for (annotation, expected, warned) in cases {
+        let extra = match annotation {
+            Some(a) => json!({"metadata": {"annotations": {"ipvs.kube-ipvs-proxy.io/scheduler": a}}}),
+            None => json!({}),
+        };
+        let svc = service_with("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}), extra);
+        let (m, w) = Model::from_objects(config(), [&svc], [], None);
+        assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.scheduler, expected);
+        assert_eq!(!w.is_empty(), warned, "{annotation:?}: {w:?}");
+    }
+}
+
+#[test]
+fn default_scheduler_comes_from_the_settings() {
+    let mut c = config();
+    c.default_scheduler = "lc".into();
+    let (m, _) = Model::from_objects(c, [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], [], None);
+    assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.scheduler, "lc");
+}
+
+#[test]
+fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
+    // (spec, a word the reason must contain)
+    let cases = [
+        (json!({"clusterIP": "10.96.0.300", "ports": [{"port": 80}]}), "clusterIP"),
+        (json!({"clusterIP": "10.96.0.11", "ports": [{"port": 0}]}), "port"),
+        (json!({"clusterIP": "10.96.0.11", "ports": [{"port": 70000}]}), "port"),
+        (json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80, "protocol": "ICMP"}]}), "protocol"),
+        (json!({"clusterIP": "fd00::11", "ipFamilies": ["IPv4"], "ports": [{"port": 80}]}), "ipFamilies"),
+        (json!({"clusterIPs": ["10.96.0.11", "10.96.0.12"], "ports": [{"port": 80}]}), "two"),
+        (json!({"clusterIP": "10.96.0.11", "externalIPs": ["not-an-ip"], "ports": [{"port": 80}]}), "externalIP"),
+        (json!({"type": "NodePort", "clusterIP": "10.96.0.11", "ports": [{"port": 80, "nodePort": -1}]}), "nodePort"),
+        (json!({"type": "Weird", "clusterIP": "10.96.0.11", "ports": [{"port": 80}]}), "type"),
+        (json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}], "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}), "timeout"),
+        (json!({"type": "LoadBalancer", "clusterIP": "10.96.0.11", "ports": [{"port": 80}],
+                "loadBalancerSourceRanges": ["10.0.0.0/40"]}), "loadBalancerSourceRanges"),
+        (json!({"ports": [{"port": 80}]}), "clusterIP"),
+    ];
+    let good = service("good", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
+    for (spec, word) in cases {
+        let bad = service("bad", spec.clone());
+        let mut m = Model::new(config());
+        assert!(m.upsert_service(&good).is_empty());
+        // A valid version first: the malformed update must remove it.
+        m.upsert_service(&service("bad", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 81}]})));
+        let w = m.upsert_service(&bad);
+        assert_eq!(w.len(), 1, "{spec}: {w:?}");
+        assert_eq!(w[0].object, "Service default/bad");
+        assert!(w[0].reason.contains(word) && w[0].reason.contains("skipped"), "{spec}: {}", w[0]);
+        assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80"], "{spec}");
+        assert!(m.service_info("default", "bad").is_none());
+    }
+}
+
+#[test]
+fn load_balancer_with_bad_ingress_ip_is_skipped() {
+    let svc = service_with("lb", json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3"}]}}}));
+    let (m, w) = Model::from_objects(config(), [&svc], [], None);
+    assert!(m.desired().is_empty());
+    assert!(w[0].reason.contains("1.2.3"));
+}
+
+#[test]
+fn two_services_claiming_one_virtual_server_resolve_by_name_in_any_order() {
+    let a = service("a", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}], "externalIPs": ["203.0.113.7"]}));
+    let b = service("b", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}], "externalIPs": ["203.0.113.7"]}));
+    for order in [[&a, &b], [&b, &a]] {
+        let (m, w) = Model::from_objects(Config::new(NODE), order, [], None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name, "a");
+        let mut m = m;
+        m.delete_service("default", "a");
+        assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name, "b");
+        assert_eq!(bound(&m), ["10.96.0.11", "203.0.113.7"]);
+    }
+}
