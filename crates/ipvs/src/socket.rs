@@ -1,0 +1,240 @@
+//! One generic netlink socket speaking to the IPVS family: family resolution, request/reply
+//! exchanges matched by sequence number, dumps, and the reused send and receive buffers.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::{GenlFamily, GenlMessage};
+use netlink_sys::protocols::NETLINK_GENERIC;
+use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
+
+use crate::error::libc_errno;
+use crate::wire::{IpvsMessage, Reply, encode_request, frames};
+use crate::{Error, Result};
+
+/// Big enough for any datagram the kernel sends: dump chunks are capped at 32 KiB.
+const RECV_BUF_SIZE: usize = 64 * 1024;
+
+/// Asked for with `SO_RCVBUFFORCE` so that a batch's acknowledgements fit; the kernel doubles it.
+const WANTED_RCVBUF: libc::c_int = 8 * 1024 * 1024;
+
+/// Names a request for its error messages, and the modules it needs (for `ENOENT`).
+#[derive(Clone, Copy)]
+pub(crate) struct Context<'a> {
+    /// What is being done: "add virtual server TCP 10.0.0.1:80".
+    pub what: &'a dyn fmt::Display,
+    /// Scheduler and persistence engine the request names, if it is a service write.
+    pub modules: Option<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(what: &'a dyn fmt::Display) -> Context<'a> {
+        Context { what, modules: None }
+    }
+}
+
+/// A netlink socket bound to the IPVS family, with its buffers. Not shareable: the client
+/// wraps it in a mutex.
+pub(crate) struct Connection {
+    pub(crate) socket: TokioSocket,
+    pub(crate) family_id: u16,
+    seq: u32,
+    pub(crate) send_buf: Vec<u8>,
+    pub(crate) recv_buf: Vec<u8>,
+    /// Set while an exchange runs. Still set when the next one starts means the previous one
+    /// was cancelled (or its socket failed) and its replies may still arrive: start afresh.
+    busy: bool,
+    /// Effective receive buffer size, which bounds how many acknowledgements may be in flight.
+    pub(crate) rcvbuf: usize,
+}
+
+fn open_socket() -> io::Result<(TokioSocket, usize)> {
+    let mut socket = TokioSocket::new(NETLINK_GENERIC)?;
+    let raw = socket.socket_mut();
+    raw.bind_auto()?;
+    raw.connect(&SocketAddr::new(0, 0))?;
+    // Error acknowledgements then carry only the request's header, not the whole request.
+    // Older kernels lack the option; the full echo is merely bigger.
+    let _ = raw.set_cap_ack(true);
+    let size = WANTED_RCVBUF;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+    let forced = unsafe {
+        libc::setsockopt(
+            raw.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        // Without CAP_NET_ADMIN the kernel caps it at rmem_max; IPVS needs that capability
+        // anyway, so this only matters for the error path.
+        let _ = raw.set_rx_buf_sz(size);
+    }
+    let rcvbuf = raw.get_rx_buf_sz().unwrap_or(212_992);
+    Ok((socket, rcvbuf))
+}
+
+impl Connection {
+    /// Opens a socket and resolves the IPVS family id.
+    pub(crate) async fn connect() -> Result<Connection> {
+        let ctx = "connect to IPVS";
+        let (socket, rcvbuf) = open_socket().map_err(|e| Error::io(ctx, e))?;
+        let mut conn = Connection {
+            socket,
+            family_id: 0,
+            seq: 1,
+            send_buf: Vec::with_capacity(RECV_BUF_SIZE),
+            recv_buf: Vec::with_capacity(RECV_BUF_SIZE),
+            busy: false,
+            rcvbuf,
+        };
+        conn.family_id = conn.resolve_family().await?;
+        Ok(conn)
+    }
+
+    async fn resolve_family(&mut self) -> Result<u16> {
+        let ctx = "resolve the IPVS generic netlink family";
+        let request = GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(IpvsMessage::family_name().to_string())],
+        };
+        let mut msg = NetlinkMessage::from(GenlMessage::from_payload(request));
+        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        let seq = self.next_seq();
+        msg.header.sequence_number = seq;
+        msg.finalize();
+        self.send_buf.clear();
+        self.send_buf.resize(msg.buffer_len(), 0);
+        msg.serialize(&mut self.send_buf);
+        self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx, e))?;
+        let mut family = None;
+        loop {
+            self.recv().await.map_err(|e| Error::io(ctx, e))?;
+            for frame in frames(&self.recv_buf) {
+                let frame = frame.map_err(|e| Error::decode(ctx, e))?;
+                if frame.seq != seq {
+                    continue;
+                }
+                let reply = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(frame.bytes)
+                    .map_err(|e| Error::decode(ctx, e))?;
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(genl) => {
+                        family = genl.payload.nlas.iter().find_map(|a| match a {
+                            GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                            _ => None,
+                        });
+                    }
+                    NetlinkPayload::Error(e) => match e.code.map(|c| -c.get()) {
+                        None => return family.ok_or_else(|| Error::ipvs_unavailable(ctx)),
+                        Some(libc_errno::ENOENT) => return Err(Error::ipvs_unavailable(ctx)),
+                        Some(errno) => return Err(Error::from_errno(errno, ctx, None)),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Receives one datagram into `recv_buf`.
+    pub(crate) async fn recv(&mut self) -> io::Result<()> {
+        self.recv_buf.clear();
+        self.socket.recv(&mut self.recv_buf).await
+    }
+
+    /// Receives one datagram into `recv_buf` if one is queued, else fails with `WouldBlock`.
+    pub(crate) fn try_recv(&mut self) -> io::Result<()> {
+        self.recv_buf.clear();
+        self.socket.socket_ref().recv(&mut self.recv_buf, libc::MSG_DONTWAIT).map(|_| ())
+    }
+
+    /// Sends `send_buf` in one `sendmsg`.
+    pub(crate) async fn socket_send(&mut self) -> io::Result<()> {
+        self.socket.send(&self.send_buf).await.map(|_| ())
+    }
+
+    /// Marks the start of an exchange; replaces the socket if the previous one did not finish.
+    pub(crate) fn begin(&mut self) -> Result<()> {
+        if self.busy {
+            tracing::debug!("previous IPVS exchange did not finish; opening a fresh socket");
+            let (socket, rcvbuf) = open_socket().map_err(|e| Error::io("reopen the IPVS socket", e))?;
+            self.socket = socket;
+            self.rcvbuf = rcvbuf;
+        }
+        self.busy = true;
+        Ok(())
+    }
+
+    /// Marks the clean end of an exchange: no reply of it is left on the socket.
+    pub(crate) fn end(&mut self) {
+        self.busy = false;
+    }
+
+    /// Sends `msg` (acknowledged, or as a dump) and hands each IPVS message of the reply to
+    /// `on_message`, until the acknowledgement or the end of the dump.
+    pub(crate) async fn exchange(
+        &mut self,
+        ctx: Context<'_>,
+        msg: IpvsMessage,
+        dump: bool,
+        mut on_message: impl FnMut(IpvsMessage) -> Result<()>,
+    ) -> Result<()> {
+        self.begin()?;
+        let seq = self.next_seq();
+        let flags = if dump { NLM_F_REQUEST | NLM_F_DUMP } else { NLM_F_REQUEST | NLM_F_ACK };
+        self.send_buf.clear();
+        encode_request(&mut self.send_buf, self.family_id, seq, flags, msg);
+        self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx.what, e))?;
+        // A failure in `on_message` is remembered, not returned at once, so that the rest of
+        // the reply is still read and the socket stays in step.
+        let mut failure = None;
+        loop {
+            self.recv().await.map_err(|e| Error::io(ctx.what, e))?;
+            for frame in frames(&self.recv_buf) {
+                let frame = frame.map_err(|e| Error::decode(ctx.what, e))?;
+                if frame.seq != seq {
+                    continue;
+                }
+                match Reply::decode(&frame) {
+                    Ok(Reply::Message(m)) => {
+                        if failure.is_none() {
+                            failure = on_message(m).err();
+                        }
+                    }
+                    Ok(Reply::Ack(code)) => {
+                        self.end();
+                        return match (code, failure) {
+                            (Some(code), _) => Err(Error::from_errno(-code.get(), ctx.what, ctx.modules)),
+                            (None, Some(f)) => Err(f),
+                            (None, None) => Ok(()),
+                        };
+                    }
+                    Ok(Reply::Done(code)) => {
+                        self.end();
+                        return match (code, failure) {
+                            (c, _) if c < 0 => Err(Error::from_errno(-c, ctx.what, ctx.modules)),
+                            (_, Some(f)) => Err(f),
+                            _ => Ok(()),
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if failure.is_none() {
+                            failure = Some(Error::decode(ctx.what, e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
