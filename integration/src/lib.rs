@@ -1,1 +1,21 @@
-//! Helpers shared by the VM tests.
+//! Helpers for the tests and benches that need a real kernel (IPVS, dummy and veth links).
+//!
+//! They run inside the VM that `integration/vm-run` boots, as root; `integration/test` runs every
+//! test binary of this crate there with `--ignored`. Each test isolates itself in a fresh network
+//! namespace ([`in_netns`]), so tests run in parallel without seeing each other's IPVS tables or
+//! links; backends are further namespaces behind veth pairs ([`Backend`]); [`ipvsadm`] runs the
+//! real `ipvsadm` as the independent peer to cross-check against.
+#![deny(missing_docs)]
+
+mod backend;
+mod command;
+mod netns;
+mod proxy;
+mod rules;
+
+
+pub use backend::{Backend, BackendError, ask_name};
+pub use command::{CommandError, ip, ipvsadm, ipvsadm_restore, run};
+pub use netns::in_netns;
+pub use proxy::proxy_binary;
+pub use rules::{ipvsadm_args, restore_script};
