@@ -3,6 +3,7 @@
 
 mod cli;
 mod debug;
+mod ipvsadm_format;
 
 use std::error::Error;
 use std::process::ExitCode;
