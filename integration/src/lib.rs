@@ -13,6 +13,7 @@ mod netns;
 mod proxy;
 mod rules;
 
+pub mod fake_api;
 
 pub use backend::{Backend, BackendError, ask_name};
 pub use command::{CommandError, ip, ipvsadm, ipvsadm_restore, run};
