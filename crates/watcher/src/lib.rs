@@ -4,7 +4,12 @@
 mod kernel;
 mod objects;
 mod relist;
+mod schedule;
+mod shared;
+mod sync;
 
 pub use kernel::{Kernel, KernelError};
 pub use objects::{Objects, ObjectsError};
 pub use relist::{Change, Tracker};
+pub use shared::{HealthFacts, SERVICE_NAME_LABEL, Shared, TRIGGER_TIME_ANNOTATION, Update};
+pub use sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings, step_kind};

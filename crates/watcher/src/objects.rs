@@ -75,18 +75,13 @@ impl Objects {
             .and_then(Value::as_str)
             .unwrap_or("(unnamed)")
             .to_string();
-        let bad = |e: serde_yaml::Error| ObjectsError::Object {
-            index,
-            kind: kind.clone(),
-            name: name.clone(),
-            message: e.to_string(),
-        };
+        let bad = |message: String| ObjectsError::Object { index, kind: kind.clone(), name: name.clone(), message };
         match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Service") => self.services.push(with_version(serde_yaml::from_value(value).map_err(bad)?)),
+            ("v1", "Service") => self.services.push(with_version(decode(value).map_err(bad)?)),
             ("discovery.k8s.io/v1", "EndpointSlice") => {
-                self.endpoint_slices.push(with_version(serde_yaml::from_value(value).map_err(bad)?))
+                self.endpoint_slices.push(with_version(decode(value).map_err(bad)?))
             }
-            ("v1", "Node") => self.nodes.push(with_version(serde_yaml::from_value(value).map_err(bad)?)),
+            ("v1", "Node") => self.nodes.push(with_version(decode(value).map_err(bad)?)),
             (_, "List") => {
                 if let Some(Value::Sequence(items)) = value.get("items") {
                     for item in items.clone() {
@@ -105,6 +100,15 @@ impl Objects {
         }
         Ok(())
     }
+}
+
+/// Decodes one object; a mismatch names the field at fault (`spec.ports[0].port: invalid
+/// type: ...`), which serde_yaml alone does not do for an already parsed document.
+fn decode<K: serde::de::DeserializeOwned>(value: Value) -> Result<K, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    })
 }
 
 /// Fills a missing resourceVersion with a hash of the object, so that the relist tracker sees
@@ -182,7 +186,11 @@ items:
     fn errors_name_the_document() {
         let cases: &[(&str, &str)] = &[
             ("a: [1\n", "document 1"),
-            ("---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: 7}\n", "document 1 (Service s)"),
+            ("---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: 7}\n", "document 1 (Service s): spec.ports: "),
+            (
+                "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: http}]}\n",
+                "document 1 (Service s): spec.ports[0].port: invalid type",
+            ),
             (
                 "apiVersion: v1\nkind: Node\nmetadata: {name: n}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e}\nendpoints: 5\n",
                 "document 2 (EndpointSlice e)",

@@ -1,0 +1,207 @@
+//! The state the watch sources and the sync loop share: the model, which lists are complete,
+//! and what changed since the last sync.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use model::{Model, ServiceKey};
+use tokio::sync::Notify;
+
+use crate::relist::Change;
+
+/// The label linking an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The annotation the endpoint-slice controller sets to when the change it mirrors happened.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+/// The taint the cluster autoscaler puts on a node it is about to delete.
+const AUTOSCALER_DELETE_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// One change from a source (a cluster watch or a file).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// A Service change.
+    Service(Change<Service>),
+    /// An EndpointSlice change.
+    EndpointSlice(Change<EndpointSlice>),
+    /// A change of this node's Node object.
+    Node(Change<Node>),
+}
+
+/// Facts the health endpoints report, as upstream's `/healthz` and `/livez` use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthFacts {
+    /// The oldest change not yet applied, if any.
+    pub pending_since: Option<Instant>,
+    /// When a sync last left nothing pending.
+    pub last_synced: Option<Timestamp>,
+    /// False while the Node is being deleted (or is gone).
+    pub node_eligible: bool,
+}
+
+/// What the sources accumulated for the next sync.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Services touched by some change (for health-check node ports and logs).
+    pub touched: BTreeSet<ServiceKey>,
+    /// `last-change-trigger-time`s of the EndpointSlice changes, for network programming latency.
+    pub trigger_times: Vec<Timestamp>,
+    /// Service changes seen.
+    pub service_changes: u64,
+    /// EndpointSlice changes seen.
+    pub endpoint_changes: u64,
+}
+
+pub(crate) struct State {
+    pub model: Model,
+    pub lists: [bool; 3],
+    pub pending: Pending,
+    pub health: HealthFacts,
+}
+
+/// The model with the bookkeeping around it, shared by the sources (which [`Shared::feed`] it)
+/// and the sync loop (which it wakes). Clone the `Arc` to share it.
+pub struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    node_name: String,
+    started: Timestamp,
+}
+
+impl Shared {
+    /// Shares `model`, for node `node_name` (other Nodes fed in are ignored).
+    pub fn new(model: Model, node_name: impl Into<String>) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                model,
+                lists: [false; 3],
+                pending: Pending::default(),
+                health: HealthFacts { pending_since: None, last_synced: None, node_eligible: true },
+            }),
+            wake: Notify::new(),
+            node_name: node_name.into(),
+            started: Timestamp::now(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent model (updates are whole calls
+        // into it); keep going rather than take the proxy down.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until some change was fed since the last wait (a change fed before the wait counts).
+    pub(crate) async fn changed(&self) {
+        self.wake.notified().await
+    }
+
+    /// Runs `f` on the model (read only), e.g. to answer the debug endpoint. Keep it short: the
+    /// sources and the sync loop wait meanwhile.
+    pub fn with_model<T>(&self, f: impl FnOnce(&Model) -> T) -> T {
+        f(&self.lock().model)
+    }
+
+    /// The facts `/healthz` and `/livez` report.
+    pub fn health(&self) -> HealthFacts {
+        self.lock().health
+    }
+
+    /// Whether the first complete lists of Services, EndpointSlices and the Node are in.
+    pub fn lists_complete(&self) -> bool {
+        self.lock().lists.iter().all(|l| *l)
+    }
+
+    /// Applies one change to the model and wakes the sync loop.
+    pub fn feed(&self, update: Update) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut warnings = Vec::new();
+        let mut queued = true;
+        match update {
+            Update::Service(Change::Apply(svc)) => {
+                warnings = state.model.upsert_service(&svc);
+                state.pending.service_changes += 1;
+                state.pending.touched.insert(service_key(&svc));
+            }
+            Update::Service(Change::Delete(svc)) => {
+                let key = service_key(&svc);
+                state.model.delete_service(&key.namespace, &key.name);
+                state.pending.service_changes += 1;
+                state.pending.touched.insert(key);
+            }
+            Update::EndpointSlice(Change::Apply(slice)) => {
+                warnings = state.model.upsert_endpoint_slice(&slice);
+                state.pending.endpoint_changes += 1;
+                if let Some(key) = slice_service(&slice) {
+                    state.pending.touched.insert(key);
+                }
+                if let Some(t) = trigger_time(&slice).filter(|t| *t > self.started) {
+                    state.pending.trigger_times.push(t);
+                }
+            }
+            Update::EndpointSlice(Change::Delete(slice)) => {
+                state.model.delete_endpoint_slice(
+                    slice.namespace().as_deref().unwrap_or_default(),
+                    &slice.name_any(),
+                );
+                state.pending.endpoint_changes += 1;
+                if let Some(key) = slice_service(&slice) {
+                    state.pending.touched.insert(key);
+                }
+            }
+            Update::Node(Change::Apply(node)) => {
+                if node.name_any() == self.node_name {
+                    state.model.set_node(&node);
+                    state.health.node_eligible = node_eligible(&node);
+                } else {
+                    queued = false;
+                }
+            }
+            Update::Node(Change::Delete(node)) => {
+                if node.name_any() == self.node_name {
+                    state.health.node_eligible = false;
+                }
+                queued = false;
+            }
+            Update::Service(Change::Listed) => state.lists[0] = true,
+            Update::EndpointSlice(Change::Listed) => state.lists[1] = true,
+            Update::Node(Change::Listed) => state.lists[2] = true,
+        }
+        if queued {
+            state.health.pending_since.get_or_insert_with(Instant::now);
+        }
+        drop(guard);
+        for w in warnings {
+            tracing::warn!(object = %w.object, "{}", w.reason);
+        }
+        self.wake.notify_one();
+    }
+}
+
+fn service_key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = slice.labels().get(SERVICE_NAME_LABEL)?;
+    Some(ServiceKey::new(slice.namespace().unwrap_or_default(), name.clone()))
+}
+
+fn trigger_time(slice: &EndpointSlice) -> Option<Timestamp> {
+    slice.annotations().get(TRIGGER_TIME_ANNOTATION)?.parse().ok()
+}
+
+/// Upstream's node eligibility: not being deleted, not marked for deletion by the autoscaler.
+fn node_eligible(node: &Node) -> bool {
+    let deleting = node.metadata.deletion_timestamp.is_some();
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == AUTOSCALER_DELETE_TAINT));
+    !deleting && !tainted
+}

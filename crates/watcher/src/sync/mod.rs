@@ -1,0 +1,260 @@
+//! The sync loop: keeps the kernel in step with the model, incrementally.
+//!
+//! Each sync plans only what changed since the last one against [`Observed`], the state the
+//! daemon last applied (kept current from the batch results), so one EndpointSlice change costs
+//! work proportional to its Service. At least every `syncPeriod` a full reconcile plans
+//! everything against a fresh kernel dump, which repairs drift and progresses graceful removals.
+
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipvs::Operation;
+use k8s_openapi::jiff::Timestamp;
+use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
+
+pub use report::{SyncReport, step_kind};
+
+use crate::kernel::{Kernel, KernelError};
+use crate::schedule::Schedule;
+use crate::shared::Shared;
+
+/// At most this many failures are logged one by one per sync; the rest are counted.
+const LOGGED_FAILURES: usize = 20;
+
+/// The sync periods (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// A full reconcile at least this often.
+    pub sync_period: Duration,
+    /// No sync sooner than this after the previous one began.
+    pub min_sync_period: Duration,
+}
+
+/// Told about every sync, with the model as it is after the sync (locked: be brief).
+pub trait SyncObserver: Send {
+    /// One sync finished.
+    fn synced(&mut self, report: &SyncReport, model: &Model);
+}
+
+/// The sync loop over a [`Kernel`].
+pub struct SyncLoop<K, O> {
+    kernel: K,
+    shared: Arc<Shared>,
+    observer: O,
+    settings: SyncSettings,
+    observed: Observed,
+    graceful: GracefulRemovals,
+    retry: Changes,
+    epoch: Instant,
+}
+
+impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
+    /// A loop writing through `kernel` what `shared`'s model wants.
+    pub fn new(kernel: K, shared: Arc<Shared>, observer: O, settings: SyncSettings) -> SyncLoop<K, O> {
+        SyncLoop {
+            kernel,
+            shared,
+            observer,
+            settings,
+            observed: Observed::new(),
+            graceful: GracefulRemovals::new(),
+            retry: Changes::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Runs forever: waits for the first complete lists (no kernel write before), adopts the
+    /// kernel's state with a full reconcile (so a restart with an unchanged cluster writes
+    /// nothing), then syncs on changes and every sync period.
+    pub async fn run(mut self) {
+        while !self.shared.lists_complete() {
+            self.shared.changed().await;
+        }
+        tracing::info!("first lists complete; adopting the kernel's state");
+        let mut schedule =
+            Schedule { min_sync_period: self.settings.min_sync_period, last_start: Instant::now(), next_full: Instant::now() };
+        // A change fed while waiting for the lists is in the model already: the full sync takes it.
+        let mut dirty = false;
+        loop {
+            let next = schedule.next(dirty, !self.retry.is_empty());
+            tokio::select! {
+                _ = self.shared.changed(), if !dirty => {
+                    dirty = true;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next.at.into()) => {}
+            }
+            schedule.last_start = Instant::now();
+            dirty = false;
+            self.sync(next.full).await;
+            if next.full {
+                schedule.next_full = schedule.last_start + self.settings.sync_period;
+            }
+        }
+    }
+
+    /// One sync: full (fresh dump, everything planned) or incremental (only what changed).
+    pub async fn sync(&mut self, full: bool) -> SyncReport {
+        let start = Instant::now();
+        let mut report = SyncReport::default();
+        let mut node_addresses = None;
+        if full {
+            match self.kernel.observe().await {
+                Ok((table, bound)) => self.observed = Observed::from_kernel(&table, bound),
+                Err(e) => {
+                    tracing::warn!("full reconcile falls back to the last applied state: {e}");
+                    report.read_failures += 1;
+                }
+            }
+            match self.kernel.node_addresses().await {
+                Ok(addrs) => node_addresses = Some(addrs),
+                Err(e) => {
+                    tracing::warn!("keeping the previous node addresses: {e}");
+                    report.read_failures += 1;
+                }
+            }
+        }
+        // A failed dump still plans everything, against the last applied state: that cannot
+        // repair drift but still applies every change.
+        report.full = full;
+
+        let now = self.epoch.elapsed();
+        let (plan, pending_since) = {
+            let mut state = self.shared.lock();
+            if let Some(mut addrs) = node_addresses {
+                addrs.sort();
+                addrs.dedup();
+                state.model.set_node_addresses(addrs);
+            }
+            let mut changes = state.model.take_changes();
+            changes.merge(std::mem::take(&mut self.retry));
+            let scope = if full { Scope::All } else { Scope::Only(changes) };
+            let plan = state.model.plan(&self.observed, &scope, &mut self.graceful, now);
+            let pending = std::mem::take(&mut state.pending);
+            report.touched_services = pending.touched;
+            report.trigger_times = pending.trigger_times;
+            report.service_changes = pending.service_changes;
+            report.endpoint_changes = pending.endpoint_changes;
+            (plan, state.health.pending_since.take())
+        };
+        report.plan_steps = plan.len();
+
+        let failures = self.execute(plan.steps, &mut report).await;
+
+        report.duration = start.elapsed();
+        let mut state = self.shared.lock();
+        for (step, err) in failures.iter().take(LOGGED_FAILURES) {
+            let service = match step {
+                Step::Kernel(op) => {
+                    state.model.desired().virtual_server(&operation_target(op)).map(|d| d.origin.to_string())
+                }
+                _ => None,
+            };
+            tracing::warn!(service = service.as_deref().unwrap_or("-"), "{step} failed (retrying): {err}");
+        }
+        if failures.len() > LOGGED_FAILURES {
+            tracing::warn!("{} more steps failed", failures.len() - LOGGED_FAILURES);
+        }
+        report.virtual_servers = state.model.desired().len();
+        report.real_servers = state.model.desired().real_server_count();
+        if report.succeeded() {
+            state.health.last_synced = Some(Timestamp::now());
+        } else if let Some(since) = pending_since {
+            // Still not applied: the oldest unapplied change stays what health measures.
+            let newer = state.health.pending_since.unwrap_or(since);
+            state.health.pending_since = Some(since.min(newer));
+        }
+        self.observer.synced(&report, &state.model);
+        drop(state);
+        tracing::info!("{report}");
+        report
+    }
+
+    /// Runs the steps in order, contiguous kernel steps as one batch; records the successful
+    /// ones in `observed` and the failed ones for a retry. Returns the failures.
+    async fn execute(&mut self, steps: Vec<Step>, report: &mut SyncReport) -> Vec<(Step, KernelError)> {
+        let mut failures = Vec::new();
+        let mut batch: Vec<Operation> = Vec::new();
+        let mut steps = steps.into_iter().peekable();
+        while let Some(step) = steps.next() {
+            match step {
+                Step::Kernel(op) => {
+                    batch.push(op);
+                    if matches!(steps.peek(), Some(Step::Kernel(_))) {
+                        continue;
+                    }
+                    let ops = std::mem::take(&mut batch);
+                    self.run_batch(ops, report, &mut failures).await;
+                }
+                Step::Bind(addr) => {
+                    let result = self.kernel.bind(addr).await;
+                    self.record(Step::Bind(addr), result, report, &mut failures);
+                }
+                Step::Unbind(addr) => {
+                    let result = self.kernel.unbind(addr).await;
+                    self.record(Step::Unbind(addr), result, report, &mut failures);
+                }
+            }
+        }
+        failures
+    }
+
+    async fn run_batch(&mut self, ops: Vec<Operation>, report: &mut SyncReport, failures: &mut Vec<(Step, KernelError)>) {
+        match self.kernel.apply(&ops).await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for op in ops {
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(KernelError::new(op.to_string(), "the batch returned no result for it"))
+                    });
+                    self.record(Step::Kernel(op), result, report, failures);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for op in ops {
+                    let err = KernelError::new(op.to_string(), why.clone());
+                    self.record(Step::Kernel(op), Err(err), report, failures);
+                }
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        step: Step,
+        result: Result<(), KernelError>,
+        report: &mut SyncReport,
+        failures: &mut Vec<(Step, KernelError)>,
+    ) {
+        report.count(&step, result.is_ok());
+        match result {
+            Ok(()) => self.observed.apply(&step),
+            Err(e) => {
+                match &step {
+                    Step::Kernel(op) => {
+                        self.retry.virtual_servers.insert(operation_target(op));
+                    }
+                    Step::Bind(a) | Step::Unbind(a) => {
+                        self.retry.addresses.insert(*a);
+                    }
+                }
+                failures.push((step, e));
+            }
+        }
+    }
+
+    /// The state the loop believes the kernel holds (for tests and debugging).
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// Whether failed steps wait for a retry.
+    pub fn retry_pending(&self) -> bool {
+        !self.retry.is_empty()
+    }
+}

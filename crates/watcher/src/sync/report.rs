@@ -1,0 +1,83 @@
+//! What one sync did, for logs, metrics and health-check node ports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use ipvs::Operation;
+use k8s_openapi::jiff::Timestamp;
+use model::{ServiceKey, Step};
+
+/// The kind of a step, as the `kind` label of the kernel operation metrics names it.
+pub fn step_kind(step: &Step) -> &'static str {
+    match step {
+        Step::Bind(_) => "bind_address",
+        Step::Unbind(_) => "unbind_address",
+        Step::Kernel(Operation::AddVirtualServer(_)) => "add_virtual_server",
+        Step::Kernel(Operation::UpdateVirtualServer(_)) => "update_virtual_server",
+        Step::Kernel(Operation::DeleteVirtualServer(_)) => "delete_virtual_server",
+        Step::Kernel(Operation::AddRealServer(..)) => "add_real_server",
+        Step::Kernel(Operation::UpdateRealServer(..)) => "update_real_server",
+        Step::Kernel(Operation::DeleteRealServer(..)) => "delete_real_server",
+    }
+}
+
+/// One sync's outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncReport {
+    /// A full reconcile against a fresh kernel dump (else incremental).
+    pub full: bool,
+    /// Steps planned.
+    pub plan_steps: usize,
+    /// Steps run, by [`step_kind`] and success.
+    pub steps: BTreeMap<(&'static str, bool), usize>,
+    /// Steps that failed (they are retried).
+    pub failed: usize,
+    /// Kernel reads that failed (the dump, the host's addresses).
+    pub read_failures: usize,
+    /// Wall time from the sync's start to its end.
+    pub duration: Duration,
+    /// Desired virtual servers after the sync.
+    pub virtual_servers: usize,
+    /// Desired real servers after the sync.
+    pub real_servers: usize,
+    /// Service changes fed since the previous sync.
+    pub service_changes: u64,
+    /// EndpointSlice changes fed since the previous sync.
+    pub endpoint_changes: u64,
+    /// Trigger times of the EndpointSlice changes this sync programmed.
+    pub trigger_times: Vec<Timestamp>,
+    /// Services some change touched since the previous sync.
+    pub touched_services: BTreeSet<ServiceKey>,
+}
+
+impl SyncReport {
+    /// Whether nothing failed, reads included.
+    pub fn succeeded(&self) -> bool {
+        self.failed == 0 && self.read_failures == 0
+    }
+
+    pub(crate) fn count(&mut self, step: &Step, ok: bool) {
+        *self.steps.entry((step_kind(step), ok)).or_insert(0) += 1;
+        if !ok {
+            self.failed += 1;
+        }
+    }
+}
+
+impl fmt::Display for SyncReport {
+    /// One line: `full sync: 3 steps (add_virtual_server=1 add_real_server=2), 0 failed, in 1.2ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} sync: {} steps", if self.full { "full" } else { "incremental" }, self.plan_steps)?;
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for ((kind, _), n) in &self.steps {
+            *by_kind.entry(kind).or_insert(0) += n;
+        }
+        if !by_kind.is_empty() {
+            let parts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            write!(f, " ({})", parts.join(" "))?;
+        }
+        write!(f, ", {} failed", self.failed + self.read_failures)?;
+        write!(f, ", {} services changed, in {:.3?}", self.touched_services.len(), self.duration)
+    }
+}
