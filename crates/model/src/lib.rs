@@ -32,6 +32,7 @@
 
 mod build;
 mod changes;
+mod claims;
 mod cidr;
 mod config;
 mod desired;

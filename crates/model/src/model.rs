@@ -4,17 +4,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ipvs::VirtualServerId;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::claims::Claims;
 use crate::build::{NodeFacts, build_service};
 use crate::changes::{Changes, Scope};
 use crate::config::Config;
-use crate::desired::{DesiredState, DesiredVirtualServer, ServiceInfo};
+use crate::desired::{DesiredState, ServiceInfo};
 use crate::endpoints::{ParsedSlice, Slice, parse_slice};
 use crate::graceful::GracefulRemovals;
-use crate::names::{ServiceKey, ServicePortRef};
+use crate::names::ServiceKey;
 use crate::observed::Observed;
 use crate::plan::{Plan, PlanPolicy, plan};
 use crate::service::{Parsed, ServiceSpec, parse_service};
@@ -50,9 +50,8 @@ pub struct Model {
     /// Slice names per Service, ordered so that duplicate endpoints merge the same way each time.
     slices_by_service: HashMap<ServiceKey, BTreeSet<String>>,
     infos: BTreeMap<ServiceKey, ServiceInfo>,
-    desired: DesiredState,
-    /// Claims that lost to a smaller [`ServicePortRef`] for the same virtual server id.
-    shadowed: HashMap<VirtualServerId, BTreeMap<ServicePortRef, DesiredVirtualServer>>,
+    /// The desired state and the claims on it.
+    claims: Claims,
     changes: Changes,
     recomputed: u64,
 }
@@ -68,8 +67,7 @@ impl Model {
             slices: HashMap::new(),
             slices_by_service: HashMap::new(),
             infos: BTreeMap::new(),
-            desired: DesiredState::new(),
-            shadowed: HashMap::new(),
+            claims: Claims::default(),
             changes: Changes::new(),
             recomputed: 0,
         }
@@ -229,7 +227,7 @@ impl Model {
 
     /// The desired state.
     pub fn desired(&self) -> &DesiredState {
-        &self.desired
+        &self.claims.desired
     }
 
     /// What changed in the desired state since the last call (or since the model was made).
@@ -263,7 +261,7 @@ impl Model {
 
     /// [`plan`] from `observed` to this model's desired state with this model's policy.
     pub fn plan(&self, observed: &Observed, scope: &Scope, graceful: &mut GracefulRemovals, now: Duration) -> Plan {
-        plan(&self.desired, observed, &self.plan_policy(), scope, graceful, now)
+        plan(&self.claims.desired, observed, &self.plan_policy(), scope, graceful, now)
     }
 
     /// Recomputes Service `key` from what is stored and updates the desired state, recording
@@ -286,80 +284,9 @@ impl Model {
             Some((vss, info)) => (vss, Some(info)),
             None => (Vec::new(), None),
         };
-        let new_ids: BTreeSet<VirtualServerId> = vss.iter().map(|v| v.server.id).collect();
-        for id in old_ids.iter().filter(|id| !new_ids.contains(id)) {
-            self.withdraw(id, key);
-        }
-        for vs in vss {
-            self.claim(vs, warnings);
-        }
+        self.claims.replace(key, &old_ids, vss, &mut self.changes, warnings);
         if let Some(info) = info {
             self.infos.insert(key.clone(), info);
-        }
-    }
-
-    /// Adds a claim on a virtual server; the smallest origin wins the id.
-    fn claim(&mut self, vs: DesiredVirtualServer, warnings: &mut Vec<Warning>) {
-        let id = vs.server.id;
-        match self.desired.virtual_server(&id) {
-            Some(current) if current == &vs => return,
-            Some(current) if current.origin == vs.origin => {
-                self.desired.remove(&id);
-                self.desired.insert(vs);
-            }
-            Some(current) if current.origin < vs.origin => {
-                warnings.push(Warning::new(
-                    format!("Service {}", vs.origin.service),
-                    format!("virtual server {id} is already served by {}; port {:?} left out there", current.origin, vs.origin.port_name),
-                ));
-                let shadow = self.shadowed.entry(id).or_default();
-                if shadow.get(&vs.origin) == Some(&vs) {
-                    return;
-                }
-                shadow.insert(vs.origin.clone(), vs);
-                return;
-            }
-            Some(current) => {
-                warnings.push(Warning::new(
-                    format!("Service {}", vs.origin.service),
-                    format!("virtual server {id} taken over from {}", current.origin),
-                ));
-                if let Some(loser) = self.desired.remove(&id) {
-                    self.shadowed.entry(id).or_default().insert(loser.origin.clone(), loser);
-                }
-                self.desired.insert(vs);
-            }
-            None => self.desired.insert(vs),
-        }
-        self.note_change(&id);
-    }
-
-    /// Drops Service `key`'s claims on `id`; a shadowed claim takes over if the winner went.
-    fn withdraw(&mut self, id: &VirtualServerId, key: &ServiceKey) {
-        if self.desired.virtual_server(id).is_some_and(|v| &v.origin.service == key) {
-            self.desired.remove(id);
-            if let Some(shadow) = self.shadowed.get_mut(id) {
-                if let Some((_, next)) = shadow.pop_first() {
-                    self.desired.insert(next);
-                }
-                if shadow.is_empty() {
-                    self.shadowed.remove(id);
-                }
-            }
-            self.note_change(id);
-        }
-        if let Some(shadow) = self.shadowed.get_mut(id) {
-            shadow.retain(|origin, _| &origin.service != key);
-            if shadow.is_empty() {
-                self.shadowed.remove(id);
-            }
-        }
-    }
-
-    fn note_change(&mut self, id: &VirtualServerId) {
-        self.changes.virtual_servers.insert(*id);
-        if let Some(addr) = id.addr() {
-            self.changes.addresses.insert(addr);
         }
     }
 }
