@@ -131,15 +131,16 @@ mod tests {
     use k8s_openapi::api::core::v1::Service;
 
     fn svc(name: &str, rv: &str) -> Service {
-        let mut s = Service::default();
-        s.metadata = ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            resource_version: Some(rv.into()),
-            labels: Some([("app".to_string(), name.to_string())].into()),
-            ..ObjectMeta::default()
-        };
-        s
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                resource_version: Some(rv.into()),
+                labels: Some([("app".to_string(), name.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        }
     }
 
     /// What a change boils down to, for comparison.
@@ -153,7 +154,8 @@ mod tests {
 
     #[tokio::test]
     async fn relists_yield_only_real_changes() {
-        let cases: Vec<(&str, Vec<Event<Service>>, Vec<&str>)> = vec![
+        type Case = (&'static str, Vec<Event<Service>>, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
             (
                 "first list",
                 vec![Event::Init, Event::InitApply(svc("a", "1")), Event::InitApply(svc("b", "2")), Event::InitDone],

@@ -22,6 +22,8 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 const AUTOSCALER_DELETE_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 
 /// One change from a source (a cluster watch or a file).
+// Updates are moved once from a source into the model; boxing them would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     /// A Service change.
