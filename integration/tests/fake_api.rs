@@ -123,22 +123,20 @@ async fn watcher_follows_additions_changes_and_deletions() {
     assert_eq!(initial_names(&mut stream).await, ["web"]);
 
     let proxied_elsewhere = json!({"service.kubernetes.io/service-proxy-name": "other"});
-    // (change, expected event kind, expected name, expected port)
-    let steps: Vec<(Box<dyn Fn(&FakeApiServer)>, &str, &str, Option<i32>)> = vec![
-        (Box::new(|s| drop(s.apply(service("default", "db", json!({}), 5432)).unwrap())), "apply", "db", Some(5432)),
-        (Box::new(|s| drop(s.apply(service("default", "web", json!({}), 81)).unwrap())), "apply", "web", Some(81)),
-        (Box::new(|s| drop(s.delete(Kind::Service, "default", "db").unwrap())), "delete", "db", None),
+    // (object to apply, or None to delete `name`; expected event; name; expected port)
+    let steps: Vec<(Option<Value>, &str, &str, Option<i32>)> = vec![
+        (Some(service("default", "db", json!({}), 5432)), "apply", "db", Some(5432)),
+        (Some(service("default", "web", json!({}), 81)), "apply", "web", Some(81)),
+        (None, "delete", "db", None),
         // Leaving the selection looks like a deletion to the watch, entering it like an addition.
-        (
-            Box::new(move |s| drop(s.apply(service("default", "web", proxied_elsewhere.clone(), 81)).unwrap())),
-            "delete",
-            "web",
-            None,
-        ),
-        (Box::new(|s| drop(s.apply(service("default", "web", json!({}), 82)).unwrap())), "apply", "web", Some(82)),
+        (Some(service("default", "web", proxied_elsewhere, 81)), "delete", "web", None),
+        (Some(service("default", "web", json!({}), 82)), "apply", "web", Some(82)),
     ];
     for (change, kind, name, port) in steps {
-        change(&server);
+        match change {
+            Some(object) => assert_ne!(server.apply(object).unwrap().outcome, "unchanged"),
+            None => assert!(server.delete(Kind::Service, "default", name).is_ok()),
+        }
         let (seen_kind, object) = match next(&mut stream).await.unwrap() {
             Event::Apply(object) => ("apply", object),
             Event::Delete(object) => ("delete", object),
@@ -299,4 +297,19 @@ async fn stale_continue_tokens_expire() {
     server.compact();
     let stale = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap_err();
     assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 410), "{stale:?}");
+}
+
+#[tokio::test]
+async fn the_demo_manifest_is_served_as_typed_objects() {
+    let (server, client) = server(FakeApiConfig::default()).await;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples/demo.yaml");
+    server.apply_text(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let services = Api::<Service>::all(client.clone()).list(&ListParams::default()).await.unwrap();
+    let slices = Api::<EndpointSlice>::all(client.clone()).list(&ListParams::default()).await.unwrap();
+    let nodes = Api::<Node>::all(client).list(&ListParams::default()).await.unwrap();
+    assert_eq!((services.items.len(), slices.items.len(), nodes.items.len()), (7, 7, 1));
+    for slice in &slices.items {
+        let owner = slice.labels().get("kubernetes.io/service-name").unwrap();
+        assert!(services.items.iter().any(|s| &s.name_any() == owner), "{owner} has no Service");
+    }
 }
