@@ -1,6 +1,8 @@
 //! Kubernetes watches feeding the model, and the sync loop that keeps the kernel in step.
 #![deny(missing_docs)]
 
+mod cluster;
+mod file;
 mod kernel;
 mod objects;
 mod relist;
@@ -8,6 +10,8 @@ mod schedule;
 mod shared;
 mod sync;
 
+pub use cluster::{PROXY_LABEL_SELECTOR, cluster_updates};
+pub use file::file_updates;
 pub use kernel::{Kernel, KernelError};
 pub use objects::{Objects, ObjectsError};
 pub use relist::{Change, Tracker};
