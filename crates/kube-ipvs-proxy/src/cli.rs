@@ -85,13 +85,22 @@ pub struct RenderArgs {
     /// This node's addresses (repeatable); NodePorts listen on them.
     #[arg(long = "node-ip")]
     pub node_ips: Vec<IpAddr>,
-    /// IPVS scheduler for every virtual server.
-    #[arg(long, default_value = "rr")]
+    /// IPVS scheduler for Services without the scheduler annotation.
+    #[arg(long, default_value = "rr", value_parser = known_scheduler)]
     pub scheduler: String,
     /// The pod network (repeatable, CIDR); decides which sources count as cluster traffic.
     #[arg(long = "cluster-cidr")]
-    pub cluster_cidrs: Vec<String>,
+    pub cluster_cidrs: Vec<model::Cidr>,
     /// Print the desired state as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Accepts only a scheduler the kernel ships, naming the valid ones otherwise.
+fn known_scheduler(name: &str) -> Result<String, String> {
+    if model::is_known_scheduler(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!("unknown IPVS scheduler (known: {})", model::KNOWN_SCHEDULERS.join(", ")))
+    }
 }

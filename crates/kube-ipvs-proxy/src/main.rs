@@ -41,16 +41,24 @@ async fn dispatch(command: cli::Command) -> Result<ExitCode, BoxError> {
 fn init_logging(filter: &str) -> Result<(), BoxError> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|err| format!("invalid log filter {filter:?}: {err}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     Ok(())
 }
 
 /// Prints an error and its causes, one per line, without a backtrace: what a user acts on.
+/// A cause whose text the line before already contains is skipped: many errors quote their
+/// source in their own message.
 fn report(err: &(dyn Error + 'static)) {
-    eprintln!("kube-ipvs-proxy: error: {err}");
+    let mut last = err.to_string();
+    eprintln!("kube-ipvs-proxy: error: {last}");
     let mut source = err.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        last = text;
         source = cause.source();
     }
 }

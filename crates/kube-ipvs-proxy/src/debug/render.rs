@@ -1,0 +1,163 @@
+//! `debug render`: the IPVS state the proxy would program for a file of Kubernetes objects, in
+//! `ipvsadm -Ln` format with each virtual server's Service named, or as JSON. No kernel needed.
+
+use std::io::Read as _;
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipvs::{RealServer, RealServerEntry, Stats, Table, VirtualServer, VirtualServerEntry, VirtualServerId};
+use model::{Cidr, Config, DesiredState, Masquerade, Model, ServicePortRef, VirtualServerKind, Warning};
+use serde::Serialize;
+use watcher::{Objects, ObjectsError};
+
+use crate::cli::RenderArgs;
+use crate::debug::write_addresses;
+use crate::ipvsadm_format::{self, ListFormat};
+
+/// Why `debug render` could not read its input.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file (`-` for stdin).
+        path: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid Kubernetes YAML.
+    #[error("{path}: {error}")]
+    Objects {
+        /// The file (`-` for stdin).
+        path: String,
+        /// The document and field at fault (part of the message, so not repeated as a cause).
+        error: ObjectsError,
+    },
+}
+
+/// The desired state computed from a file, with what the model had to say about it.
+pub struct Rendered {
+    /// The desired state.
+    pub model: Model,
+    /// Objects or fields the model could not use.
+    pub warnings: Vec<Warning>,
+    /// Documents of other kinds, ignored.
+    pub skipped: Vec<String>,
+}
+
+/// Reads `args.file` (or stdin for `-`) and computes the desired state for node `args.node_name`.
+pub fn compute(args: &RenderArgs) -> Result<Rendered, RenderError> {
+    let path = args.file.display().to_string();
+    let text = read_input(&args.file).map_err(|source| RenderError::Read { path: path.clone(), source })?;
+    let objects = Objects::parse(&text).map_err(|error| RenderError::Objects { path, error })?;
+    let mut config = Config::new(args.node_name.clone());
+    config.node_addresses = args.node_ips.clone();
+    config.default_scheduler = args.scheduler.clone();
+    config.cluster_cidrs = args.cluster_cidrs.clone();
+    let node = objects.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(args.node_name.as_str()));
+    let (model, warnings) = Model::from_objects(config, &objects.services, &objects.endpoint_slices, node);
+    Ok(Rendered { model, warnings, skipped: objects.skipped })
+}
+
+fn read_input(path: &Path) -> std::io::Result<String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// The desired state as ipvsadm would list it once programmed (counters zero), each virtual
+/// server followed by `#  service namespace/name:port (Kind)`, then the addresses to bind.
+pub fn listing(desired: &DesiredState, link: &str) -> String {
+    let table = Table {
+        services: desired
+            .virtual_servers()
+            .map(|(_, vs)| (entry(&vs.server), vs.real_servers.values().map(real_entry).collect()))
+            .collect(),
+    };
+    let comments = |id: &VirtualServerId| match desired.virtual_server(id) {
+        Some(vs) => vec![format!("service {} ({})", vs.origin, kind_name(vs.kind))],
+        None => Vec::new(),
+    };
+    let mut out = ipvsadm_format::listing(&table, None, ListFormat::default(), &comments);
+    out.push('\n');
+    let addresses: Vec<IpAddr> = desired.addresses().copied().collect();
+    write_addresses(&mut out, link, Some(&addresses));
+    out
+}
+
+fn entry(server: &VirtualServer) -> VirtualServerEntry {
+    VirtualServerEntry { server: server.clone(), stats: Stats::default() }
+}
+
+fn real_entry(server: &RealServer) -> RealServerEntry {
+    RealServerEntry { server: *server, connections: Default::default(), stats: Stats::default() }
+}
+
+/// How a Service names the address kind, as `kubectl` users know it.
+fn kind_name(kind: VirtualServerKind) -> &'static str {
+    match kind {
+        VirtualServerKind::ClusterIp => "ClusterIP",
+        VirtualServerKind::ExternalIp => "ExternalIP",
+        VirtualServerKind::LoadBalancer => "LoadBalancer",
+        VirtualServerKind::NodePort => "NodePort",
+    }
+}
+
+/// The JSON document `debug render --json` prints.
+#[derive(Debug, Serialize)]
+pub struct RenderJson<'a> {
+    /// Virtual servers ordered by id, each with its real servers and origin.
+    pub virtual_servers: Vec<VirtualServerJson<'a>>,
+    /// Addresses to bind on kube-ipvs0, ordered.
+    pub addresses: Vec<IpAddr>,
+    /// What the model could not use.
+    pub warnings: &'a [Warning],
+    /// Documents of other kinds that were ignored.
+    pub skipped: &'a [String],
+}
+
+/// One desired virtual server. JSON maps need string keys, so real servers are a list here.
+#[derive(Debug, Serialize)]
+pub struct VirtualServerJson<'a> {
+    /// Its configuration.
+    pub server: &'a VirtualServer,
+    /// Its real servers, ordered by id.
+    pub real_servers: Vec<&'a RealServer>,
+    /// The Service port it serves.
+    pub origin: &'a ServicePortRef,
+    /// Which address of the Service it listens on.
+    pub kind: VirtualServerKind,
+    /// Which of its traffic is masqueraded.
+    pub masquerade: Masquerade,
+    /// `loadBalancerSourceRanges`.
+    pub source_ranges: &'a [Cidr],
+    /// Whether its address is bound on kube-ipvs0.
+    pub bind: bool,
+}
+
+/// The JSON view of `rendered`.
+pub fn json(rendered: &Rendered) -> RenderJson<'_> {
+    let desired = rendered.model.desired();
+    RenderJson {
+        virtual_servers: desired
+            .virtual_servers()
+            .map(|(_, vs)| VirtualServerJson {
+                server: &vs.server,
+                real_servers: vs.real_servers.values().collect(),
+                origin: &vs.origin,
+                kind: vs.kind,
+                masquerade: vs.masquerade,
+                source_ranges: &vs.source_ranges,
+                bind: vs.bind,
+            })
+            .collect(),
+        addresses: desired.addresses().copied().collect(),
+        warnings: &rendered.warnings,
+        skipped: &rendered.skipped,
+    }
+}
