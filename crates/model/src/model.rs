@@ -50,6 +50,9 @@ pub struct Model {
     /// Slice names per Service, ordered so that duplicate endpoints merge the same way each time.
     slices_by_service: HashMap<ServiceKey, BTreeSet<String>>,
     infos: BTreeMap<ServiceKey, ServiceInfo>,
+    /// Every node address seen since the model was made: NodePorts on a former address are
+    /// still this proxy's to delete.
+    node_addresses_seen: BTreeSet<IpAddr>,
     /// The desired state and the claims on it.
     claims: Claims,
     changes: Changes,
@@ -61,6 +64,7 @@ impl Model {
     pub fn new(config: Config) -> Model {
         let node = NodeFacts { addresses: config.node_addresses.clone(), ..NodeFacts::default() };
         Model {
+            node_addresses_seen: config.node_addresses.iter().copied().collect(),
             config,
             node,
             services: HashMap::new(),
@@ -216,6 +220,7 @@ impl Model {
         if addresses == self.node.addresses {
             return;
         }
+        self.node_addresses_seen.extend(addresses.iter().copied());
         self.config.node_addresses = addresses.clone();
         self.node.addresses = addresses;
         let keys: Vec<ServiceKey> =
@@ -254,9 +259,12 @@ impl Model {
         }
     }
 
-    /// What a plan may touch, from the settings and the current node addresses.
+    /// What a plan may touch: the settings, with every node address seen since the model was
+    /// made (so a NodePort on an address the node lost is still deleted).
     pub fn plan_policy(&self) -> PlanPolicy {
-        PlanPolicy::from_config(&self.config)
+        let mut policy = PlanPolicy::from_config(&self.config);
+        policy.node_addresses.extend(self.node_addresses_seen.iter().copied());
+        policy
     }
 
     /// [`plan`] from `observed` to this model's desired state with this model's policy.

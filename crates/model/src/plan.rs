@@ -81,7 +81,7 @@ pub fn operation_target(op: &Operation) -> VirtualServerId {
 /// What the plan may touch and how long graceful removal lasts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanPolicy {
-    /// Node addresses: NodePort virtual servers on them are this proxy's.
+    /// Node addresses, present and past: NodePort virtual servers on them are this proxy's.
     pub node_addresses: BTreeSet<IpAddr>,
     /// Never touched, desired or not.
     pub exclude_cidrs: Vec<Cidr>,
@@ -104,12 +104,13 @@ impl PlanPolicy {
     }
 
     /// Whether the plan may delete observed virtual server `id` when it is not desired: a tuple
-    /// virtual server on an address bound on kube-ipvs0 or on a node address, outside the
-    /// excluded prefixes. Firewall-mark virtual servers are never this proxy's.
-    pub fn owns(&self, id: &VirtualServerId, observed: &Observed) -> bool {
+    /// virtual server on an address bound (or to be bound) on kube-ipvs0 or on a node address,
+    /// outside the excluded prefixes. Firewall-mark virtual servers are never this proxy's.
+    pub fn owns(&self, id: &VirtualServerId, desired: &DesiredState, observed: &Observed) -> bool {
         match id.addr() {
             Some(addr) => {
-                (observed.is_bound(&addr) || self.node_addresses.contains(&addr)) && !self.excluded(&addr)
+                (observed.is_bound(&addr) || desired.wants_address(&addr) || self.node_addresses.contains(&addr))
+                    && !self.excluded(&addr)
             }
             None => false,
         }
@@ -168,7 +169,7 @@ pub fn plan(
             (Some(d), Some(o)) => plan_virtual_server(d, o, policy, graceful, now, &mut steps),
             (None, Some(_)) => {
                 graceful.finish_all(id);
-                if policy.owns(id, observed) {
+                if policy.owns(id, desired, observed) {
                     steps.push(Step::Kernel(Operation::DeleteVirtualServer(*id)));
                 }
             }
