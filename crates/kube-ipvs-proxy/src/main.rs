@@ -2,6 +2,7 @@
 //! and dispatches on [`cli::Command`].
 
 mod cli;
+mod config;
 mod debug;
 mod ipvsadm_format;
 

@@ -1,0 +1,385 @@
+//! kube-proxy's `KubeProxyConfiguration` file (`kubeproxy.config.k8s.io/v1alpha1`), read leniently:
+//! the fields that apply to an IPVS proxy are taken, every other field that is set is reported
+//! as ignored, so an operator can point `--config` at the file their kube-proxy ConfigMap holds.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use super::duration::parse_duration;
+use super::{Cidr, ConfigError, NodePortAddress, parse_cidrs, parse_node_port_addresses};
+
+/// The API group/version this reader understands.
+pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
+
+/// Dotted paths of the fields this proxy honours. Upstream writes zero values (`0s`, `""`,
+/// `null`) for unset fields and defaults them; so do we.
+const HONOURED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "mode",
+    "clientConnection.kubeconfig",
+    "hostnameOverride",
+    "bindAddress",
+    "healthzBindAddress",
+    "metricsBindAddress",
+    "clusterCIDR",
+    "masqueradeAll",
+    // Before `masqueradeAll` moved to the top level, IPVS mode read it from here.
+    "iptables.masqueradeAll",
+    "nodePortAddresses",
+    // Newer files carry the sync periods at the top level; `ipvs.*` wins when both are set.
+    "syncPeriod",
+    "minSyncPeriod",
+    "ipvs.scheduler",
+    "ipvs.syncPeriod",
+    "ipvs.minSyncPeriod",
+    "ipvs.excludeCIDRs",
+    "ipvs.strictARP",
+    "ipvs.tcpTimeout",
+    "ipvs.tcpFinTimeout",
+    "ipvs.udpTimeout",
+];
+
+/// What a configuration file sets. `None` (or empty) means "not set": the flag or the default
+/// applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    /// `mode`, when set (anything but `ipvs` is warned about by the caller).
+    pub mode: Option<String>,
+    /// `clientConnection.kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `hostnameOverride`.
+    pub hostname_override: Option<String>,
+    /// `bindAddress`.
+    pub bind_address: Option<IpAddr>,
+    /// `healthzBindAddress`, unparsed (`host:port` or a bare IP).
+    pub healthz_bind_address: Option<String>,
+    /// `metricsBindAddress`, unparsed.
+    pub metrics_bind_address: Option<String>,
+    /// `clusterCIDR` (comma-separated for dual-stack).
+    pub cluster_cidrs: Option<Vec<Cidr>>,
+    /// `masqueradeAll` or the older `iptables.masqueradeAll`.
+    pub masquerade_all: Option<bool>,
+    /// `nodePortAddresses`.
+    pub node_port_addresses: Option<Vec<NodePortAddress>>,
+    /// `ipvs.scheduler`.
+    pub scheduler: Option<String>,
+    /// `ipvs.syncPeriod`, else `syncPeriod`.
+    pub sync_period: Option<Duration>,
+    /// `ipvs.minSyncPeriod`, else `minSyncPeriod`.
+    pub min_sync_period: Option<Duration>,
+    /// `ipvs.excludeCIDRs`.
+    pub exclude_cidrs: Option<Vec<Cidr>>,
+    /// `ipvs.strictARP`.
+    pub strict_arp: Option<bool>,
+    /// `ipvs.tcpTimeout`.
+    pub tcp_timeout: Option<Duration>,
+    /// `ipvs.tcpFinTimeout`.
+    pub tcp_fin_timeout: Option<Duration>,
+    /// `ipvs.udpTimeout`.
+    pub udp_timeout: Option<Duration>,
+    /// Dotted paths of fields that are set to something but that this proxy does not use.
+    pub ignored: Vec<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`; errors name the file.
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::ReadFile { path: path.to_path_buf(), source })?;
+        FileConfig::parse(&text).map_err(|e| ConfigError::InFile { path: path.to_path_buf(), source: Box::new(e) })
+    }
+
+    /// Parses a `KubeProxyConfiguration` document. A whole kube-proxy `ConfigMap` is accepted too:
+    /// its `data["config.conf"]` is read, so an operator can use `kubectl get cm -o yaml` output.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        let doc: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        if lookup(&doc, "kind").and_then(Value::as_str) == Some("ConfigMap") {
+            let inner = lookup(&doc, "data")
+                .and_then(|d| d.get("config.conf"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ConfigError::field("data", "a kube-proxy ConfigMap needs data[\"config.conf\"]"))?;
+            return FileConfig::parse(inner);
+        }
+        match (lookup(&doc, "apiVersion").and_then(Value::as_str), lookup(&doc, "kind").and_then(Value::as_str)) {
+            (Some(API_VERSION), Some("KubeProxyConfiguration")) => {}
+            (api, kind) => {
+                return Err(ConfigError::field(
+                    "apiVersion/kind",
+                    &format!(
+                        "expected {API_VERSION} KubeProxyConfiguration, found {} {}",
+                        api.unwrap_or("(none)"),
+                        kind.unwrap_or("(none)")
+                    ),
+                ));
+            }
+        }
+
+        let mut ignored = Vec::new();
+        collect_ignored(&doc, "", &mut ignored);
+
+        let sync_period = duration(&doc, "ipvs.syncPeriod")?.or(duration(&doc, "syncPeriod")?);
+        let min_sync_period = duration(&doc, "ipvs.minSyncPeriod")?.or(duration(&doc, "minSyncPeriod")?);
+        let masquerade_all = match (boolean(&doc, "masqueradeAll")?, boolean(&doc, "iptables.masqueradeAll")?) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
+        };
+        Ok(FileConfig {
+            mode: string(&doc, "mode")?,
+            kubeconfig: string(&doc, "clientConnection.kubeconfig")?.map(PathBuf::from),
+            hostname_override: string(&doc, "hostnameOverride")?,
+            bind_address: string(&doc, "bindAddress")?
+                .map(|s| s.parse().map_err(|_| ConfigError::field("bindAddress", "not an IP address")))
+                .transpose()?,
+            healthz_bind_address: string(&doc, "healthzBindAddress")?,
+            metrics_bind_address: string(&doc, "metricsBindAddress")?,
+            cluster_cidrs: string(&doc, "clusterCIDR")?.map(|s| parse_cidrs(&s)).transpose()?,
+            masquerade_all,
+            node_port_addresses: strings(&doc, "nodePortAddresses")?
+                .map(|list| parse_node_port_addresses(&list))
+                .transpose()?,
+            scheduler: string(&doc, "ipvs.scheduler")?,
+            sync_period,
+            min_sync_period,
+            exclude_cidrs: strings(&doc, "ipvs.excludeCIDRs")?
+                .map(|list| list.iter().map(|s| s.parse()).collect::<Result<Vec<Cidr>, _>>())
+                .transpose()?,
+            strict_arp: boolean(&doc, "ipvs.strictARP")?,
+            tcp_timeout: duration(&doc, "ipvs.tcpTimeout")?,
+            tcp_fin_timeout: duration(&doc, "ipvs.tcpFinTimeout")?,
+            udp_timeout: duration(&doc, "ipvs.udpTimeout")?,
+            ignored,
+        })
+    }
+}
+
+/// The value at a dotted path, if every step is a mapping key.
+fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |v, key| v.get(key))
+}
+
+/// Whether a value counts as "set": upstream serialises unset fields as zero values.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !(s.is_empty() || s == "0" || s == "0s"),
+        Value::Sequence(seq) => !seq.is_empty(),
+        Value::Mapping(m) => m.values().any(is_set),
+        Value::Tagged(t) => is_set(&t.value),
+    }
+}
+
+/// Walks mappings and records every set leaf (or set sequence) that is not honoured.
+fn collect_ignored(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Mapping(map) = v {
+        for (key, value) in map {
+            let key = match key {
+                Value::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+            if HONOURED.contains(&path.as_str()) {
+                continue;
+            }
+            if matches!(value, Value::Mapping(_)) {
+                collect_ignored(value, &path, out);
+            } else if is_set(value) {
+                out.push(path);
+            }
+        }
+    }
+}
+
+fn string(doc: &Value, path: &str) -> Result<Option<String>, ConfigError> {
+    match lookup(doc, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(ConfigError::field(path, "expected a string")),
+    }
+}
+
+fn strings(doc: &Value, path: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    match lookup(doc, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Sequence(seq)) if seq.is_empty() => Ok(None),
+        Some(Value::Sequence(seq)) => seq
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ConfigError::field(path, "expected a list of strings")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ConfigError::field(path, "expected a list of strings")),
+    }
+}
+
+fn boolean(doc: &Value, path: &str) -> Result<Option<bool>, ConfigError> {
+    match lookup(doc, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ConfigError::field(path, "expected true or false")),
+    }
+}
+
+fn duration(doc: &Value, path: &str) -> Result<Option<Duration>, ConfigError> {
+    match string(doc, path)? {
+        None => Ok(None),
+        Some(text) => {
+            let d = parse_duration(&text).map_err(|e| ConfigError::field(path, &e.to_string()))?;
+            Ok((!d.is_zero()).then_some(d))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `kubeadm init` writes into the kube-proxy ConfigMap (Kubernetes 1.33), switched to
+    /// IPVS with a few fields set.
+    const KUBEADM_CONFIG: &str = r#"
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+bindAddress: 0.0.0.0
+bindAddressHardFail: false
+clientConnection:
+  acceptContentTypes: ""
+  burst: 0
+  contentType: ""
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 0
+clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
+configSyncPeriod: 0s
+conntrack:
+  maxPerCore: null
+  min: null
+  tcpBeLiberal: false
+  tcpCloseWaitTimeout: null
+  tcpEstablishedTimeout: null
+  udpStreamTimeout: 0s
+  udpTimeout: 0s
+detectLocal:
+  bridgeInterface: ""
+  interfaceNamePrefix: ""
+detectLocalMode: ""
+enableProfiling: false
+healthzBindAddress: ""
+hostnameOverride: ""
+iptables:
+  localhostNodePorts: null
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+ipvs:
+  excludeCIDRs:
+  - 192.0.2.0/24
+  minSyncPeriod: 1s
+  scheduler: wrr
+  strictARP: true
+  syncPeriod: 1m0s
+  tcpFinTimeout: 0s
+  tcpTimeout: 15m
+  udpTimeout: 0s
+kind: KubeProxyConfiguration
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: "0"
+  verbosity: 0
+metricsBindAddress: 0.0.0.0:10249
+mode: ipvs
+nftables:
+  masqueradeAll: false
+  masqueradeBit: null
+  minSyncPeriod: 0s
+  syncPeriod: 0s
+nodePortAddresses: null
+oomScoreAdj: -999
+portRange: ""
+showHiddenMetricsForVersion: ""
+featureGates:
+  SomeGate: true
+winkernel:
+  enableDSR: false
+  networkName: ""
+"#;
+
+    #[test]
+    fn reads_a_kubeadm_configmap_payload() {
+        let cfg = FileConfig::parse(KUBEADM_CONFIG).unwrap();
+        assert_eq!(cfg.mode.as_deref(), Some("ipvs"));
+        assert_eq!(cfg.kubeconfig, Some(PathBuf::from("/var/lib/kube-proxy/kubeconfig.conf")));
+        assert_eq!(cfg.hostname_override, None);
+        assert_eq!(cfg.bind_address, Some("0.0.0.0".parse().unwrap()));
+        assert_eq!(cfg.healthz_bind_address, None, "empty means default");
+        assert_eq!(cfg.metrics_bind_address.as_deref(), Some("0.0.0.0:10249"));
+        assert_eq!(cfg.cluster_cidrs.as_ref().map(Vec::len), Some(2));
+        assert_eq!(cfg.masquerade_all, Some(false));
+        assert_eq!(cfg.node_port_addresses, None);
+        assert_eq!(cfg.scheduler.as_deref(), Some("wrr"));
+        assert_eq!(cfg.sync_period, Some(Duration::from_secs(60)));
+        assert_eq!(cfg.min_sync_period, Some(Duration::from_secs(1)));
+        assert_eq!(cfg.exclude_cidrs, Some(vec!["192.0.2.0/24".parse().unwrap()]));
+        assert_eq!(cfg.strict_arp, Some(true));
+        assert_eq!(cfg.tcp_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(cfg.tcp_fin_timeout, None, "0s means unset");
+        assert_eq!(cfg.udp_timeout, None);
+        // Only the set fields this proxy does not use are reported, not every zero value.
+        assert_eq!(cfg.ignored, vec!["oomScoreAdj".to_string(), "featureGates.SomeGate".to_string()]);
+    }
+
+    #[test]
+    fn reads_a_whole_configmap() {
+        let indented: String = KUBEADM_CONFIG.lines().map(|l| format!("    {l}\n")).collect();
+        let cm = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kube-proxy\ndata:\n  config.conf: |\n{indented}");
+        assert_eq!(FileConfig::parse(&cm).unwrap(), FileConfig::parse(KUBEADM_CONFIG).unwrap());
+    }
+
+    #[test]
+    fn field_precedence_and_fallbacks() {
+        let head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
+        type Check = fn(&FileConfig) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("syncPeriod: 10s\n", |c| c.sync_period == Some(Duration::from_secs(10))),
+            ("syncPeriod: 10s\nipvs:\n  syncPeriod: 20s\n", |c| c.sync_period == Some(Duration::from_secs(20))),
+            ("minSyncPeriod: 250ms\n", |c| c.min_sync_period == Some(Duration::from_millis(250))),
+            ("iptables:\n  masqueradeAll: true\n", |c| c.masquerade_all == Some(true)),
+            ("masqueradeAll: true\n", |c| c.masquerade_all == Some(true)),
+            ("nodePortAddresses: [primary]\n", |c| c.node_port_addresses == Some(vec![NodePortAddress::Primary])),
+            ("nodePortAddresses: [10.0.0.0/8]\n", |c| {
+                c.node_port_addresses == Some(vec![NodePortAddress::Cidr("10.0.0.0/8".parse().unwrap())])
+            }),
+            ("mode: iptables\n", |c| c.mode.as_deref() == Some("iptables")),
+            ("conntrack:\n  maxPerCore: 32768\n", |c| c.ignored == ["conntrack.maxPerCore"]),
+        ];
+        for (body, check) in cases {
+            let cfg = FileConfig::parse(&format!("{head}{body}")).unwrap();
+            assert!(check(&cfg), "{body}: {cfg:?}");
+        }
+    }
+
+    #[test]
+    fn bad_files_are_errors_naming_the_field() {
+        let head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
+        let cases: &[(&str, &str)] = &[
+            ("ipvs:\n  syncPeriod: 30\n", "ipvs.syncPeriod"),
+            ("ipvs:\n  strictARP: yes-please\n", "ipvs.strictARP"),
+            ("clusterCIDR: 10.0.0.0/40\n", "10.0.0.0/40"),
+            ("ipvs:\n  excludeCIDRs: 10.0.0.0/8\n", "ipvs.excludeCIDRs"),
+            ("bindAddress: localhost\n", "bindAddress"),
+            ("nodePortAddresses: [primary, 10.0.0.0/8]\n", "nodePortAddresses"),
+        ];
+        for (body, named) in cases {
+            let err = FileConfig::parse(&format!("{head}{body}")).unwrap_err().to_string();
+            assert!(err.contains(named), "{body}: {err}");
+        }
+        for doc in ["kind: KubeProxyConfiguration\n", "apiVersion: v1\nkind: Pod\n", "[1, 2", "kind: ConfigMap\n"] {
+            assert!(FileConfig::parse(doc).is_err(), "{doc}");
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The daemon's configuration: `run`'s flags (kube-proxy's names, so operators' arguments keep
+//! working) over an optional `--config` KubeProxyConfiguration file over upstream's defaults.
+
+mod duration;
+mod file;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use model::{Cidr, NodePortAddress};
+pub use duration::{format_duration, parse_duration};
+pub use file::FileConfig;
+
+/// Upstream's default `syncPeriod` for IPVS mode.
+pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
+/// How long removed TCP destinations may drain by default (upstream has no limit; its
+/// graceful-termination manager retries every minute for as long as connections remain).
+pub const DEFAULT_GRACEFUL_TERMINATION: Duration = Duration::from_secs(15 * 60);
+/// Upstream's default health server address.
+pub const DEFAULT_HEALTHZ: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10256);
+/// Upstream's default metrics server address.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10249);
+
+/// Why a configuration could not be used. Each variant names the value or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A duration is not in Go's syntax.
+    #[error("invalid duration {value:?}: {why}")]
+    Duration {
+        /// The text given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A CIDR is malformed.
+    #[error(transparent)]
+    Cidr(#[from] model::CidrError),
+    /// An address (`host:port` or IP) is malformed.
+    #[error("invalid address {value:?} for {setting}")]
+    Address {
+        /// The setting it was given for.
+        setting: &'static str,
+        /// The text given.
+        value: String,
+    },
+    /// A field of the configuration file has the wrong type or value.
+    #[error("field {field}: {why}")]
+    Field {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The scheduler is not one the kernel has.
+    #[error("unknown IPVS scheduler {0:?} (known: {known})", known = model::KNOWN_SCHEDULERS.join(", "))]
+    Scheduler(String),
+    /// The file is not YAML.
+    #[error("not YAML: {0}")]
+    Yaml(String),
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something in the configuration file is wrong.
+    #[error("in {path}: {source}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: Box<ConfigError>,
+    },
+    /// No node name was given and the hostname could not be read.
+    #[error("cannot determine the node name (give --hostname-override): {0}")]
+    Hostname(String),
+}
+
+impl ConfigError {
+    fn field(field: &str, why: &str) -> ConfigError {
+        ConfigError::Field { field: field.to_string(), why: why.to_string() }
+    }
+}
+
+/// Parses a comma-separated CIDR list (kube-proxy's `--cluster-cidr` form), ignoring blanks.
+pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, ConfigError> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Ok(s.parse()?)).collect()
+}
+
+/// Parses upstream's `nodePortAddresses`: CIDRs, or the single keyword `primary`.
+pub fn parse_node_port_addresses(list: &[String]) -> Result<Vec<NodePortAddress>, ConfigError> {
+    let parsed = list
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| Ok(s.parse::<NodePortAddress>()?))
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    if parsed.len() > 1 && parsed.contains(&NodePortAddress::Primary) {
+        return Err(ConfigError::field("nodePortAddresses", "\"primary\" cannot be combined with CIDRs"));
+    }
+    Ok(parsed)
+}
+
+/// The flags of `kube-ipvs-proxy run`. Names are kube-proxy's; every value is optional so that
+/// a flag given overrides the file and a flag not given does not.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Path to a kubeconfig file; without it (and without `clientConnection.kubeconfig` in
+    /// --config) the in-cluster configuration is used.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// A KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) YAML file, or a kube-proxy
+    /// ConfigMap holding one; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Take Services, EndpointSlices and the Node from this multi-document YAML file instead
+    /// of an API server, re-reading it when it changes (standalone mode).
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// This node's name (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    pub hostname_override: Option<String>,
+    /// Full reconcile against a fresh kernel dump at least this often (Go duration; default 30s).
+    #[arg(long, alias = "sync-period", value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_sync_period: Option<Duration>,
+    /// Minimum time between syncs; changes arriving meanwhile are coalesced (default 0s).
+    #[arg(long, alias = "min-sync-period", value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_min_sync_period: Option<Duration>,
+    /// IPVS scheduler for virtual servers (default rr).
+    #[arg(long, alias = "scheduler", value_name = "NAME")]
+    pub ipvs_scheduler: Option<String>,
+    /// The cluster's pod CIDR(s), comma-separated for dual-stack.
+    #[arg(long, value_name = "CIDR[,CIDR]")]
+    pub cluster_cidr: Option<String>,
+    /// Masquerade all traffic to Service addresses.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub masquerade_all: Option<bool>,
+    /// Comma-separated CIDRs whose virtual servers this proxy never touches.
+    #[arg(long, value_name = "CIDR[,CIDR]")]
+    pub ipvs_exclude_cidrs: Option<String>,
+    /// Comma-separated CIDRs (or `primary`) selecting the node addresses NodePorts listen on.
+    #[arg(long, value_name = "CIDR[,CIDR]")]
+    pub nodeport_addresses: Option<String>,
+    /// Set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2 (needed by MetalLB L2).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ipvs_strict_arp: Option<bool>,
+    /// IPVS timeout for idle TCP sessions (0 leaves the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_tcp_timeout: Option<Duration>,
+    /// IPVS timeout for TCP sessions after FIN (0 leaves the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_tcpfin_timeout: Option<Duration>,
+    /// IPVS timeout for UDP packets (0 leaves the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_udp_timeout: Option<Duration>,
+    /// host:port (or IP) for /healthz and /livez; empty disables (default 0.0.0.0:10256).
+    #[arg(long, value_name = "ADDR")]
+    pub healthz_bind_address: Option<String>,
+    /// host:port (or IP) for /metrics and the debug endpoint; empty disables (default 127.0.0.1:10249).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind_address: Option<String>,
+    /// The node's primary IP; health-check node port servers listen on it (default 0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    pub bind_address: Option<IpAddr>,
+    /// Name of the dummy link holding Service addresses.
+    #[arg(long, default_value = "kube-ipvs0", value_name = "NAME")]
+    pub interface: String,
+    /// How long a removed TCP destination with open connections keeps weight 0 before it is
+    /// deleted anyway (default 15m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub graceful_termination: Option<Duration>,
+    /// Accepted for compatibility; this proxy only does `ipvs`.
+    #[arg(long, value_name = "MODE")]
+    pub proxy_mode: Option<String>,
+}
+
+/// The resolved configuration `run` works with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// kubeconfig file; `None` means in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Standalone mode's object file.
+    pub from_file: Option<PathBuf>,
+    /// This node's name.
+    pub node_name: String,
+    /// Full reconcile period.
+    pub sync_period: Duration,
+    /// Minimum time between syncs.
+    pub min_sync_period: Duration,
+    /// IPVS scheduler.
+    pub scheduler: String,
+    /// Pod CIDRs.
+    pub cluster_cidrs: Vec<Cidr>,
+    /// Masquerade everything.
+    pub masquerade_all: bool,
+    /// Virtual servers in these blocks are never touched.
+    pub exclude_cidrs: Vec<Cidr>,
+    /// Which node addresses NodePorts listen on (empty: all).
+    pub node_port_addresses: Vec<NodePortAddress>,
+    /// Set the strict ARP sysctls.
+    pub strict_arp: bool,
+    /// IPVS timeouts to set at start, if any is configured (0 fields are left unchanged).
+    pub timeouts: Option<ipvs::Timeouts>,
+    /// /healthz and /livez; `None` disables.
+    pub healthz_bind_address: Option<SocketAddr>,
+    /// /metrics and /debug; `None` disables.
+    pub metrics_bind_address: Option<SocketAddr>,
+    /// Where health-check node port servers listen.
+    pub bind_address: IpAddr,
+    /// The dummy link's name.
+    pub interface: String,
+    /// How long a removed TCP destination with connections may drain.
+    pub graceful_termination: Duration,
+}
+
+impl Settings {
+    /// Resolves flags over the `--config` file over defaults. Returns the settings and the
+    /// warnings to log (ignored file fields, a `mode` other than ipvs).
+    pub fn resolve(args: &RunArgs) -> Result<(Settings, Vec<String>), ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::merge(args, file, read_hostname)
+    }
+
+    /// [`Settings::resolve`] with the file already parsed and the hostname source injected.
+    pub fn merge(
+        args: &RunArgs,
+        file: FileConfig,
+        hostname: impl FnOnce() -> Result<String, String>,
+    ) -> Result<(Settings, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
+        if !file.ignored.is_empty() {
+            warnings.push(format!(
+                "configuration fields ignored (they do not apply to this proxy): {}",
+                file.ignored.join(", ")
+            ));
+        }
+        for (what, mode) in [("mode", &file.mode), ("--proxy-mode", &args.proxy_mode)] {
+            if let Some(mode) = mode.as_deref().filter(|m| !m.is_empty() && *m != "ipvs") {
+                warnings.push(format!("{what} is {mode:?}: this proxy always works in IPVS mode"));
+            }
+        }
+
+        let node_name = match args.hostname_override.clone().or(file.hostname_override) {
+            Some(name) => name,
+            None => hostname().map_err(ConfigError::Hostname)?,
+        }
+        .trim()
+        .to_lowercase();
+        if node_name.is_empty() {
+            return Err(ConfigError::Hostname("empty node name".into()));
+        }
+
+        let scheduler = args.ipvs_scheduler.clone().or(file.scheduler).unwrap_or_else(|| "rr".into());
+        if !model::is_known_scheduler(&scheduler) {
+            return Err(ConfigError::Scheduler(scheduler));
+        }
+        let cluster_cidrs = match &args.cluster_cidr {
+            Some(text) => parse_cidrs(text)?,
+            None => file.cluster_cidrs.unwrap_or_default(),
+        };
+        let exclude_cidrs = match &args.ipvs_exclude_cidrs {
+            Some(text) => parse_cidrs(text)?,
+            None => file.exclude_cidrs.unwrap_or_default(),
+        };
+        let node_port_addresses = match &args.nodeport_addresses {
+            Some(text) => parse_node_port_addresses(&text.split(',').map(str::to_string).collect::<Vec<_>>())?,
+            None => file.node_port_addresses.unwrap_or_default(),
+        };
+        let secs = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        let timeouts = ipvs::Timeouts {
+            tcp: secs(args.ipvs_tcp_timeout.or(file.tcp_timeout)),
+            tcp_fin: secs(args.ipvs_tcpfin_timeout.or(file.tcp_fin_timeout)),
+            udp: secs(args.ipvs_udp_timeout.or(file.udp_timeout)),
+        };
+        let healthz_bind_address = bind_address(
+            "healthz-bind-address",
+            args.healthz_bind_address.as_deref(),
+            file.healthz_bind_address.as_deref(),
+            DEFAULT_HEALTHZ,
+        )?;
+        let metrics_bind_address = bind_address(
+            "metrics-bind-address",
+            args.metrics_bind_address.as_deref(),
+            file.metrics_bind_address.as_deref(),
+            DEFAULT_METRICS,
+        )?;
+        let sync_period = args.ipvs_sync_period.or(file.sync_period).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_SYNC_PERIOD);
+        let settings = Settings {
+            kubeconfig: args.kubeconfig.clone().or(file.kubeconfig),
+            from_file: args.from_file.clone(),
+            node_name,
+            sync_period,
+            min_sync_period: args.ipvs_min_sync_period.or(file.min_sync_period).unwrap_or(Duration::ZERO),
+            scheduler,
+            cluster_cidrs,
+            masquerade_all: args.masquerade_all.or(file.masquerade_all).unwrap_or(false),
+            exclude_cidrs,
+            node_port_addresses,
+            strict_arp: args.ipvs_strict_arp.or(file.strict_arp).unwrap_or(false),
+            timeouts: (timeouts != ipvs::Timeouts::default()).then_some(timeouts),
+            healthz_bind_address,
+            metrics_bind_address,
+            bind_address: args.bind_address.or(file.bind_address).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            interface: args.interface.clone(),
+            graceful_termination: args.graceful_termination.unwrap_or(DEFAULT_GRACEFUL_TERMINATION),
+        };
+        if settings.min_sync_period > settings.sync_period {
+            warnings.push(format!(
+                "min sync period {} is longer than the sync period {}",
+                format_duration(settings.min_sync_period),
+                format_duration(settings.sync_period)
+            ));
+        }
+        Ok((settings, warnings))
+    }
+}
+
+/// A server address from a flag (where empty disables the server) or the file (where empty
+/// means the default, as upstream's defaulting does). A bare IP takes the default port.
+fn bind_address(
+    setting: &'static str,
+    flag: Option<&str>,
+    file: Option<&str>,
+    default: SocketAddr,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = match (flag, file) {
+        (Some(flag), _) if flag.trim().is_empty() => return Ok(None),
+        (Some(flag), _) => flag.trim(),
+        (None, Some(file)) => file.trim(),
+        (None, None) => return Ok(Some(default)),
+    };
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(Some(SocketAddr::new(ip, default.port())));
+    }
+    Err(ConfigError::Address { setting, value: text.to_string() })
+}
+
+impl Settings {
+    /// The model's settings; `node_addresses` starts empty (the first full sync reads them).
+    pub fn model_config(&self) -> model::Config {
+        let mut config = model::Config::new(self.node_name.clone());
+        config.node_port_addresses = self.node_port_addresses.clone();
+        config.default_scheduler = self.scheduler.clone();
+        config.cluster_cidrs = self.cluster_cidrs.clone();
+        config.masquerade_all = self.masquerade_all;
+        config.exclude_cidrs = self.exclude_cidrs.clone();
+        config.graceful_termination = self.graceful_termination;
+        config
+    }
+}
+
+/// The kernel's hostname, as upstream uses it for the node name when none is given.
+fn read_hostname() -> Result<String, String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| format!("/proc/sys/kernel/hostname: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
