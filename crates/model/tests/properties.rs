@@ -13,7 +13,7 @@ use ipvs::{
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use model::{Config, GracefulRemovals, Model, Observed, PlanPolicy, Scope};
+use model::{Config, GracefulRemovals, Model, Observed, Scope};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
