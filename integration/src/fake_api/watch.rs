@@ -106,10 +106,10 @@ async fn run(shared: &Shared, request: WatchRequest, tx: &mpsc::Sender<Bytes>) {
             Err(_) => return,
         };
         for change in &changes {
-            if let Some(event) = visible(change, &request.filter) {
-                if tx.send(line(event.wire_name(), &change.object)).await.is_err() {
-                    return;
-                }
+            if let Some(event) = visible(change, &request.filter)
+                && tx.send(line(event.wire_name(), &change.object)).await.is_err()
+            {
+                return;
             }
         }
         cursor = now;
