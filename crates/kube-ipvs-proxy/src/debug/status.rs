@@ -98,3 +98,91 @@ pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use ipvs::{RealServer, RealServerEntry, Stats, VirtualServer, VirtualServerEntry, VirtualServerId};
+
+    use super::*;
+    use crate::cli::{Cli, Command, DebugCommand};
+
+    fn args(flags: &[&str]) -> StatusArgs {
+        let argv = ["kube-ipvs-proxy", "debug", "status"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Debug(DebugCommand::Status(args)) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn status(addresses: Option<Vec<IpAddr>>) -> Status {
+        let id = VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: "10.96.0.10".parse().unwrap(), port: 80 };
+        let mut real = RealServerEntry {
+            server: RealServer::new("10.244.1.5".parse().unwrap(), 8080, 1),
+            connections: Default::default(),
+            stats: Stats::default(),
+        };
+        real.stats.conns = 250_000_000;
+        let service = VirtualServerEntry { server: VirtualServer::new(id, "rr"), stats: Stats::default() };
+        Status {
+            info: Info { version: 0x0001_0201, conn_table_size: 4096 },
+            table: Table { services: vec![(service, vec![real])] },
+            link: LinkStatus { name: "kube-ipvs0".to_string(), addresses },
+        }
+    }
+
+    const LISTING: &str = "IP Virtual Server version 1.2.1 (size=4096)\n\
+        Prot LocalAddress:Port Scheduler Flags\n  \
+        -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+        TCP  10.96.0.10:80 rr\n  \
+        -> 10.244.1.5:8080              Masq    1      0          0         \n";
+
+    #[test]
+    fn each_flag_prints_its_view() {
+        let two = Some(vec!["fd00::10".parse().unwrap(), "10.96.0.10".parse().unwrap()]);
+        let cases: [(&[&str], Option<Vec<IpAddr>>, String); 4] = [
+            (&["--numeric"], two.clone(), LISTING.to_string()),
+            (&[], two.clone(), format!("{LISTING}\nkube-ipvs0 addresses (2):\n  10.96.0.10\n  fd00::10\n")),
+            (&["-n"], None, LISTING.to_string()),
+            (&[], None, format!("{LISTING}\nkube-ipvs0: no such link\n")),
+        ];
+        for (flags, addresses, expected) in cases {
+            assert_eq!(render(&status(addresses), &args(flags)).unwrap(), expected, "flags {flags:?}");
+        }
+    }
+
+    #[test]
+    fn counters_flags_pick_the_columns() {
+        let stats = render(&status(None), &args(&["--numeric", "--stats"])).unwrap();
+        assert!(stats.contains("Conns   InPkts") && stats.contains("  250000K"), "{stats}");
+        let exact = render(&status(None), &args(&["--numeric", "--stats", "--exact"])).unwrap();
+        assert!(exact.contains(" 250000000"), "{exact}");
+        let rate = render(&status(None), &args(&["--numeric", "--rate"])).unwrap();
+        assert!(rate.contains("CPS    InPPS"), "{rate}");
+        assert!(Cli::try_parse_from(["kube-ipvs-proxy", "debug", "status", "--stats", "--rate"]).is_err());
+        assert!(Cli::try_parse_from(["kube-ipvs-proxy", "debug", "status", "--json", "--numeric"]).is_err());
+    }
+
+    #[test]
+    fn json_round_trips_the_table() {
+        let printed = render(&status(Some(vec!["10.96.0.10".parse().unwrap()])), &args(&["--json"])).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&printed).unwrap();
+        let table: Table = serde_json::from_value(value["table"].clone()).unwrap();
+        assert_eq!(table, status(None).table);
+        assert_eq!(value["info"]["conn_table_size"], 4096);
+        assert_eq!(value["link"], serde_json::json!({"name": "kube-ipvs0", "addresses": ["10.96.0.10"]}));
+    }
+
+    #[test]
+    fn read_failures_say_what_to_do() {
+        let cases = [
+            (ipvs::Error::new(ErrorKind::PermissionDenied, "get IPVS info", "denied"), "run as root or with CAP_NET_ADMIN"),
+            (ipvs::Error::new(ErrorKind::IpvsUnavailable, "connect", "none"), "this kernel has no IPVS"),
+            (ipvs::Error::new(ErrorKind::Io, "dump", "reset"), "cannot read the kernel's IPVS table"),
+        ];
+        for (err, expected) in cases {
+            let message = StatusError::reading_ipvs(err).to_string();
+            assert!(message.contains(expected), "{message}");
+        }
+    }
+}
