@@ -36,7 +36,15 @@ fn cluster_file() -> String {
 fn renders_a_cluster_as_ipvsadm_lists_it() {
     let file = cluster_file();
     let args = [
-        "debug", "render", "-f", &file, "--node-name", "node-a", "--node-ip", "192.168.1.10", "--cluster-cidr",
+        "debug",
+        "render",
+        "-f",
+        &file,
+        "--node-name",
+        "node-a",
+        "--node-ip",
+        "192.168.1.10",
+        "--cluster-cidr",
         "10.244.0.0/16",
     ];
     let out = run(&args, "");
@@ -52,7 +60,9 @@ fn node_and_scheduler_flags_change_the_rendering() {
     // Another node: edge's local endpoint is node-b's now, and NodePorts listen on its address.
     let out = run(&["debug", "render", "-f", &file, "--node-name", "node-b", "--node-ip", "192.168.1.11"], "");
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("TCP  192.168.1.11:31443 rr\n#  service default/edge:https (NodePort)\n  -> 10.244.2.8:8443 "));
+    assert!(
+        stdout.contains("TCP  192.168.1.11:31443 rr\n#  service default/edge:https (NodePort)\n  -> 10.244.2.8:8443 ")
+    );
     assert!(!stdout.contains("192.168.1.10"), "{stdout}");
     let out = run(&["debug", "render", "-f", &file, "--node-name", "node-a", "--scheduler", "wlc"], "");
     let stdout = text(&out.stdout);
@@ -63,14 +73,16 @@ fn node_and_scheduler_flags_change_the_rendering() {
 #[test]
 fn json_carries_the_desired_state() {
     let file = cluster_file();
-    let out = run(&["debug", "render", "-f", &file, "--node-name", "node-a", "--node-ip", "192.168.1.10", "--json"], "");
+    let out =
+        run(&["debug", "render", "-f", &file, "--node-name", "node-a", "--node-ip", "192.168.1.10", "--json"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let servers = json["virtual_servers"].as_array().unwrap();
     assert_eq!(servers.len(), 8);
     let web = servers.iter().find(|vs| vs["origin"]["service"]["name"] == "web").unwrap();
     assert_eq!(web["server"]["id"]["Tuple"]["addr"], "10.96.0.10");
-    let backends: Vec<&str> = web["real_servers"].as_array().unwrap().iter().map(|r| r["id"]["addr"].as_str().unwrap()).collect();
+    let backends: Vec<&str> =
+        web["real_servers"].as_array().unwrap().iter().map(|r| r["id"]["addr"].as_str().unwrap()).collect();
     assert_eq!(backends, ["10.244.1.5", "10.244.2.7"]);
     let addresses: Vec<&str> = json["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(addresses, ["10.96.0.10", "10.96.0.53", "10.96.1.20", "10.96.2.30", "203.0.113.7"]);

@@ -116,7 +116,8 @@ mod tests {
     }
 
     fn status(addresses: Option<Vec<IpAddr>>) -> Status {
-        let id = VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: "10.96.0.10".parse().unwrap(), port: 80 };
+        let id =
+            VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: "10.96.0.10".parse().unwrap(), port: 80 };
         let mut real = RealServerEntry {
             server: RealServer::new("10.244.1.5".parse().unwrap(), 8080, 1),
             connections: Default::default(),
@@ -140,7 +141,7 @@ mod tests {
     #[test]
     fn each_flag_prints_its_view() {
         let two = Some(vec!["fd00::10".parse().unwrap(), "10.96.0.10".parse().unwrap()]);
-        let cases: [(&[&str], Option<Vec<IpAddr>>, String); 4] = [
+        let cases: Vec<(&[&str], Option<Vec<IpAddr>>, String)> = vec![
             (&["--numeric"], two.clone(), LISTING.to_string()),
             (&[], two.clone(), format!("{LISTING}\nkube-ipvs0 addresses (2):\n  10.96.0.10\n  fd00::10\n")),
             (&["-n"], None, LISTING.to_string()),
@@ -176,7 +177,10 @@ mod tests {
     #[test]
     fn read_failures_say_what_to_do() {
         let cases = [
-            (ipvs::Error::new(ErrorKind::PermissionDenied, "get IPVS info", "denied"), "run as root or with CAP_NET_ADMIN"),
+            (
+                ipvs::Error::new(ErrorKind::PermissionDenied, "get IPVS info", "denied"),
+                "run as root or with CAP_NET_ADMIN",
+            ),
             (ipvs::Error::new(ErrorKind::IpvsUnavailable, "connect", "none"), "this kernel has no IPVS"),
             (ipvs::Error::new(ErrorKind::Io, "dump", "reset"), "cannot read the kernel's IPVS table"),
         ];

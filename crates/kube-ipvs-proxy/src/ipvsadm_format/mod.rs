@@ -102,7 +102,9 @@ fn virtual_server_name(id: &VirtualServerId) -> String {
         // ipvsadm prints the mark with `%d`.
         VirtualServerId::Fwmark { family: Family::V4, mark } => format!("FWM  {}", mark as i32),
         VirtualServerId::Fwmark { family: Family::V6, mark } => format!("FWM  {} IPv6", mark as i32),
-        VirtualServerId::Tuple { protocol, addr, port } => format!("{:<4} {}", protocol.to_string(), address_port(addr, port)),
+        VirtualServerId::Tuple { protocol, addr, port } => {
+            format!("{:<4} {}", protocol.to_string(), address_port(addr, port))
+        }
     }
 }
 

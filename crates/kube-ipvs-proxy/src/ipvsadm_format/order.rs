@@ -114,4 +114,3 @@ pub(super) fn glibc_merge_sort<T: Copy>(items: &mut [T], compare: &impl Fn(&T, &
     merged.extend_from_slice(&right[j..]);
     items.copy_from_slice(&merged);
 }
-

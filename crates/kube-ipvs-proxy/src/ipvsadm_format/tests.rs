@@ -58,45 +58,48 @@ fn golden_table() -> Table {
     use ForwardMethod::{Masquerade, Route};
     use Protocol::{Sctp, Tcp, Udp};
     let entries = vec![
-        (service(tuple(Tcp, "192.168.0.10", 443), "wrr", PERSISTENT, 360, Some(0xffff_ff00)), vec![real(
-            "10.244.2.7",
-            8443,
-            Masquerade,
-            3,
-        )]),
-        (service(tuple(Tcp, "10.0.0.1", 8080), "sh", SCHED1 | SCHED2, 0, None), vec![real("10.244.1.2", 8080, Route, 1)]),
-        (service(tuple(Tcp, "10.0.0.1", 80), "rr", 0, 0, None), vec![
-            real("10.244.1.3", 8080, Masquerade, 1),
-            real("192.168.5.1", 80, Masquerade, 70000),
-            real("10.244.1.2", 8080, Masquerade, 0),
-            real("10.244.1.2", 80, Masquerade, 1),
-        ]),
+        (
+            service(tuple(Tcp, "192.168.0.10", 443), "wrr", PERSISTENT, 360, Some(0xffff_ff00)),
+            vec![real("10.244.2.7", 8443, Masquerade, 3)],
+        ),
+        (
+            service(tuple(Tcp, "10.0.0.1", 8080), "sh", SCHED1 | SCHED2, 0, None),
+            vec![real("10.244.1.2", 8080, Route, 1)],
+        ),
+        (
+            service(tuple(Tcp, "10.0.0.1", 80), "rr", 0, 0, None),
+            vec![
+                real("10.244.1.3", 8080, Masquerade, 1),
+                real("192.168.5.1", 80, Masquerade, 70000),
+                real("10.244.1.2", 8080, Masquerade, 0),
+                real("10.244.1.2", 80, Masquerade, 1),
+            ],
+        ),
         (service(tuple(Tcp, "10.0.0.3", 80), "sh", SCHED3, 0, None), vec![]),
         (service(tuple(Tcp, "10.0.0.4", 80), "lc", SCHED1 | SCHED3 | PERSISTENT, 60, None), vec![]),
-        (service(tuple(Udp, "10.0.0.10", 53), "rr", ServiceFlags::ONE_PACKET.0, 0, None), vec![
-            real("10.244.3.4", 53, TUNNEL, 2),
-            real("10.244.3.5", 53, Route, 2),
-            real("127.0.0.1", 53, Masquerade, 1),
-        ]),
+        (
+            service(tuple(Udp, "10.0.0.10", 53), "rr", ServiceFlags::ONE_PACKET.0, 0, None),
+            vec![
+                real("10.244.3.4", 53, TUNNEL, 2),
+                real("10.244.3.5", 53, Route, 2),
+                real("127.0.0.1", 53, Masquerade, 1),
+            ],
+        ),
         (service(tuple(Sctp, "10.0.0.20", 9000), "mh", SCHED2, 0, None), vec![real("10.244.4.1", 9000, Masquerade, 1)]),
-        (service(tuple(Tcp, "fd00::10", 80), "rr", PERSISTENT, 100, Some(64)), vec![
-            real("fd00::1:2", 8080, Masquerade, 1),
-            real("fd00::1:1", 8080, Masquerade, 1),
-        ]),
+        (
+            service(tuple(Tcp, "fd00::10", 80), "rr", PERSISTENT, 100, Some(64)),
+            vec![real("fd00::1:2", 8080, Masquerade, 1), real("fd00::1:1", 8080, Masquerade, 1)],
+        ),
         (service(tuple(Tcp, "::1.2.3.4", 80), "rr", 0, 0, None), vec![]),
         (service(VirtualServerId::Fwmark { family: Family::V4, mark: 3_000_000_000 }, "rr", 0, 0, None), vec![]),
-        (service(VirtualServerId::Fwmark { family: Family::V6, mark: 7 }, "rr", 0, 0, None), vec![real(
-            "fd00::2:1",
-            0,
-            Masquerade,
-            1,
-        )]),
-        (service(VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, "wlc", 0, 0, None), vec![real(
-            "10.244.5.1",
-            0,
-            Route,
-            5,
-        )]),
+        (
+            service(VirtualServerId::Fwmark { family: Family::V6, mark: 7 }, "rr", 0, 0, None),
+            vec![real("fd00::2:1", 0, Masquerade, 1)],
+        ),
+        (
+            service(VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, "wlc", 0, 0, None),
+            vec![real("10.244.5.1", 0, Route, 5)],
+        ),
     ];
     Table {
         services: entries
@@ -179,7 +182,8 @@ fn counters_scale_like_ipvsadm() {
 fn stats_lines_carry_each_counter_in_its_column() {
     let mut table = Table::default();
     let mut reals = vec![real("10.244.1.2", 8080, ForwardMethod::Masquerade, 1)];
-    reals[0].stats = Stats { conns: 1, in_pkts: 2, out_pkts: 3, in_bytes: 4, out_bytes: 5_000_000_000, ..Stats::default() };
+    reals[0].stats =
+        Stats { conns: 1, in_pkts: 2, out_pkts: 3, in_bytes: 4, out_bytes: 5_000_000_000, ..Stats::default() };
     reals[0].stats.cps = 123_456_789;
     reals[0].stats.in_bps = 123_456_789;
     let server = service(tuple(Protocol::Tcp, "10.0.0.1", 80), "rr", 0, 0, None);
