@@ -22,6 +22,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the proxy: watch the cluster (or a file, with --from-file) and keep the kernel's
+    /// IPVS tables and the dummy link in step with its Services.
+    Run(crate::config::RunArgs),
+    /// Remove what this proxy programmed (its virtual servers, addresses and dummy link) and
+    /// nothing else; never flushes.
+    Cleanup(crate::cleanup::CleanupArgs),
     /// Inspect the kernel's IPVS state or the state the proxy would program.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -82,7 +88,8 @@ pub struct RenderArgs {
     /// The node the proxy runs on (decides local endpoints and NodePort addresses).
     #[arg(long)]
     pub node_name: String,
-    /// This node's addresses (repeatable); NodePorts listen on them.
+    /// This node's addresses (repeatable); NodePorts listen on them. Default: the `InternalIP`
+    /// addresses of the file's Node named --node-name.
     #[arg(long = "node-ip")]
     pub node_ips: Vec<IpAddr>,
     /// IPVS scheduler for Services without the scheduler annotation.

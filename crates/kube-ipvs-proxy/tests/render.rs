@@ -64,6 +64,11 @@ fn node_and_scheduler_flags_change_the_rendering() {
         stdout.contains("TCP  192.168.1.11:31443 rr\n#  service default/edge:https (NodePort)\n  -> 10.244.2.8:8443 ")
     );
     assert!(!stdout.contains("192.168.1.10"), "{stdout}");
+    // Without --node-ip, NodePorts listen on the Node object's InternalIP.
+    let out = run(&["debug", "render", "-f", &file, "--node-name", "node-a"], "");
+    assert!(text(&out.stdout).contains("TCP  192.168.1.10:30443 rr persistent 600\n"), "{}", text(&out.stdout));
+    let out = run(&["debug", "render", "-f", &file, "--node-name", "node-c"], "");
+    assert!(!text(&out.stdout).contains(":30443"), "no Node object, no --node-ip: no NodePort addresses");
     let out = run(&["debug", "render", "-f", &file, "--node-name", "node-a", "--scheduler", "wlc"], "");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("TCP  10.96.0.10:80 wlc\n"), "{stdout}");

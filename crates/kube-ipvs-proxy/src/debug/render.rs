@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipvs::{RealServer, RealServerEntry, Stats, Table, VirtualServer, VirtualServerEntry, VirtualServerId};
+use k8s_openapi::api::core::v1::Node;
 use model::{Cidr, Config, DesiredState, Masquerade, Model, ServicePortRef, VirtualServerKind, Warning};
 use serde::Serialize;
 use watcher::{Objects, ObjectsError};
@@ -51,13 +52,20 @@ pub fn compute(args: &RenderArgs) -> Result<Rendered, RenderError> {
     let path = args.file.display().to_string();
     let text = read_input(&args.file).map_err(|source| RenderError::Read { path: path.clone(), source })?;
     let objects = Objects::parse(&text).map_err(|error| RenderError::Objects { path, error })?;
+    let node = objects.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(args.node_name.as_str()));
     let mut config = Config::new(args.node_name.clone());
-    config.node_addresses = args.node_ips.clone();
+    config.node_addresses =
+        if args.node_ips.is_empty() { node.map(internal_ips).unwrap_or_default() } else { args.node_ips.clone() };
     config.default_scheduler = args.scheduler.clone();
     config.cluster_cidrs = args.cluster_cidrs.clone();
-    let node = objects.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(args.node_name.as_str()));
     let (model, warnings) = Model::from_objects(config, &objects.services, &objects.endpoint_slices, node);
     Ok(Rendered { model, warnings, skipped: objects.skipped })
+}
+
+/// A Node's `InternalIP` addresses: where the daemon would find NodePort addresses on that host.
+fn internal_ips(node: &Node) -> Vec<IpAddr> {
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    addresses.into_iter().flatten().filter(|a| a.type_ == "InternalIP").filter_map(|a| a.address.parse().ok()).collect()
 }
 
 fn read_input(path: &Path) -> std::io::Result<String> {
