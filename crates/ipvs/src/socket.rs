@@ -26,13 +26,13 @@ const WANTED_RCVBUF: libc::c_int = 8 * 1024 * 1024;
 #[derive(Clone, Copy)]
 pub(crate) struct Context<'a> {
     /// What is being done: "add virtual server TCP 10.0.0.1:80".
-    pub what: &'a dyn fmt::Display,
+    pub what: &'a (dyn fmt::Display + Sync),
     /// Scheduler and persistence engine the request names, if it is a service write.
     pub modules: Option<(&'a str, Option<&'a str>)>,
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(what: &'a dyn fmt::Display) -> Context<'a> {
+    pub(crate) fn new(what: &'a (dyn fmt::Display + Sync)) -> Context<'a> {
         Context { what, modules: None }
     }
 }

@@ -1,10 +1,13 @@
 //! `kube-ipvs-proxy`: the binary. `main` only reports errors; `try_main` parses the command line
 //! and dispatches on [`cli::Command`].
 
+mod cleanup;
 mod cli;
 mod config;
 mod debug;
 mod ipvsadm_format;
+mod run;
+mod serve;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -34,6 +37,8 @@ fn try_main() -> Result<ExitCode, BoxError> {
 /// Runs one command to completion; its `Ok` value is the process's exit status.
 async fn dispatch(command: cli::Command) -> Result<ExitCode, BoxError> {
     match command {
+        cli::Command::Run(args) => run::run(args).await,
+        cli::Command::Cleanup(args) => cleanup::run(args).await,
         cli::Command::Debug(args) => debug::run(args).await,
     }
 }

@@ -1,0 +1,190 @@
+//! `kube-ipvs-proxy cleanup`: removes what this proxy owns and nothing else, without the
+//! daemon's memory. Never flushes.
+//!
+//! What can be proven ours from the kernel alone: the dummy link (by name), every address on it
+//! (only the proxy binds there), and every tuple virtual server on one of those addresses. A
+//! virtual server on a host address (a NodePort, or a LoadBalancer IP the node holds) looks
+//! exactly like one an operator made with `ipvsadm`, so it is removed only when asked with
+//! `--node-ports`, and then only on ports of the NodePort range. Firewall-mark virtual servers
+//! and anything in `--ipvs-exclude-cidrs` are never touched.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::process::ExitCode;
+
+use ipvs::{Operation, Table, VirtualServerId};
+use model::Cidr;
+
+use crate::BoxError;
+use crate::config::parse_cidrs;
+use crate::run::is_node_address;
+
+/// Flags of `kube-ipvs-proxy cleanup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CleanupArgs {
+    /// Name of the dummy link holding Service addresses.
+    #[arg(long, default_value = "kube-ipvs0", value_name = "NAME")]
+    pub interface: String,
+    /// Also remove virtual servers on this host's addresses whose port is in the NodePort range
+    /// (they cannot be told apart from an operator's own otherwise).
+    #[arg(long)]
+    pub node_ports: bool,
+    /// The cluster's NodePort range, for --node-ports.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    pub service_node_port_range: RangeInclusive<u16>,
+    /// Comma-separated CIDRs whose virtual servers are never touched.
+    #[arg(long, value_name = "CIDR[,CIDR]")]
+    pub ipvs_exclude_cidrs: Option<String>,
+    /// Print what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let (first, last) = text.split_once('-').ok_or("expected FIRST-LAST, e.g. 30000-32767")?;
+    let first: u16 = first.trim().parse().map_err(|_| format!("{first:?} is not a port"))?;
+    let last: u16 = last.trim().parse().map_err(|_| format!("{last:?} is not a port"))?;
+    if first > last {
+        return Err(format!("empty range {text}"));
+    }
+    Ok(first..=last)
+}
+
+/// What cleanup may delete: see the module docs.
+pub struct Ownership<'a> {
+    /// Addresses on the dummy link.
+    pub bound: &'a BTreeSet<IpAddr>,
+    /// Host addresses and the NodePort range, when `--node-ports` is given.
+    pub node_ports: Option<(&'a BTreeSet<IpAddr>, RangeInclusive<u16>)>,
+    /// Never touched.
+    pub exclude: &'a [Cidr],
+}
+
+impl Ownership<'_> {
+    /// Whether virtual server `id` is this proxy's.
+    pub fn owns(&self, id: &VirtualServerId) -> bool {
+        let VirtualServerId::Tuple { addr, port, .. } = id else { return false };
+        if self.exclude.iter().any(|c| c.contains(addr)) {
+            return false;
+        }
+        self.bound.contains(addr)
+            || self.node_ports.as_ref().is_some_and(|(node, range)| node.contains(addr) && range.contains(port))
+    }
+
+    /// The virtual servers of `table` this proxy owns, in dump order.
+    pub fn select(&self, table: &Table) -> Vec<VirtualServerId> {
+        table.services.iter().map(|(vs, _)| vs.server.id).filter(|id| self.owns(id)).collect()
+    }
+}
+
+/// Runs the cleanup; fails (exit status 1) when some removal failed.
+pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
+    let exclude = match &args.ipvs_exclude_cidrs {
+        Some(text) => parse_cidrs(text)?,
+        None => Vec::new(),
+    };
+    let client = ipvs::Client::connect().await.map_err(|e| format!("cannot open the IPVS netlink family: {e}"))?;
+    let link = ipvs::DummyLink::open(&args.interface)
+        .await
+        .map_err(|e| format!("cannot look up the dummy link {}: {e}", args.interface))?;
+    let bound: BTreeSet<IpAddr> = match &link {
+        Some(link) => link.addresses().await?.into_iter().collect(),
+        None => BTreeSet::new(),
+    };
+    let node: BTreeSet<IpAddr> = if args.node_ports {
+        ipvs::local_addresses()
+            .await?
+            .into_iter()
+            .filter(|(ifname, addr)| is_node_address(ifname, addr, &args.interface))
+            .map(|(_, addr)| addr)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let table = client.table().await?;
+    let ownership = Ownership {
+        bound: &bound,
+        node_ports: args.node_ports.then(|| (&node, args.service_node_port_range.clone())),
+        exclude: &exclude,
+    };
+    let owned = ownership.select(&table);
+    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    let mut failed = 0;
+    if !args.dry_run && !owned.is_empty() {
+        let ops: Vec<Operation> = owned.iter().map(|id| Operation::DeleteVirtualServer(*id)).collect();
+        for (id, result) in owned.iter().zip(client.apply(&ops).await?) {
+            match result {
+                Ok(()) => println!("{verb} virtual server {id}"),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("cannot delete virtual server {id}: {e}");
+                }
+            }
+        }
+    } else {
+        for id in &owned {
+            println!("{verb} virtual server {id}");
+        }
+    }
+    let kept = table.services.len() - owned.len();
+    match link {
+        Some(link) if failed == 0 && !args.dry_run => {
+            link.delete().await?;
+            println!("{verb} link {} with {} addresses", args.interface, bound.len());
+        }
+        Some(_) if args.dry_run => println!("{verb} link {} with {} addresses", args.interface, bound.len()),
+        Some(_) => println!("kept link {} because some virtual servers could not be deleted", args.interface),
+        None => println!("no link {}", args.interface),
+    }
+    println!("{kept} virtual servers not owned by this proxy left untouched");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs::{Family, Protocol, Stats, VirtualServer, VirtualServerEntry};
+
+    fn tcp(addr: &str, port: u16) -> VirtualServerId {
+        VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: addr.parse().unwrap(), port }
+    }
+
+    #[test]
+    fn only_provable_ownership() {
+        let bound: BTreeSet<IpAddr> = ["10.96.0.10", "10.96.0.11"].iter().map(|a| a.parse().unwrap()).collect();
+        let node: BTreeSet<IpAddr> = ["192.0.2.10"].iter().map(|a| a.parse().unwrap()).collect();
+        let exclude = vec!["10.96.0.11/32".parse().unwrap()];
+        let conservative = Ownership { bound: &bound, node_ports: None, exclude: &exclude };
+        let with_node_ports = Ownership { bound: &bound, node_ports: Some((&node, 30000..=32767)), exclude: &exclude };
+        // (virtual server, owned by default, owned with --node-ports)
+        let cases = [
+            (tcp("10.96.0.10", 80), true, true),
+            (tcp("10.96.0.11", 80), false, false),
+            (tcp("10.96.0.99", 80), false, false),
+            (tcp("192.0.2.10", 30080), false, true),
+            (tcp("192.0.2.10", 80), false, false),
+            (tcp("192.0.2.99", 30080), false, false),
+            (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, false),
+        ];
+        for (id, default, node_ports) in &cases {
+            assert_eq!(conservative.owns(id), *default, "{id}");
+            assert_eq!(with_node_ports.owns(id), *node_ports, "{id} with --node-ports");
+        }
+        let table = Table {
+            services: cases
+                .iter()
+                .map(|(id, ..)| (VirtualServerEntry { server: VirtualServer::new(*id, "rr"), stats: Stats::default() }, vec![]))
+                .collect(),
+        };
+        assert_eq!(conservative.select(&table), vec![tcp("10.96.0.10", 80)]);
+    }
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("30000-32767"), Ok(30000..=32767));
+        for bad in ["30000", "a-b", "5-1", "1-70000"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `kube-ipvs-proxy run`: the daemon. Prepares the kernel (dummy link, settings, timeouts),
+//! starts the sources (a cluster, or a file), the HTTP servers and the sync loop, and runs until
+//! SIGTERM or SIGINT, leaving the kernel state in place (a restart adopts it).
+
+mod kernel;
+mod observer;
+mod sysctl;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use watcher::{Shared, SyncLoop, SyncSettings, Update};
+
+use crate::BoxError;
+use crate::config::{RunArgs, Settings, format_duration};
+use crate::serve::{self, Endpoints, HealthCheckServers, Metrics};
+
+pub use kernel::is_node_address;
+
+/// How often standalone mode checks its file for changes.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until a termination signal.
+pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
+    let (settings, warnings) = Settings::resolve(&args)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        node = %settings.node_name,
+        source = %settings.from_file.as_ref().map_or("cluster".to_string(), |p| p.display().to_string()),
+        sync_period = %format_duration(settings.sync_period),
+        min_sync_period = %format_duration(settings.min_sync_period),
+        scheduler = %settings.scheduler,
+        interface = %settings.interface,
+        "starting kube-ipvs-proxy"
+    );
+
+    let client = ipvs::Client::connect().await.map_err(|e| format!("cannot open the IPVS netlink family: {e}"))?;
+    let link = ipvs::DummyLink::ensure(&settings.interface)
+        .await
+        .map_err(|e| format!("cannot ensure the dummy link {}: {e}", settings.interface))?;
+    sysctl::apply(Path::new("/proc/sys"), settings.strict_arp);
+    if let Some(timeouts) = settings.timeouts {
+        match client.set_timeouts(&timeouts).await {
+            Ok(()) => tracing::info!(tcp = timeouts.tcp, tcp_fin = timeouts.tcp_fin, udp = timeouts.udp, "IPVS timeouts set"),
+            Err(e) => tracing::warn!("cannot set the IPVS timeouts: {e}"),
+        }
+    }
+
+    let shared = Arc::new(Shared::new(model::Model::new(settings.model_config()), settings.node_name.clone()));
+    let updates = sources(&settings).await?;
+    let feeder = shared.clone();
+    tokio::spawn(async move {
+        let mut updates = updates;
+        while let Some(update) = updates.next().await {
+            feeder.feed(update);
+        }
+        tracing::error!("the object source ended; no further changes will be applied");
+    });
+
+    let metrics = Arc::new(Metrics::new());
+    let timeout = settings.sync_period.saturating_mul(2);
+    let endpoints = Endpoints { shared: shared.clone(), metrics: metrics.clone(), timeout };
+    if let Some(addr) = settings.healthz_bind_address {
+        serve::spawn("healthz", addr, serve::health_router(endpoints.clone())).await?;
+    }
+    if let Some(addr) = settings.metrics_bind_address {
+        serve::spawn("metrics", addr, serve::metrics_router(endpoints.clone())).await?;
+    }
+    let health_source = shared.clone();
+    let proxy_healthy = Arc::new(move || serve::proxy_healthy(&health_source.health(), Instant::now(), timeout));
+    let observer = observer::DaemonObserver::new(metrics, HealthCheckServers::new(settings.bind_address, proxy_healthy));
+
+    let kernel = kernel::NetlinkKernel::new(client, link);
+    let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
+    let sync = SyncLoop::new(kernel, shared, observer, sync_settings);
+    tokio::select! {
+        () = sync.run() => {}
+        signal = shutdown_signal() => {
+            tracing::info!("{signal}: stopping; the kernel state stays for the next start to adopt");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stream of updates: the file in standalone mode, else the cluster.
+async fn sources(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxError> {
+    if let Some(path) = &settings.from_file {
+        return Ok(watcher::file_updates(path.clone(), &settings.node_name, FILE_POLL).boxed());
+    }
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::incluster()
+            .map_err(|e| format!("no --kubeconfig and no in-cluster configuration: {e}"))?,
+    };
+    let client = kube::Client::try_from(config).map_err(|e| format!("cannot build the API client: {e}"))?;
+    Ok(watcher::cluster_updates(client, &settings.node_name).boxed())
+}
+
+/// Resolves on SIGTERM (what the kubelet sends) or SIGINT; names the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            // Without signal handlers the default action (exit) still applies.
+            std::future::pending::<()>().await;
+            "never"
+        }
+    }
+}

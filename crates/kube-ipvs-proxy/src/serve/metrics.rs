@@ -1,0 +1,223 @@
+//! Prometheus metrics: upstream's `kubeproxy_*` names (so existing dashboards keep working)
+//! and this proxy's own `kubeipvsproxy_*` ones.
+
+use std::sync::atomic::AtomicU64;
+
+use k8s_openapi::jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
+use prometheus_client::registry::Registry;
+use watcher::{HealthFacts, SyncReport};
+
+/// Labels of `kubeipvsproxy_kernel_operations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// Labels of `kubeproxy_sync_proxy_rules_no_local_endpoints_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    traffic_policy: &'static str,
+}
+
+/// Labels of `kubeipvsproxy_syncs_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    kind: &'static str,
+}
+
+/// Every metric the daemon exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    sync_duration: Histogram,
+    network_programming: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    last_queued: Gauge<f64, AtomicU64>,
+    endpoint_changes: Counter,
+    service_changes: Counter,
+    no_local_endpoints: Family<PolicyLabels, Gauge>,
+    operations: Family<OperationLabels, Counter>,
+    syncs: Family<SyncLabels, Counter>,
+    plan_steps: Histogram,
+    virtual_servers: Gauge,
+    real_servers: Gauge,
+}
+
+fn seconds(t: Timestamp) -> f64 {
+    t.as_nanosecond() as f64 / 1e9
+}
+
+impl Metrics {
+    /// All metrics, zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        // Upstream's buckets, so that existing dashboards' quantiles mean the same.
+        let sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let network_programming = Histogram::new(
+            linear_buckets(0.25, 0.25, 2)
+                .chain(linear_buckets(1.0, 1.0, 59))
+                .chain(linear_buckets(60.0, 5.0, 12))
+                .chain(linear_buckets(120.0, 30.0, 7)),
+        );
+        let m = Metrics {
+            sync_duration,
+            network_programming,
+            last_sync: Gauge::default(),
+            last_queued: Gauge::default(),
+            endpoint_changes: Counter::default(),
+            service_changes: Counter::default(),
+            no_local_endpoints: Family::default(),
+            operations: Family::default(),
+            syncs: Family::default(),
+            plan_steps: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            virtual_servers: Gauge::default(),
+            real_servers: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            m.sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            m.network_programming.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            m.last_sync.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            m.last_queued.clone(),
+        );
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            m.endpoint_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            m.service_changes.clone(),
+        );
+        // Upstream's name ends in _total although it is a gauge.
+        registry.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            m.no_local_endpoints.clone(),
+        );
+        registry.register(
+            "kubeipvsproxy_kernel_operations",
+            "Kernel writes (IPVS operations and kube-ipvs0 address changes) by kind and result",
+            m.operations.clone(),
+        );
+        registry.register("kubeipvsproxy_syncs", "Syncs by kind (full or incremental)", m.syncs.clone());
+        registry.register("kubeipvsproxy_plan_steps", "Steps per sync plan", m.plan_steps.clone());
+        registry.register(
+            "kubeipvsproxy_model_virtual_servers",
+            "Virtual servers the model wants",
+            m.virtual_servers.clone(),
+        );
+        registry.register("kubeipvsproxy_model_real_servers", "Real servers the model wants", m.real_servers.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Records one sync.
+    pub fn record_sync(&self, report: &SyncReport) {
+        self.sync_duration.observe(report.duration.as_secs_f64());
+        self.plan_steps.observe(report.plan_steps as f64);
+        self.syncs.get_or_create(&SyncLabels { kind: if report.full { "full" } else { "incremental" } }).inc();
+        for ((kind, ok), n) in &report.steps {
+            let labels = OperationLabels { kind, result: if *ok { "success" } else { "error" } };
+            self.operations.get_or_create(&labels).inc_by(*n as u64);
+        }
+        self.endpoint_changes.inc_by(report.endpoint_changes);
+        self.service_changes.inc_by(report.service_changes);
+        self.virtual_servers.set(i64::try_from(report.virtual_servers).unwrap_or(i64::MAX));
+        self.real_servers.set(i64::try_from(report.real_servers).unwrap_or(i64::MAX));
+        if report.succeeded() {
+            let now = Timestamp::now();
+            self.last_sync.set(seconds(now));
+            for t in &report.trigger_times {
+                self.network_programming.observe(now.duration_since(*t).as_secs_f64().max(0.0));
+            }
+        }
+    }
+
+    /// Sets the Services with a Local traffic policy and no local endpoint.
+    pub fn set_no_local_endpoints(&self, internal: usize, external: usize) {
+        for (policy, n) in [("internal", internal), ("external", external)] {
+            self.no_local_endpoints
+                .get_or_create(&PolicyLabels { traffic_policy: policy })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The text exposition, with the health facts current at scrape time.
+    pub fn encode(&self, health: &HealthFacts) -> Result<String, std::fmt::Error> {
+        if let Some(t) = health.last_queued {
+            self.last_queued.set(seconds(t));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn exports_upstreams_names_and_ours() {
+        let m = Metrics::new();
+        let mut report =
+            SyncReport { full: true, plan_steps: 3, endpoint_changes: 2, service_changes: 1, ..Default::default() };
+        report.steps.insert(("add_virtual_server", true), 1);
+        report.steps.insert(("add_real_server", true), 1);
+        report.steps.insert(("add_real_server", false), 1);
+        report.failed = 1;
+        report.duration = Duration::from_millis(3);
+        report.virtual_servers = 1;
+        report.real_servers = 2;
+        m.record_sync(&report);
+        m.set_no_local_endpoints(0, 2);
+        let facts = HealthFacts {
+            pending_since: None,
+            last_synced: None,
+            last_queued: Some(Timestamp::now()),
+            node_eligible: true,
+        };
+        let text = m.encode(&facts).unwrap();
+        let expected = [
+            "kubeproxy_sync_proxy_rules_duration_seconds_count 1",
+            "kubeproxy_network_programming_duration_seconds_count 0",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total 2",
+            "kubeproxy_sync_proxy_rules_service_changes_total 1",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 2",
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1",
+            "kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"error\"} 1",
+            "kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"success\"} 1",
+            "kubeipvsproxy_syncs_total{kind=\"full\"} 1",
+            "kubeipvsproxy_plan_steps_count 1",
+            "kubeipvsproxy_model_virtual_servers 1",
+            "kubeipvsproxy_model_real_servers 2",
+            // A sync with a failure is not a successful sync.
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds 0",
+        ];
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! What the daemon serves over HTTP: health (`/healthz`, `/livez`), metrics, the debug
+//! endpoint, and the health-check node ports of `externalTrafficPolicy: Local` Services.
+
+mod health;
+mod http;
+mod metrics;
+mod node_ports;
+#[cfg(test)]
+mod test_client;
+
+pub use health::proxy_healthy;
+pub use http::{Endpoints, health_router, metrics_router, spawn};
+pub use metrics::Metrics;
+pub use node_ports::HealthCheckServers;

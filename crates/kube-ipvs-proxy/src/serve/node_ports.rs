@@ -1,0 +1,190 @@
+//! Health-check node port servers: one HTTP listener per `healthCheckNodePort` of a Service
+//! with `externalTrafficPolicy: Local`, answering as upstream's do so that cloud load
+//! balancers send traffic only to nodes with a local endpoint.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use model::{ServiceInfo, ServiceKey};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// Whether the proxy itself is healthy (upstream's `serviceProxyHealthy`).
+pub type ProxyHealthy = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What one listener answers about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    service: ServiceKey,
+    local_endpoints: usize,
+}
+
+struct Server {
+    entry: Arc<Mutex<Entry>>,
+    task: JoinHandle<()>,
+}
+
+/// The running health-check node port servers, kept in step with the Services' facts.
+pub struct HealthCheckServers {
+    bind: IpAddr,
+    proxy_healthy: ProxyHealthy,
+    servers: HashMap<u16, Server>,
+    ports: HashMap<ServiceKey, u16>,
+}
+
+impl HealthCheckServers {
+    /// No server yet; listeners will bind `bind` (all addresses when unspecified).
+    pub fn new(bind: IpAddr, proxy_healthy: ProxyHealthy) -> HealthCheckServers {
+        HealthCheckServers { bind, proxy_healthy, servers: HashMap::new(), ports: HashMap::new() }
+    }
+
+    /// The ports served now, sorted.
+    #[cfg(test)]
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.servers.keys().copied().collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// Brings Service `key`'s server in step with `info` (`None`: the Service is gone). A port
+    /// that cannot be bound is logged and tried again at the Service's next change.
+    pub fn update(&mut self, key: &ServiceKey, info: Option<&ServiceInfo>) {
+        let wanted = info.and_then(|i| i.health_check_node_port.filter(|_| i.external_traffic_local));
+        if let Some(old) = self.ports.get(key).copied()
+            && Some(old) != wanted
+        {
+            self.ports.remove(key);
+            if let Some(server) = self.servers.remove(&old) {
+                server.task.abort();
+                tracing::info!(service = %key, port = old, "health-check node port closed");
+            }
+        }
+        let (Some(port), Some(info)) = (wanted, info) else { return };
+        let entry = Entry { service: key.clone(), local_endpoints: info.local_endpoints };
+        if let Some(server) = self.servers.get(&port) {
+            let mut current = server.entry.lock().unwrap_or_else(|p| p.into_inner());
+            if current.service != *key {
+                tracing::warn!(service = %key, port, "health-check node port already serves {}", current.service);
+                return;
+            }
+            *current = entry;
+            return;
+        }
+        match self.spawn(port, entry) {
+            Ok(server) => {
+                tracing::info!(service = %key, port, "health-check node port serving");
+                self.servers.insert(port, server);
+                self.ports.insert(key.clone(), port);
+            }
+            Err(e) => tracing::warn!(service = %key, port, "cannot serve health-check node port: {e}"),
+        }
+    }
+
+    fn spawn(&self, port: u16, entry: Entry) -> std::io::Result<Server> {
+        let listener = std::net::TcpListener::bind(SocketAddr::new(self.bind, port))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let entry = Arc::new(Mutex::new(entry));
+        let shared = entry.clone();
+        let healthy = self.proxy_healthy.clone();
+        let app = axum::Router::new().fallback(move || {
+            let entry = shared.lock().map(|e| e.clone()).unwrap_or_else(|p| p.into_inner().clone());
+            let healthy = healthy();
+            std::future::ready(answer(&entry, healthy))
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(port, "health-check node port server stopped: {e}");
+            }
+        });
+        Ok(Server { entry, task })
+    }
+}
+
+impl Drop for HealthCheckServers {
+    fn drop(&mut self) {
+        for server in self.servers.values() {
+            server.task.abort();
+        }
+    }
+}
+
+/// Upstream's answer: 200 when there are local endpoints and the proxy is healthy, else 503.
+fn answer(entry: &Entry, proxy_healthy: bool) -> Response {
+    let status =
+        if entry.local_endpoints > 0 && proxy_healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "service": {"namespace": entry.service.namespace, "name": entry.service.name},
+        "localEndpoints": entry.local_endpoints,
+        "serviceProxyHealthy": proxy_healthy,
+    });
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    headers.insert("X-Load-Balancing-Endpoint-Weight", HeaderValue::from(entry.local_endpoints));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn info(port: Option<u16>, local: usize) -> ServiceInfo {
+        ServiceInfo {
+            service: ServiceKey::new("ns", "lb"),
+            health_check_node_port: port,
+            local_endpoints: local,
+            external_traffic_local: true,
+            internal_traffic_local: false,
+            source_ranges: vec![],
+            virtual_servers: vec![],
+        }
+    }
+
+    async fn get(port: u16) -> Option<(u16, serde_json::Value)> {
+        let (status, body) = crate::serve::test_client::get(([127, 0, 0, 1], port).into(), "/anything").await?;
+        Some((status, serde_json::from_str(&body).ok()?))
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn serves_follows_and_closes() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let flag = healthy.clone();
+        let mut servers =
+            HealthCheckServers::new("127.0.0.1".parse().unwrap(), Arc::new(move || flag.load(Ordering::SeqCst)));
+        let key = ServiceKey::new("ns", "lb");
+        let (p1, p2) = (free_port(), free_port());
+        // (info, port expected to answer, status, localEndpoints, serviceProxyHealthy)
+        let steps: Vec<(Option<ServiceInfo>, bool, u16, u16, u64)> = vec![
+            (Some(info(Some(p1), 2)), true, p1, 200, 2),
+            (Some(info(Some(p1), 0)), true, p1, 503, 0),
+            (Some(info(Some(p1), 1)), false, p1, 503, 1),
+            (Some(info(Some(p2), 3)), true, p2, 200, 3),
+        ];
+        for (i, (info, proxy_ok, port, status, local)) in steps.into_iter().enumerate() {
+            healthy.store(proxy_ok, Ordering::SeqCst);
+            servers.update(&key, info.as_ref());
+            let (got_status, body) = get(port).await.expect("an answer");
+            assert_eq!(got_status, status, "step {i}");
+            assert_eq!(body["localEndpoints"], local, "step {i}");
+            assert_eq!(body["serviceProxyHealthy"], proxy_ok, "step {i}");
+            assert_eq!(body["service"]["namespace"], "ns");
+            assert_eq!(body["service"]["name"], "lb");
+        }
+        assert_eq!(servers.ports(), vec![p2], "moving the port closed the old one");
+        servers.update(&key, None);
+        assert!(servers.ports().is_empty());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(get(p2).await.is_none(), "a gone Service's port no longer answers");
+    }
+}
