@@ -1,0 +1,82 @@
+//! The client and the real `ipvsadm` agree about the kernel's table, in both directions, and
+//! `kube-ipvs-proxy debug status` prints exactly what `ipvsadm` prints.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use integration::{in_netns, ipvsadm, ipvsadm_args, proxy_binary, restore_script};
+use ipvs::Client;
+
+/// Runs `ipvsadm -Ln` with `extra` and `kube-ipvs-proxy debug status --numeric` with `extra`.
+fn listing_pair(extra: &[&str]) -> (String, String) {
+    let mut args = vec!["-Ln"];
+    args.extend_from_slice(extra);
+    let peer = ipvsadm(&args).unwrap();
+    let bin = proxy_binary();
+    let out = Command::new(&bin)
+        .args(["debug", "status", "--numeric"])
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (built by integration/test)", bin.display()));
+    assert!(out.status.success(), "debug status {extra:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    (peer, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What the client programs, `ipvsadm` shows exactly as if `ipvsadm` had programmed it; and
+/// what `ipvsadm` programs, the client reads back as the same configuration.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn client_and_ipvsadm_agree() {
+    let spec = rich_table();
+    let ops = add_ops(&spec);
+    let by_client = {
+        let ops = ops.clone();
+        std::thread::spawn(move || {
+            in_netns(move || async move {
+                let c = Client::connect().await.unwrap();
+                for (op, result) in ops.iter().zip(c.apply(&ops).await.unwrap()) {
+                    result.unwrap_or_else(|e| panic!("{op}: {e}"));
+                }
+                (ipvsadm(&["-Ln"]).unwrap(), config_of(&c.table().await.unwrap()))
+            })
+        })
+    };
+    let by_ipvsadm = {
+        let ops = ops.clone();
+        std::thread::spawn(move || {
+            in_netns(move || async move {
+                for op in &ops {
+                    let args = ipvsadm_args(op);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    ipvsadm(&args).unwrap_or_else(|e| panic!("{op}: {e}"));
+                }
+                let c = Client::connect().await.unwrap();
+                (ipvsadm(&["-Ln"]).unwrap(), config_of(&c.table().await.unwrap()))
+            })
+        })
+    };
+    let (client_listing, client_read) = by_client.join().unwrap();
+    let (peer_listing, peer_read) = by_ipvsadm.join().unwrap();
+    assert_eq!(client_listing, peer_listing, "ipvsadm -Ln: programmed by the client (left) and by ipvsadm (right)");
+    assert_eq!(peer_read, sorted(spec.clone()), "the client reading what ipvsadm programmed");
+    assert_eq!(client_read, sorted(spec), "the client reading what it programmed");
+    let reals: usize = rich_table().iter().map(|(_, r)| r.len()).sum();
+    assert_eq!(client_listing.lines().filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress")).count(), reals, "{client_listing}");
+}
+
+/// `debug status --numeric` equals `ipvsadm -Ln` byte for byte, and with `--stats` equals
+/// `ipvsadm -Ln --stats`, on the rich table restored by `ipvsadm -R`.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn debug_status_prints_what_ipvsadm_prints() {
+    in_netns(|| async {
+        integration::ipvsadm_restore(&restore_script(&add_ops(&rich_table()))).unwrap();
+        for extra in [&[][..], &["--stats"][..]] {
+            let (peer, ours) = listing_pair(extra);
+            assert!(peer.lines().count() > 30, "the table is there: {peer}");
+            assert_eq!(ours, peer, "debug status --numeric {extra:?} (left) vs ipvsadm -Ln {extra:?} (right)");
+        }
+    });
+}
