@@ -32,7 +32,7 @@ fn meta(name: String, labels: Option<BTreeMap<String, String>>) -> ObjectMeta {
 /// for every fifth).
 pub fn service(i: u32) -> Service {
     let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i + 1).to_string();
-    let node_port = i % 5 == 0;
+    let node_port = i.is_multiple_of(5);
     let port = |name: &str, port: i32, np: i32| ServicePort {
         name: Some(name.into()),
         port,

@@ -47,6 +47,7 @@ pub struct DesiredVirtualServer {
     /// Its configuration (scheduler, persistence flags, timeout, netmask).
     pub server: VirtualServer,
     /// Its real servers by id, weight 1, masquerade forwarding.
+    #[serde(with = "crate::serde_pairs")]
     pub real_servers: BTreeMap<RealServerId, RealServer>,
     /// The Service port it serves.
     pub origin: ServicePortRef,
@@ -68,8 +69,10 @@ pub struct DesiredVirtualServer {
 /// updates, and the other is reported in a warning.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
+    #[serde(with = "crate::serde_pairs")]
     pub(crate) virtual_servers: BTreeMap<VirtualServerId, DesiredVirtualServer>,
     /// Each address to bind with how many desired virtual servers need it.
+    #[serde(with = "crate::serde_pairs")]
     pub(crate) addresses: BTreeMap<IpAddr, u32>,
 }
 
@@ -117,27 +120,24 @@ impl DesiredState {
     /// Adds `vs` and, if it binds, one claim on its address. The caller removes any virtual
     /// server of the same id first.
     pub(crate) fn insert(&mut self, vs: DesiredVirtualServer) {
-        if vs.bind {
-            if let Some(addr) = vs.server.id.addr() {
+        if vs.bind
+            && let Some(addr) = vs.server.id.addr() {
                 *self.addresses.entry(addr).or_insert(0) += 1;
             }
-        }
         self.virtual_servers.insert(vs.server.id, vs);
     }
 
     /// Removes `id` and, if it bound, its claim on its address.
     pub(crate) fn remove(&mut self, id: &VirtualServerId) -> Option<DesiredVirtualServer> {
         let removed = self.virtual_servers.remove(id)?;
-        if removed.bind {
-            if let Some(addr) = id.addr() {
-                if let Some(n) = self.addresses.get_mut(&addr) {
+        if removed.bind
+            && let Some(addr) = id.addr()
+                && let Some(n) = self.addresses.get_mut(&addr) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
                         self.addresses.remove(&addr);
                     }
                 }
-            }
-        }
         Some(removed)
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// monotonic clock the caller uses, as a [`Duration`] since its own epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GracefulRemovals {
+    #[serde(with = "crate::serde_pairs")]
     started: BTreeMap<(VirtualServerId, RealServerId), Duration>,
 }
 

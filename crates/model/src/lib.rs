@@ -42,6 +42,7 @@ mod model;
 mod names;
 mod observed;
 mod plan;
+mod serde_pairs;
 mod service;
 mod warning;
 

@@ -152,11 +152,10 @@ impl Model {
             let service = s.service.clone();
             self.slices_by_service.entry(service.clone()).or_default().insert(key.1.clone());
             self.slices.insert(key, s);
-            if old.as_ref() != Some(&service) {
-                if let Some(old) = old {
+            if old.as_ref() != Some(&service)
+                && let Some(old) = old {
                     self.recompute(&old, &mut warnings);
                 }
-            }
             self.recompute(&service, &mut warnings);
         } else if let Some(old) = old {
             self.recompute(&old, &mut warnings);

@@ -26,6 +26,7 @@ pub struct ObservedVirtualServer {
     /// Its configuration (flags may include the kernel's `HASHED` bit).
     pub server: VirtualServer,
     /// Its real servers.
+    #[serde(with = "crate::serde_pairs")]
     pub real_servers: BTreeMap<RealServerId, ObservedRealServer>,
 }
 
@@ -35,6 +36,7 @@ pub struct ObservedVirtualServer {
 /// [`Observed::apply`] for every step that succeeded, so that incremental plans need no dump.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
+    #[serde(with = "crate::serde_pairs")]
     virtual_servers: BTreeMap<VirtualServerId, ObservedVirtualServer>,
     bound: BTreeSet<IpAddr>,
 }

@@ -111,18 +111,17 @@ fn check(
         (_, Some(ip)) if !ip.is_empty() => vec![ip.as_str()],
         _ => return Err("no clusterIP allocated".into()),
     };
-    if cluster_ips.iter().any(|ip| *ip == "None") {
+    if cluster_ips.contains(&"None") {
         return Ok(Parsed::Ignored);
     }
     let mut families: Vec<FamilyAddresses> = Vec::new();
     for (i, text) in cluster_ips.iter().enumerate() {
         let ip: IpAddr = text.parse().map_err(|_| format!("clusterIP {text:?} is not an IP address"))?;
         let family = Family::of(&ip);
-        if let Some(declared) = spec.ip_families.as_ref().and_then(|f| f.get(i)) {
-            if family_name(family) != declared {
+        if let Some(declared) = spec.ip_families.as_ref().and_then(|f| f.get(i))
+            && family_name(family) != declared {
                 return Err(format!("clusterIP {ip} is {} but ipFamilies[{i}] is {declared}", family_name(family)));
             }
-        }
         if families.iter().any(|f| f.family == family) {
             return Err(format!("two {} clusterIPs", family_name(family)));
         }

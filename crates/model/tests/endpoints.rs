@@ -193,7 +193,7 @@ fn malformed_slices_are_skipped_with_a_reason_and_others_unaffected() {
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
     let good = slice("web-good", "web", "IPv4", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)]));
     for (family, ports, eps, word) in cases {
-        let mut m = model_of(&[svc.clone()], std::slice::from_ref(&good));
+        let mut m = model_of(std::slice::from_ref(&svc), std::slice::from_ref(&good));
         m.upsert_endpoint_slice(&slice("web-bad", "web", "IPv4", json!([{"port": 80}]), json!([ep("10.0.0.2", NODE)])));
         let w = m.upsert_endpoint_slice(&slice("web-bad", "web", family, ports.clone(), eps));
         assert_eq!(w.len(), 1, "{ports} {w:?}");

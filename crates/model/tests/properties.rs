@@ -247,9 +247,9 @@ proptest! {
     fn incremental_updates_equal_a_build_from_scratch(
         ops in proptest::collection::vec(
             prop_oneof![
-                3 => arb_service().prop_map(Op::UpsertService),
+                3 => arb_service().prop_map(|s| Op::UpsertService(Box::new(s))),
                 1 => (0..5usize).prop_map(Op::DeleteService),
-                4 => arb_slice().prop_map(Op::UpsertSlice),
+                4 => arb_slice().prop_map(|s| Op::UpsertSlice(Box::new(s))),
                 1 => (0..6usize).prop_map(Op::DeleteSlice),
                 1 => proptest::sample::subsequence(vec![NODE_V4, "192.168.0.11", NODE_V6], 0..3).prop_map(Op::NodeAddresses),
             ],
@@ -266,7 +266,7 @@ proptest! {
             match op {
                 Op::UpsertService(s) => {
                     m.upsert_service(&s);
-                    services.insert(s.metadata.name.clone().unwrap(), s);
+                    services.insert(s.metadata.name.clone().unwrap(), *s);
                 }
                 Op::DeleteService(i) => {
                     m.delete_service("default", &format!("s{i}"));
@@ -274,7 +274,7 @@ proptest! {
                 }
                 Op::UpsertSlice(s) => {
                     m.upsert_endpoint_slice(&s);
-                    slices.insert(s.metadata.name.clone().unwrap(), s);
+                    slices.insert(s.metadata.name.clone().unwrap(), *s);
                 }
                 Op::DeleteSlice(i) => {
                     m.delete_endpoint_slice("default", &format!("e{i}"));
@@ -306,9 +306,9 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum Op {
-    UpsertService(Service),
+    UpsertService(Box<Service>),
     DeleteService(usize),
-    UpsertSlice(EndpointSlice),
+    UpsertSlice(Box<EndpointSlice>),
     DeleteSlice(usize),
     NodeAddresses(Vec<&'static str>),
 }
