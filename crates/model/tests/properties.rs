@@ -312,3 +312,70 @@ enum Op {
     DeleteSlice(usize),
     NodeAddresses(Vec<&'static str>),
 }
+
+/// Text that is sometimes valid, often not.
+fn arb_text() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!(null)),
+        pick(&["10.96.0.1", "fd00::1", "None", "", "TCP", "UDP", "SCTP", "IPv4", "IPv6", "FQDN", "Local", "ClientIP",
+               "NodePort", "LoadBalancer", "ExternalName", "10.0.0.0/8", "primary", "::", "0.0.0.0"]).prop_map(|s| json!(s)),
+        "[ -~]{0,12}".prop_map(|s| json!(s)),
+    ]
+}
+
+fn arb_int() -> impl Strategy<Value = Value> {
+    prop_oneof![Just(json!(null)), any::<i32>().prop_map(|n| json!(n)), (0..70000i32).prop_map(|n| json!(n))]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Garbage in any field never panics; a Service either yields virtual servers or a warning
+    /// or is one the proxy does not handle, and a valid Service beside it is unaffected.
+    #[test]
+    fn malformed_objects_never_panic_nor_affect_others(
+        texts in proptest::collection::vec(arb_text(), 12),
+        ints in proptest::collection::vec(arb_int(), 6),
+    ) {
+        let svc = json!({
+            "metadata": {"namespace": "default", "name": "bad"},
+            "spec": {"type": texts[0], "clusterIP": texts[1], "clusterIPs": [texts[1], texts[2]], "ipFamilies": [texts[3]],
+                     "externalIPs": [texts[4]], "externalTrafficPolicy": texts[5], "sessionAffinity": texts[6],
+                     "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": ints[0]}},
+                     "loadBalancerSourceRanges": [texts[7]], "healthCheckNodePort": ints[1],
+                     "ports": [{"port": ints[2], "nodePort": ints[3], "protocol": texts[8]}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": texts[9], "ipMode": texts[10]}]}},
+        });
+        let eps = json!([{"addresses": [texts[11]], "conditions": {"ready": true}},
+                         {"addresses": [texts[1]], "nodeName": NODE}]);
+        let sl = json!({
+            "metadata": {"namespace": "default", "name": "bad-1", "labels": {"kubernetes.io/service-name": "bad"}},
+            "addressType": texts[3], "endpoints": eps,
+            "ports": [{"port": ints[4], "protocol": texts[8]}, {"name": texts[2], "port": ints[5]}],
+        });
+        let good = service("good", json!({"clusterIP": "10.96.0.200", "ports": [{"port": 80}]}));
+        let mut m = Model::new(prop_config());
+        m.upsert_service(&good);
+        // Objects that do not even deserialize are the watcher's business; the rest must not panic.
+        let mut handled_or_warned = true;
+        if let Ok(svc) = serde_json::from_value::<Service>(svc) {
+            let w = m.upsert_service(&svc);
+            handled_or_warned = !w.is_empty() || m.service_info("default", "bad").is_some() || {
+                let s = svc.spec.as_ref().unwrap();
+                s.type_.as_deref() == Some("ExternalName") || s.cluster_ip.as_deref() == Some("None")
+                    || s.cluster_ips.iter().flatten().any(|c| c == "None")
+            };
+        }
+        if let Ok(sl) = serde_json::from_value::<EndpointSlice>(sl) {
+            m.upsert_endpoint_slice(&sl);
+        }
+        prop_assert!(handled_or_warned);
+        prop_assert_eq!(rs_of(&m, &tcp("10.96.0.200", 80)), Some(vec![]));
+        prop_assert_eq!(m.service_info("default", "good").map(|i| i.virtual_servers.clone()), Some(vec![tcp("10.96.0.200", 80)]));
+        let mut observed = Observed::new();
+        for step in &m.plan(&Observed::new(), &Scope::All, &mut GracefulRemovals::new(), Duration::ZERO).steps {
+            observed.apply(step);
+        }
+        prop_assert!(m.plan(&observed, &Scope::All, &mut GracefulRemovals::new(), Duration::ZERO).is_empty());
+    }
+}
