@@ -66,7 +66,11 @@ pub fn slice(i: u32, generation: u32) -> EndpointSlice {
             let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + (i * (ENDPOINTS + 1)) + j + generation);
             Endpoint {
                 addresses: vec![ip.to_string()],
-                conditions: Some(EndpointConditions { ready: Some(true), serving: Some(true), terminating: Some(false) }),
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                }),
                 node_name: Some(format!("node-{}", (i + j) % 100)),
                 ..Endpoint::default()
             }

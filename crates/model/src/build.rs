@@ -50,11 +50,18 @@ pub(crate) fn build_service<'a>(
                 };
                 out.push(DesiredVirtualServer {
                     server: virtual_server(id, svc),
-                    real_servers: real.iter().map(|r| (*r, RealServer::new(r.addr, r.port, 1))).collect::<BTreeMap<_, _>>(),
+                    real_servers: real
+                        .iter()
+                        .map(|r| (*r, RealServer::new(r.addr, r.port, 1)))
+                        .collect::<BTreeMap<_, _>>(),
                     origin: origin.clone(),
                     kind,
                     masquerade: masquerade(kind, svc, config),
-                    source_ranges: if kind == VirtualServerKind::LoadBalancer { svc.source_ranges.clone() } else { vec![] },
+                    source_ranges: if kind == VirtualServerKind::LoadBalancer {
+                        svc.source_ranges.clone()
+                    } else {
+                        vec![]
+                    },
                     bind,
                 });
             }
@@ -99,7 +106,11 @@ fn listen_addresses(
 }
 
 /// The node addresses of `family` NodePorts listen on, filtered by `nodePortAddresses`.
-fn node_port_addresses<'a>(family: Family, config: &'a Config, node: &'a NodeFacts) -> impl Iterator<Item = IpAddr> + 'a {
+fn node_port_addresses<'a>(
+    family: Family,
+    config: &'a Config,
+    node: &'a NodeFacts,
+) -> impl Iterator<Item = IpAddr> + 'a {
     node.addresses.iter().copied().filter(move |a| {
         Family::of(a) == family
             && (config.node_port_addresses.is_empty()

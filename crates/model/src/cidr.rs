@@ -107,9 +107,8 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (trimmed, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| CidrError::Address { text: text.to_owned(), addr: addr_text.to_owned() })?;
+        let addr: IpAddr =
+            addr_text.parse().map_err(|_| CidrError::Address { text: text.to_owned(), addr: addr_text.to_owned() })?;
         let max = max_len(&addr);
         let prefix_len = match len_text {
             None => max,

@@ -99,7 +99,10 @@ impl Claims {
             for origin in shadow.keys() {
                 warnings.push(Warning::new(
                     format!("Service {}", origin.service),
-                    format!("virtual server {id} is served by {}; port {:?} left out there", winner.origin, origin.port_name),
+                    format!(
+                        "virtual server {id} is served by {}; port {:?} left out there",
+                        winner.origin, origin.port_name
+                    ),
                 ));
             }
         }

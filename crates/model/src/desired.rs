@@ -121,9 +121,10 @@ impl DesiredState {
     /// server of the same id first.
     pub(crate) fn insert(&mut self, vs: DesiredVirtualServer) {
         if vs.bind
-            && let Some(addr) = vs.server.id.addr() {
-                *self.addresses.entry(addr).or_insert(0) += 1;
-            }
+            && let Some(addr) = vs.server.id.addr()
+        {
+            *self.addresses.entry(addr).or_insert(0) += 1;
+        }
         self.virtual_servers.insert(vs.server.id, vs);
     }
 
@@ -132,12 +133,13 @@ impl DesiredState {
         let removed = self.virtual_servers.remove(id)?;
         if removed.bind
             && let Some(addr) = id.addr()
-                && let Some(n) = self.addresses.get_mut(&addr) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.addresses.remove(&addr);
-                    }
-                }
+            && let Some(n) = self.addresses.get_mut(&addr)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.addresses.remove(&addr);
+            }
+        }
         Some(removed)
     }
 }

@@ -102,8 +102,9 @@ fn check(slice: &EndpointSlice, node_name: &str) -> Result<ParsedSlice, String> 
     let mut ports = Vec::new();
     for (i, p) in slice.ports.iter().flatten().enumerate() {
         let name = p.name.clone().unwrap_or_default();
-        let protocol = parse_protocol(p.protocol.as_deref())
-            .ok_or_else(|| format!("port {i} ({name:?}) has unknown protocol {:?}", p.protocol.as_deref().unwrap_or("")))?;
+        let protocol = parse_protocol(p.protocol.as_deref()).ok_or_else(|| {
+            format!("port {i} ({name:?}) has unknown protocol {:?}", p.protocol.as_deref().unwrap_or(""))
+        })?;
         // An unset port means "all ports", which a virtual server cannot express: skip it.
         let Some(n) = p.port else { continue };
         let port = port_number(n).ok_or_else(|| format!("port {i} ({name:?}) has invalid port {n}"))?;
@@ -129,8 +130,18 @@ fn check(slice: &EndpointSlice, node_name: &str) -> Result<ParsedSlice, String> 
             serving,
             terminating,
             local: e.node_name.as_deref() == Some(node_name),
-            node_hints: hints.and_then(|h| h.for_nodes.as_ref()).into_iter().flatten().map(|n| n.name.clone()).collect(),
-            zone_hints: hints.and_then(|h| h.for_zones.as_ref()).into_iter().flatten().map(|z| z.name.clone()).collect(),
+            node_hints: hints
+                .and_then(|h| h.for_nodes.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|n| n.name.clone())
+                .collect(),
+            zone_hints: hints
+                .and_then(|h| h.for_zones.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|z| z.name.clone())
+                .collect(),
         });
     }
     Ok(ParsedSlice::Handled(Slice { service, family, ports, endpoints }))

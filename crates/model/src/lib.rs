@@ -32,8 +32,8 @@
 
 mod build;
 mod changes;
-mod claims;
 mod cidr;
+mod claims;
 mod config;
 mod desired;
 mod endpoints;

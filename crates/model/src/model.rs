@@ -7,9 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::claims::Claims;
 use crate::build::{NodeFacts, build_service};
 use crate::changes::{Changes, Scope};
+use crate::claims::Claims;
 use crate::config::Config;
 use crate::desired::{DesiredState, ServiceInfo};
 use crate::endpoints::{ParsedSlice, Slice, parse_slice};
@@ -137,10 +137,8 @@ impl Model {
     /// the slice moved). A malformed slice is treated as absent; the warnings say why.
     pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) -> Vec<Warning> {
         let mut warnings = Vec::new();
-        let key: SliceKey = (
-            slice.metadata.namespace.clone().unwrap_or_default(),
-            slice.metadata.name.clone().unwrap_or_default(),
-        );
+        let key: SliceKey =
+            (slice.metadata.namespace.clone().unwrap_or_default(), slice.metadata.name.clone().unwrap_or_default());
         let parsed = if key.1.is_empty() {
             warnings.push(Warning::new(format!("EndpointSlice {}/", key.0), "no metadata.name; EndpointSlice skipped"));
             ParsedSlice::Ignored
@@ -153,9 +151,10 @@ impl Model {
             self.slices_by_service.entry(service.clone()).or_default().insert(key.1.clone());
             self.slices.insert(key, s);
             if old.as_ref() != Some(&service)
-                && let Some(old) = old {
-                    self.recompute(&old, &mut warnings);
-                }
+                && let Some(old) = old
+            {
+                self.recompute(&old, &mut warnings);
+            }
             self.recompute(&service, &mut warnings);
         } else if let Some(old) = old {
             self.recompute(&old, &mut warnings);
@@ -279,10 +278,8 @@ impl Model {
             Some(spec) => {
                 self.recomputed += 1;
                 let names = self.slices_by_service.get(key);
-                let slices = names
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| self.slices.get(&(key.namespace.clone(), n.clone())));
+                let slices =
+                    names.into_iter().flatten().filter_map(|n| self.slices.get(&(key.namespace.clone(), n.clone())));
                 Some(build_service(spec, slices, &self.config, &self.node))
             }
             None => None,

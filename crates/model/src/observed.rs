@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipvs::{
-    ConnectionCounts, Operation, RealServer, RealServerEntry, RealServerId, Table, VirtualServer,
-    VirtualServerEntry, VirtualServerId,
+    ConnectionCounts, Operation, RealServer, RealServerEntry, RealServerId, Table, VirtualServer, VirtualServerEntry,
+    VirtualServerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,8 +64,7 @@ impl Observed {
             .iter()
             .map(|d| (d.server.id, ObservedRealServer { server: d.server, connections: d.connections }))
             .collect();
-        self.virtual_servers
-            .insert(vs.server.id, ObservedVirtualServer { server: vs.server.clone(), real_servers });
+        self.virtual_servers.insert(vs.server.id, ObservedVirtualServer { server: vs.server.clone(), real_servers });
     }
 
     /// Forgets virtual server `id`, as when the kernel no longer lists it.

@@ -119,9 +119,10 @@ fn check(
         let ip: IpAddr = text.parse().map_err(|_| format!("clusterIP {text:?} is not an IP address"))?;
         let family = Family::of(&ip);
         if let Some(declared) = spec.ip_families.as_ref().and_then(|f| f.get(i))
-            && family_name(family) != declared {
-                return Err(format!("clusterIP {ip} is {} but ipFamilies[{i}] is {declared}", family_name(family)));
-            }
+            && family_name(family) != declared
+        {
+            return Err(format!("clusterIP {ip} is {} but ipFamilies[{i}] is {declared}", family_name(family)));
+        }
         if families.iter().any(|f| f.family == family) {
             return Err(format!("two {} clusterIPs", family_name(family)));
         }
@@ -149,8 +150,9 @@ fn check(
     let mut ports = Vec::new();
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let name = p.name.clone().unwrap_or_default();
-        let protocol = parse_protocol(p.protocol.as_deref())
-            .ok_or_else(|| format!("port {i} ({name:?}) has unknown protocol {:?}", p.protocol.as_deref().unwrap_or("")))?;
+        let protocol = parse_protocol(p.protocol.as_deref()).ok_or_else(|| {
+            format!("port {i} ({name:?}) has unknown protocol {:?}", p.protocol.as_deref().unwrap_or(""))
+        })?;
         let port = port_number(p.port).ok_or_else(|| format!("port {i} ({name:?}) has invalid port {}", p.port))?;
         let node_port = match p.node_port {
             Some(n) if node_ports && n != 0 => {
@@ -172,7 +174,10 @@ fn check(
         Some(s) => {
             warnings.push(Warning::new(
                 object,
-                format!("annotation {SCHEDULER_ANNOTATION}: unknown scheduler {s:?} ignored, using {:?}", config.default_scheduler),
+                format!(
+                    "annotation {SCHEDULER_ANNOTATION}: unknown scheduler {s:?} ignored, using {:?}",
+                    config.default_scheduler
+                ),
             ));
             config.default_scheduler.clone()
         }

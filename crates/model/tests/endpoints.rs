@@ -20,7 +20,8 @@ const EXTERNAL: [(&str, u16); 3] = [("203.0.113.7", 80), ("198.51.100.1", 80), (
 
 #[test]
 fn external_traffic_policy_local_uses_local_endpoints_only_on_external_virtual_servers() {
-    let s = slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]));
+    let s =
+        slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]));
     let m = model_of(&[lb_local("Local", "Cluster")], &[s]);
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:8080", "10.0.2.1:8080"]);
     for (addr, port) in EXTERNAL {
@@ -29,7 +30,10 @@ fn external_traffic_policy_local_uses_local_endpoints_only_on_external_virtual_s
         assert_eq!(vs.masquerade, Masquerade::None, "source IPs are kept with Local");
     }
     let info = m.service_info("default", "web").unwrap();
-    assert_eq!((info.health_check_node_port, info.local_endpoints, info.external_traffic_local), (Some(32000), 1, true));
+    assert_eq!(
+        (info.health_check_node_port, info.local_endpoints, info.external_traffic_local),
+        (Some(32000), 1, true)
+    );
 }
 
 #[test]
@@ -46,7 +50,8 @@ fn external_traffic_policy_local_without_local_endpoint_gets_no_real_servers() {
 
 #[test]
 fn internal_traffic_policy_local_limits_the_cluster_ip_only() {
-    let s = slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]));
+    let s =
+        slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]));
     let m = model_of(&[lb_local("Cluster", "Local")], &[s]);
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:8080"]);
     for (addr, port) in EXTERNAL {
@@ -73,16 +78,40 @@ fn hinted(addr: &str, node: &str, nodes: &[&str], zones: &[&str]) -> Value {
 fn topology_hints_prefer_node_then_zone_only_when_all_ready_are_hinted_and_one_matches() {
     // (endpoints, expected real servers on this node in zone-a)
     let cases: Vec<(&str, Vec<Value>, Vec<&str>)> = vec![
-        ("zone hints matching", vec![hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"])], vec!["10.0.1.1:80"]),
-        ("node hints before zone hints", vec![
-            hinted("10.0.1.1", "n1", &[NODE], &["zone-a"]), hinted("10.0.1.2", "n2", &["n2"], &["zone-a"])], vec!["10.0.1.1:80"]),
-        ("node hints not naming us: zone hints", vec![
-            hinted("10.0.1.1", "n1", &["n1"], &["zone-a"]), hinted("10.0.1.2", "n2", &["n2"], &["zone-b"])], vec!["10.0.1.1:80"]),
-        ("one ready endpoint unhinted", vec![hinted("10.0.1.1", "n1", &[], &["zone-a"]), ep("10.0.1.2", "n2")], vec!["10.0.1.1:80", "10.0.1.2:80"]),
-        ("no hint matches", vec![hinted("10.0.1.1", "n1", &[], &["zone-b"]), hinted("10.0.1.2", "n2", &[], &["zone-c"])], vec!["10.0.1.1:80", "10.0.1.2:80"]),
-        ("unready unhinted endpoint does not matter", vec![
-            hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"]),
-            ep_cond("10.0.1.3", "n3", false, false, false)], vec!["10.0.1.1:80"]),
+        (
+            "zone hints matching",
+            vec![hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"])],
+            vec!["10.0.1.1:80"],
+        ),
+        (
+            "node hints before zone hints",
+            vec![hinted("10.0.1.1", "n1", &[NODE], &["zone-a"]), hinted("10.0.1.2", "n2", &["n2"], &["zone-a"])],
+            vec!["10.0.1.1:80"],
+        ),
+        (
+            "node hints not naming us: zone hints",
+            vec![hinted("10.0.1.1", "n1", &["n1"], &["zone-a"]), hinted("10.0.1.2", "n2", &["n2"], &["zone-b"])],
+            vec!["10.0.1.1:80"],
+        ),
+        (
+            "one ready endpoint unhinted",
+            vec![hinted("10.0.1.1", "n1", &[], &["zone-a"]), ep("10.0.1.2", "n2")],
+            vec!["10.0.1.1:80", "10.0.1.2:80"],
+        ),
+        (
+            "no hint matches",
+            vec![hinted("10.0.1.1", "n1", &[], &["zone-b"]), hinted("10.0.1.2", "n2", &[], &["zone-c"])],
+            vec!["10.0.1.1:80", "10.0.1.2:80"],
+        ),
+        (
+            "unready unhinted endpoint does not matter",
+            vec![
+                hinted("10.0.1.1", "n1", &[], &["zone-a"]),
+                hinted("10.0.1.2", "n2", &[], &["zone-b"]),
+                ep_cond("10.0.1.3", "n3", false, false, false),
+            ],
+            vec!["10.0.1.1:80"],
+        ),
     ];
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
     for (what, eps, expected) in cases {
@@ -96,8 +125,13 @@ fn topology_hints_prefer_node_then_zone_only_when_all_ready_are_hinted_and_one_m
 #[test]
 fn zone_change_of_the_node_recomputes_hinted_services() {
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
-    let s = slice("web-1", "web", "IPv4", json!([{"port": 80}]),
-        json!([hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"])]));
+    let s = slice(
+        "web-1",
+        "web",
+        "IPv4",
+        json!([{"port": 80}]),
+        json!([hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"])]),
+    );
     let (mut m, _) = Model::from_objects(config(), [&svc], [&s], Some(&node("zone-a", NODE_V4)));
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:80"]);
     m.set_node(&node("zone-b", NODE_V4));
@@ -108,16 +142,34 @@ fn zone_change_of_the_node_recomputes_hinted_services() {
 fn serving_terminating_endpoints_are_used_only_when_no_endpoint_is_ready() {
     // (endpoints, cluster real servers, local real servers); "L" = this node, "R" = remote
     let cases = [
-        ("ready wins over terminating", json!([ep("10.0.0.1", "node-b"), ep_cond("10.0.0.2", NODE, false, true, true)]),
-            vec!["10.0.0.1:80"], vec!["10.0.0.2:80"]),
-        ("no ready: serving+terminating", json!([ep_cond("10.0.0.1", "node-b", false, true, true), ep_cond("10.0.0.2", NODE, false, false, true)]),
-            vec!["10.0.0.1:80"], vec![]),
+        (
+            "ready wins over terminating",
+            json!([ep("10.0.0.1", "node-b"), ep_cond("10.0.0.2", NODE, false, true, true)]),
+            vec!["10.0.0.1:80"],
+            vec!["10.0.0.2:80"],
+        ),
+        (
+            "no ready: serving+terminating",
+            json!([ep_cond("10.0.0.1", "node-b", false, true, true), ep_cond("10.0.0.2", NODE, false, false, true)]),
+            vec!["10.0.0.1:80"],
+            vec![],
+        ),
         ("not serving: nothing", json!([ep_cond("10.0.0.1", "node-b", false, false, true)]), vec![], vec![]),
-        ("local set decided on its own", json!([ep("10.0.0.1", "node-b"), ep_cond("10.0.0.2", NODE, false, true, true), ep_cond("10.0.0.3", NODE, false, true, false)]),
-            vec!["10.0.0.1:80"], vec!["10.0.0.2:80"]),
+        (
+            "local set decided on its own",
+            json!([
+                ep("10.0.0.1", "node-b"),
+                ep_cond("10.0.0.2", NODE, false, true, true),
+                ep_cond("10.0.0.3", NODE, false, true, false)
+            ]),
+            vec!["10.0.0.1:80"],
+            vec!["10.0.0.2:80"],
+        ),
     ];
     for (what, eps, cluster, local) in cases {
-        let itp = |p: &str| service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}], "internalTrafficPolicy": p}));
+        let itp = |p: &str| {
+            service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}], "internalTrafficPolicy": p}))
+        };
         let s = slice("web-1", "web", "IPv4", json!([{"port": 80}]), eps);
         let m = model_of(&[itp("Cluster")], std::slice::from_ref(&s));
         assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), cluster, "{what}: cluster");
@@ -142,9 +194,22 @@ fn not_ready_endpoints_are_left_out_and_unset_ready_means_ready() {
 #[test]
 fn several_slices_per_service_are_merged_and_an_endpoint_in_two_counts_once() {
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}));
-    let a = slice("web-a", "web", "IPv4", json!([{"name": "http", "port": 8080}]), json!([ep("10.0.0.1", NODE), ep("10.0.0.2", "node-b")]));
-    let b = slice("web-b", "web", "IPv4", json!([{"name": "http", "port": 8080}]), json!([ep("10.0.0.2", "node-b"), ep("10.0.0.3", NODE)]));
-    let other_port = slice("web-c", "web", "IPv4", json!([{"name": "metrics", "port": 9090}]), json!([ep("10.0.0.9", NODE)]));
+    let a = slice(
+        "web-a",
+        "web",
+        "IPv4",
+        json!([{"name": "http", "port": 8080}]),
+        json!([ep("10.0.0.1", NODE), ep("10.0.0.2", "node-b")]),
+    );
+    let b = slice(
+        "web-b",
+        "web",
+        "IPv4",
+        json!([{"name": "http", "port": 8080}]),
+        json!([ep("10.0.0.2", "node-b"), ep("10.0.0.3", NODE)]),
+    );
+    let other_port =
+        slice("web-c", "web", "IPv4", json!([{"name": "metrics", "port": 9090}]), json!([ep("10.0.0.9", NODE)]));
     let mut m = model_of(&[svc], &[a, b, other_port]);
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"]);
     assert_eq!(m.service_info("default", "web").unwrap().local_endpoints, 2);
@@ -175,7 +240,12 @@ fn cluster_ip_masquerade_follows_settings() {
         let mut c = Config::new(NODE);
         c.masquerade_all = all;
         c.cluster_cidrs = cidrs.iter().map(|s| s.parse().unwrap()).collect();
-        let (m, _) = Model::from_objects(c, [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], [], None);
+        let (m, _) = Model::from_objects(
+            c,
+            [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))],
+            [],
+            None,
+        );
         assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().masquerade, expected);
     }
 }
@@ -199,7 +269,11 @@ fn malformed_slices_are_skipped_with_a_reason_and_others_unaffected() {
         assert_eq!(w.len(), 1, "{ports} {w:?}");
         assert_eq!(w[0].object, "EndpointSlice default/web-bad");
         assert!(w[0].reason.contains(word), "{}", w[0]);
-        assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.0.1:80"], "the bad slice's old endpoints are gone");
+        assert_eq!(
+            rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(),
+            ["10.0.0.1:80"],
+            "the bad slice's old endpoints are gone"
+        );
     }
     let fqdn = slice("web-fqdn", "web", "FQDN", json!([{"port": 80}]), json!([{"addresses": ["example.com"]}]));
     let mut m = Model::new(config());

@@ -74,10 +74,7 @@ fn fresh_plan_binds_before_virtual_servers_and_creates_them_before_their_real_se
 #[test]
 fn configuration_changes_update_in_place_and_never_delete() {
     // (service change, expected single operation kind)
-    let cases = [
-        (json!({"sessionAffinity": "ClientIP"}), "update virtual server"),
-        (json!({}), ""),
-    ];
+    let cases = [(json!({"sessionAffinity": "ClientIP"}), "update virtual server"), (json!({}), "")];
     let base = model_of(&[web(json!({}))], &[web_slice(&["10.0.0.1"])]);
     let observed = programmed(&base);
     for (change, expected) in cases {
@@ -93,11 +90,16 @@ fn configuration_changes_update_in_place_and_never_delete() {
         }
     }
     // A scheduler annotation change.
-    let annotated = service_with("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 30080}]}),
-        json!({"metadata": {"annotations": {"ipvs.kube-ipvs-proxy.io/scheduler": "wlc"}}}));
+    let annotated = service_with(
+        "web",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 30080}]}),
+        json!({"metadata": {"annotations": {"ipvs.kube-ipvs-proxy.io/scheduler": "wlc"}}}),
+    );
     let m = model_of(&[annotated], &[web_slice(&["10.0.0.1"])]);
     let plan = full_plan(&m, &observed, &mut GracefulRemovals::new(), T0);
-    assert!(plan.steps.iter().all(|s| matches!(s, Step::Kernel(Operation::UpdateVirtualServer(v)) if v.scheduler == "wlc")));
+    assert!(
+        plan.steps.iter().all(|s| matches!(s, Step::Kernel(Operation::UpdateVirtualServer(v)) if v.scheduler == "wlc"))
+    );
     assert_eq!(plan.len(), 2);
 }
 
@@ -124,8 +126,15 @@ fn removed_real_servers_go_gracefully_for_tcp_with_connections_and_at_once_other
     for (protocol, counts, first) in cases {
         let name = protocol.to_string();
         let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": name}]}));
-        let with = |a: &[&str]| slice("web-1", "web", "IPv4", json!([{"port": 8080, "protocol": name}]),
-            a.iter().map(|x| ep(x, NODE)).collect());
+        let with = |a: &[&str]| {
+            slice(
+                "web-1",
+                "web",
+                "IPv4",
+                json!([{"port": 8080, "protocol": name}]),
+                a.iter().map(|x| ep(x, NODE)).collect(),
+            )
+        };
         let mut m = model_of(&[svc], &[with(&["10.0.0.1", "10.0.0.2"])]);
         let mut observed = programmed(&m);
         let vs = tuple(protocol, "10.96.0.10", 80);
@@ -167,7 +176,8 @@ fn graceful_removal_deletes_when_connections_end_or_time_is_up() {
         observed.set_connections(&vs, &rs("10.0.0.2", 8080), counts);
         // Nothing changed since: the pending removal is looked at anyway.
         let later = m.plan(&observed, &Scope::Only(Changes::new()), &mut graceful, T0 + Duration::from_secs(after));
-        let expected = if deleted { vec![Step::Kernel(Operation::DeleteRealServer(vs, rs("10.0.0.2", 8080)))] } else { vec![] };
+        let expected =
+            if deleted { vec![Step::Kernel(Operation::DeleteRealServer(vs, rs("10.0.0.2", 8080)))] } else { vec![] };
         assert_eq!(later.steps, expected, "after {after}s with {counts:?}");
         assert_eq!(graceful.is_empty(), deleted);
     }
@@ -186,7 +196,9 @@ fn real_server_desired_again_while_draining_gets_its_weight_back() {
     assert!(graceful.contains(&vs, &rs("10.0.0.2", 8080)));
     m.upsert_endpoint_slice(&web_slice(&["10.0.0.1", "10.0.0.2"]));
     let plan = full_plan(&m, &observed, &mut graceful, T0);
-    assert!(plan.steps.contains(&Step::Kernel(Operation::UpdateRealServer(vs, RealServer::new(ip("10.0.0.2"), 8080, 1)))));
+    assert!(
+        plan.steps.contains(&Step::Kernel(Operation::UpdateRealServer(vs, RealServer::new(ip("10.0.0.2"), 8080, 1))))
+    );
     assert!(graceful.is_empty());
 }
 
@@ -231,16 +243,20 @@ fn only_owned_virtual_servers_are_ever_deleted() {
     let (m_excl, _) = Model::from_objects(c, [&web(json!({}))], [&web_slice(&["10.0.0.1"])], None);
     // (virtual server in the kernel, bound on kube-ipvs0, deleted?)
     let cases = [
-        (tcp("10.96.0.99", 80), true, true),              // stale, on a bound address: ours
-        (tcp(NODE_V4, 31000), false, true),               // stale NodePort on a node address: ours
-        (tcp("172.16.0.5", 80), false, false),            // someone else's
+        (tcp("10.96.0.99", 80), true, true),   // stale, on a bound address: ours
+        (tcp(NODE_V4, 31000), false, true),    // stale NodePort on a node address: ours
+        (tcp("172.16.0.5", 80), false, false), // someone else's
         (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, false),
-        (tcp("10.200.0.5", 80), true, false),             // excluded CIDR, even if bound
+        (tcp("10.200.0.5", 80), true, false), // excluded CIDR, even if bound
     ];
     for (id, bind, deleted) in cases {
         let mut table = Table::default();
         for (vs, dests) in programmed(&m).virtual_servers() {
-            let d: Vec<(String, u16, u32)> = dests.real_servers.values().map(|r| (r.server.id.addr.to_string(), r.server.id.port, r.server.weight)).collect();
+            let d: Vec<(String, u16, u32)> = dests
+                .real_servers
+                .values()
+                .map(|r| (r.server.id.addr.to_string(), r.server.id.port, r.server.weight))
+                .collect();
             let d: Vec<(&str, u16, u32)> = d.iter().map(|(a, p, w)| (a.as_str(), *p, *w)).collect();
             table.services.push(entry(*vs, &d));
         }

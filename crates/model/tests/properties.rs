@@ -85,7 +85,9 @@ fn arb_slice() -> impl Strategy<Value = EndpointSlice> {
                 .iter()
                 .map(|(a, local, cond, zone)| {
                     let addr = if v6 { format!("fd00:10::{a}") } else { format!("10.0.0.{a}") };
-                    let (ready, serving, terminating) = [(true, true, false), (false, true, true), (false, false, true), (false, false, false)][*cond as usize];
+                    let (ready, serving, terminating) =
+                        [(true, true, false), (false, true, true), (false, false, true), (false, false, false)]
+                            [*cond as usize];
                     let mut e = ep_cond(&addr, if *local { NODE } else { "node-b" }, ready, serving, terminating);
                     if !zone.is_empty() {
                         e["hints"] = json!({"forZones": [{"name": zone}]});
@@ -93,7 +95,13 @@ fn arb_slice() -> impl Strategy<Value = EndpointSlice> {
                     e
                 })
                 .collect();
-            slice(&format!("e{i}"), &format!("s{svc}"), if v6 { "IPv6" } else { "IPv4" }, Value::Array(ports), Value::Array(eps))
+            slice(
+                &format!("e{i}"),
+                &format!("s{svc}"),
+                if v6 { "IPv6" } else { "IPv4" },
+                Value::Array(ports),
+                Value::Array(eps),
+            )
         })
 }
 
@@ -107,7 +115,8 @@ fn prop_config() -> Config {
 /// A random kernel: virtual servers from the addresses the Services use plus foreign ones, with
 /// random real servers, weights and connections, and a random set of bound addresses.
 fn arb_kernel() -> impl Strategy<Value = Observed> {
-    let addrs = &["10.96.0.0", "10.96.0.1", "10.96.0.3", "fd00:96::1", "203.0.113.1", NODE_V4, "172.16.0.1", "172.16.0.2"];
+    let addrs =
+        &["10.96.0.0", "10.96.0.1", "10.96.0.3", "fd00:96::1", "203.0.113.1", NODE_V4, "172.16.0.1", "172.16.0.2"];
     (
         proptest::collection::vec(
             (
@@ -136,26 +145,36 @@ fn arb_kernel() -> impl Strategy<Value = Observed> {
                 let rs: BTreeMap<_, _> = dests
                     .into_iter()
                     .map(|(a, port, w, c)| {
-                        let a: IpAddr = if addr.contains(':') { format!("fd00:10::{a}") } else { format!("10.0.0.{a}") }.parse().unwrap();
-                        ((a, port), RealServerEntry {
-                            server: RealServer::new(a, port, w),
-                            connections: ConnectionCounts { active: c, inactive: 0, persistent: 0 },
-                            stats: Stats::default(),
-                        })
+                        let a: IpAddr =
+                            if addr.contains(':') { format!("fd00:10::{a}") } else { format!("10.0.0.{a}") }
+                                .parse()
+                                .unwrap();
+                        (
+                            (a, port),
+                            RealServerEntry {
+                                server: RealServer::new(a, port, w),
+                                connections: ConnectionCounts { active: c, inactive: 0, persistent: 0 },
+                                stats: Stats::default(),
+                            },
+                        )
                     })
                     .collect();
                 t.services.push((VirtualServerEntry { server, stats: Stats::default() }, rs.into_values().collect()));
             }
             if fwmark {
                 let id = VirtualServerId::Fwmark { family: Family::V4, mark: 7 };
-                t.services.push((VirtualServerEntry { server: VirtualServer::new(id, "rr"), stats: Stats::default() }, vec![]));
+                t.services.push((
+                    VirtualServerEntry { server: VirtualServer::new(id, "rr"), stats: Stats::default() },
+                    vec![],
+                ));
             }
             Observed::from_kernel(&t, bound.iter().map(|a| ip(a)))
         })
 }
 
 fn same_config(a: &VirtualServer, b: &VirtualServer) -> bool {
-    (a.scheduler.as_str(), a.flags.settable(), a.timeout, a.netmask) == (b.scheduler.as_str(), b.flags.settable(), b.timeout, b.netmask)
+    (a.scheduler.as_str(), a.flags.settable(), a.timeout, a.netmask)
+        == (b.scheduler.as_str(), b.flags.settable(), b.timeout, b.netmask)
 }
 
 fn excluded(config: &Config, id: &VirtualServerId) -> bool {
@@ -317,8 +336,28 @@ enum Op {
 fn arb_text() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(json!(null)),
-        pick(&["10.96.0.1", "fd00::1", "None", "", "TCP", "UDP", "SCTP", "IPv4", "IPv6", "FQDN", "Local", "ClientIP",
-               "NodePort", "LoadBalancer", "ExternalName", "10.0.0.0/8", "primary", "::", "0.0.0.0"]).prop_map(|s| json!(s)),
+        pick(&[
+            "10.96.0.1",
+            "fd00::1",
+            "None",
+            "",
+            "TCP",
+            "UDP",
+            "SCTP",
+            "IPv4",
+            "IPv6",
+            "FQDN",
+            "Local",
+            "ClientIP",
+            "NodePort",
+            "LoadBalancer",
+            "ExternalName",
+            "10.0.0.0/8",
+            "primary",
+            "::",
+            "0.0.0.0"
+        ])
+        .prop_map(|s| json!(s)),
         "[ -~]{0,12}".prop_map(|s| json!(s)),
     ]
 }

@@ -10,9 +10,15 @@ use serde_json::json;
 
 #[test]
 fn desired_observed_and_graceful_states_round_trip_through_json() {
-    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
-        "ports": [{"port": 80, "nodePort": 30080}]}));
-    let mut m = model_of(&[svc], &[slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.0.1", NODE), ep("10.0.0.2", NODE)]))]);
+    let svc = service(
+        "web",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+        "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
+    let mut m = model_of(
+        &[svc],
+        &[slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.0.1", NODE), ep("10.0.0.2", NODE)]))],
+    );
     let mut observed = Observed::new();
     let mut graceful = GracefulRemovals::new();
     for step in &m.plan(&observed, &Scope::All, &mut graceful, Duration::ZERO).steps {

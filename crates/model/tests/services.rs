@@ -26,8 +26,11 @@ fn cluster_ip_gets_one_virtual_server_bound_with_all_ready_endpoints() {
 
 #[test]
 fn node_port_listens_on_each_node_address_of_its_family_unbound() {
-    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "nodePort": 30080}]}));
+    let svc = service(
+        "web",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+        "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
     let m = model_of(&[svc], &[web_slice()]);
     assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 192.168.0.10:30080"]);
     assert_eq!(bound(&m), ["10.96.0.10"], "NodePort addresses are not bound on kube-ipvs0");
@@ -36,8 +39,11 @@ fn node_port_listens_on_each_node_address_of_its_family_unbound() {
 
 #[test]
 fn node_port_addresses_filter_node_addresses() {
-    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "nodePort": 30080}]}));
+    let svc = service(
+        "web",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+        "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
     // (nodePortAddresses, node addresses that get a NodePort)
     let cases: [(&[&str], &[&str]); 4] = [
         (&[], &["192.168.0.10", "192.168.1.10"]),
@@ -63,8 +69,11 @@ fn node_port_addresses_filter_node_addresses() {
 
 #[test]
 fn node_address_change_recomputes_node_ports() {
-    let svc = service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "nodePort": 30080}]}));
+    let svc = service(
+        "web",
+        json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+        "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
     let mut m = model_of(&[svc], &[]);
     m.take_changes();
     m.set_node_addresses(vec![ip("192.168.0.11")]);
@@ -90,7 +99,13 @@ fn load_balancer_ingress_ips_skip_ip_mode_proxy_and_node_addresses_are_not_bound
     let m = model_of(&[svc], &[]);
     assert_eq!(
         vs_names(&m),
-        ["TCP 10.96.0.10:80", "TCP 192.168.0.10:80", "TCP 192.168.0.10:30080", "TCP 198.51.100.1:80", "TCP 198.51.100.2:80"]
+        [
+            "TCP 10.96.0.10:80",
+            "TCP 192.168.0.10:80",
+            "TCP 192.168.0.10:30080",
+            "TCP 198.51.100.1:80",
+            "TCP 198.51.100.2:80"
+        ]
     );
     assert_eq!(bound(&m), ["10.96.0.10", "198.51.100.1", "198.51.100.2"]);
     let lb = m.desired().virtual_server(&tcp("198.51.100.1", 80)).unwrap();
@@ -101,8 +116,11 @@ fn load_balancer_ingress_ips_skip_ip_mode_proxy_and_node_addresses_are_not_bound
 
 #[test]
 fn external_ips_are_virtual_servers_bound_and_other_family_ones_warned() {
-    let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
-        "externalIPs": ["203.0.113.7", "2001:db8::7"]}));
+    let svc = service(
+        "web",
+        json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+        "externalIPs": ["203.0.113.7", "2001:db8::7"]}),
+    );
     let (m, w) = Model::from_objects(config(), [&svc], [], None);
     assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 203.0.113.7:80"]);
     assert_eq!(bound(&m), ["10.96.0.10", "203.0.113.7"]);
@@ -116,8 +134,11 @@ fn session_affinity_client_ip_makes_persistent_virtual_servers() {
     // (sessionAffinityConfig, expected timeout)
     let cases = [(json!(null), 10800), (json!({"clientIP": {"timeoutSeconds": 60}}), 60)];
     for (cfg, timeout) in cases {
-        let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
-            "sessionAffinity": "ClientIP", "sessionAffinityConfig": cfg}));
+        let svc = service(
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": cfg}),
+        );
         let m = model_of(&[svc], &[]);
         let vs = &m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server;
         assert!(vs.flags.contains(ServiceFlags::PERSISTENT));
@@ -129,9 +150,12 @@ fn session_affinity_client_ip_makes_persistent_virtual_servers() {
 
 #[test]
 fn dual_stack_handles_each_family_alone() {
-    let svc = service("web", json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+    let svc = service(
+        "web",
+        json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
         "ipFamilies": ["IPv4", "IPv6"], "type": "NodePort",
-        "ports": [{"port": 80, "nodePort": 30080}]}));
+        "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
     let v4 = slice("web-v4", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE)]));
     let v6 = slice("web-v6", "web", "IPv6", json!([{"port": 8080}]), json!([ep("fd00:10::1", NODE)]));
     let m = model_of(&[svc], &[v4, v6]);
@@ -153,8 +177,11 @@ fn services_not_for_this_proxy_are_skipped_silently() {
         ("ExternalName", service("s", json!({"type": "ExternalName", "externalName": "example.com"}))),
         (
             "service-proxy-name",
-            service_with("s", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
-                json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": "other"}}})),
+            service_with(
+                "s",
+                json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+                json!({"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": "other"}}}),
+            ),
         ),
     ];
     for (what, svc) in cases {
@@ -173,16 +200,29 @@ fn service_without_endpoints_still_gets_its_virtual_servers() {
 
 #[test]
 fn tcp_udp_and_sctp_ports_each_get_their_endpoint_ports() {
-    let svc = service("dns", json!({"clusterIP": "10.96.0.10", "ports": [
+    let svc = service(
+        "dns",
+        json!({"clusterIP": "10.96.0.10", "ports": [
         {"name": "dns", "port": 53, "protocol": "UDP"},
         {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
-        {"name": "sig", "port": 3868, "protocol": "SCTP"}]}));
-    let s = slice("dns-1", "dns", "IPv4", json!([
+        {"name": "sig", "port": 3868, "protocol": "SCTP"}]}),
+    );
+    let s = slice(
+        "dns-1",
+        "dns",
+        "IPv4",
+        json!([
         {"name": "dns", "port": 1053, "protocol": "UDP"},
         {"name": "dns-tcp", "port": 1054, "protocol": "TCP"},
-        {"name": "sig", "port": 3869, "protocol": "SCTP"}]), json!([ep("10.0.1.1", NODE)]));
+        {"name": "sig", "port": 3869, "protocol": "SCTP"}]),
+        json!([ep("10.0.1.1", NODE)]),
+    );
     let m = model_of(&[svc], &[s]);
-    for (protocol, port, rs) in [(Protocol::Udp, 53, "10.0.1.1:1053"), (Protocol::Tcp, 53, "10.0.1.1:1054"), (Protocol::Sctp, 3868, "10.0.1.1:3869")] {
+    for (protocol, port, rs) in [
+        (Protocol::Udp, 53, "10.0.1.1:1053"),
+        (Protocol::Tcp, 53, "10.0.1.1:1054"),
+        (Protocol::Sctp, 3868, "10.0.1.1:3869"),
+    ] {
         assert_eq!(rs_of(&m, &tuple(protocol, "10.96.0.10", port)).unwrap(), [rs], "{protocol}");
     }
     assert_eq!(m.desired().len(), 3);
@@ -191,7 +231,8 @@ fn tcp_udp_and_sctp_ports_each_get_their_endpoint_ports() {
 #[test]
 fn scheduler_annotation_picks_a_known_scheduler_and_ignores_unknown_ones() {
     // (annotation, scheduler used, warned)
-    let cases = [(None, "rr", false), (Some("mh"), "mh", false), (Some("wlc"), "wlc", false), (Some("fastest"), "rr", true)];
+    let cases =
+        [(None, "rr", false), (Some("mh"), "mh", false), (Some("wlc"), "wlc", false), (Some("fastest"), "rr", true)];
     for (annotation, expected, warned) in cases {
         let extra = match annotation {
             Some(a) => json!({"metadata": {"annotations": {"ipvs.kube-ipvs-proxy.io/scheduler": a}}}),
@@ -208,7 +249,12 @@ fn scheduler_annotation_picks_a_known_scheduler_and_ignores_unknown_ones() {
 fn default_scheduler_comes_from_the_settings() {
     let mut c = config();
     c.default_scheduler = "lc".into();
-    let (m, _) = Model::from_objects(c, [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], [], None);
+    let (m, _) = Model::from_objects(
+        c,
+        [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))],
+        [],
+        None,
+    );
     assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.scheduler, "lc");
 }
 
@@ -225,10 +271,16 @@ fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
         (json!({"clusterIP": "10.96.0.11", "externalIPs": ["not-an-ip"], "ports": [{"port": 80}]}), "externalIP"),
         (json!({"type": "NodePort", "clusterIP": "10.96.0.11", "ports": [{"port": 80, "nodePort": -1}]}), "nodePort"),
         (json!({"type": "Weird", "clusterIP": "10.96.0.11", "ports": [{"port": 80}]}), "type"),
-        (json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}], "sessionAffinity": "ClientIP",
-                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}), "timeout"),
-        (json!({"type": "LoadBalancer", "clusterIP": "10.96.0.11", "ports": [{"port": 80}],
-                "loadBalancerSourceRanges": ["10.0.0.0/40"]}), "loadBalancerSourceRanges"),
+        (
+            json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}], "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+            "timeout",
+        ),
+        (
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.11", "ports": [{"port": 80}],
+                "loadBalancerSourceRanges": ["10.0.0.0/40"]}),
+            "loadBalancerSourceRanges",
+        ),
         (json!({"ports": [{"port": 80}]}), "clusterIP"),
     ];
     let good = service("good", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
@@ -249,8 +301,11 @@ fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
 
 #[test]
 fn load_balancer_with_bad_ingress_ip_is_skipped() {
-    let svc = service_with("lb", json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3"}]}}}));
+    let svc = service_with(
+        "lb",
+        json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3"}]}}}),
+    );
     let (m, w) = Model::from_objects(config(), [&svc], [], None);
     assert!(m.desired().is_empty());
     assert!(w[0].reason.contains("1.2.3"));
