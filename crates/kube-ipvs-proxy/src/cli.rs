@@ -71,6 +71,9 @@ pub struct StatusArgs {
     /// Print numbers unscaled, as `ipvsadm --exact` (with --stats or --rate).
     #[arg(long)]
     pub exact: bool,
+    /// List in the kernel's order instead of ipvsadm's sorted order, as `ipvsadm --nosort`.
+    #[arg(long)]
+    pub nosort: bool,
     /// Print the table, the IPVS info and the addresses as JSON.
     #[arg(long)]
     pub json: bool,

@@ -89,7 +89,7 @@ pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::
         (_, true) => Columns::Rate,
         _ => Columns::Connections,
     };
-    let format = ListFormat { columns, exact: args.exact };
+    let format = ListFormat { columns, exact: args.exact, nosort: args.nosort };
     // The daemon will name each virtual server's Service here (issue 4); ipvsadm never does.
     let mut out = ipvsadm_format::listing(&status.table, Some(&status.info), format, &|_| Vec::new());
     if !args.numeric {

@@ -1,4 +1,5 @@
-//! Prints an IPVS table exactly as `ipvsadm -Ln` (and `--stats`, `--rate`, `--exact`) does.
+//! Prints an IPVS table exactly as `ipvsadm -Ln` (and `--stats`, `--rate`, `--exact`, `--nosort`)
+//! does.
 //!
 //! The format was learnt from ipvsadm 1.31's listing code and checked against its output; it is
 //! re-implemented here, not translated. What matters for byte-for-byte equality:
@@ -42,6 +43,8 @@ pub struct ListFormat {
     pub columns: Columns,
     /// Print counters unscaled (`--exact`); only matters for [`Columns::Stats`] and [`Columns::Rate`].
     pub exact: bool,
+    /// Keep the table's order instead of sorting as ipvsadm does (`--nosort`).
+    pub nosort: bool,
 }
 
 /// Renders `table` as ipvsadm lists it. With `info`, the listing starts with ipvsadm's
@@ -62,14 +65,18 @@ pub fn listing(
     write_titles(&mut out, format.columns);
 
     let mut services: Vec<&(VirtualServerEntry, Vec<RealServerEntry>)> = table.services.iter().collect();
-    order::glibc_merge_sort(&mut services, &|a, b| order::compare_virtual_servers(&a.0.server.id, &b.0.server.id));
+    if !format.nosort {
+        order::glibc_merge_sort(&mut services, &|a, b| order::compare_virtual_servers(&a.0.server.id, &b.0.server.id));
+    }
     for (service, reals) in services {
         write_virtual_server(&mut out, service, format);
         for comment in comments(&service.server.id) {
             let _ = writeln!(out, "#  {comment}");
         }
         let mut reals: Vec<&RealServerEntry> = reals.iter().collect();
-        order::glibc_merge_sort(&mut reals, &|a, b| order::compare_real_servers(&a.server.id, &b.server.id));
+        if !format.nosort {
+            order::glibc_merge_sort(&mut reals, &|a, b| order::compare_real_servers(&a.server.id, &b.server.id));
+        }
         for real in reals {
             write_real_server(&mut out, real, format);
         }
