@@ -41,6 +41,8 @@ pub struct HealthFacts {
     pub pending_since: Option<Instant>,
     /// When a sync last left nothing pending.
     pub last_synced: Option<Timestamp>,
+    /// When a change was last fed.
+    pub last_queued: Option<Timestamp>,
     /// False while the Node is being deleted (or is gone).
     pub node_eligible: bool,
 }
@@ -82,7 +84,7 @@ impl Shared {
                 model,
                 lists: [false; 3],
                 pending: Pending::default(),
-                health: HealthFacts { pending_since: None, last_synced: None, node_eligible: true },
+                health: HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true },
             }),
             wake: Notify::new(),
             node_name: node_name.into(),
@@ -123,6 +125,7 @@ impl Shared {
         let state = &mut *guard;
         let mut warnings = Vec::new();
         let mut queued = true;
+        let mut wake = false;
         match update {
             Update::Service(Change::Apply(svc)) => {
                 warnings = state.model.upsert_service(&svc);
@@ -169,18 +172,31 @@ impl Shared {
                 }
                 queued = false;
             }
-            Update::Service(Change::Listed) => state.lists[0] = true,
-            Update::EndpointSlice(Change::Listed) => state.lists[1] = true,
-            Update::Node(Change::Listed) => state.lists[2] = true,
+            Update::Service(Change::Listed) | Update::EndpointSlice(Change::Listed) | Update::Node(Change::Listed) => {
+                let index = match update {
+                    Update::Service(_) => 0,
+                    Update::EndpointSlice(_) => 1,
+                    Update::Node(_) => 2,
+                };
+                let was_complete = state.lists.iter().all(|l| *l);
+                state.lists[index] = true;
+                // A list completing changes nothing to sync, except that the first complete
+                // set opens the gate.
+                queued = false;
+                wake = !was_complete && state.lists.iter().all(|l| *l);
+            }
         }
         if queued {
             state.health.pending_since.get_or_insert_with(Instant::now);
+            state.health.last_queued = Some(Timestamp::now());
         }
         drop(guard);
         for w in warnings {
             tracing::warn!(object = %w.object, "{}", w.reason);
         }
-        self.wake.notify_one();
+        if queued || wake {
+            self.wake.notify_one();
+        }
     }
 }
 

@@ -75,8 +75,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             self.shared.changed().await;
         }
         tracing::info!("first lists complete; adopting the kernel's state");
-        let mut schedule =
-            Schedule { min_sync_period: self.settings.min_sync_period, last_start: Instant::now(), next_full: Instant::now() };
+        // Due at once and full: the first sync adopts the kernel's state and reads the node's
+        // addresses before anything is planned.
+        let now = Instant::now();
+        let mut schedule = Schedule { min_sync_period: self.settings.min_sync_period, last_start: now, next_full: now };
         // A change fed while waiting for the lists is in the model already: the full sync takes it.
         let mut dirty = false;
         loop {
