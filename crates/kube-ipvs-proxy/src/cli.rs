@@ -21,6 +21,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process; boxing buys nothing")]
 pub enum Command {
     /// Run the proxy: watch the cluster (or a file, with --from-file) and keep the kernel's
     /// IPVS tables and the dummy link in step with its Services.

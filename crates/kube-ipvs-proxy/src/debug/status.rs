@@ -141,7 +141,8 @@ mod tests {
     #[test]
     fn each_flag_prints_its_view() {
         let two = Some(vec!["fd00::10".parse().unwrap(), "10.96.0.10".parse().unwrap()]);
-        let cases: Vec<(&[&str], Option<Vec<IpAddr>>, String)> = vec![
+        type Case = (&'static [&'static str], Option<Vec<IpAddr>>, String);
+        let cases: Vec<Case> = vec![
             (&["--numeric"], two.clone(), LISTING.to_string()),
             (&[], two.clone(), format!("{LISTING}\nkube-ipvs0 addresses (2):\n  10.96.0.10\n  fd00::10\n")),
             (&["-n"], None, LISTING.to_string()),
