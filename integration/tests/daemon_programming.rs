@@ -1,0 +1,129 @@
+//! The daemon (`kube-ipvs-proxy run`, the real binary) against the fake API server, on the VM
+//! kernel: Services and their endpoints become IPVS entries that carry traffic, the kernel
+//! follows every change, repairs what someone else broke, and bad objects stay contained.
+
+mod daemon_support;
+
+use std::time::{Duration, Instant};
+
+use daemon_support::*;
+use integration::fake_api::Kind;
+use integration::{Backend, in_netns, ip, ipvsadm};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_service_follows_its_endpoints_and_goes_away_with_them() {
+    in_netns(|| async {
+        node_link();
+        let b: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
+        cluster.apply(&slice_yaml("web", &[&b[0]]));
+        let _daemon = Daemon::start(&cluster);
+        let cluster_ip = "TCP  10.96.0.10:80";
+        let node_port = format!("TCP  {NODE_IP}:30080");
+
+        // (endpoints, the real servers the kernel must serve with, the names that must answer)
+        let steps: [(&[&Backend], &[&str]); 3] =
+            [(&[&b[0]], &["b1"]), (&[&b[0], &b[1], &b[2]], &["b1", "b2", "b3"]), (&[&b[1]], &["b2"])];
+        for (endpoints, names) in steps {
+            cluster.apply(&slice_yaml("web", endpoints));
+            let want = reals(endpoints);
+            for vs in [cluster_ip, node_port.as_str()] {
+                eventually(&format!("{vs} serving {want:?}"), PATIENCE, || (serving_reals(vs)? == want).then_some(()));
+            }
+            for addr in ["10.96.0.10:80".to_string(), format!("{NODE_IP}:30080")] {
+                let mut answers = ask_many(&addr, 3 * names.len());
+                answers.sort();
+                answers.dedup();
+                assert_eq!(answers, names, "answers through {addr}");
+            }
+        }
+        assert!(bound_addresses().contains("10.96.0.10"), "the ClusterIP is bound on kube-ipvs0");
+
+        cluster.delete(Kind::Service, "default", "web");
+        cluster.delete(Kind::EndpointSlice, "default", "web-slice");
+        eventually("the Service's virtual servers and address gone", PATIENCE, || {
+            let table = ipvs_table();
+            let gone = !table.contains_key(cluster_ip) && !table.contains_key(&node_port);
+            (gone && !bound_addresses().contains("10.96.0.10")).then_some(())
+        });
+    });
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn what_others_break_is_repaired_within_the_sync_period() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("web", "10.96.0.10", None));
+        cluster.apply(&slice_yaml("web", &[&b1]));
+        let _daemon = Daemon::start(&cluster);
+        let vs = "TCP  10.96.0.10:80";
+        eventually("the Service programmed", PATIENCE, || (serving_reals(vs)? == reals(&[&b1])).then_some(()));
+        eventually("the ClusterIP bound", PATIENCE, || bound_addresses().contains("10.96.0.10").then_some(()));
+
+        // (what breaks it, what shows it repaired)
+        type Check = fn(&integration::Backend) -> bool;
+        let cases: [(&[&str], &str, Check); 3] = [
+            (&["ipvsadm", "-D", "-t", "10.96.0.10:80"], "virtual server deleted", |b| {
+                serving_reals("TCP  10.96.0.10:80") == Some(reals(&[b]))
+            }),
+            (&["ipvsadm", "-d", "-t", "10.96.0.10:80", "-r", "10.244.1.2:8080"], "real server deleted", |b| {
+                serving_reals("TCP  10.96.0.10:80") == Some(reals(&[b]))
+            }),
+            (&["ip", "addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"], "address removed", |_| {
+                bound_addresses().contains("10.96.0.10")
+            }),
+        ];
+        for (command, what, repaired) in cases {
+            let tool = if command[0] == "ip" { ip } else { ipvsadm };
+            tool(&command[1..]).unwrap();
+            assert!(!repaired(&b1), "{what}: the break did not take");
+            let start = Instant::now();
+            // The next periodic sync must see it: allow one period plus scheduling slack.
+            eventually(&format!("{what}: repaired"), SYNC_PERIOD * 3, || repaired(&b1).then_some(()));
+            eprintln!("{what}: repaired after {:?} (sync period {SYNC_PERIOD:?})", start.elapsed());
+            assert_eq!(ask_many("10.96.0.10:80", 2), ["b1", "b1"], "{what}: traffic after the repair");
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_malformed_service_is_skipped_and_the_others_keep_working() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("before", "10.96.0.10", None));
+        cluster.apply(&slice_yaml("before", &[&b1]));
+        let daemon = Daemon::start(&cluster);
+        eventually("the first Service programmed", PATIENCE, || serving_reals("TCP  10.96.0.10:80"));
+
+        // Well-typed JSON, so the watch decodes it, but not a Service anyone could program.
+        let malformed = "apiVersion: v1\nkind: Service\nmetadata:\n  name: broken\n  namespace: default\n\
+                         spec:\n  type: ClusterIP\n  clusterIP: not-an-ip\n  clusterIPs: [not-an-ip]\n\
+                         \x20 ports:\n  - name: http\n    port: 0\n    protocol: BOGUS\n";
+        cluster.apply(malformed);
+        cluster.apply(&slice_yaml("broken", &[&b1]));
+        cluster.apply(&service_yaml("after", "10.96.0.11", None));
+        cluster.apply(&slice_yaml("after", &[&b1]));
+        eventually("the Service after the malformed one programmed", PATIENCE, || {
+            (serving_reals("TCP  10.96.0.11:80")? == reals(&[&b1])).then_some(())
+        });
+        assert_eq!(ask_many("10.96.0.10:80", 1), ["b1"]);
+        assert_eq!(ask_many("10.96.0.11:80", 1), ["b1"]);
+        let log = eventually("a warning naming the malformed Service", PATIENCE, || {
+            let log = daemon.log();
+            log.lines().any(|l| l.contains("WARN") && l.contains("broken")).then_some(log)
+        });
+        assert!(!log.contains("panicked"), "the daemon panicked:\n{log}");
+        assert_eq!(ipvs_table().len(), 2, "only the two good Services are programmed: {:?}", ipvs_table());
+    });
+}
+

@@ -1,0 +1,341 @@
+//! What the daemon's VM tests share: a fake API server on its own runtime thread, the real
+//! `kube-ipvs-proxy run` as a child process pointed at it, objects as YAML, and readers of the
+//! kernel's state through the real `ipvsadm` and `ip`.
+//!
+//! Everything here runs inside the test's network namespace ([`integration::in_netns`]):
+//! threads and child processes started from the test thread inherit it, so the fake API
+//! server's 127.0.0.1, the daemon's fixed metrics/health ports, its IPVS table and its
+//! kube-ipvs0 are private to the test.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use integration::fake_api::{FakeApiConfig, FakeApiServer, Kind};
+use integration::{Backend, ip, ipvsadm, proxy_binary};
+
+/// Why the tests are ignored on the host.
+pub const VM_ONLY: &str = "needs the VM kernel: run integration/test";
+
+/// The daemon's sync period in these tests: repairs must happen within it.
+pub const SYNC_PERIOD: Duration = Duration::from_secs(2);
+
+/// The node the daemon runs as; its address is on the `node0` dummy link (see [`node_link`]).
+pub const NODE: &str = "node-a";
+/// The node's address, where NodePorts answer.
+pub const NODE_IP: &str = "192.168.100.10";
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+fn scratch(name: &str) -> PathBuf {
+    let n = UNIQUE.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!("kip-daemon-test-{}-{n}-{name}", std::process::id()))
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`; panics naming `what`
+/// (and the last state `describe` gives) when it never does.
+pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if start.elapsed() > limit {
+            panic!("{what}: not within {limit:?}; kernel table now:\n{}", ipvsadm(&["-Ln"]).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Gives the namespace a node address on a dummy link `node0`, as a node's NIC would have.
+pub fn node_link() {
+    ip(&["link", "add", "node0", "type", "dummy"]).unwrap();
+    ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "node0"]).unwrap();
+    ip(&["link", "set", "node0", "up"]).unwrap();
+}
+
+/// A fake API server running on a runtime of its own, so that the test thread may block.
+pub struct Cluster {
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Arc<Mutex<FakeApiServer>>,
+    /// The kubeconfig file pointing at the server.
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// Starts an empty cluster with the node object [`NODE`].
+    pub fn start() -> Cluster {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let server = Self::block_on(&runtime, FakeApiServer::start("127.0.0.1:0".parse().unwrap(), FakeApiConfig::default()))
+            .unwrap();
+        let kubeconfig = scratch("kubeconfig");
+        std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+        let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig };
+        cluster.apply(&node_yaml());
+        cluster
+    }
+
+    /// Runs a future to completion on the server's runtime, from a helper thread: the test
+    /// thread is itself inside a runtime, where blocking on another is refused.
+    fn block_on<F: std::future::Future + Send>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        std::thread::scope(|scope| scope.spawn(|| runtime.block_on(future)).join().unwrap())
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().unwrap()
+    }
+
+    fn server(&self) -> tokio::sync::MutexGuard<'_, FakeApiServer> {
+        // Only stop/resume hold the lock, and they finish before returning to the test.
+        self.server.try_lock().expect("the fake API server is busy")
+    }
+
+    /// Creates or replaces the objects of a YAML text.
+    pub fn apply(&self, yaml: &str) {
+        self.server().apply_text(yaml).unwrap();
+    }
+
+    /// Creates or replaces objects given as JSON (faster than YAML text for thousands).
+    pub fn apply_objects(&self, objects: Vec<serde_json::Value>) {
+        let server = self.server();
+        for object in objects {
+            server.apply(object).unwrap();
+        }
+    }
+
+    /// Deletes one object.
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
+        self.server().delete(kind, namespace, name).unwrap();
+    }
+
+    /// Stops answering: connections are refused, watches end. The objects stay.
+    pub fn stop(&self) {
+        let server = self.server.clone();
+        Self::block_on(self.runtime(), async move { server.lock().await.stop().await });
+    }
+
+    /// Serves again, same address, same objects and resourceVersions.
+    pub fn resume(&self) {
+        let server = self.server.clone();
+        Self::block_on(self.runtime(), async move { server.lock().await.resume().await }).unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+/// The real daemon, `kube-ipvs-proxy run` against a [`Cluster`]; killed on drop.
+pub struct Daemon {
+    child: Child,
+    /// Where its stderr (the log) goes.
+    pub log: PathBuf,
+    /// Its metrics address.
+    pub metrics: SocketAddr,
+    /// Its health address.
+    pub healthz: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts the daemon for node [`NODE`] with a [`SYNC_PERIOD`] sync period and fixed local
+    /// metrics/health ports (the namespace is the test's own).
+    pub fn start(cluster: &Cluster) -> Daemon {
+        Daemon::start_with_sync_period(cluster, SYNC_PERIOD)
+    }
+
+    /// [`Daemon::start`] with another sync period (whole seconds).
+    pub fn start_with_sync_period(cluster: &Cluster, sync_period: Duration) -> Daemon {
+        let log = scratch("daemon.log");
+        let (metrics, healthz): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:10249".parse().unwrap(), "127.0.0.1:10256".parse().unwrap());
+        let binary = proxy_binary();
+        let child = Command::new(&binary)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["--hostname-override", NODE])
+            .arg(format!("--sync-period={}s", sync_period.as_secs()))
+            .arg("--min-sync-period=0s")
+            .arg(format!("--metrics-bind-address={metrics}"))
+            .arg(format!("--healthz-bind-address={healthz}"))
+            .env("KUBE_IPVS_PROXY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        Daemon { child, log, metrics, healthz }
+    }
+
+    /// Kills it with SIGKILL, as an OOM kill or a node crash would, and reaps it.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its `/metrics` text, None when it does not answer (yet).
+    pub fn metrics_text(&self) -> Option<String> {
+        let url = format!("http://{}/metrics", self.metrics);
+        integration::run("curl", &["-fsS", "--max-time", "2", &url], None).ok()
+    }
+
+    /// The sum of every sample of `metric` (all label sets): 0 when its family is declared
+    /// but has no sample yet (a counter never incremented), None when the daemon does not
+    /// answer or does not export it.
+    pub fn metric_sum(&self, metric: &str) -> Option<f64> {
+        let text = self.metrics_text()?;
+        let family = metric.strip_suffix("_total").unwrap_or(metric);
+        let declared = text.lines().any(|l| l.starts_with(&format!("# TYPE {family} ")));
+        let samples: Vec<f64> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(metric))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (declared || !samples.is_empty()).then(|| samples.iter().sum())
+    }
+
+    /// The HTTP status of its `/healthz` (0 when it does not answer).
+    pub fn healthz_status(&self) -> u16 {
+        let url = format!("http://{}/healthz", self.healthz);
+        integration::run("curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", &url], None)
+            .ok()
+            .and_then(|code| code.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_9();
+        if std::thread::panicking() {
+            eprintln!("---- daemon log {} ----\n{}", self.log.display(), self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The Node object of [`NODE`].
+pub fn node_yaml() -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n  labels:\n    kubernetes.io/hostname: {NODE}\n\
+         status:\n  addresses:\n  - type: InternalIP\n    address: {NODE_IP}\n"
+    )
+}
+
+/// A TCP Service `name` in namespace `default`: ClusterIP `cluster_ip`:80 to target port 8080,
+/// and a NodePort when `node_port` is given.
+pub fn service_yaml(name: &str, cluster_ip: &str, node_port: Option<u16>) -> String {
+    let (kind, node_port) = match node_port {
+        Some(port) => ("NodePort", format!("\n    nodePort: {port}")),
+        None => ("ClusterIP", String::new()),
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  type: {kind}\n\
+         \x20 clusterIP: {cluster_ip}\n  clusterIPs: [{cluster_ip}]\n  ipFamilies: [IPv4]\n  ports:\n\
+         \x20 - name: http\n    port: 80\n    targetPort: 8080\n    protocol: TCP{node_port}\n"
+    )
+}
+
+/// The EndpointSlice of Service `service` listing `backends` (ready, port 8080).
+pub fn slice_yaml(service: &str, backends: &[&Backend]) -> String {
+    let mut endpoints = String::new();
+    for backend in backends {
+        endpoints.push_str(&format!(
+            "- addresses: [\"{}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  nodeName: {NODE}\n",
+            backend.addr_v4()
+        ));
+    }
+    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-slice\n  namespace: default\n\
+         \x20 labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n\
+         - name: http\n  port: 8080\n  protocol: TCP\nendpoints: {endpoints}"
+    )
+}
+
+/// The kernel's IPVS table as `ipvsadm -Ln` prints it: virtual server (`TCP  10.96.0.10:80`)
+/// to its real servers (`10.244.1.2:8080`) and their weights.
+pub fn ipvs_table() -> BTreeMap<String, BTreeMap<String, u32>> {
+    let listing = ipvsadm(&["-Ln"]).unwrap();
+    let mut table: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    let mut current = None;
+    for line in listing.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [proto @ ("TCP" | "UDP" | "SCTP"), vip, ..] => {
+                let key = format!("{proto}  {vip}");
+                table.entry(key.clone()).or_default();
+                current = Some(key);
+            }
+            ["->", real, _forward, weight, ..] if *real != "RemoteAddress:Port" => {
+                if let (Some(vs), Ok(weight)) = (&current, weight.parse()) {
+                    table.entry(vs.clone()).or_default().insert(real.to_string(), weight);
+                }
+            }
+            _ => {}
+        }
+    }
+    table
+}
+
+/// The real servers of virtual server `vs` (`TCP  10.96.0.10:80`) that get new connections
+/// (weight above 0); None when the virtual server does not exist.
+pub fn serving_reals(vs: &str) -> Option<BTreeSet<String>> {
+    ipvs_table().get(vs).map(|reals| reals.iter().filter(|(_, w)| **w > 0).map(|(r, _)| r.clone()).collect())
+}
+
+/// The set of `addresses` as `10.244.N.2:8080` strings, what [`serving_reals`] returns.
+pub fn reals(backends: &[&Backend]) -> BTreeSet<String> {
+    backends.iter().map(|b| format!("{}:{}", b.addr_v4(), b.port())).collect()
+}
+
+/// The addresses bound on kube-ipvs0 (none when the link does not exist).
+pub fn bound_addresses() -> BTreeSet<String> {
+    let Ok(text) = ip(&["-o", "addr", "show", "dev", "kube-ipvs0"]) else { return BTreeSet::new() };
+    text.lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
+            Some(words.get(at + 1)?.split('/').next()?.to_string())
+        })
+        .collect()
+}
+
+/// Asks `addr` for a backend's name `count` times; returns the answers (errors as `error: ...`).
+pub fn ask_many(addr: &str, count: usize) -> Vec<String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    (0..count)
+        .map(|_| integration::ask_name(addr, Duration::from_secs(2)).unwrap_or_else(|e| format!("error: {e}")))
+        .collect()
+}
