@@ -69,14 +69,14 @@ pub(crate) enum ParsedSlice {
 /// Checks `slice` for node `node_name`; warnings name it. Malformed slices are ignored with a
 /// warning.
 pub(crate) fn parse_slice(slice: &EndpointSlice, node_name: &str, warnings: &mut Vec<Warning>) -> ParsedSlice {
-    let object = format!(
-        "EndpointSlice {}/{}",
-        slice.metadata.namespace.as_deref().unwrap_or_default(),
-        slice.metadata.name.as_deref().unwrap_or_default()
-    );
     match check(slice, node_name) {
         Ok(parsed) => parsed,
         Err(reason) => {
+            let object = format!(
+                "EndpointSlice {}/{}",
+                slice.metadata.namespace.as_deref().unwrap_or_default(),
+                slice.metadata.name.as_deref().unwrap_or_default()
+            );
             warnings.push(Warning::new(object, format!("{reason}; EndpointSlice skipped")));
             ParsedSlice::Ignored
         }

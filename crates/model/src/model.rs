@@ -46,9 +46,10 @@ pub struct Model {
     config: Config,
     node: NodeFacts,
     services: HashMap<ServiceKey, ServiceSpec>,
-    slices: HashMap<SliceKey, Slice>,
-    /// Slice names per Service, ordered so that duplicate endpoints merge the same way each time.
-    slices_by_service: HashMap<ServiceKey, BTreeSet<String>>,
+    /// The Service each stored slice belongs to.
+    slice_owner: HashMap<SliceKey, ServiceKey>,
+    /// Slices per Service by name, ordered so that duplicate endpoints merge the same way each time.
+    slices_by_service: HashMap<ServiceKey, BTreeMap<String, Slice>>,
     infos: BTreeMap<ServiceKey, ServiceInfo>,
     /// Every node address seen since the model was made: NodePorts on a former address are
     /// still this proxy's to delete.
@@ -68,7 +69,7 @@ impl Model {
             config,
             node,
             services: HashMap::new(),
-            slices: HashMap::new(),
+            slice_owner: HashMap::new(),
             slices_by_service: HashMap::new(),
             infos: BTreeMap::new(),
             claims: Claims::default(),
@@ -148,8 +149,8 @@ impl Model {
         let old = self.detach_slice(&key);
         if let ParsedSlice::Handled(s) = parsed {
             let service = s.service.clone();
-            self.slices_by_service.entry(service.clone()).or_default().insert(key.1.clone());
-            self.slices.insert(key, s);
+            self.slices_by_service.entry(service.clone()).or_default().insert(key.1.clone(), s);
+            self.slice_owner.insert(key, service.clone());
             if old.as_ref() != Some(&service)
                 && let Some(old) = old
             {
@@ -171,14 +172,14 @@ impl Model {
 
     /// Takes a slice out of the store; returns the Service it belonged to.
     fn detach_slice(&mut self, key: &SliceKey) -> Option<ServiceKey> {
-        let old = self.slices.remove(key)?;
-        if let Some(names) = self.slices_by_service.get_mut(&old.service) {
-            names.remove(&key.1);
-            if names.is_empty() {
-                self.slices_by_service.remove(&old.service);
+        let service = self.slice_owner.remove(key)?;
+        if let Some(slices) = self.slices_by_service.get_mut(&service) {
+            slices.remove(&key.1);
+            if slices.is_empty() {
+                self.slices_by_service.remove(&service);
             }
         }
-        Some(old.service)
+        Some(service)
     }
 
     /// Takes this node's zone (label `topology.kubernetes.io/zone`) and `InternalIP` addresses
@@ -252,7 +253,7 @@ impl Model {
     pub fn stats(&self) -> ModelStats {
         ModelStats {
             services: self.services.len(),
-            endpoint_slices: self.slices.len(),
+            endpoint_slices: self.slice_owner.len(),
             services_recomputed: self.recomputed,
         }
     }
@@ -277,9 +278,7 @@ impl Model {
         let new = match self.services.get(key) {
             Some(spec) => {
                 self.recomputed += 1;
-                let names = self.slices_by_service.get(key);
-                let slices =
-                    names.into_iter().flatten().filter_map(|n| self.slices.get(&(key.namespace.clone(), n.clone())));
+                let slices = self.slices_by_service.get(key).into_iter().flat_map(|s| s.values());
                 Some(build_service(spec, slices, &self.config, &self.node))
             }
             None => None,

@@ -75,11 +75,10 @@ pub(crate) fn parse_service(svc: &Service, config: &Config, warnings: &mut Vec<W
         svc.metadata.namespace.as_deref().unwrap_or_default(),
         svc.metadata.name.as_deref().unwrap_or_default(),
     );
-    let object = format!("Service {key}");
-    match check(svc, &key, config, &object, warnings) {
+    match check(svc, &key, config, warnings) {
         Ok(parsed) => parsed,
         Err(reason) => {
-            warnings.push(Warning::new(object, format!("{reason}; Service skipped")));
+            warnings.push(Warning::new(object(&key), format!("{reason}; Service skipped")));
             Parsed::Ignored
         }
     }
@@ -89,7 +88,6 @@ fn check(
     svc: &Service,
     key: &ServiceKey,
     config: &Config,
-    object: &str,
     warnings: &mut Vec<Warning>,
 ) -> Result<Parsed, String> {
     if key.name.is_empty() {
@@ -131,7 +129,7 @@ fn check(
 
     for text in spec.external_ips.iter().flatten() {
         let ip: IpAddr = text.trim().parse().map_err(|_| format!("externalIP {text:?} is not an IP address"))?;
-        add_address(&mut families, ip, "externalIP", object, warnings, |f| &mut f.external_ips);
+        add_address(&mut families, ip, "externalIP", key, warnings, |f| &mut f.external_ips);
     }
     if type_ == "LoadBalancer" {
         let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
@@ -143,7 +141,7 @@ fn check(
             if entry.ip_mode.as_deref() == Some("Proxy") {
                 continue;
             }
-            add_address(&mut families, ip, "loadBalancer ingress IP", object, warnings, |f| &mut f.load_balancer_ips);
+            add_address(&mut families, ip, "loadBalancer ingress IP", key, warnings, |f| &mut f.load_balancer_ips);
         }
     }
 
@@ -173,7 +171,7 @@ fn check(
         Some(s) if is_known_scheduler(s.trim()) => s.trim().to_owned(),
         Some(s) => {
             warnings.push(Warning::new(
-                object,
+                object(key),
                 format!(
                     "annotation {SCHEDULER_ANNOTATION}: unknown scheduler {s:?} ignored, using {:?}",
                     config.default_scheduler
@@ -232,7 +230,7 @@ fn add_address(
     families: &mut [FamilyAddresses],
     ip: IpAddr,
     what: &str,
-    object: &str,
+    key: &ServiceKey,
     warnings: &mut Vec<Warning>,
     field: impl Fn(&mut FamilyAddresses) -> &mut Vec<IpAddr>,
 ) {
@@ -244,10 +242,15 @@ fn add_address(
             }
         }
         None => warnings.push(Warning::new(
-            object,
+            object(key),
             format!("{what} {ip} ignored: the Service has no {} clusterIP", family_name(Family::of(&ip))),
         )),
     }
+}
+
+/// How warnings name a Service (built only when there is something to say).
+fn object(key: &ServiceKey) -> String {
+    format!("Service {key}")
 }
 
 /// A protocol name as Services and EndpointSlices spell it; absent means TCP.
