@@ -64,7 +64,9 @@ pub struct Ownership<'a> {
 impl Ownership<'_> {
     /// Whether virtual server `id` is this proxy's.
     pub fn owns(&self, id: &VirtualServerId) -> bool {
-        let VirtualServerId::Tuple { addr, port, .. } = id else { return false };
+        let VirtualServerId::Tuple { addr, port, .. } = id else {
+            return false;
+        };
         if self.exclude.iter().any(|c| c.contains(addr)) {
             return false;
         }
@@ -174,7 +176,9 @@ mod tests {
         let table = Table {
             services: cases
                 .iter()
-                .map(|(id, ..)| (VirtualServerEntry { server: VirtualServer::new(*id, "rr"), stats: Stats::default() }, vec![]))
+                .map(|(id, ..)| {
+                    (VirtualServerEntry { server: VirtualServer::new(*id, "rr"), stats: Stats::default() }, vec![])
+                })
                 .collect(),
         };
         assert_eq!(conservative.select(&table), vec![tcp("10.96.0.10", 80)]);

@@ -41,7 +41,11 @@ where
 
 /// Watch events (or errors) to updates: errors are logged (the watcher recovers on the next
 /// poll, after the backoff), events go through a fresh [`Tracker`].
-pub(crate) fn tracker_updates<K, S>(events: S, kind: String, wrap: fn(Change<K>) -> Update) -> impl Stream<Item = Update> + Send
+pub(crate) fn tracker_updates<K, S>(
+    events: S,
+    kind: String,
+    wrap: fn(Change<K>) -> Update,
+) -> impl Stream<Item = Update> + Send
 where
     K: Resource + Default + Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,

@@ -75,7 +75,9 @@ impl FileSource {
             };
             match objects {
                 Ok(objects) => return self.diff(objects),
-                Err(e) => tracing::warn!(path = %self.path.display(), "objects file skipped, keeping the previous objects: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), "objects file skipped, keeping the previous objects: {e}")
+                }
             }
         }
     }
@@ -132,7 +134,9 @@ mod tests {
     }
 
     fn service(name: &str, ip: &str) -> String {
-        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n")
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+        )
     }
 
     #[tokio::test]
@@ -152,7 +156,14 @@ mod tests {
         };
         assert_eq!(
             next(6).await,
-            ["apply service a", "apply service b", "listed services", "listed slices", "apply node node-a", "listed nodes"]
+            [
+                "apply service a",
+                "apply service b",
+                "listed services",
+                "listed slices",
+                "apply node node-a",
+                "listed nodes"
+            ]
         );
         // Change b, drop a, add c; a different size guarantees a new stamp.
         std::fs::write(&path, format!("{}{}{node}", service("b", "10.96.0.22"), service("c", "10.96.0.3"))).unwrap();

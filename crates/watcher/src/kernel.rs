@@ -21,7 +21,10 @@ pub struct KernelError {
 
 impl KernelError {
     /// An error for `what`, caused by `source`.
-    pub fn new(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> KernelError {
+    pub fn new(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> KernelError {
         KernelError { what: what.into(), source: source.into() }
     }
 }

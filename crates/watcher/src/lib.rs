@@ -1,4 +1,30 @@
-//! Kubernetes watches feeding the model, and the sync loop that keeps the kernel in step.
+//! Kubernetes watches feeding the service model, and the sync loop that keeps the kernel in step.
+//!
+//! Three layers, composed as streams and one task:
+//!
+//! - Sources produce [`Update`]s: [`cluster_updates`] (kube-runtime watchers on Services,
+//!   EndpointSlices and this node's Node, with upstream's selectors and backoff) or
+//!   [`file_updates`] (standalone mode: a YAML file re-read when it changes). Both go through a
+//!   [`Tracker`], so a relist yields only real changes and deletes what vanished.
+//! - [`Shared`] holds the [`model::Model`]; [`Shared::feed`] applies an update at once.
+//! - [`SyncLoop`] brings the kernel in step through a [`Kernel`]: nothing before the first
+//!   complete lists, a full adopting sync first, then incremental syncs on changes (coalesced by
+//!   `minSyncPeriod`) and a full reconcile against a fresh dump every `syncPeriod`.
+//!
+//! ```
+//! use watcher::{Change, Shared, Update};
+//! use model::{Config, Model};
+//!
+//! let shared = Shared::new(Model::new(Config::new("node-a")), "node-a");
+//! let svc = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"namespace": "default", "name": "web"},
+//!     "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}
+//! })).unwrap();
+//! shared.feed(Update::Service(Change::Apply(svc)));
+//! assert_eq!(shared.with_model(|m| m.desired().len()), 1);
+//! // The sync loop would still wait: no list is complete yet.
+//! assert!(!shared.lists_complete());
+//! ```
 #![deny(missing_docs)]
 
 mod cluster;

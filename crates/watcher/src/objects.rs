@@ -56,8 +56,8 @@ impl Objects {
         let mut objects = Objects::default();
         for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let index = i + 1;
-            let value = Value::deserialize(document)
-                .map_err(|e| ObjectsError::Yaml { index, message: e.to_string() })?;
+            let value =
+                Value::deserialize(document).map_err(|e| ObjectsError::Yaml { index, message: e.to_string() })?;
             objects.add(index, value)?;
         }
         Ok(objects)
@@ -186,7 +186,10 @@ items:
     fn errors_name_the_document() {
         let cases: &[(&str, &str)] = &[
             ("a: [1\n", "document 1"),
-            ("---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: 7}\n", "document 1 (Service s): spec.ports: "),
+            (
+                "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: 7}\n",
+                "document 1 (Service s): spec.ports: ",
+            ),
             (
                 "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: http}]}\n",
                 "document 1 (Service s): spec.ports[0].port: invalid type",

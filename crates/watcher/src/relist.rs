@@ -187,7 +187,16 @@ mod tests {
                     Event::InitApply(svc("d", "10")),
                     Event::InitDone,
                 ],
-                vec!["apply a@1", "apply b@2", "apply c@3", "listed", "apply c@9", "apply d@10", "delete b Some(\"b\")", "listed"],
+                vec![
+                    "apply a@1",
+                    "apply b@2",
+                    "apply c@3",
+                    "listed",
+                    "apply c@9",
+                    "apply d@10",
+                    "delete b Some(\"b\")",
+                    "listed",
+                ],
             ),
             (
                 "empty relist deletes everything",
@@ -197,11 +206,8 @@ mod tests {
         ];
         for (name, events, want) in cases {
             let mut tracker = Tracker::new();
-            let got: Vec<String> = stream::iter(events)
-                .flat_map(|e| stream::iter(tracker.handle(e)))
-                .map(|c| summary(&c))
-                .collect()
-                .await;
+            let got: Vec<String> =
+                stream::iter(events).flat_map(|e| stream::iter(tracker.handle(e))).map(|c| summary(&c)).collect().await;
             assert_eq!(got, want, "{name}");
         }
     }

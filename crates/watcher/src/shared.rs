@@ -149,10 +149,7 @@ impl Shared {
                 }
             }
             Update::EndpointSlice(Change::Delete(slice)) => {
-                state.model.delete_endpoint_slice(
-                    slice.namespace().as_deref().unwrap_or_default(),
-                    &slice.name_any(),
-                );
+                state.model.delete_endpoint_slice(slice.namespace().as_deref().unwrap_or_default(), &slice.name_any());
                 state.pending.endpoint_changes += 1;
                 if let Some(key) = slice_service(&slice) {
                     state.pending.touched.insert(key);

@@ -210,7 +210,9 @@ fn strings(doc: &Value, path: &str) -> Result<Option<Vec<String>>, ConfigError> 
         Some(Value::Sequence(seq)) if seq.is_empty() => Ok(None),
         Some(Value::Sequence(seq)) => seq
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ConfigError::field(path, "expected a list of strings")))
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| ConfigError::field(path, "expected a list of strings"))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(ConfigError::field(path, "expected a list of strings")),
@@ -336,7 +338,9 @@ winkernel:
     #[test]
     fn reads_a_whole_configmap() {
         let indented: String = KUBEADM_CONFIG.lines().map(|l| format!("    {l}\n")).collect();
-        let cm = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kube-proxy\ndata:\n  config.conf: |\n{indented}");
+        let cm = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kube-proxy\ndata:\n  config.conf: |\n{indented}"
+        );
         assert_eq!(FileConfig::parse(&cm).unwrap(), FileConfig::parse(KUBEADM_CONFIG).unwrap());
     }
 

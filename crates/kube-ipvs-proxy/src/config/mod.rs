@@ -8,9 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use model::{Cidr, NodePortAddress};
 pub use duration::{format_duration, parse_duration};
 pub use file::FileConfig;
+pub use model::{Cidr, NodePortAddress};
 
 /// Upstream's default `syncPeriod` for IPVS mode.
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -292,7 +292,8 @@ impl Settings {
             file.metrics_bind_address.as_deref(),
             DEFAULT_METRICS,
         )?;
-        let sync_period = args.ipvs_sync_period.or(file.sync_period).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_SYNC_PERIOD);
+        let sync_period =
+            args.ipvs_sync_period.or(file.sync_period).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_SYNC_PERIOD);
         let settings = Settings {
             kubeconfig: args.kubeconfig.clone().or(file.kubeconfig),
             from_file: args.from_file.clone(),

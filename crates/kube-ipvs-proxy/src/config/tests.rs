@@ -44,7 +44,9 @@ fn flags_override_the_file() {
         (&[], "ipvs:\n  syncPeriod: 1m0s\n", |s| s.sync_period == Duration::from_secs(60)),
         (&["--ipvs-sync-period", "10s"], "ipvs:\n  syncPeriod: 1m0s\n", |s| s.sync_period == Duration::from_secs(10)),
         (&["--sync-period=5s"], "", |s| s.sync_period == Duration::from_secs(5)),
-        (&["--min-sync-period=250ms"], "ipvs:\n  minSyncPeriod: 1s\n", |s| s.min_sync_period == Duration::from_millis(250)),
+        (&["--min-sync-period=250ms"], "ipvs:\n  minSyncPeriod: 1s\n", |s| {
+            s.min_sync_period == Duration::from_millis(250)
+        }),
         (&["--ipvs-scheduler", "lc"], "ipvs:\n  scheduler: wrr\n", |s| s.scheduler == "lc"),
         (&[], "ipvs:\n  scheduler: wrr\n", |s| s.scheduler == "wrr"),
         (&["--masquerade-all"], "", |s| s.masquerade_all),
@@ -60,7 +62,9 @@ fn flags_override_the_file() {
         (&["--kubeconfig", "/a"], "clientConnection:\n  kubeconfig: /b\n", |s| s.kubeconfig == Some("/a".into())),
         (&[], "clientConnection:\n  kubeconfig: /b\n", |s| s.kubeconfig == Some("/b".into())),
         (&["--healthz-bind-address", ""], "", |s| s.healthz_bind_address.is_none()),
-        (&["--healthz-bind-address", "127.0.0.1"], "", |s| s.healthz_bind_address == Some("127.0.0.1:10256".parse().unwrap())),
+        (&["--healthz-bind-address", "127.0.0.1"], "", |s| {
+            s.healthz_bind_address == Some("127.0.0.1:10256".parse().unwrap())
+        }),
         (&[], "healthzBindAddress: \"::\"\n", |s| s.healthz_bind_address == Some("[::]:10256".parse().unwrap())),
         (&["--metrics-bind-address", "0.0.0.0:9999"], "metricsBindAddress: 1.2.3.4:1\n", |s| {
             s.metrics_bind_address == Some("0.0.0.0:9999".parse().unwrap())

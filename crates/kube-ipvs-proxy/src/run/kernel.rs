@@ -37,7 +37,10 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn bind(&mut self, addr: IpAddr) -> Result<(), KernelError> {
-        self.link.add_address(addr).await.map_err(|e| KernelError::new(format!("bind {addr} to {}", self.link.name()), e))
+        self.link
+            .add_address(addr)
+            .await
+            .map_err(|e| KernelError::new(format!("bind {addr} to {}", self.link.name()), e))
     }
 
     async fn unbind(&mut self, addr: IpAddr) -> Result<(), KernelError> {
@@ -53,11 +56,7 @@ impl Kernel for NetlinkKernel {
             .apply(ops)
             .await
             .map_err(|e| KernelError::new(format!("run a batch of {} IPVS operations", ops.len()), e))?;
-        Ok(results
-            .into_iter()
-            .zip(ops)
-            .map(|(r, op)| r.map_err(|e| KernelError::new(op.to_string(), e)))
-            .collect())
+        Ok(results.into_iter().zip(ops).map(|(r, op)| r.map_err(|e| KernelError::new(op.to_string(), e))).collect())
     }
 
     async fn node_addresses(&mut self) -> Result<Vec<IpAddr>, KernelError> {

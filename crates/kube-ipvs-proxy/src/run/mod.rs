@@ -47,7 +47,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     sysctl::apply(Path::new("/proc/sys"), settings.strict_arp);
     if let Some(timeouts) = settings.timeouts {
         match client.set_timeouts(&timeouts).await {
-            Ok(()) => tracing::info!(tcp = timeouts.tcp, tcp_fin = timeouts.tcp_fin, udp = timeouts.udp, "IPVS timeouts set"),
+            Ok(()) => {
+                tracing::info!(tcp = timeouts.tcp, tcp_fin = timeouts.tcp_fin, udp = timeouts.udp, "IPVS timeouts set")
+            }
             Err(e) => tracing::warn!("cannot set the IPVS timeouts: {e}"),
         }
     }
@@ -74,7 +76,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     }
     let health_source = shared.clone();
     let proxy_healthy = Arc::new(move || serve::proxy_healthy(&health_source.health(), Instant::now(), timeout));
-    let observer = observer::DaemonObserver::new(metrics, HealthCheckServers::new(settings.bind_address, proxy_healthy));
+    let observer =
+        observer::DaemonObserver::new(metrics, HealthCheckServers::new(settings.bind_address, proxy_healthy));
 
     let kernel = kernel::NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
@@ -101,8 +104,9 @@ async fn sources(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxE
                 .await
                 .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?
         }
-        None => kube::Config::incluster()
-            .map_err(|e| format!("no --kubeconfig and no in-cluster configuration: {e}"))?,
+        None => {
+            kube::Config::incluster().map_err(|e| format!("no --kubeconfig and no in-cluster configuration: {e}"))?
+        }
     };
     let client = kube::Client::try_from(config).map_err(|e| format!("cannot build the API client: {e}"))?;
     Ok(watcher::cluster_updates(client, &settings.node_name).boxed())

@@ -28,7 +28,8 @@ impl DaemonObserver {
     }
 
     fn set_no_local(&mut self, key: &ServiceKey, now: NoLocal) {
-        let before = if now == (false, false) { self.no_local.remove(key) } else { self.no_local.insert(key.clone(), now) };
+        let before =
+            if now == (false, false) { self.no_local.remove(key) } else { self.no_local.insert(key.clone(), now) };
         let before = before.unwrap_or((false, false));
         let step = |count: usize, was: bool, is: bool| match (was, is) {
             (false, true) => count + 1,

@@ -8,7 +8,7 @@ use std::path::Path;
 /// exist. Upstream writes it only in between.
 fn wants_conn_reuse_mode_zero(release: &str) -> bool {
     match kernel_version(release) {
-        Some(v) => (4, 1) <= v && v < (5, 9),
+        Some(v) => ((4, 1)..(5, 9)).contains(&v),
         None => false,
     }
 }
@@ -98,7 +98,9 @@ mod tests {
         let changed = apply(&root, true);
         // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode, arp_ignore.
         assert_eq!(changed, 5);
-        for (name, value) in [("net/ipv4/ip_forward", "1"), ("net/ipv4/vs/conn_reuse_mode", "0"), ("net/ipv4/conf/all/arp_ignore", "1")] {
+        for (name, value) in
+            [("net/ipv4/ip_forward", "1"), ("net/ipv4/vs/conn_reuse_mode", "0"), ("net/ipv4/conf/all/arp_ignore", "1")]
+        {
             assert_eq!(std::fs::read_to_string(root.join(name)).unwrap().trim(), value, "{name}");
         }
         assert_eq!(apply(&root, true), 0, "a second start writes nothing");

@@ -9,6 +9,6 @@ mod node_ports;
 mod test_client;
 
 pub use health::proxy_healthy;
-pub use http::{Endpoints, health_router, metrics_router, spawn};
+pub use http::{Endpoints, VirtualServerOrigin, health_router, metrics_router, spawn};
 pub use metrics::Metrics;
 pub use node_ports::HealthCheckServers;

@@ -62,7 +62,9 @@ impl HealthCheckServers {
                 tracing::info!(service = %key, port = old, "health-check node port closed");
             }
         }
-        let (Some(port), Some(info)) = (wanted, info) else { return };
+        let (Some(port), Some(info)) = (wanted, info) else {
+            return;
+        };
         let entry = Entry { service: key.clone(), local_endpoints: info.local_endpoints };
         if let Some(server) = self.servers.get(&port) {
             let mut current = server.entry.lock().unwrap_or_else(|p| p.into_inner());
@@ -79,7 +81,9 @@ impl HealthCheckServers {
                 self.servers.insert(port, server);
                 self.ports.insert(key.clone(), port);
             }
-            Err(e) => tracing::warn!(service = %key, port, "cannot serve health-check node port: {e}"),
+            Err(e) => {
+                tracing::warn!(service = %key, port, "cannot serve health-check node port: {e}")
+            }
         }
     }
 

@@ -50,6 +50,7 @@ pub struct SyncLoop<K, O> {
     graceful: GracefulRemovals,
     retry: Changes,
     epoch: Instant,
+    real_servers: usize,
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -64,6 +65,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             graceful: GracefulRemovals::new(),
             retry: Changes::new(),
             epoch: Instant::now(),
+            real_servers: 0,
         }
     }
 
@@ -162,7 +164,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             tracing::warn!("{} more steps failed", failures.len() - LOGGED_FAILURES);
         }
         report.virtual_servers = state.model.desired().len();
-        report.real_servers = state.model.desired().real_server_count();
+        // Counting real servers walks the whole desired state: done on full syncs only, so that
+        // an incremental sync stays proportional to its change.
+        if full {
+            self.real_servers = state.model.desired().real_server_count();
+        }
+        report.real_servers = self.real_servers;
         if report.succeeded() {
             state.health.last_synced = Some(Timestamp::now());
         } else if let Some(since) = pending_since {
@@ -205,7 +212,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         failures
     }
 
-    async fn run_batch(&mut self, ops: Vec<Operation>, report: &mut SyncReport, failures: &mut Vec<(Step, KernelError)>) {
+    async fn run_batch(
+        &mut self,
+        ops: Vec<Operation>,
+        report: &mut SyncReport,
+        failures: &mut Vec<(Step, KernelError)>,
+    ) {
         match self.kernel.apply(&ops).await {
             Ok(results) => {
                 let mut results = results.into_iter();

@@ -39,7 +39,7 @@ pub struct SyncReport {
     pub duration: Duration,
     /// Desired virtual servers after the sync.
     pub virtual_servers: usize,
-    /// Desired real servers after the sync.
+    /// Desired real servers as of the last full sync.
     pub real_servers: usize,
     /// Service changes fed since the previous sync.
     pub service_changes: u64,
