@@ -1,7 +1,7 @@
 //! The command line: every subcommand and its flags (clap derive). Parsing only; the commands
 //! themselves live in their own modules.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -81,6 +81,20 @@ pub struct StatusArgs {
     /// Name of the dummy link holding the service addresses.
     #[arg(long, default_value = "kube-ipvs0")]
     pub link: String,
+    /// Metrics address of a running daemon to ask which Service each virtual server serves
+    /// (printed as `#  service namespace/name:port` lines; never with --numeric).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10249")]
+    pub daemon: SocketAddr,
+    /// Do not ask a daemon; print the kernel's state only.
+    #[arg(long)]
+    pub no_daemon: bool,
+}
+
+impl StatusArgs {
+    /// The daemon to ask, unless --no-daemon.
+    pub fn daemon_address(&self) -> Option<SocketAddr> {
+        (!self.no_daemon).then_some(self.daemon)
+    }
 }
 
 /// Flags of `debug render`.

@@ -1,6 +1,7 @@
 //! `debug ...`: read-only views of the kernel's IPVS state (`status`) and of the state the proxy
 //! would program (`render`).
 
+mod daemon;
 mod render;
 mod status;
 
@@ -19,7 +20,10 @@ const SERVICE_LINK: &str = "kube-ipvs0";
 pub async fn run(command: DebugCommand) -> Result<ExitCode, BoxError> {
     let output = match command {
         DebugCommand::Status(args) => {
-            let state = status::read(&args.link).await?;
+            let mut state = status::read(&args.link).await?;
+            if let (false, Some(addr)) = (args.numeric, args.daemon_address()) {
+                state.origins = status::ask_daemon(addr).await;
+            }
             status::render(&state, &args)?
         }
         DebugCommand::Render(args) => {

@@ -1,14 +1,17 @@
 //! `debug status`: the kernel's IPVS table and the addresses on kube-ipvs0, as `ipvsadm -Ln`
 //! prints them, or as JSON.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use ipvs::{Client, DummyLink, ErrorKind, Info, Table};
+use ipvs::{Client, DummyLink, ErrorKind, Info, Table, VirtualServerId};
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::debug::write_addresses;
+use crate::debug::{daemon, write_addresses};
 use crate::ipvsadm_format::{self, Columns, ListFormat};
+use crate::serve::VirtualServerOrigin;
 
 /// Why `debug status` could not read the kernel's state.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,9 @@ pub struct Status {
     pub table: Table,
     /// The dummy link and its addresses.
     pub link: LinkStatus,
+    /// Which Service port each virtual server serves, as a running daemon said; `None` when no
+    /// daemon was asked or none answered.
+    pub origins: Option<Vec<VirtualServerOrigin>>,
 }
 
 /// The dummy link holding service addresses, as read.
@@ -74,8 +80,28 @@ pub async fn read(link: &str) -> Result<Status, StatusError> {
         Some(dummy) => Some(dummy.addresses().await.map_err(link_error)?),
         None => None,
     };
-    Ok(Status { info, table, link: LinkStatus { name: link.to_string(), addresses } })
+    Ok(Status { info, table, link: LinkStatus { name: link.to_string(), addresses }, origins: None })
 }
+
+/// Asks the daemon at `addr` which Service each virtual server serves. Not finding a daemon is
+/// normal (logged at debug level); a daemon answering badly is worth a warning. Either way the
+/// status is printed without the names.
+pub async fn ask_daemon(addr: SocketAddr) -> Option<Vec<VirtualServerOrigin>> {
+    match daemon::origins(addr, DAEMON_TIMEOUT).await {
+        Ok(origins) => Some(origins),
+        Err(err) if err.is_unreachable() => {
+            tracing::debug!("not naming Services: {err}");
+            None
+        }
+        Err(err) => {
+            tracing::warn!("not naming Services: {err}");
+            None
+        }
+    }
+}
+
+/// How long a local daemon has to answer: it serves the list from memory.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `debug status` prints for `status` with `args`: pure, so tests need no kernel.
 pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::Error> {
@@ -90,8 +116,13 @@ pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::
         _ => Columns::Connections,
     };
     let format = ListFormat { columns, exact: args.exact, nosort: args.nosort };
-    // The daemon will name each virtual server's Service here (issue 4); ipvsadm never does.
-    let mut out = ipvsadm_format::listing(&status.table, Some(&status.info), format, &|_| Vec::new());
+    // ipvsadm never names Services, so --numeric prints no comment lines.
+    let comments = match (&status.origins, args.numeric) {
+        (Some(origins), false) => daemon::comments_by_virtual_server(origins),
+        _ => HashMap::new(),
+    };
+    let comment_lines = |id: &VirtualServerId| comments.get(id.to_string().as_str()).cloned().unwrap_or_default();
+    let mut out = ipvsadm_format::listing(&status.table, Some(&status.info), format, &comment_lines);
     if !args.numeric {
         out.push('\n');
         write_addresses(&mut out, &status.link.name, status.link.addresses.as_deref());
@@ -102,7 +133,7 @@ pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use ipvs::{RealServer, RealServerEntry, Stats, VirtualServer, VirtualServerEntry, VirtualServerId};
+    use ipvs::{RealServer, RealServerEntry, Stats, VirtualServer, VirtualServerEntry};
 
     use super::*;
     use crate::cli::{Cli, Command, DebugCommand};
@@ -129,6 +160,7 @@ mod tests {
             info: Info { version: 0x0001_0201, conn_table_size: 4096 },
             table: Table { services: vec![(service, vec![real])] },
             link: LinkStatus { name: "kube-ipvs0".to_string(), addresses },
+            origins: None,
         }
     }
 
@@ -151,6 +183,30 @@ mod tests {
         for (flags, addresses, expected) in cases {
             assert_eq!(render(&status(addresses), &args(flags)).unwrap(), expected, "flags {flags:?}");
         }
+    }
+
+    /// With the daemon's list, each virtual server it knows is followed by its Service; ipvsadm's
+    /// own view (--numeric) never shows them.
+    #[test]
+    fn services_named_by_the_daemon_follow_their_virtual_server() {
+        let mut state = status(Some(vec![]));
+        let origin = |vs: &str| VirtualServerOrigin {
+            virtual_server: vs.to_string(),
+            service: "default/web".to_string(),
+            port: "http".to_string(),
+        };
+        state.origins = Some(vec![origin("TCP 10.96.0.10:80"), origin("TCP 10.96.0.99:80")]);
+        let named = "TCP  10.96.0.10:80 rr\n#  service default/web:http\n  -> 10.244.1.5:8080 ";
+        assert!(render(&state, &args(&[])).unwrap().contains(named));
+        assert_eq!(render(&state, &args(&["--numeric"])).unwrap(), LISTING);
+        assert!(render(&state, &args(&["--stats"])).unwrap().contains("\n#  service default/web:http\n"));
+    }
+
+    #[test]
+    fn daemon_flags() {
+        assert_eq!(args(&[]).daemon_address(), Some("127.0.0.1:10249".parse().unwrap()));
+        assert_eq!(args(&["--daemon", "[::1]:9999"]).daemon_address(), Some("[::1]:9999".parse().unwrap()));
+        assert_eq!(args(&["--no-daemon"]).daemon_address(), None);
     }
 
     #[test]
