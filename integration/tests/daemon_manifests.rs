@@ -1,0 +1,109 @@
+//! The deployment manifests parse as the Kubernetes types they claim to be and wire the daemon
+//! up as documented (config file path, health ports, node name, permissions). Host test.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use serde::Deserialize;
+
+fn documents(file: &str) -> Vec<serde_yaml::Value> {
+    let path = format!("{}/../manifests/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::Deserializer::from_str(&text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect()
+}
+
+fn one<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> T {
+    let docs = documents(file);
+    let doc = docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind} in {file}"));
+    serde_yaml::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} in {file}: {e}"))
+}
+
+#[test]
+fn the_daemonset_runs_the_daemon_as_documented() {
+    let ds: DaemonSet = one("daemonset.yaml", "DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("kube-ipvs-proxy"));
+    assert!(pod.tolerations.unwrap().iter().any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()));
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap();
+    assert_eq!(args[0], "run");
+    assert!(args.contains(&"--hostname-override=$(NODE_NAME)".to_string()));
+    let env = container.env.clone().unwrap();
+    let node_name = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
+    let field = node_name.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+    assert_eq!(field.field_path, "spec.nodeName");
+    let caps = container.security_context.as_ref().unwrap().capabilities.as_ref().unwrap().add.clone().unwrap();
+    assert!(caps.contains(&"NET_ADMIN".to_string()) && caps.contains(&"SYS_MODULE".to_string()));
+
+    // (probe, path) on the healthz port 10256.
+    for (probe, path) in [(&container.liveness_probe, "/livez"), (&container.readiness_probe, "/healthz")] {
+        let http = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(http.path.as_deref(), Some(path));
+        assert_eq!(http.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(10256));
+    }
+
+    // --config names a file inside the ConfigMap's mount, under the key the ConfigMap has.
+    let config = args.iter().find_map(|a| a.strip_prefix("--config=")).unwrap();
+    let mounts = container.volume_mounts.clone().unwrap();
+    let mount = mounts.iter().find(|m| config.starts_with(&format!("{}/", m.mount_path))).unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == mount.name).unwrap();
+    let configmap_name = volume.config_map.unwrap().name;
+    let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
+    assert_eq!(cm.metadata.name, Some(configmap_name));
+    let key = config.rsplit('/').next().unwrap();
+    assert!(cm.data.unwrap().contains_key(key), "the ConfigMap has no key {key}");
+    assert!(mounts.iter().any(|m| m.mount_path == "/lib/modules" && m.read_only == Some(true)));
+}
+
+#[test]
+fn the_configmap_holds_an_ipvs_kube_proxy_configuration() {
+    let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
+    let text = cm.data.unwrap().remove("config.conf").unwrap();
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let cases = [
+        ("apiVersion", "kubeproxy.config.k8s.io/v1alpha1"),
+        ("kind", "KubeProxyConfiguration"),
+        ("mode", "ipvs"),
+        ("healthzBindAddress", "0.0.0.0:10256"),
+    ];
+    for (field, want) in cases {
+        assert_eq!(config[field].as_str(), Some(want), "{field}");
+    }
+    assert_eq!(config["ipvs"]["scheduler"].as_str(), Some("rr"));
+    assert!(config["ipvs"]["syncPeriod"].as_str().is_some());
+}
+
+#[test]
+fn rbac_grants_reads_of_what_the_daemon_watches_and_event_writes() {
+    let role: ClusterRole = one("rbac.yaml", "ClusterRole");
+    let mut granted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for rule in role.rules.unwrap() {
+        for group in rule.api_groups.clone().unwrap_or_default() {
+            for resource in rule.resources.clone().unwrap_or_default() {
+                granted.entry((group.clone(), resource)).or_default().extend(rule.verbs.iter().cloned());
+            }
+        }
+    }
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("", "services", &["get", "list", "watch"]),
+        ("", "nodes", &["get", "list", "watch"]),
+        ("discovery.k8s.io", "endpointslices", &["get", "list", "watch"]),
+        ("", "events", &["create", "patch"]),
+        ("events.k8s.io", "events", &["create", "patch"]),
+    ];
+    for (group, resource, verbs) in cases {
+        let have = granted.get(&(group.to_string(), resource.to_string())).cloned().unwrap_or_default();
+        for verb in *verbs {
+            assert!(have.iter().any(|v| v == verb), "{verb} {group}/{resource} not granted");
+        }
+    }
+    let sa: ServiceAccount = one("rbac.yaml", "ServiceAccount");
+    let binding: ClusterRoleBinding = one("rbac.yaml", "ClusterRoleBinding");
+    assert_eq!(binding.role_ref.name, "kube-ipvs-proxy");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!((Some(subject.name.clone()), subject.namespace.clone()), (sa.metadata.name, sa.metadata.namespace));
+}
