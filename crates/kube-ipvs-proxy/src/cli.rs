@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ipvsadm_format::Columns;
+
 /// A Kubernetes service proxy that programs the kernel's IPVS tables over netlink.
 #[derive(Debug, Parser)]
 #[command(name = "kube-ipvs-proxy", version, about, propagate_version = true)]
@@ -48,7 +50,7 @@ pub enum DebugCommand {
     Render(RenderArgs),
 }
 
-/// Which counters an ipvsadm-style listing shows.
+/// Which columns an ipvsadm-style listing shows (at most one; by default weights and connections).
 #[derive(Debug, Args, Clone, Copy)]
 #[group(multiple = false)]
 pub struct CounterArgs {
@@ -58,6 +60,29 @@ pub struct CounterArgs {
     /// Show rates, as `ipvsadm -Ln --rate`.
     #[arg(long)]
     pub rate: bool,
+    /// Show connection thresholds, as `ipvsadm -Ln --thresholds`.
+    #[arg(long)]
+    pub thresholds: bool,
+    /// Show persistence templates, as `ipvsadm -Ln --persistent-conn`.
+    #[arg(long)]
+    pub persistent_conn: bool,
+    /// Show tunnel encapsulations, as `ipvsadm -Ln --tun-info`.
+    #[arg(long)]
+    pub tun_info: bool,
+}
+
+impl CounterArgs {
+    /// The columns these flags select.
+    pub fn columns(&self) -> Columns {
+        let choices = [
+            (self.stats, Columns::Stats),
+            (self.rate, Columns::Rate),
+            (self.thresholds, Columns::Thresholds),
+            (self.persistent_conn, Columns::PersistentConnections),
+            (self.tun_info, Columns::TunnelInfo),
+        ];
+        choices.into_iter().find(|(set, _)| *set).map_or(Columns::Connections, |(_, columns)| columns)
+    }
 }
 
 /// Flags of `debug status`.

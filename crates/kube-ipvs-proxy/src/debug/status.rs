@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::debug::{daemon, write_addresses};
-use crate::ipvsadm_format::{self, Columns, ListFormat};
+use crate::ipvsadm_format::{self, ListFormat};
 use crate::serve::VirtualServerOrigin;
 
 /// Why `debug status` could not read the kernel's state.
@@ -110,12 +110,7 @@ pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::
         json.push('\n');
         return Ok(json);
     }
-    let columns = match (args.counters.stats, args.counters.rate) {
-        (true, _) => Columns::Stats,
-        (_, true) => Columns::Rate,
-        _ => Columns::Connections,
-    };
-    let format = ListFormat { columns, exact: args.exact, nosort: args.nosort };
+    let format = ListFormat { columns: args.counters.columns(), exact: args.exact, nosort: args.nosort };
     // ipvsadm never names Services, so --numeric prints no comment lines.
     let comments = match (&status.origins, args.numeric) {
         (Some(origins), false) => daemon::comments_by_virtual_server(origins),

@@ -1,5 +1,5 @@
-//! Prints an IPVS table exactly as `ipvsadm -Ln` (and `--stats`, `--rate`, `--exact`, `--nosort`)
-//! does.
+//! Prints an IPVS table exactly as `ipvsadm -Ln` does, with any of its column options (`--stats`,
+//! `--rate`, `--thresholds`, `--persistent-conn`, `--tun-info`) and `--exact`, `--nosort`.
 //!
 //! The format was learnt from ipvsadm 1.31's listing code and checked against its output; it is
 //! re-implemented here, not translated. What matters for byte-for-byte equality:
@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipvs::{
-    Family, ForwardMethod, Info, RealServerEntry, ServiceFlags, Stats, Table, VirtualServer, VirtualServerEntry,
-    VirtualServerId,
+    Family, ForwardMethod, Info, RealServerEntry, ServiceFlags, Stats, Table, TunnelType, VirtualServer,
+    VirtualServerEntry, VirtualServerId,
 };
 
 /// Which columns a listing shows after the addresses.
@@ -34,6 +34,12 @@ pub enum Columns {
     Stats,
     /// Rate estimates (`ipvsadm -Ln --rate`).
     Rate,
+    /// Connection thresholds and counts (`ipvsadm -Ln --thresholds`).
+    Thresholds,
+    /// Weight, persistence templates and connection counts (`ipvsadm -Ln --persistent-conn`).
+    PersistentConnections,
+    /// The default columns plus the tunnel encapsulation (`ipvsadm -Ln --tun-info`).
+    TunnelInfo,
 }
 
 /// How to print a listing.
@@ -93,6 +99,30 @@ fn write_titles(out: &mut String, columns: Columns) {
             out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
             return;
         }
+        Columns::TunnelInfo => {
+            out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
+            out.push_str("  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n");
+            return;
+        }
+        // These two titles are left-aligned, with the padding (and so trailing spaces) ipvsadm prints.
+        Columns::Thresholds => {
+            let _ = write!(
+                out,
+                "{LOCAL_TITLE:<33} {:<10} {:<10} {:<10} {:<10}",
+                "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+            );
+            out.push_str("\n  -> RemoteAddress:Port\n");
+            return;
+        }
+        Columns::PersistentConnections => {
+            let _ = write!(
+                out,
+                "{LOCAL_TITLE:<33} {:<9} {:<11} {:<10} {:<10}",
+                "Weight", "PersistConn", "ActiveConn", "InActConn"
+            );
+            out.push_str("\n  -> RemoteAddress:Port\n");
+            return;
+        }
         Columns::Stats => ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"],
         Columns::Rate => ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"],
     };
@@ -138,7 +168,7 @@ fn write_virtual_server(out: &mut String, entry: &VirtualServerEntry, format: Li
     let server = &entry.server;
     let name = virtual_server_name(&server.id);
     match format.columns {
-        Columns::Connections => {
+        Columns::Connections | Columns::Thresholds | Columns::PersistentConnections | Columns::TunnelInfo => {
             let _ = write!(out, "{name} {}", server.scheduler);
             write_service_flags(out, server);
         }
@@ -197,6 +227,26 @@ fn forward_name(forward: &ForwardMethod) -> &'static str {
     }
 }
 
+/// `ipip`, `gue:PORT:FLAGS`, `gre:FLAGS` for tunnels, `n/a` otherwise. Flags are named as
+/// ipvsadm names them (`-c` none, `+c` checksum, `r+c` remote checksum); ipvsadm indexes a
+/// table with the raw value, so any other value has no name: `?` here.
+fn tunnel_info(forward: &ForwardMethod) -> String {
+    let ForwardMethod::Tunnel { tunnel, port, flags } = forward else {
+        return "n/a".to_string();
+    };
+    let flags = match flags {
+        0 => "-c",
+        1 => "+c",
+        2 => "r+c",
+        _ => "?",
+    };
+    match tunnel {
+        TunnelType::IpIp => "ipip".to_string(),
+        TunnelType::Gue => format!("gue:{port}:{flags}"),
+        TunnelType::Gre => format!("gre:{flags}"),
+    }
+}
+
 fn write_real_server(out: &mut String, entry: &RealServerEntry, format: ListFormat) {
     let server = &entry.server;
     let name = address_port(server.id.addr, server.id.port);
@@ -209,6 +259,29 @@ fn write_real_server(out: &mut String, entry: &RealServerEntry, format: ListForm
                 out,
                 " {:<7} {weight:<6} {:<10} {:<10}",
                 forward_name(&server.forward),
+                entry.connections.active,
+                entry.connections.inactive
+            );
+        }
+        Columns::Thresholds => {
+            let _ = write!(
+                out,
+                " {:<10} {:<10} {:<10} {:<10}",
+                server.upper_threshold, server.lower_threshold, entry.connections.active, entry.connections.inactive
+            );
+        }
+        Columns::PersistentConnections => {
+            // Here ipvsadm prints the weight with %u.
+            let c = &entry.connections;
+            let _ = write!(out, " {:<9} {:<11} {:<10} {:<10}", server.weight, c.persistent, c.active, c.inactive);
+        }
+        Columns::TunnelInfo => {
+            let _ = write!(
+                out,
+                " {:<7} {:<13} {:<6} {:<10} {:<10}",
+                forward_name(&server.forward),
+                tunnel_info(&server.forward),
+                server.weight as i32,
                 entry.connections.active,
                 entry.connections.inactive
             );
