@@ -138,3 +138,37 @@ fn an_api_server_outage_keeps_the_kernel_and_changes_apply_when_it_is_back() {
         assert_eq!(ask_many("10.96.0.10:80", 2), ["b2", "b2"]);
     });
 }
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_relist_after_410_removes_what_was_deleted_unseen() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        for (name, ip) in [("kept", "10.96.0.10"), ("gone", "10.96.0.11")] {
+            cluster.apply(&service_yaml(name, ip, None));
+            cluster.apply(&slice_yaml(name, &[&b1]));
+        }
+        let _daemon = Daemon::start(&cluster);
+        for vs in ["TCP  10.96.0.10:80", "TCP  10.96.0.11:80"] {
+            eventually(&format!("{vs} programmed"), PATIENCE, || serving_reals(vs));
+        }
+
+        // The deletion happens while the daemon is cut off, and the history that would have
+        // told it is compacted away: only a relist can reveal it.
+        let lists = cluster.requests().lists;
+        cluster.stop();
+        cluster.delete(integration::fake_api::Kind::Service, "default", "gone");
+        cluster.delete(integration::fake_api::Kind::EndpointSlice, "default", "gone-slice");
+        cluster.compact();
+        cluster.resume();
+        eventually("the unseen deletion applied after the relist", Duration::from_secs(60), || {
+            let table = ipvs_table();
+            let gone = !table.contains_key("TCP  10.96.0.11:80") && !bound_addresses().contains("10.96.0.11");
+            (gone && table.contains_key("TCP  10.96.0.10:80")).then_some(())
+        });
+        assert!(cluster.requests().lists > lists, "the daemon caught up without relisting?");
+        assert_eq!(ask_many("10.96.0.10:80", 1), ["b1"]);
+    });
+}

@@ -118,6 +118,17 @@ impl Cluster {
         self.server().delete(kind, namespace, name).unwrap();
     }
 
+    /// Forgets the watch history: watchers resuming from an older version get 410 Expired
+    /// and must relist.
+    pub fn compact(&self) {
+        self.server().compact();
+    }
+
+    /// Requests the server has answered.
+    pub fn requests(&self) -> integration::fake_api::RequestCounts {
+        self.server().requests()
+    }
+
     /// Stops answering: connections are refused, watches end. The objects stay.
     pub fn stop(&self) {
         let server = self.server.clone();
