@@ -313,3 +313,17 @@ async fn the_demo_manifest_is_served_as_typed_objects() {
         assert!(services.items.iter().any(|s| &s.name_any() == owner), "{owner} has no Service");
     }
 }
+
+#[tokio::test]
+async fn streaming_lists_end_their_initial_events_with_the_annotated_bookmark() {
+    let (server, client) = server(FakeApiConfig::default()).await;
+    for name in ["a", "b"] {
+        server.apply(service("default", name, json!({}), 80)).unwrap();
+    }
+    let api: Api<Service> = Api::all(client);
+    let mut stream = watcher::watcher(api, watcher::Config::default().streaming_lists()).boxed();
+    assert_eq!(initial_names(&mut stream).await, ["a", "b"]);
+    assert_eq!(server.requests().lists, 0, "a streaming list needs no list request");
+    server.apply(service("default", "c", json!({}), 80)).unwrap();
+    assert!(matches!(next(&mut stream).await, Ok(Event::Apply(s)) if s.name_any() == "c"));
+}

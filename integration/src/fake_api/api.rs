@@ -134,6 +134,7 @@ fn answer(
             resource_version,
             timeout: number("timeoutSeconds")?.map(Duration::from_secs),
             bookmarks: query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1"),
+            send_initial_events: query.get("sendInitialEvents").is_some_and(|b| b == "true" || b == "1"),
         };
         let mut chunks = watch::start(shared.clone(), request);
         let stream = futures::stream::poll_fn(move |cx| {

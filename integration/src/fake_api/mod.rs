@@ -14,8 +14,9 @@
 //!   version, `BOOKMARK`s when `allowWatchBookmarks=true`, the stream ends after
 //!   `timeoutSeconds`; a version older than the retained history (or newer than any issued)
 //!   gets an `ERROR` event with a 410 `Expired` Status, which makes kube-runtime relist;
-//! - `sendInitialEvents` (streaming lists) is not implemented: a watch from version 0 or none
-//!   sends an `ADDED` per current object but no initial-events-end bookmark.
+//! - a watch from version 0 (or none) starts with an `ADDED` per current object; with
+//!   `sendInitialEvents=true` (streaming lists) they end with a bookmark annotated
+//!   `k8s.io/initial-events-end`, as kube-runtime's `streaming_lists()` expects.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), integration::fake_api::FakeApiError> {

@@ -30,6 +30,9 @@ pub(crate) struct WatchRequest {
     pub(crate) resource_version: Option<u64>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) bookmarks: bool,
+    /// `sendInitialEvents=true` (streaming list): the current objects, then a bookmark
+    /// annotated `k8s.io/initial-events-end`.
+    pub(crate) send_initial_events: bool,
 }
 
 #[derive(Serialize)]
@@ -71,6 +74,15 @@ fn visible(change: &Change, filter: &Filter) -> Option<ChangeType> {
     }
 }
 
+/// A bookmark at `version`; `initial_end` marks the end of a streaming list's initial events.
+fn bookmark(kind: Kind, version: u64, initial_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": version.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": kind.name(), "apiVersion": kind.api_version(), "metadata": metadata})
+}
+
 async fn run(shared: &Shared, request: WatchRequest, tx: &mpsc::Sender<Bytes>) {
     let mut committed = shared.committed.subscribe();
     let mut hangup = shared.hangup.subscribe();
@@ -86,6 +98,12 @@ async fn run(shared: &Shared, request: WatchRequest, tx: &mpsc::Sender<Bytes>) {
             let (objects, version) = shared.store().snapshot(request.kind, &request.filter);
             for object in objects {
                 if tx.send(line("ADDED", &object)).await.is_err() {
+                    return;
+                }
+            }
+            if request.send_initial_events {
+                let end = bookmark(request.kind, version, true);
+                if tx.send(line("BOOKMARK", &end)).await.is_err() {
                     return;
                 }
             }
@@ -129,12 +147,7 @@ async fn run(shared: &Shared, request: WatchRequest, tx: &mpsc::Sender<Bytes>) {
             _ = tx.closed() => return,
             _ = expiry => return,
             _ = tokio::time::sleep_until(next_bookmark), if request.bookmarks => {
-                let bookmark = json!({
-                    "kind": request.kind.name(),
-                    "apiVersion": request.kind.api_version(),
-                    "metadata": {"resourceVersion": cursor.to_string()},
-                });
-                if tx.send(line("BOOKMARK", &bookmark)).await.is_err() {
+                if tx.send(line("BOOKMARK", &bookmark(request.kind, cursor, false))).await.is_err() {
                     return;
                 }
                 next_bookmark = Instant::now() + interval;
