@@ -127,3 +127,26 @@ fn a_malformed_service_is_skipped_and_the_others_keep_working() {
     });
 }
 
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_shipped_configmap_configures_the_daemon() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
+        cluster.apply(&slice_yaml("web", &[&b1]));
+        // The daemon reads a whole ConfigMap too, as `kubectl get cm -o yaml` prints it.
+        let configmap = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/configmap.yaml");
+        let daemon = Daemon::start_with_flags(&cluster, &[format!("--config={configmap}")]);
+        eventually("the Service programmed", PATIENCE, || (serving_reals("TCP  10.96.0.10:80")? == reals(&[&b1])).then_some(()));
+        assert_eq!(ask_many(&format!("{NODE_IP}:30080"), 1), ["b1"]);
+        // healthzBindAddress 0.0.0.0:10256 and metricsBindAddress 127.0.0.1:10249 from the file.
+        eventually("health on the configured port", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
+        assert!(daemon.metric_sum("kubeipvsproxy_syncs_total").is_some(), "metrics on the configured port");
+        let log = daemon.log();
+        assert!(log.contains("scheduler=rr") && log.contains("sync_period=30s"), "settings not from the file:\n{log}");
+        assert!(!log.to_lowercase().contains("ignored"), "the shipped configuration has ignored fields:\n{log}");
+    });
+}

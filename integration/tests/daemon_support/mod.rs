@@ -171,6 +171,17 @@ impl Daemon {
 
     /// [`Daemon::start`] with another sync period (whole seconds).
     pub fn start_with_sync_period(cluster: &Cluster, sync_period: Duration) -> Daemon {
+        Daemon::start_with_flags(cluster, &[
+            format!("--sync-period={}s", sync_period.as_secs()),
+            "--min-sync-period=0s".into(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+        ])
+    }
+
+    /// `run --kubeconfig (the cluster's) --hostname-override NODE` plus `flags`; metrics and
+    /// health are looked for on 127.0.0.1:10249 and 127.0.0.1:10256 (upstream's ports).
+    pub fn start_with_flags(cluster: &Cluster, flags: &[String]) -> Daemon {
         let log = scratch("daemon.log");
         let (metrics, healthz): (SocketAddr, SocketAddr) =
             ("127.0.0.1:10249".parse().unwrap(), "127.0.0.1:10256".parse().unwrap());
@@ -180,10 +191,7 @@ impl Daemon {
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
             .args(["--hostname-override", NODE])
-            .arg(format!("--sync-period={}s", sync_period.as_secs()))
-            .arg("--min-sync-period=0s")
-            .arg(format!("--metrics-bind-address={metrics}"))
-            .arg(format!("--healthz-bind-address={healthz}"))
+            .args(flags)
             .env("KUBE_IPVS_PROXY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
