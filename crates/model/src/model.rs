@@ -201,11 +201,17 @@ impl Model {
         let zone_changed = zone != self.node.zone;
         self.node.zone = zone;
         self.node.internal_ips = internal_ips;
-        // Zone hints may concern any Service; node IPs only those on node addresses.
+        // The zone matters only to Services with zone hints, node IPs only to those on node
+        // addresses; finding them reads the store but recomputes nothing else.
+        let zone_hinted = |key: &ServiceKey| {
+            self.slices_by_service
+                .get(key)
+                .is_some_and(|slices| slices.values().any(|s| s.endpoints.iter().any(|e| !e.zone_hints.is_empty())))
+        };
         let keys: Vec<ServiceKey> = self
             .services
             .iter()
-            .filter(|(_, s)| zone_changed || s.depends_on_node_addresses())
+            .filter(|(k, s)| (zone_changed && zone_hinted(k)) || s.depends_on_node_addresses())
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {

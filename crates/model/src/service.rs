@@ -84,12 +84,7 @@ pub(crate) fn parse_service(svc: &Service, config: &Config, warnings: &mut Vec<W
     }
 }
 
-fn check(
-    svc: &Service,
-    key: &ServiceKey,
-    config: &Config,
-    warnings: &mut Vec<Warning>,
-) -> Result<Parsed, String> {
+fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Warning>) -> Result<Parsed, String> {
     if key.name.is_empty() {
         return Err("no metadata.name".into());
     }

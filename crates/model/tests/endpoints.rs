@@ -132,10 +132,13 @@ fn zone_change_of_the_node_recomputes_hinted_services() {
         json!([{"port": 80}]),
         json!([hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"])]),
     );
-    let (mut m, _) = Model::from_objects(config(), [&svc], [&s], Some(&node("zone-a", NODE_V4)));
+    let unhinted = service("plain", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}));
+    let (mut m, _) = Model::from_objects(config(), [&svc, &unhinted], [&s], Some(&node("zone-a", NODE_V4)));
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:80"]);
+    let before = m.stats().services_recomputed;
     m.set_node(&node("zone-b", NODE_V4));
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.2:80"]);
+    assert_eq!(m.stats().services_recomputed - before, 1, "only the hinted Service is recomputed");
 }
 
 #[test]

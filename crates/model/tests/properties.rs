@@ -271,6 +271,7 @@ proptest! {
                 4 => arb_slice().prop_map(|s| Op::UpsertSlice(Box::new(s))),
                 1 => (0..6usize).prop_map(Op::DeleteSlice),
                 1 => proptest::sample::subsequence(vec![NODE_V4, "192.168.0.11", NODE_V6], 0..3).prop_map(Op::NodeAddresses),
+                1 => pick(&["zone-a", "zone-b"]).prop_map(Op::Zone),
             ],
             0..25,
         ),
@@ -281,6 +282,7 @@ proptest! {
         let mut services: BTreeMap<String, Service> = BTreeMap::new();
         let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
         let mut node_addresses = prop_config().node_addresses;
+        let mut zone = None;
         for op in ops {
             match op {
                 Op::UpsertService(s) => {
@@ -299,6 +301,10 @@ proptest! {
                     m.delete_endpoint_slice("default", &format!("e{i}"));
                     slices.remove(&format!("e{i}"));
                 }
+                Op::Zone(z) => {
+                    m.set_node(&node(z, NODE_V4));
+                    zone = Some(node(z, NODE_V4));
+                }
                 Op::NodeAddresses(a) => {
                     node_addresses = a.iter().map(|x| ip(x)).collect();
                     m.set_node_addresses(node_addresses.clone());
@@ -312,7 +318,7 @@ proptest! {
         }
         let mut c = prop_config();
         c.node_addresses = node_addresses;
-        let (scratch, _) = Model::from_objects(c, services.values(), slices.values(), None);
+        let (scratch, _) = Model::from_objects(c, services.values(), slices.values(), zone.as_ref());
         prop_assert_eq!(m.desired(), scratch.desired());
         prop_assert_eq!(m.service_infos().collect::<Vec<_>>(), scratch.service_infos().collect::<Vec<_>>());
         let mut fresh = Observed::new();
@@ -330,6 +336,7 @@ enum Op {
     UpsertSlice(Box<EndpointSlice>),
     DeleteSlice(usize),
     NodeAddresses(Vec<&'static str>),
+    Zone(&'static str),
 }
 
 /// Text that is sometimes valid, often not.
