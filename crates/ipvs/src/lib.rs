@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod netfilter;
 mod types;
 pub mod wire;
 
