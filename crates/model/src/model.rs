@@ -250,6 +250,20 @@ impl Model {
         self.infos.get(&ServiceKey::new(namespace, name))
     }
 
+    /// The addresses of `service`'s endpoints on this node, whatever their condition: the
+    /// endpoints that can reach themselves through the Service (hairpin). Costs the Service's
+    /// own slices, not the cluster.
+    pub fn local_endpoints(&self, service: &ServiceKey) -> std::collections::BTreeSet<IpAddr> {
+        self.slices_by_service
+            .get(service)
+            .into_iter()
+            .flat_map(|slices| slices.values())
+            .flat_map(|slice| slice.endpoints.iter())
+            .filter(|e| e.local)
+            .map(|e| e.addr)
+            .collect()
+    }
+
     /// Every handled Service's facts, ordered by key.
     pub fn service_infos(&self) -> impl ExactSizeIterator<Item = &ServiceInfo> {
         self.infos.values()
