@@ -121,6 +121,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {} {} flags {:#x} -> {} real servers", vs.server.id, vs.server.scheduler, vs.server.flags.0, rss.len());
     }
 
+    // A call abandoned half-way must not confuse the next one.
+    for _ in 0..20 {
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(50), c.table()).await;
+        check(c.list_virtual_servers().await?.len() == 5, "a call after a cancelled one sees the table")?;
+    }
+
     let link = DummyLink::ensure("kube-ipvs0").await?;
     let again = DummyLink::ensure("kube-ipvs0").await?;
     check(again.index() == link.index(), "ensure is idempotent")?;

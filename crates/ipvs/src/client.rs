@@ -232,3 +232,28 @@ impl std::fmt::Display for ListDests<'_> {
         write!(f, "list real servers of {}", self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[allow(dead_code, unreachable_code, unused_variables)]
+    fn futures_are_send(c: &Client, id: &VirtualServerId, vs: &VirtualServer, rs: &RealServer) {
+        // Compiles only if the daemon can hold these futures across tokio::spawn.
+        assert_send(&c.table());
+        assert_send(&c.apply(&[]));
+        assert_send(&c.add_virtual_server(vs));
+        assert_send(&c.add_real_server(id, rs));
+        assert_send(&c.get_virtual_server(id));
+        assert_send(&c.list_real_servers(id));
+        assert_send(&Client::connect());
+    }
+
+    #[test]
+    fn client_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Client>();
+    }
+}

@@ -50,6 +50,7 @@ impl ErrorKind {
 
 /// Linux errno values: the crate is pure without the `client` feature, so it does not pull in
 /// libc for six numbers.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) mod libc_errno {
     pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
@@ -108,6 +109,7 @@ impl Error {
     }
 
     /// The kernel has no IPVS.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn ipvs_unavailable(context: impl fmt::Display) -> Error {
         Error::new(
             ErrorKind::IpvsUnavailable,
@@ -139,6 +141,7 @@ impl Error {
         }
     }
 
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn set_errno(&mut self, errno: i32) {
         self.errno = Some(errno);
     }
@@ -165,7 +168,8 @@ mod tests {
 
     #[test]
     fn errno_maps_to_kind_and_message() {
-        let cases: &[(i32, Option<(&str, Option<&str>)>, ErrorKind, &str)] = &[
+        type Modules<'a> = Option<(&'a str, Option<&'a str>)>;
+        let cases: &[(i32, Modules, ErrorKind, &str)] = &[
             (17, None, ErrorKind::Exists, "add virtual server TCP 10.0.0.1:80: already exists"),
             (3, None, ErrorKind::NoSuchVirtualServer, "add virtual server TCP 10.0.0.1:80: no such virtual server"),
             (
