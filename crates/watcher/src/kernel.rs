@@ -35,11 +35,13 @@ pub trait Kernel: Send {
     /// A fresh dump: the whole IPVS table and the addresses bound on the dummy link.
     fn observe(&mut self) -> impl Future<Output = Result<(Table, Vec<IpAddr>), KernelError>> + Send;
 
-    /// Adds `addr` to the dummy link (already present is success).
-    fn bind(&mut self, addr: IpAddr) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Adds each address to the dummy link (already present is success); one result per
+    /// address, in order. Implementations may run the requests concurrently.
+    fn bind(&mut self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
 
-    /// Removes `addr` from the dummy link (already absent is success).
-    fn unbind(&mut self, addr: IpAddr) -> impl Future<Output = Result<(), KernelError>> + Send;
+    /// Removes each address from the dummy link (already absent is success); one result per
+    /// address, in order.
+    fn unbind(&mut self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
 
     /// Runs `ops` as one batch; one result per operation, in order. The outer error means the
     /// batch as a whole could not be run (e.g. the socket failed).

@@ -2,8 +2,13 @@
 
 use std::net::IpAddr;
 
+use futures::{StreamExt, stream};
 use ipvs::{Client, DummyLink, Operation, Table};
 use watcher::{Kernel, KernelError};
+
+/// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
+/// round trip at a time would dominate a first sync.
+const ADDRESS_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// The real kernel: IPVS over generic netlink, the dummy link over rtnetlink.
 pub struct NetlinkKernel {
@@ -36,18 +41,28 @@ impl Kernel for NetlinkKernel {
         Ok((table, bound))
     }
 
-    async fn bind(&mut self, addr: IpAddr) -> Result<(), KernelError> {
-        self.link
-            .add_address(addr)
+    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let link = &self.link;
+        stream::iter(addrs.to_vec())
+            .map(|addr| async move {
+                link.add_address(addr).await.map_err(|e| KernelError::new(format!("bind {addr} to {}", link.name()), e))
+            })
+            .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
+            .collect()
             .await
-            .map_err(|e| KernelError::new(format!("bind {addr} to {}", self.link.name()), e))
     }
 
-    async fn unbind(&mut self, addr: IpAddr) -> Result<(), KernelError> {
-        self.link
-            .remove_address(addr)
+    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let link = &self.link;
+        stream::iter(addrs.to_vec())
+            .map(|addr| async move {
+                link.remove_address(addr)
+                    .await
+                    .map_err(|e| KernelError::new(format!("unbind {addr} from {}", link.name()), e))
+            })
+            .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
+            .collect()
             .await
-            .map_err(|e| KernelError::new(format!("unbind {addr} from {}", self.link.name()), e))
     }
 
     async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {

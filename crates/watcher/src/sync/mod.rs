@@ -9,6 +9,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -183,29 +184,48 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report
     }
 
-    /// Runs the steps in order, contiguous kernel steps as one batch; records the successful
-    /// ones in `observed` and the failed ones for a retry. Returns the failures.
+    /// Runs the steps in order, each run of contiguous steps of one sort (binds, kernel
+    /// operations, unbinds) as one batch; records the successful ones in `observed` and the failed
+    /// ones for a retry. Returns the failures.
     async fn execute(&mut self, steps: Vec<Step>, report: &mut SyncReport) -> Vec<(Step, KernelError)> {
         let mut failures = Vec::new();
-        let mut batch: Vec<Operation> = Vec::new();
         let mut steps = steps.into_iter().peekable();
-        while let Some(step) = steps.next() {
-            match step {
-                Step::Kernel(op) => {
-                    batch.push(op);
-                    if matches!(steps.peek(), Some(Step::Kernel(_))) {
-                        continue;
-                    }
-                    let ops = std::mem::take(&mut batch);
+        while let Some(first) = steps.next() {
+            let sort = std::mem::discriminant(&first);
+            let mut run = vec![first];
+            while let Some(next) = steps.next_if(|s| std::mem::discriminant(s) == sort) {
+                run.push(next);
+            }
+            match &run[0] {
+                Step::Kernel(_) => {
+                    let ops = run
+                        .into_iter()
+                        .filter_map(|s| match s {
+                            Step::Kernel(op) => Some(op),
+                            _ => None,
+                        })
+                        .collect();
                     self.run_batch(ops, report, &mut failures).await;
                 }
-                Step::Bind(addr) => {
-                    let result = self.kernel.bind(addr).await;
-                    self.record(Step::Bind(addr), result, report, &mut failures);
-                }
-                Step::Unbind(addr) => {
-                    let result = self.kernel.unbind(addr).await;
-                    self.record(Step::Unbind(addr), result, report, &mut failures);
+                Step::Bind(_) | Step::Unbind(_) => {
+                    let addrs: Vec<IpAddr> = run
+                        .iter()
+                        .filter_map(|s| match s {
+                            Step::Bind(a) | Step::Unbind(a) => Some(*a),
+                            Step::Kernel(_) => None,
+                        })
+                        .collect();
+                    let results = match &run[0] {
+                        Step::Bind(_) => self.kernel.bind(&addrs).await,
+                        _ => self.kernel.unbind(&addrs).await,
+                    };
+                    let mut results = results.into_iter();
+                    for step in run {
+                        let result = results
+                            .next()
+                            .unwrap_or_else(|| Err(KernelError::new(step.to_string(), "no result for it")));
+                        self.record(step, result, report, &mut failures);
+                    }
                 }
             }
         }

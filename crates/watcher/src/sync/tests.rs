@@ -57,18 +57,28 @@ impl Kernel for MemoryKernel {
         Ok((Table { services }, m.bound.iter().copied().collect()))
     }
 
-    async fn bind(&mut self, addr: IpAddr) -> Result<(), KernelError> {
+    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
         let mut m = self.mem();
-        m.writes.push(format!("bind {addr}"));
-        m.bound.insert(addr);
-        Ok(())
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("bind {addr}"));
+                m.bound.insert(*addr);
+                Ok(())
+            })
+            .collect()
     }
 
-    async fn unbind(&mut self, addr: IpAddr) -> Result<(), KernelError> {
+    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
         let mut m = self.mem();
-        m.writes.push(format!("unbind {addr}"));
-        m.bound.remove(&addr);
-        Ok(())
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("unbind {addr}"));
+                m.bound.remove(addr);
+                Ok(())
+            })
+            .collect()
     }
 
     async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
