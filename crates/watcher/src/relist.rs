@@ -3,7 +3,8 @@
 //! while the watch was down.
 //!
 //! This is a reflector store cut down to what the proxy needs: for each object it keeps only
-//! its resourceVersion and the metadata a delete needs (name, namespace, labels), not the object.
+//! its resourceVersion and the metadata a delete needs (name, namespace, and the
+//! `kubernetes.io/service-name` label linking a slice to its Service), not the object.
 //! At 10,000 Services and as many EndpointSlices a full store would cost tens of MiB that the
 //! model already spends once.
 
@@ -13,12 +14,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
+use crate::shared::SERVICE_NAME_LABEL;
+
 /// One change to feed the model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change<K> {
     /// The object was created or changed (or is seen for the first time).
     Apply(K),
-    /// The object is gone. After a relist only its metadata (name, namespace, labels) is filled.
+    /// The object is gone. After a relist only its name, namespace and service-name label are filled.
     Delete(K),
     /// A complete list has been applied: every object that exists has been seen.
     Listed,
@@ -107,7 +110,13 @@ impl<K: Resource + Default> Tracker<K> {
         if rv.is_some() && self.known.get(&key).is_some_and(|k| k.resource_version == rv) {
             return Vec::new();
         }
-        self.known.insert(key, Known { resource_version: rv, labels: obj.labels().clone() });
+        let labels = obj
+            .labels()
+            .iter()
+            .filter(|(k, _)| k.as_str() == SERVICE_NAME_LABEL)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.known.insert(key, Known { resource_version: rv, labels });
         vec![Change::Apply(obj)]
     }
 }
@@ -136,7 +145,10 @@ mod tests {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
                 resource_version: Some(rv.into()),
-                labels: Some([("app".to_string(), name.to_string())].into()),
+                labels: Some(
+                    [("app".to_string(), name.to_string()), (SERVICE_NAME_LABEL.to_string(), format!("{name}-svc"))]
+                        .into(),
+                ),
                 ..ObjectMeta::default()
             },
             ..Service::default()
@@ -147,7 +159,7 @@ mod tests {
     fn summary(c: &Change<Service>) -> String {
         match c {
             Change::Apply(s) => format!("apply {}@{}", s.name_any(), s.resource_version().unwrap_or_default()),
-            Change::Delete(s) => format!("delete {} {:?}", s.name_any(), s.labels().get("app")),
+            Change::Delete(s) => format!("delete {} {:?}", s.name_any(), s.labels().get(SERVICE_NAME_LABEL)),
             Change::Listed => "listed".into(),
         }
     }
@@ -171,7 +183,7 @@ mod tests {
                     Event::Apply(svc("a", "5")),
                     Event::Delete(svc("a", "6")),
                 ],
-                vec!["apply a@1", "listed", "apply a@5", "delete a Some(\"a\")"],
+                vec!["apply a@1", "listed", "apply a@5", "delete a Some(\"a-svc\")"],
             ),
             (
                 "relist after 410 Gone: unchanged skipped, changed applied, vanished deleted",
@@ -194,14 +206,14 @@ mod tests {
                     "listed",
                     "apply c@9",
                     "apply d@10",
-                    "delete b Some(\"b\")",
+                    "delete b Some(\"b-svc\")",
                     "listed",
                 ],
             ),
             (
                 "empty relist deletes everything",
                 vec![Event::Init, Event::InitApply(svc("a", "1")), Event::InitDone, Event::Init, Event::InitDone],
-                vec!["apply a@1", "listed", "delete a Some(\"a\")", "listed"],
+                vec!["apply a@1", "listed", "delete a Some(\"a-svc\")", "listed"],
             ),
         ];
         for (name, events, want) in cases {
@@ -222,7 +234,8 @@ mod tests {
         let out = tracker.handle(Event::InitDone);
         let Change::Delete(gone) = &out[0] else { panic!("expected a delete, got {out:?}") };
         assert_eq!(gone.namespace().as_deref(), Some("default"));
-        assert_eq!(gone.labels().get("app").map(String::as_str), Some("a"));
+        assert_eq!(gone.labels().get(SERVICE_NAME_LABEL).map(String::as_str), Some("a-svc"));
+        assert!(!gone.labels().contains_key("app"), "only the labels a delete needs are kept");
         assert!(tracker.is_empty());
     }
 }
