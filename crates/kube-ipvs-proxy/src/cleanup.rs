@@ -6,7 +6,8 @@
 //! virtual server on a host address (a NodePort, or a LoadBalancer IP the node holds) looks
 //! exactly like one an operator made with `ipvsadm`, so it is removed only when asked with
 //! `--node-ports`, and then only on ports of the NodePort range. Firewall-mark virtual servers
-//! and anything in `--ipvs-exclude-cidrs` are never touched.
+//! and anything in `--ipvs-exclude-cidrs` are never touched. The nftables table
+//! `inet kube-ipvs-proxy` is the proxy's alone and is deleted whole.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -140,6 +141,28 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
         None => println!("no link {}", args.interface),
     }
     println!("{kept} virtual servers not owned by this proxy left untouched");
+    // The proxy's nftables rules are all in its own table: deleting the table is the cleanup.
+    let nft = ipvs::netfilter::Nft::new();
+    let table = ipvs::netfilter::FilterConfig::new(Vec::new()).table;
+    match nft.list_table_json(&table) {
+        Ok(None) => println!("no nftables table inet {table}"),
+        Ok(Some(_)) if args.dry_run => println!("{verb} nftables table inet {table}"),
+        Ok(Some(_)) => match nft.delete_table(&table) {
+            Ok(()) => println!("{verb} nftables table inet {table}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("cannot delete the nftables table: {e}");
+            }
+        },
+        // Without the nft binary the proxy cannot have made the table either.
+        Err(ipvs::netfilter::NftError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            println!("no nft binary: no nftables table to delete")
+        }
+        Err(e) => {
+            failed += 1;
+            eprintln!("cannot list the nftables table: {e}");
+        }
+    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

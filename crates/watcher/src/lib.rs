@@ -29,6 +29,7 @@
 
 mod cluster;
 mod file;
+mod filter;
 mod kernel;
 mod objects;
 mod relist;
@@ -38,6 +39,7 @@ mod sync;
 
 pub use cluster::{PROXY_LABEL_SELECTOR, cluster_updates};
 pub use file::file_updates;
+pub use filter::{Filter, FilterWork};
 pub use kernel::{Kernel, KernelError};
 pub use objects::{Objects, ObjectsError};
 pub use relist::{Change, Tracker};

@@ -140,6 +140,11 @@ pub struct RunArgs {
     /// Masquerade all traffic to Service addresses.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub masquerade_all: Option<bool>,
+    /// The packet mark bit (0-31) that asks for masquerade in the proxy's nftables table
+    /// (upstream's masqueradeBit).
+    #[arg(long, alias = "iptables-masquerade-bit", default_value_t = ipvs::netfilter::DEFAULT_MASQUERADE_BIT,
+          value_parser = clap::value_parser!(u8).range(0..=31), value_name = "BIT")]
+    pub masquerade_bit: u8,
     /// Comma-separated CIDRs whose virtual servers this proxy never touches.
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub ipvs_exclude_cidrs: Option<String>,

@@ -2,6 +2,7 @@
 //! starts the sources (a cluster, or a file), the HTTP servers and the sync loop, and runs until
 //! SIGTERM or SIGINT, leaving the kernel state in place (a restart adopts it).
 
+mod filter;
 mod kernel;
 mod observer;
 mod sysctl;
@@ -81,7 +82,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
 
     let kernel = kernel::NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
-    let sync = SyncLoop::new(kernel, shared, observer, sync_settings);
+    let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings);
+    // Without nftables IPVS still balances, but nothing is masqueraded or filtered: say so
+    // loudly rather than refuse to serve.
+    match filter::NftFilter::start(&settings.cluster_cidrs, args.masquerade_bit) {
+        Ok(nft) => sync = sync.with_filter(Box::new(nft)),
+        Err(e) => tracing::error!("no masquerade or filtering: cannot set up the nftables table: {e}"),
+    }
     tokio::select! {
         () = sync.run() => {}
         signal = shutdown_signal() => {

@@ -19,6 +19,7 @@ use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_t
 
 pub use report::{SyncReport, step_kind};
 
+use crate::filter::{Filter, FilterWork};
 use crate::kernel::{Kernel, KernelError};
 use crate::schedule::Schedule;
 use crate::shared::Shared;
@@ -52,6 +53,8 @@ pub struct SyncLoop<K, O> {
     retry: Changes,
     epoch: Instant,
     real_servers: usize,
+    /// The nftables side, if the daemon runs one.
+    filter: Option<Box<dyn Filter>>,
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -67,7 +70,16 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             retry: Changes::new(),
             epoch: Instant::now(),
             real_servers: 0,
+            filter: None,
         }
+    }
+
+    /// Also keeps `filter` (masquerade and filtering) in step: after each sync it gets the
+    /// changed virtual servers' filters, and on full reconciles all of them.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Box<dyn Filter>) -> SyncLoop<K, O> {
+        self.filter = Some(filter);
+        self
     }
 
     /// Runs forever: waits for the first complete lists (no kernel write before), adopts the
@@ -128,7 +140,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report.full = full;
 
         let now = self.epoch.elapsed();
-        let (plan, pending_since) = {
+        let (plan, pending_since, filter_work) = {
             let mut state = self.shared.lock();
             if let Some(mut addrs) = node_addresses {
                 addrs.sort();
@@ -137,6 +149,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
+            let filter_work = self.filter.as_ref().map(|_| FilterWork::of(&state.model, full, &changes));
             let scope = if full { Scope::All } else { Scope::Only(changes) };
             let plan = state.model.plan(&self.observed, &scope, &mut self.graceful, now);
             let pending = std::mem::take(&mut state.pending);
@@ -144,11 +157,19 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             report.trigger_times = pending.trigger_times;
             report.service_changes = pending.service_changes;
             report.endpoint_changes = pending.endpoint_changes;
-            (plan, state.health.pending_since.take())
+            (plan, state.health.pending_since.take(), filter_work)
         };
         report.plan_steps = plan.len();
 
         let failures = self.execute(plan.steps, &mut report).await;
+        // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
+        if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
+            match filter.apply(work) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(elements = n, "nftables sets updated"),
+                Err(e) => tracing::warn!("nftables update failed (repaired on the next sync): {e}"),
+            }
+        }
 
         report.duration = start.elapsed();
         let mut state = self.shared.lock();
