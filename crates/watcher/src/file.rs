@@ -25,6 +25,7 @@ struct FileSource {
     slices: Tracker<EndpointSlice>,
     nodes: Tracker<Node>,
     first: bool,
+    missing_reported: bool,
 }
 
 /// The updates from `path`, checked every `poll`. A file that cannot be read or parsed is
@@ -40,6 +41,7 @@ pub fn file_updates(path: PathBuf, node_name: &str, poll: Duration) -> impl Stre
         slices: Tracker::new(),
         nodes: Tracker::new(),
         first: true,
+        missing_reported: false,
     };
     stream::unfold(source, |mut source| async move {
         let updates = source.next_read().await;
@@ -59,7 +61,8 @@ impl FileSource {
             let stamp = match tokio::fs::metadata(&self.path).await {
                 Ok(meta) => (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len()),
                 Err(e) => {
-                    if self.stamp.is_some() || self.services.is_empty() {
+                    // Once per disappearance, not every poll.
+                    if self.stamp.take().is_some() || !std::mem::replace(&mut self.missing_reported, true) {
                         tracing::warn!(path = %self.path.display(), "cannot read objects file: {e}");
                     }
                     continue;

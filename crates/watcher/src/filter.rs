@@ -18,7 +18,11 @@ impl FilterWork {
     /// The work for a sync of `model`: everything when `full`, else the virtual servers in
     /// `changes` (cost proportional to them).
     pub fn of(model: &Model, full: bool, changes: &Changes) -> FilterWork {
-        if full { FilterWork::Full(filter_state(model)) } else { FilterWork::Only(filter_updates(model, &changes.virtual_servers)) }
+        if full {
+            FilterWork::Full(filter_state(model))
+        } else {
+            FilterWork::Only(filter_updates(model, &changes.virtual_servers))
+        }
     }
 }
 

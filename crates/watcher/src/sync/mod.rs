@@ -288,7 +288,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     ) {
         report.count(&step, result.is_ok());
         match result {
-            Ok(()) => self.observed.apply(&step),
+            Ok(()) => {
+                tracing::debug!("{step}");
+                self.observed.apply(&step);
+            }
             Err(e) => {
                 match &step {
                     Step::Kernel(op) => {

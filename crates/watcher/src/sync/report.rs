@@ -8,6 +8,9 @@ use ipvs::Operation;
 use k8s_openapi::jiff::Timestamp;
 use model::{ServiceKey, Step};
 
+/// Up to this many changed Services are named in a sync's log line.
+const NAMED_SERVICES: usize = 5;
+
 /// The kind of a step, as the `kind` label of the kernel operation metrics names it.
 pub fn step_kind(step: &Step) -> &'static str {
     match step {
@@ -78,6 +81,41 @@ impl fmt::Display for SyncReport {
             write!(f, " ({})", parts.join(" "))?;
         }
         write!(f, ", {} failed", self.failed + self.read_failures)?;
-        write!(f, ", {} services changed, in {:.3?}", self.touched_services.len(), self.duration)
+        write!(f, ", {} services changed", self.touched_services.len())?;
+        // Name the Services of a small sync: the usual case, and what an operator looks for.
+        if (1..=NAMED_SERVICES).contains(&self.touched_services.len()) {
+            let names: Vec<String> = self.touched_services.iter().map(ToString::to_string).collect();
+            write!(f, " ({})", names.join(" "))?;
+        }
+        write!(f, ", in {:.3?}", self.duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[test]
+    fn one_line_summary() {
+        let addr: IpAddr = "10.96.0.1".parse().unwrap();
+        let mut small = SyncReport { plan_steps: 2, duration: Duration::from_millis(3), ..Default::default() };
+        small.count(&Step::Bind(addr), true);
+        small.count(&Step::Unbind(addr), false);
+        small.touched_services.insert(ServiceKey::new("demo", "web"));
+        let mut big = SyncReport { full: true, read_failures: 1, ..Default::default() };
+        for i in 0..6 {
+            big.touched_services.insert(ServiceKey::new("ns", format!("s{i}")));
+        }
+        let cases = [
+            (
+                small,
+                "incremental sync: 2 steps (bind_address=1 unbind_address=1), 1 failed, 1 services changed (demo/web), in 3.000ms",
+            ),
+            (big, "full sync: 0 steps, 1 failed, 6 services changed, in 0.000ns"),
+        ];
+        for (report, want) in cases {
+            assert_eq!(report.to_string(), want);
+        }
     }
 }
