@@ -296,3 +296,22 @@ async fn a_full_reconcile_repairs_drift() {
         ]
     );
 }
+
+#[tokio::test]
+async fn relist_completions_queue_nothing() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(1);
+    listed(&shared);
+    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    sync.sync(true).await;
+    assert!(shared.health().pending_since.is_none());
+    // A relist that found nothing new ends with its list completion only.
+    listed(&shared);
+    assert!(shared.health().pending_since.is_none(), "nothing to apply, nothing pending");
+    // The same object again (same resourceVersion) is filtered before it gets here; a real
+    // change is pending until synced.
+    shared.feed(Update::Service(Change::Apply(service("svc0", "10.96.0.100"))));
+    assert!(shared.health().pending_since.is_some());
+    sync.sync(false).await;
+    assert!(shared.health().pending_since.is_none());
+}
