@@ -62,6 +62,55 @@ fn ipvsadm(args: &[&str], stdin: Option<&[u8]>) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Checks that the table holds `n` virtual servers with `m` real servers each.
+async fn check_table(client: &Client, n: usize, m: usize, who: &str) -> Res<()> {
+    let table = client.table().await?;
+    let dests: usize = table.services.iter().map(|(_, d)| d.len()).sum();
+    if table.services.len() != n || dests != n * m {
+        return Err(format!("{who} made {} services / {dests} destinations", table.services.len()).into());
+    }
+    Ok(())
+}
+
+/// `ipvsadm -R` then `ipvsadm -Ln` (best of 3) in a fresh namespace, emptied afterwards.
+async fn run_ipvsadm(rules: &str, n: usize, m: usize) -> Res<(Duration, Duration)> {
+    fresh_netns()?;
+    let client = Client::connect().await?;
+    let t = Instant::now();
+    ipvsadm(&["-R"], Some(rules.as_bytes()))?;
+    let restore = t.elapsed();
+    check_table(&client, n, m, "ipvsadm -R").await?;
+    let list = best_of(3, || ipvsadm(&["-Ln"], None))?;
+    // Empty the namespace, or tearing down its 22,000 objects competes with what follows.
+    client.flush().await?;
+    Ok((restore, list))
+}
+
+/// [`Client::apply`] then [`Client::table`] (best of 3) in a fresh namespace, emptied afterwards.
+async fn run_ours(ops: &[Operation], n: usize, m: usize) -> Res<(Duration, Duration)> {
+    fresh_netns()?;
+    let client = Client::connect().await?;
+    let t = Instant::now();
+    let results = client.apply(ops).await?;
+    let apply = t.elapsed();
+    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err()).take(3).map(|e| e.to_string()).collect();
+    if !failed.is_empty() {
+        return Err(format!("apply failures, e.g. {failed:?}").into());
+    }
+    check_table(&client, n, m, "Client::apply").await?;
+    let mut list = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let table = client.table().await?;
+        list = list.min(t.elapsed());
+        std::hint::black_box(table);
+    }
+    client.flush().await?;
+    Ok((apply, list))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -80,44 +129,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rules.push_str(&format!("-a -t {}:80 -r {}:8080 -m -w 1\n", vip(i), rip(i, j)));
         }
     }
-    fresh_netns()?;
-    let client = Client::connect().await?;
-
-    let t = Instant::now();
-    ipvsadm(&["-R"], Some(rules.as_bytes()))?;
-    let restore = t.elapsed();
-    let table = client.table().await?;
-    let dests: usize = table.services.iter().map(|(_, d)| d.len()).sum();
-    if table.services.len() != n || dests != n * m {
-        return Err(format!("ipvsadm -R made {} services / {dests} destinations", table.services.len()).into());
-    }
-    let list_ipvsadm = best_of(3, || ipvsadm(&["-Ln"], None))?;
-    // Empty the first namespace, or tearing down its 22,000 objects competes with what follows.
-    client.flush().await?;
-    drop(client);
-    fresh_netns()?;
-    let client = Client::connect().await?;
-
-    let t = Instant::now();
-    let results = client.apply(&ops).await?;
-    let apply = t.elapsed();
-    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err()).take(3).map(|e| e.to_string()).collect();
-    if !failed.is_empty() {
-        return Err(format!("apply failures, e.g. {failed:?}").into());
-    }
-    let mut best = Duration::MAX;
-    let mut table = ipvs::Table::default();
-    for _ in 0..3 {
-        let t = Instant::now();
-        table = client.table().await?;
-        best = best.min(t.elapsed());
-    }
-    let dests: usize = table.services.iter().map(|(_, d)| d.len()).sum();
-    if table.services.len() != n || dests != n * m {
-        return Err(format!("apply made {} services / {dests} destinations", table.services.len()).into());
-    }
-    let list_ours = best;
-    client.flush().await?;
+    // SCALE_ORDER=ours-first swaps the order, to show that it does not decide the outcome.
+    let ours_first = std::env::var("SCALE_ORDER").is_ok_and(|v| v == "ours-first");
+    let (restore, list_ipvsadm, apply, list_ours) = if ours_first {
+        let (apply, list_ours) = run_ours(&ops, n, m).await?;
+        let (restore, list_ipvsadm) = run_ipvsadm(&rules, n, m).await?;
+        (restore, list_ipvsadm, apply, list_ours)
+    } else {
+        let (restore, list_ipvsadm) = run_ipvsadm(&rules, n, m).await?;
+        let (apply, list_ours) = run_ours(&ops, n, m).await?;
+        (restore, list_ipvsadm, apply, list_ours)
+    };
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("scale: {n} virtual servers x {m} real servers ({} writes)", ops.len());

@@ -1,7 +1,7 @@
 //! The `DEST` nest: a real server's attributes, and their mapping to [`RealServer`].
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator, Parseable, emit_u16,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable, emit_u16,
     emit_u32, parse_u8, parse_u16, parse_u16_be, parse_u32,
 };
 
@@ -141,7 +141,7 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for DestAttr {
 
 /// Parses the payload of a `DEST` nest.
 pub fn parse_dest_attrs(payload: &[u8]) -> Result<Vec<DestAttr>, DecodeError> {
-    NlasIterator::new(payload).map(|nla| nla.and_then(|nla| DestAttr::parse(&nla))).collect()
+    super::parse_nlas(payload, |nla| DestAttr::parse(nla))
 }
 
 /// The attributes that name a real server (`DEL_DEST`). The family is always sent, so a real

@@ -5,7 +5,7 @@
 //! therefore parametrized by the generic netlink header.
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator, Parseable,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable,
     ParseableParametrized, emit_u32, parse_u32,
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader};
@@ -153,9 +153,7 @@ impl Emitable for IpvsMessage {
 
 impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
     fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
-        let attrs = NlasIterator::new(buf)
-            .map(|nla| nla.and_then(|nla| IpvsAttr::parse_for(&nla, header.cmd)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let attrs = super::parse_nlas(buf, |nla| IpvsAttr::parse_for(nla, header.cmd))?;
         Ok(IpvsMessage { cmd: header.cmd, attrs })
     }
 }

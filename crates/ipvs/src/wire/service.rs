@@ -1,7 +1,7 @@
 //! The `SERVICE` nest: a virtual server's attributes, and their mapping to [`VirtualServer`].
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator, Parseable, emit_u16,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable, emit_u16,
     emit_u32, parse_string, parse_u16, parse_u16_be, parse_u32,
 };
 
@@ -146,7 +146,7 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for ServiceAttr {
 
 /// Parses the payload of a `SERVICE` nest.
 pub fn parse_service_attrs(payload: &[u8]) -> Result<Vec<ServiceAttr>, DecodeError> {
-    NlasIterator::new(payload).map(|nla| nla.and_then(|nla| ServiceAttr::parse(&nla))).collect()
+    super::parse_nlas(payload, |nla| ServiceAttr::parse(nla))
 }
 
 /// The attributes that name a virtual server (enough for `DEL_SERVICE`, `GET_SERVICE`, and the

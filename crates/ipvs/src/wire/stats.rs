@@ -5,7 +5,7 @@
 //! serves both nests; the encoder always writes 64-bit values.
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, emit_u64, parse_u32, parse_u64,
+    DecodeError, DefaultNla, Nla, NlaBuffer, Parseable, emit_u64, parse_u32, parse_u64,
 };
 
 use super::constants::*;
@@ -118,7 +118,7 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for StatsAttr {
 
 /// Parses the payload of a stats nest.
 pub fn parse_stats_attrs(payload: &[u8]) -> Result<Vec<StatsAttr>, DecodeError> {
-    NlasIterator::new(payload).map(|nla| nla.and_then(|nla| StatsAttr::parse(&nla))).collect()
+    super::parse_nlas(payload, |nla| StatsAttr::parse(nla))
 }
 
 /// The counters as attributes, in the kernel's order.
