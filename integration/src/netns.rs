@@ -29,7 +29,10 @@ where
             if let Err(err) = enter_fresh_netns() {
                 panic!("cannot enter a fresh network namespace: {err}");
             }
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(err) => panic!("cannot build a tokio runtime: {err}"),
             };

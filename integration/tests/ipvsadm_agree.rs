@@ -19,8 +19,17 @@ fn listing_pair(extra: &[&str]) -> (String, String) {
         .args(["debug", "status", "--numeric"])
         .args(extra)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (built by integration/test)", bin.display()));
-    assert!(out.status.success(), "debug status {extra:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (built by integration/test)",
+                bin.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "debug status {extra:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (peer, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -39,7 +48,10 @@ fn client_and_ipvsadm_agree() {
                 for (op, result) in ops.iter().zip(c.apply(&ops).await.unwrap()) {
                     result.unwrap_or_else(|e| panic!("{op}: {e}"));
                 }
-                (ipvsadm(&["-Ln"]).unwrap(), config_of(&c.table().await.unwrap()))
+                (
+                    ipvsadm(&["-Ln"]).unwrap(),
+                    config_of(&c.table().await.unwrap()),
+                )
             })
         })
     };
@@ -53,17 +65,38 @@ fn client_and_ipvsadm_agree() {
                     ipvsadm(&args).unwrap_or_else(|e| panic!("{op}: {e}"));
                 }
                 let c = Client::connect().await.unwrap();
-                (ipvsadm(&["-Ln"]).unwrap(), config_of(&c.table().await.unwrap()))
+                (
+                    ipvsadm(&["-Ln"]).unwrap(),
+                    config_of(&c.table().await.unwrap()),
+                )
             })
         })
     };
     let (client_listing, client_read) = by_client.join().unwrap();
     let (peer_listing, peer_read) = by_ipvsadm.join().unwrap();
-    assert_eq!(client_listing, peer_listing, "ipvsadm -Ln: programmed by the client (left) and by ipvsadm (right)");
-    assert_eq!(peer_read, sorted(spec.clone()), "the client reading what ipvsadm programmed");
-    assert_eq!(client_read, sorted(spec), "the client reading what it programmed");
+    assert_eq!(
+        client_listing, peer_listing,
+        "ipvsadm -Ln: programmed by the client (left) and by ipvsadm (right)"
+    );
+    assert_eq!(
+        peer_read,
+        sorted(spec.clone()),
+        "the client reading what ipvsadm programmed"
+    );
+    assert_eq!(
+        client_read,
+        sorted(spec),
+        "the client reading what it programmed"
+    );
     let reals: usize = rich_table().iter().map(|(_, r)| r.len()).sum();
-    assert_eq!(client_listing.lines().filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress")).count(), reals, "{client_listing}");
+    assert_eq!(
+        client_listing
+            .lines()
+            .filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress"))
+            .count(),
+        reals,
+        "{client_listing}"
+    );
 }
 
 /// `debug status --numeric` equals `ipvsadm -Ln` byte for byte, and with `--stats` equals
@@ -76,7 +109,10 @@ fn debug_status_prints_what_ipvsadm_prints() {
         for extra in [&[][..], &["--stats"][..]] {
             let (peer, ours) = listing_pair(extra);
             assert!(peer.lines().count() > 30, "the table is there: {peer}");
-            assert_eq!(ours, peer, "debug status --numeric {extra:?} (left) vs ipvsadm -Ln {extra:?} (right)");
+            assert_eq!(
+                ours, peer,
+                "debug status --numeric {extra:?} (left) vs ipvsadm -Ln {extra:?} (right)"
+            );
         }
     });
 }
