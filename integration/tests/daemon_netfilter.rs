@@ -1,0 +1,84 @@
+//! The daemon's nftables side, end to end: the real binary against the fake API server keeps
+//! the sets of its table in step with the Services, refuses unknown ports on ClusterIPs, and
+//! `cleanup` deletes the table and nothing else.
+
+mod daemon_support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use daemon_support::*;
+use integration::fake_api::Kind;
+use integration::{Backend, ask_name, in_netns, proxy_binary, run};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether set `name` of the daemon's table holds `element` (`nft get element`).
+fn has(name: &str, element: &str) -> bool {
+    let script = format!("get element inet kube-ipvs-proxy {name} {{ {element} }}\n");
+    run("nft", &["-f", "-"], Some(&script)).is_ok()
+}
+
+/// Whether the daemon's table exists.
+fn table_exists() -> bool {
+    run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).is_ok()
+}
+
+/// A slice of `web` with one endpoint on this node and one on another.
+fn slice_with_remote(local: &Backend, remote: &str) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-slice\n  namespace: default\n\
+         \x20 labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nports:\n\
+         - name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n\
+         - addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {NODE}\n\
+         - addresses: [\"{remote}\"]\n  conditions: {{ready: true}}\n  nodeName: node-b\n",
+        local.addr_v4()
+    )
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_daemon_keeps_its_table_in_step_and_cleanup_deletes_it() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
+        cluster.apply(&slice_yaml("web", &[&b1]));
+        let daemon = Daemon::start(&cluster);
+        let hairpin = "10.244.1.2 . tcp . 8080 . 10.244.1.2";
+        let node_port = format!("{NODE_IP} . tcp . 30080");
+        // (set, element)
+        let present = [
+            ("bound_v4", "10.96.0.10"),
+            ("service_ports_v4", "10.96.0.10 . tcp . 80"),
+            ("masq_all_v4", node_port.as_str()),
+            ("hairpin_v4", hairpin),
+        ];
+        eventually("the sets follow the Service", PATIENCE, || present.iter().all(|(set, e)| has(set, e)).then_some(()));
+        // No cluster CIDR configured: ClusterIP traffic is not masqueraded; the NodePort is not bound.
+        assert!(!has("masq_outside_v4", "10.96.0.10 . tcp . 80") && !has("masq_all_v4", "10.96.0.10 . tcp . 80"));
+        assert!(!has("bound_v4", NODE_IP));
+        // The service port answers; a host service on another port of the ClusterIP is refused.
+        assert_eq!(ask_name("10.96.0.10:80".parse().unwrap(), Duration::from_secs(5)).unwrap(), "b1");
+        let _host = TcpListener::bind("0.0.0.0:2222").unwrap();
+        let refused = ask_name(SocketAddr::from(([10, 96, 0, 10], 2222)), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+
+        // A remote endpoint joins: IPVS changes, the hairpin set does not.
+        cluster.apply(&slice_with_remote(&b1, "10.244.9.9"));
+        eventually("the remote endpoint in IPVS", PATIENCE, || {
+            (serving_reals("TCP  10.96.0.10:80")?.len() == 2).then_some(())
+        });
+        assert!(has("hairpin_v4", hairpin) && !has("hairpin_v4", "10.244.9.9 . tcp . 8080 . 10.244.9.9"));
+
+        cluster.delete(Kind::Service, "default", "web");
+        eventually("the Service's elements gone", PATIENCE, || present.iter().all(|(set, e)| !has(set, e)).then_some(()));
+        drop(daemon);
+        run("nft", &["add", "table", "inet", "foreign"], None).unwrap();
+        let out = run(proxy_binary().to_str().unwrap(), &["cleanup"], None).unwrap();
+        assert!(out.contains("deleted nftables table inet kube-ipvs-proxy"), "{out}");
+        assert!(!table_exists(), "the table is gone");
+        assert_eq!(run("nft", &["list", "tables"], None).unwrap().trim(), "table inet foreign");
+    });
+}
