@@ -9,10 +9,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipvs::wire::constants::{IPVS_CMD_NEW_DEST, IPVS_CMD_NEW_SERVICE};
+use ipvs::wire::constants::{IPVS_CMD_ATTR_DEST, IPVS_CMD_NEW_DEST, IPVS_CMD_NEW_SERVICE};
 use ipvs::wire::{
     IpvsAttr, IpvsMessage, Reply, StatsAttr, dest_attrs, encode_request, frames, operation_message,
-    real_server_entry, service_attrs, virtual_server_entry,
+    real_server_entry_from_nest, service_attrs, virtual_server_entry,
 };
 use ipvs::{Family, Operation, Protocol, RealServer, VirtualServer, VirtualServerId};
 
@@ -121,11 +121,11 @@ fn decode(c: &mut Criterion) {
                     }
                 }
             }
+            // As the client does: destination entries straight from their nest.
             for d in &dests {
                 for frame in frames(d) {
-                    if let Ok(Reply::Message(m)) = Reply::decode(&frame.unwrap()) {
-                        n += real_server_entry(m.dest().unwrap(), Family::V4).is_ok() as usize;
-                    }
+                    let nest = frame.unwrap().attribute(IPVS_CMD_ATTR_DEST).unwrap().unwrap();
+                    n += real_server_entry_from_nest(nest, Family::V4).is_ok() as usize;
                 }
             }
             assert_eq!(n, SERVICES * (DESTS + 1));

@@ -5,7 +5,7 @@ use tokio::sync::Mutex;
 use crate::socket::{Connection, Context};
 use crate::wire::constants::*;
 use crate::wire::{
-    IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message, real_server_entry,
+    IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message, real_server_entry_from_nest,
     service_id_attrs, timeouts_attrs, timeouts_from_message, virtual_server_entry,
 };
 use crate::{
@@ -213,9 +213,11 @@ async fn list_dests(conn: &mut Connection, vs: &VirtualServerId) -> Result<Vec<R
     let family = vs.family();
     let mut out = Vec::new();
     let msg = IpvsMessage::new(IPVS_CMD_GET_DEST, vec![IpvsAttr::Service(service_id_attrs(vs))]);
-    conn.exchange(Context::new(&what), msg, true, |m| {
-        if let Some(attrs) = m.dest() {
-            out.push(real_server_entry(attrs, family).map_err(|e| Error::decode(&what, e))?);
+    // The hot path of `table()`: decode each entry straight from its bytes.
+    conn.exchange_frames(Context::new(&what), msg, true, |frame| {
+        let nest = frame.attribute(IPVS_CMD_ATTR_DEST).map_err(|e| Error::decode(&what, e))?;
+        if let Some(nest) = nest {
+            out.push(real_server_entry_from_nest(nest, family).map_err(|e| Error::decode(&what, e))?);
         }
         Ok(())
     })

@@ -13,7 +13,7 @@ use netlink_sys::protocols::NETLINK_GENERIC;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
 use crate::error::libc_errno;
-use crate::wire::{IpvsMessage, Reply, encode_request, frames};
+use crate::wire::{Frame, IpvsMessage, Reply, encode_request, frames};
 use crate::{Error, Result};
 
 /// Big enough for any datagram the kernel sends: dump chunks are capped at 32 KiB.
@@ -189,13 +189,30 @@ impl Connection {
         dump: bool,
         mut on_message: impl FnMut(IpvsMessage) -> Result<()>,
     ) -> Result<()> {
+        self.exchange_frames(ctx, msg, dump, |frame| match Reply::decode(frame) {
+            Ok(Reply::Message(m)) => on_message(m),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::decode(ctx.what, e)),
+        })
+        .await
+    }
+
+    /// Like [`Connection::exchange`], but hands over each IPVS message undecoded, for callers
+    /// that decode only what they need (the destination dumps of a whole-table listing).
+    pub(crate) async fn exchange_frames(
+        &mut self,
+        ctx: Context<'_>,
+        msg: IpvsMessage,
+        dump: bool,
+        mut on_frame: impl FnMut(&Frame<'_>) -> Result<()>,
+    ) -> Result<()> {
         self.begin()?;
         let seq = self.next_seq();
         let flags = if dump { NLM_F_REQUEST | NLM_F_DUMP } else { NLM_F_REQUEST | NLM_F_ACK };
         self.send_buf.clear();
         encode_request(&mut self.send_buf, self.family_id, seq, flags, msg);
         self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx.what, e))?;
-        // A failure in `on_message` is remembered, not returned at once, so that the rest of
+        // A failure in `on_frame` is remembered, not returned at once, so that the rest of
         // the reply is still read and the socket stays in step.
         let mut failure = None;
         loop {
@@ -205,12 +222,13 @@ impl Connection {
                 if frame.seq != seq {
                     continue;
                 }
-                match Reply::decode(&frame) {
-                    Ok(Reply::Message(m)) => {
-                        if failure.is_none() {
-                            failure = on_message(m).err();
-                        }
+                if frame.message_type == self.family_id {
+                    if failure.is_none() {
+                        failure = on_frame(&frame).err();
                     }
+                    continue;
+                }
+                match Reply::decode(&frame) {
                     Ok(Reply::Ack(code)) => {
                         self.end();
                         return match (code, failure) {

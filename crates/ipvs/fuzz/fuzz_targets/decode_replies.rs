@@ -3,7 +3,11 @@
 #![no_main]
 
 use ipvs::Family;
-use ipvs::wire::{Reply, frames, info_from_message, real_server_entry, timeouts_from_message, virtual_server_entry};
+use ipvs::wire::constants::IPVS_CMD_ATTR_DEST;
+use ipvs::wire::{
+    Reply, frames, info_from_message, real_server_entry, real_server_entry_from_nest, timeouts_from_message,
+    virtual_server_entry,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|datagram: &[u8]| {
@@ -19,6 +23,10 @@ fuzz_target!(|datagram: &[u8]| {
             }
             let _ = info_from_message(&m);
             let _ = timeouts_from_message(&m);
+        }
+        // The allocation-free path the client takes for destination dumps.
+        if let Ok(Some(nest)) = frame.attribute(IPVS_CMD_ATTR_DEST) {
+            let _ = real_server_entry_from_nest(nest, Family::V4);
         }
     }
 });

@@ -2,14 +2,14 @@
 
 use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable, emit_u16,
-    emit_u32, parse_u8, parse_u16, parse_u16_be, parse_u32,
+    NlasIterator, emit_u32, parse_u8, parse_u16, parse_u16_be, parse_u32,
 };
 
 use super::address::*;
 use super::constants::*;
-use super::stats::{StatsAttr, parse_stats_attrs, stats_from_attrs};
+use super::stats::{StatsAttr, parse_stats_attrs, stats_from_attrs, stats_from_nest};
 use crate::{
-    ConnectionCounts, Family, ForwardMethod, RealServer, RealServerEntry, RealServerId, TunnelType,
+    ConnectionCounts, Family, ForwardMethod, RealServer, RealServerEntry, RealServerId, Stats, TunnelType,
 };
 
 /// One attribute of a `DEST` nest.
@@ -181,54 +181,98 @@ pub fn dest_attrs(rs: &RealServer) -> Vec<DestAttr> {
 /// Builds a [`RealServerEntry`] from a `DEST` nest as the kernel sends it. `service_family` is
 /// used when the nest has no `ADDR_FAMILY` (older kernels). Prefers `STATS64` to `STATS`.
 pub fn real_server_entry(attrs: &[DestAttr], service_family: Family) -> Result<RealServerEntry, DecodeError> {
-    let (mut addr, mut port, mut af, mut method) = (None, None, None, None);
-    let (mut weight, mut upper_threshold, mut lower_threshold) = (0, 0, 0);
-    let mut connections = ConnectionCounts::default();
-    let (mut tun_type, mut tun_port, mut tun_flags) = (IP_VS_CONN_F_TUNNEL_TYPE_IPIP, 0, 0);
-    let (mut stats, mut stats64) = (None, None);
+    let mut fold = DestFold::default();
     for attr in attrs {
+        fold.add(attr);
+    }
+    fold.finish(service_family)
+}
+
+/// [`real_server_entry`] straight from a `DEST` nest's payload, without building the attribute
+/// list: the same decoding, minus the allocations, for the destination dumps of
+/// [`Client::table`](crate::Client::table).
+pub fn real_server_entry_from_nest(payload: &[u8], service_family: Family) -> Result<RealServerEntry, DecodeError> {
+    let mut fold = DestFold::default();
+    for nla in NlasIterator::new(payload) {
+        let nla = nla?;
+        match nla.kind() {
+            IPVS_DEST_ATTR_STATS => fold.stats = Some(stats_from_nest(nla.value())?),
+            IPVS_DEST_ATTR_STATS64 => fold.stats64 = Some(stats_from_nest(nla.value())?),
+            _ => fold.add(&DestAttr::parse(&nla)?),
+        }
+    }
+    fold.finish(service_family)
+}
+
+/// What a `DEST` nest said so far.
+#[derive(Default)]
+struct DestFold {
+    addr: Option<RawAddress>,
+    port: Option<u16>,
+    af: Option<u16>,
+    method: Option<u32>,
+    weight: u32,
+    upper_threshold: u32,
+    lower_threshold: u32,
+    connections: ConnectionCounts,
+    tun_type: u8,
+    tun_port: u16,
+    tun_flags: u16,
+    stats: Option<Stats>,
+    stats64: Option<Stats>,
+}
+
+impl DestFold {
+    fn add(&mut self, attr: &DestAttr) {
         match attr {
-            DestAttr::Address(v) => addr = Some(*v),
-            DestAttr::Port(v) => port = Some(*v),
-            DestAttr::ForwardMethod(v) => method = Some(*v),
-            DestAttr::Weight(v) => weight = *v,
-            DestAttr::UpperThreshold(v) => upper_threshold = *v,
-            DestAttr::LowerThreshold(v) => lower_threshold = *v,
-            DestAttr::ActiveConns(v) => connections.active = *v,
-            DestAttr::InactiveConns(v) => connections.inactive = *v,
-            DestAttr::PersistentConns(v) => connections.persistent = *v,
-            DestAttr::Stats(v) => stats = Some(v),
-            DestAttr::AddressFamily(v) => af = Some(*v),
-            DestAttr::Stats64(v) => stats64 = Some(v),
-            DestAttr::TunnelType(v) => tun_type = *v,
-            DestAttr::TunnelPort(v) => tun_port = *v,
-            DestAttr::TunnelFlags(v) => tun_flags = *v,
+            DestAttr::Address(v) => self.addr = Some(*v),
+            DestAttr::Port(v) => self.port = Some(*v),
+            DestAttr::ForwardMethod(v) => self.method = Some(*v),
+            DestAttr::Weight(v) => self.weight = *v,
+            DestAttr::UpperThreshold(v) => self.upper_threshold = *v,
+            DestAttr::LowerThreshold(v) => self.lower_threshold = *v,
+            DestAttr::ActiveConns(v) => self.connections.active = *v,
+            DestAttr::InactiveConns(v) => self.connections.inactive = *v,
+            DestAttr::PersistentConns(v) => self.connections.persistent = *v,
+            DestAttr::Stats(v) => self.stats = Some(stats_from_attrs(v)),
+            DestAttr::AddressFamily(v) => self.af = Some(*v),
+            DestAttr::Stats64(v) => self.stats64 = Some(stats_from_attrs(v)),
+            DestAttr::TunnelType(v) => self.tun_type = *v,
+            DestAttr::TunnelPort(v) => self.tun_port = *v,
+            DestAttr::TunnelFlags(v) => self.tun_flags = *v,
             DestAttr::Other(_) => {}
         }
     }
-    let family = match af {
-        Some(af) => family_from_number(af)?,
-        None => service_family,
-    };
-    let addr = address_of(&addr.ok_or("destination without address")?, family);
-    let port = port.ok_or("destination without port")?;
-    let forward = match method.ok_or("destination without forwarding method")? & IP_VS_CONN_F_FWD_MASK {
-        IP_VS_CONN_F_MASQ => ForwardMethod::Masquerade,
-        IP_VS_CONN_F_LOCALNODE => ForwardMethod::Local,
-        IP_VS_CONN_F_DROUTE => ForwardMethod::Route,
-        IP_VS_CONN_F_TUNNEL => {
-            let tunnel = match tun_type {
-                IP_VS_CONN_F_TUNNEL_TYPE_IPIP => TunnelType::IpIp,
-                IP_VS_CONN_F_TUNNEL_TYPE_GUE => TunnelType::Gue,
-                IP_VS_CONN_F_TUNNEL_TYPE_GRE => TunnelType::Gre,
-                other => return Err(format!("unknown tunnel type {other}").into()),
-            };
-            ForwardMethod::Tunnel { tunnel, port: tun_port, flags: tun_flags }
-        }
-        other => return Err(format!("unknown forwarding method {other}").into()),
-    };
-    let server =
-        RealServer { id: RealServerId { addr, port }, weight, forward, upper_threshold, lower_threshold };
-    let stats = stats64.or(stats).map(|a| stats_from_attrs(a)).unwrap_or_default();
-    Ok(RealServerEntry { server, connections, stats })
+
+    fn finish(self, service_family: Family) -> Result<RealServerEntry, DecodeError> {
+        let family = match self.af {
+            Some(af) => family_from_number(af)?,
+            None => service_family,
+        };
+        let addr = address_of(&self.addr.ok_or("destination without address")?, family);
+        let port = self.port.ok_or("destination without port")?;
+        let forward = match self.method.ok_or("destination without forwarding method")? & IP_VS_CONN_F_FWD_MASK {
+            IP_VS_CONN_F_MASQ => ForwardMethod::Masquerade,
+            IP_VS_CONN_F_LOCALNODE => ForwardMethod::Local,
+            IP_VS_CONN_F_DROUTE => ForwardMethod::Route,
+            IP_VS_CONN_F_TUNNEL => {
+                let tunnel = match self.tun_type {
+                    IP_VS_CONN_F_TUNNEL_TYPE_IPIP => TunnelType::IpIp,
+                    IP_VS_CONN_F_TUNNEL_TYPE_GUE => TunnelType::Gue,
+                    IP_VS_CONN_F_TUNNEL_TYPE_GRE => TunnelType::Gre,
+                    other => return Err(format!("unknown tunnel type {other}").into()),
+                };
+                ForwardMethod::Tunnel { tunnel, port: self.tun_port, flags: self.tun_flags }
+            }
+            other => return Err(format!("unknown forwarding method {other}").into()),
+        };
+        let server = RealServer {
+            id: RealServerId { addr, port },
+            weight: self.weight,
+            forward,
+            upper_threshold: self.upper_threshold,
+            lower_threshold: self.lower_threshold,
+        };
+        Ok(RealServerEntry { server, connections: self.connections, stats: self.stats64.or(self.stats).unwrap_or_default() })
+    }
 }

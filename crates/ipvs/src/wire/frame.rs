@@ -4,7 +4,7 @@
 use std::num::NonZeroI32;
 
 use netlink_packet_core::{
-    DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
 };
 use netlink_packet_generic::{GenlHeader, GenlMessage};
 
@@ -79,6 +79,24 @@ impl<'a> Iterator for Frames<'a> {
         let advance = (len + 3) & !3;
         self.rest = self.rest.get(advance..).unwrap_or(&[]);
         Some(Ok(frame))
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// The payload of the first top-level attribute of kind `kind` of this IPVS message (e.g.
+    /// the `DEST` nest of a dump entry), without decoding the rest.
+    pub fn attribute(&self, kind: u16) -> Result<Option<&'a [u8]>, DecodeError> {
+        // Netlink header (16 bytes), then the generic netlink header (4 bytes).
+        let attrs = self.bytes.get(20..).ok_or_else(|| DecodeError::buffer_too_small(self.bytes.len(), 20))?;
+        for nla in NlasIterator::new(attrs) {
+            let nla = nla?;
+            if nla.kind() == kind {
+                let len = usize::from(nla.length());
+                // A checked attribute buffer holds at least `len >= 4` bytes.
+                return Ok(nla.into_inner().get(4..len));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -5,7 +5,7 @@
 //! serves both nests; the encoder always writes 64-bit values.
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Nla, NlaBuffer, Parseable, emit_u64, parse_u32, parse_u64,
+    DecodeError, DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, emit_u64, parse_u32, parse_u64,
 };
 
 use super::constants::*;
@@ -140,6 +140,11 @@ pub fn stats_to_attrs(s: &Stats) -> Vec<StatsAttr> {
 /// Folds attributes into counters; absent counters stay 0, unknown ones are ignored.
 pub fn stats_from_attrs(attrs: &[StatsAttr]) -> Stats {
     let mut s = Stats::default();
+    stats_from_attrs_into(&mut s, attrs);
+    s
+}
+
+fn stats_from_attrs_into(s: &mut Stats, attrs: &[StatsAttr]) {
     for attr in attrs {
         match *attr {
             StatsAttr::Conns(v) => s.conns = v,
@@ -155,5 +160,14 @@ pub fn stats_from_attrs(attrs: &[StatsAttr]) -> Stats {
             StatsAttr::Other(_) => {}
         }
     }
-    s
+}
+
+/// Folds a stats nest's payload into counters without building the attribute list.
+pub fn stats_from_nest(payload: &[u8]) -> Result<Stats, DecodeError> {
+    let mut s = Stats::default();
+    for nla in NlasIterator::new(payload) {
+        let attr = StatsAttr::parse(&nla?)?;
+        stats_from_attrs_into(&mut s, std::slice::from_ref(&attr));
+    }
+    Ok(s)
 }

@@ -281,7 +281,37 @@ fn decode_everything(datagram: &[u8]) {
             let _ = info_from_message(&m);
             let _ = timeouts_from_message(&m);
         }
+        if let Ok(Some(nest)) = frame.attribute(IPVS_CMD_ATTR_DEST) {
+            let _ = real_server_entry_from_nest(nest, Family::V4);
+        }
     }
+}
+
+/// The fast path must decode exactly what the typed path decodes, and fail where it fails.
+fn assert_paths_agree(nest: &[u8]) {
+    let typed = parse_dest_attrs(nest).and_then(|a| real_server_entry(&a, Family::V4));
+    let direct = real_server_entry_from_nest(nest, Family::V4);
+    match (typed, direct) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("paths disagree: typed {a:?}, direct {b:?}"),
+    }
+}
+
+#[test]
+fn dest_entry_decodes_the_same_through_the_fast_path() {
+    let mut msg = vec![0u8; 16];
+    msg.extend_from_slice(&DEST_ENTRY);
+    let total = msg.len() as u32;
+    msg[..4].copy_from_slice(&total.to_ne_bytes());
+    msg[4..6].copy_from_slice(&0x25u16.to_ne_bytes());
+    let frame = frames(&msg).next().unwrap().unwrap();
+    let nest = frame.attribute(IPVS_CMD_ATTR_DEST).unwrap().unwrap();
+    assert_eq!(nest, &DEST_ENTRY[8..]);
+    assert_eq!(frame.attribute(IPVS_CMD_ATTR_SERVICE).unwrap(), None);
+    let entry = real_server_entry_from_nest(nest, Family::V4).unwrap();
+    assert_eq!((entry.server.weight, entry.stats.conns, entry.connections.persistent), (70000, 10, 5));
+    assert_paths_agree(nest);
 }
 
 #[test]
@@ -403,6 +433,27 @@ proptest! {
     #[test]
     fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         decode_everything(&bytes);
+    }
+
+    #[test]
+    fn fast_and_typed_paths_agree_on_corrupted_nests(
+        flips in proptest::collection::vec((0usize..180, any::<u8>()), 0..6),
+        cut in 0usize..=180,
+    ) {
+        let mut nest = DEST_ENTRY[8..].to_vec();
+        for (at, byte) in flips {
+            nest[at] = byte;
+        }
+        assert_paths_agree(&nest[..cut]);
+    }
+
+    #[test]
+    fn fast_and_typed_paths_agree_on_encoded_real_servers(rs in arb_rs()) {
+        let attrs = dest_attrs(&rs);
+        let mut nest = vec![0u8; attrs.as_slice().buffer_len()];
+        attrs.as_slice().emit(&mut nest);
+        assert_paths_agree(&nest);
+        prop_assert_eq!(real_server_entry_from_nest(&nest, Family::V4).unwrap().server, rs);
     }
 
     #[test]
