@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipvs::Operation;
+use ipvs::{Operation, Table};
 use k8s_openapi::jiff::Timestamp;
 use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
 
@@ -23,6 +23,10 @@ use crate::filter::{Filter, FilterWork};
 use crate::kernel::{Kernel, KernelError};
 use crate::schedule::Schedule;
 use crate::shared::Shared;
+
+/// Steps per batch call: a cold start's 100,000 operations go as a few batches, so that the
+/// encoded requests and their results never all sit in memory at once.
+const MAX_BATCH: usize = 8192;
 
 /// At most this many failures are logged one by one per sync; the rest are counted.
 const LOGGED_FAILURES: usize = 20;
@@ -121,7 +125,16 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut node_addresses = None;
         if full {
             match self.kernel.observe().await {
-                Ok((table, bound)) => self.observed = Observed::from_kernel(&table, bound),
+                Ok((mut table, bound)) => {
+                    // Built while the dump is drained, and with the old record dropped first: at
+                    // 100,000 real servers each copy is tens of MiB.
+                    self.observed = Observed::new();
+                    let mut observed = Observed::from_kernel(&Table::default(), bound);
+                    for (vs, dests) in table.services.drain(..) {
+                        observed.replace_virtual_server(&vs, &dests);
+                    }
+                    self.observed = observed;
+                }
                 Err(e) => {
                     tracing::warn!("full reconcile falls back to the last applied state: {e}");
                     report.read_failures += 1;
@@ -206,7 +219,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     }
 
     /// Runs the steps in order, each run of contiguous steps of one sort (binds, kernel
-    /// operations, unbinds) as one batch; records the successful ones in `observed` and the failed
+    /// operations, unbinds) as one batch of at most [`MAX_BATCH`]; records the successful ones in `observed` and the failed
     /// ones for a retry. Returns the failures.
     async fn execute(&mut self, steps: Vec<Step>, report: &mut SyncReport) -> Vec<(Step, KernelError)> {
         let mut failures = Vec::new();
@@ -214,7 +227,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         while let Some(first) = steps.next() {
             let sort = std::mem::discriminant(&first);
             let mut run = vec![first];
-            while let Some(next) = steps.next_if(|s| std::mem::discriminant(s) == sort) {
+            while run.len() < MAX_BATCH
+                && let Some(next) = steps.next_if(|s| std::mem::discriminant(s) == sort)
+            {
                 run.push(next);
             }
             match &run[0] {

@@ -25,6 +25,7 @@ struct Memory {
     bound: BTreeSet<IpAddr>,
     writes: Vec<String>,
     fail: HashSet<String>,
+    batches: Vec<usize>,
 }
 
 #[derive(Clone, Default)]
@@ -83,6 +84,7 @@ impl Kernel for MemoryKernel {
 
     async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
         let mut m = self.mem();
+        m.batches.push(ops.len());
         let mut results = Vec::new();
         for op in ops {
             let text = op.to_string();
@@ -314,4 +316,23 @@ async fn relist_completions_queue_nothing() {
     assert!(shared.health().pending_since.is_some());
     sync.sync(false).await;
     assert!(shared.health().pending_since.is_none());
+}
+
+#[tokio::test]
+async fn big_plans_go_in_bounded_batches() {
+    let kernel = MemoryKernel::default();
+    // 3,000 Services of one virtual server and two real servers: 9,000 operations.
+    let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
+    for i in 0..3000 {
+        let name = format!("svc{i}");
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        shared.feed(Update::Service(Change::Apply(service(&name, &ip))));
+        shared.feed(Update::EndpointSlice(Change::Apply(slice(&name, &["10.244.1.1", "10.244.1.2"]))));
+    }
+    listed(&shared);
+    let mut sync = SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings());
+    let report = sync.sync(true).await;
+    assert_eq!((report.plan_steps, report.failed), (3000 * 4, 0));
+    assert_eq!(kernel.mem().batches, vec![MAX_BATCH, 9000 - MAX_BATCH]);
+    assert_eq!(sync.sync(true).await.plan_steps, 0, "the split batches programmed everything");
 }
