@@ -59,13 +59,20 @@ fn slice(i: usize, endpoints: &[Ipv4Addr]) -> Value {
 }
 
 fn vs_id(i: usize) -> VirtualServerId {
-    VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: IpAddr::V4(cluster_ip(i)), port: 80 }
+    VirtualServerId::Tuple {
+        protocol: Protocol::Tcp,
+        addr: IpAddr::V4(cluster_ip(i)),
+        port: 80,
+    }
 }
 
 /// Virtual and real servers in the kernel now.
 async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
     match client.table().await {
-        Ok(table) => (table.services.len(), table.services.iter().map(|(_, reals)| reals.len()).sum()),
+        Ok(table) => (
+            table.services.len(),
+            table.services.iter().map(|(_, reals)| reals.len()).sum(),
+        ),
         Err(_) => (0, 0),
     }
 }
@@ -95,7 +102,11 @@ fn main() {
         for i in 0..services {
             rules.push_str(&format!("-A -t {}:80 -s rr\n", cluster_ip(i)));
             for j in 0..per_service {
-                rules.push_str(&format!("-a -t {}:80 -r {}:8080 -m -w 1\n", cluster_ip(i), endpoint_ip(i, j, 0)));
+                rules.push_str(&format!(
+                    "-a -t {}:80 -r {}:8080 -m -w 1\n",
+                    cluster_ip(i),
+                    endpoint_ip(i, j, 0)
+                ));
             }
             addresses.push_str(&format!("addr add {}/32 dev peer-ipvs0\n", cluster_ip(i)));
         }
@@ -106,7 +117,11 @@ fn main() {
         let start = Instant::now();
         integration::run("ip", &["-batch", "-"], Some(&addresses)).unwrap();
         let bind = start.elapsed();
-        assert_eq!(kernel_counts(&ipvs).await, (services, services * per_service), "the peer's table");
+        assert_eq!(
+            kernel_counts(&ipvs).await,
+            (services, services * per_service),
+            "the peer's table"
+        );
         ipvsadm(&["-C"]).unwrap();
         ip(&["link", "del", "peer-ipvs0"]).unwrap();
         let peer = restore + bind;
@@ -141,8 +156,15 @@ fn main() {
                     break start.elapsed();
                 }
             }
-            assert!(daemon.running(), "the daemon exited during the cold start:\n{}", daemon.log());
-            assert!(start.elapsed() < Duration::from_secs(1800), "cold start not done after 30 min");
+            assert!(
+                daemon.running(),
+                "the daemon exited during the cold start:\n{}",
+                daemon.log()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(1800),
+                "cold start not done after 30 min"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         println!(
@@ -169,7 +191,10 @@ fn main() {
                     latencies.push(start.elapsed());
                     break;
                 }
-                assert!(start.elapsed() < Duration::from_secs(60), "change {c} not programmed in 60 s");
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "change {c} not programmed in 60 s"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -181,7 +206,10 @@ fn main() {
             latencies.last().copied().unwrap_or_default()
         );
         let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
-        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: unknown");
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap_or("VmHWM: unknown");
         println!("daemon    peak RSS {}", hwm.trim_start_matches("VmHWM:").trim());
     });
 }

@@ -71,9 +71,9 @@ impl Kind {
     /// The kind named by a plural or singular, case-insensitive (`services`, `Service`,
     /// `endpointslice`): what the control API and the command line accept.
     pub fn from_word(word: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| {
-            k.plural().eq_ignore_ascii_case(word) || k.name().eq_ignore_ascii_case(word)
-        })
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.plural().eq_ignore_ascii_case(word) || k.name().eq_ignore_ascii_case(word))
     }
 }
 

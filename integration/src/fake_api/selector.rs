@@ -86,10 +86,16 @@ fn parse_term(term: &str) -> Option<LabelRequirement> {
         return valid_key(key.trim()).map(LabelRequirement::Absent);
     }
     if let Some((key, value)) = term.split_once("!=") {
-        return Some(LabelRequirement::NotEquals(valid_key(key.trim())?, value.trim().to_owned()));
+        return Some(LabelRequirement::NotEquals(
+            valid_key(key.trim())?,
+            value.trim().to_owned(),
+        ));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-        return Some(LabelRequirement::Equals(valid_key(key.trim())?, value.trim().to_owned()));
+        return Some(LabelRequirement::Equals(
+            valid_key(key.trim())?,
+            value.trim().to_owned(),
+        ));
     }
     if let Some(open) = term.find('(') {
         let (head, set) = term.split_at(open);
@@ -200,7 +206,11 @@ mod tests {
         ];
         for (selector, labels, expected) in cases {
             let parsed = LabelSelector::parse(selector).unwrap();
-            assert_eq!(parsed.matches(&object(labels.clone())), *expected, "{selector} on {labels}");
+            assert_eq!(
+                parsed.matches(&object(labels.clone())),
+                *expected,
+                "{selector} on {labels}"
+            );
         }
         assert!(LabelSelector::default().matches(&json!({"metadata": {}})));
     }
