@@ -3,11 +3,15 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
-use integration::{in_netns, ipvsadm, ipvsadm_args, proxy_binary, restore_script};
-use ipvs::Client;
+use integration::{
+    Backend, ask_name, in_netns, ipvsadm, ipvsadm_args, proxy_binary, restore_script,
+};
+use ipvs::{Client, DummyLink};
 
 /// Runs `ipvsadm -Ln` with `extra` and `kube-ipvs-proxy debug status --numeric` with `extra`.
 fn listing_pair(extra: &[&str]) -> (String, String) {
@@ -99,16 +103,42 @@ fn client_and_ipvsadm_agree() {
     );
 }
 
-/// `debug status --numeric` equals `ipvsadm -Ln` byte for byte, and with `--stats` equals
-/// `ipvsadm -Ln --stats`, on the rich table restored by `ipvsadm -R`.
+/// `debug status --numeric` equals `ipvsadm -Ln` byte for byte, and with `--stats` (also
+/// `--exact`) equals `ipvsadm -Ln --stats`, on the rich table restored by `ipvsadm -R` plus a
+/// virtual server that has carried traffic, so the counters are not all zero.
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn debug_status_prints_what_ipvsadm_prints() {
     in_netns(|| async {
         integration::ipvsadm_restore(&restore_script(&add_ops(&rich_table()))).unwrap();
-        for extra in [&[][..], &["--stats"][..]] {
+        let backend = Backend::start("pod-a", 1, 8080).unwrap();
+        let link = DummyLink::ensure("kube-ipvs0").await.unwrap();
+        link.add_address(addr("10.96.5.1")).await.unwrap();
+        ipvsadm(&["-A", "-t", "10.96.5.1:80", "-s", "rr"]).unwrap();
+        ipvsadm(&["-a", "-t", "10.96.5.1:80", "-r", "10.244.1.2:8080", "-m"]).unwrap();
+        let vip: SocketAddr = "10.96.5.1:80".parse().unwrap();
+        for _ in 0..25 {
+            assert_eq!(
+                ask_name(vip, Duration::from_secs(5)).unwrap(),
+                backend.name()
+            );
+        }
+        // The kernel folds per-CPU counters into what it reports every 2 s; after that, with
+        // no more traffic, both listings see the same numbers.
+        std::thread::sleep(Duration::from_millis(2500));
+        for extra in [&[][..], &["--stats"][..], &["--stats", "--exact"][..]] {
             let (peer, ours) = listing_pair(extra);
             assert!(peer.lines().count() > 30, "the table is there: {peer}");
+            if extra.contains(&"--stats") {
+                let line = peer
+                    .lines()
+                    .find(|l| l.starts_with("TCP  10.96.5.1:80"))
+                    .unwrap();
+                assert!(
+                    line.split_whitespace().nth(2) == Some("25"),
+                    "25 connections counted: {line}"
+                );
+            }
             assert_eq!(
                 ours, peer,
                 "debug status --numeric {extra:?} (left) vs ipvsadm -Ln {extra:?} (right)"
