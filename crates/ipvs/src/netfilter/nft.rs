@@ -63,12 +63,16 @@ impl Default for Nft {
 impl Nft {
     /// `nft` from `PATH`.
     pub fn new() -> Nft {
-        Nft { program: PathBuf::from("nft") }
+        Nft {
+            program: PathBuf::from("nft"),
+        }
     }
 
     /// The binary at `program`.
     pub fn with_program(program: impl Into<PathBuf>) -> Nft {
-        Nft { program: program.into() }
+        Nft {
+            program: program.into(),
+        }
     }
 
     /// Runs `script` with `nft -f -` as one transaction, for `operation` on `table`.
@@ -148,15 +152,22 @@ impl Netfilter {
     /// until the first [`Netfilter::resync`]). A table of another shape (another version's) is
     /// deleted and made anew.
     pub fn start(nft: Nft, config: FilterConfig) -> Result<Netfilter, NftError> {
-        let script = skeleton_script(&config)
-            .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
+        let script = skeleton_script(&config).ok_or_else(|| NftError::MarkBit {
+            table: config.table.clone(),
+            bit: config.masquerade_bit,
+        })?;
         if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
             tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
             nft.delete_table(&config.table)?;
             nft.run(&config.table, "create skeleton", &script)?;
         }
         // Adopted elements are unknown: the first resync rewrites the sets.
-        Ok(Netfilter { nft, config, applied: FilterState::new(), dirty: true })
+        Ok(Netfilter {
+            nft,
+            config,
+            applied: FilterState::new(),
+            dirty: true,
+        })
     }
 
     /// The settings.
@@ -172,7 +183,10 @@ impl Netfilter {
     /// Sets or removes the filters of the given virtual servers and writes the element changes
     /// in one transaction; returns how many elements were added or deleted. Writes nothing when
     /// no element changes. After a failed write the sets are rewritten whole.
-    pub fn update(&mut self, entries: impl IntoIterator<Item = (Target, Option<ServiceFilter>)>) -> Result<usize, NftError> {
+    pub fn update(
+        &mut self,
+        entries: impl IntoIterator<Item = (Target, Option<ServiceFilter>)>,
+    ) -> Result<usize, NftError> {
         let changes = self.applied.update(entries);
         if self.dirty {
             let desired = self.applied.clone();
@@ -206,7 +220,11 @@ impl Netfilter {
         if changes.is_empty() {
             return Ok(0);
         }
-        match self.nft.run(&self.config.table, "update sets", &changes_script(&self.config.table, changes)) {
+        match self.nft.run(
+            &self.config.table,
+            "update sets",
+            &changes_script(&self.config.table, changes),
+        ) {
             Ok(()) => Ok(changes.len()),
             Err(err) => {
                 // A delete of a missing element refuses the whole transaction: the kernel

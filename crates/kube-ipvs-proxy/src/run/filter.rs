@@ -13,7 +13,9 @@ impl NftFilter {
     /// Creates or adopts the table with the cluster CIDRs and the masquerade mark bit.
     pub fn start(cluster_cidrs: &[Cidr], masquerade_bit: u8) -> Result<NftFilter, NftError> {
         let config = model::filter_config(cluster_cidrs, masquerade_bit);
-        Ok(NftFilter { netfilter: Netfilter::start(Nft::new(), config)? })
+        Ok(NftFilter {
+            netfilter: Netfilter::start(Nft::new(), config)?,
+        })
     }
 }
 
