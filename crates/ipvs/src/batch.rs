@@ -53,13 +53,20 @@ struct Chunk {
 
 impl Chunk {
     /// Records the acknowledgements in `conn.recv_buf`.
-    fn take_acks(&mut self, recv_buf: &[u8], ops: &[Operation], results: &mut [Option<Result<()>>]) {
+    fn take_acks(
+        &mut self,
+        recv_buf: &[u8],
+        ops: &[Operation],
+        results: &mut [Option<Result<()>>],
+    ) {
         for frame in frames(recv_buf) {
             // A malformed header leaves nothing to match; the operations it hid stay pending
             // and are reported when the receive loop gives up on them.
             let Ok(frame) = frame else { break };
             let pos = frame.seq.wrapping_sub(self.base) as usize;
-            let Some(&idx) = self.indices.get(pos) else { continue };
+            let Some(&idx) = self.indices.get(pos) else {
+                continue;
+            };
             if results[idx].is_some() {
                 continue;
             }
@@ -83,10 +90,17 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
     let mut window = window_for(conn.rcvbuf);
     let mut next = 0;
     while next < ops.len() {
-        let mut chunk = Chunk { base: conn.next_seq(), indices: Vec::with_capacity(window), pending: 0 };
+        let mut chunk = Chunk {
+            base: conn.next_seq(),
+            indices: Vec::with_capacity(window),
+            pending: 0,
+        };
         let mut seq = chunk.base;
         conn.send_buf.clear();
-        while next < ops.len() && chunk.indices.len() < window && conn.send_buf.len() < MAX_SEND_BYTES {
+        while next < ops.len()
+            && chunk.indices.len() < window
+            && conn.send_buf.len() < MAX_SEND_BYTES
+        {
             let op = &ops[next];
             match check_operation(op) {
                 Err((kind, message)) => results[next] = Some(Err(Error::new(kind, op, message))),
@@ -94,7 +108,13 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
                     if !chunk.indices.is_empty() {
                         seq = conn.next_seq();
                     }
-                    encode_request(&mut conn.send_buf, conn.family_id, seq, NLM_F_REQUEST | NLM_F_ACK, operation_message(op));
+                    encode_request(
+                        &mut conn.send_buf,
+                        conn.family_id,
+                        seq,
+                        NLM_F_REQUEST | NLM_F_ACK,
+                        operation_message(op),
+                    );
                     chunk.indices.push(next);
                 }
             }
@@ -104,7 +124,9 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
             continue;
         }
         chunk.pending = chunk.indices.len();
-        conn.socket_send().await.map_err(|e| Error::io("send a batch of IPVS requests", e))?;
+        conn.socket_send()
+            .await
+            .map_err(|e| Error::io("send a batch of IPVS requests", e))?;
         while chunk.pending > 0 {
             match conn.recv().await {
                 Ok(()) => chunk.take_acks(&conn.recv_buf, ops, &mut results),
@@ -120,18 +142,29 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
                     }
                     chunk.pending = 0;
                     window = (window / 2).max(MIN_WINDOW);
-                    tracing::warn!(window, "IPVS acknowledgements lost (ENOBUFS); shrinking the batch window");
+                    tracing::warn!(
+                        window,
+                        "IPVS acknowledgements lost (ENOBUFS); shrinking the batch window"
+                    );
                 }
                 Err(e) => return Err(Error::io("receive IPVS acknowledgements", e)),
             }
         }
     }
     conn.end();
-    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Ok(()))).collect())
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Ok(())))
+        .collect())
 }
 
 /// Reads what is queued without waiting.
-fn drain(conn: &mut Connection, chunk: &mut Chunk, ops: &[Operation], results: &mut [Option<Result<()>>]) -> Result<()> {
+fn drain(
+    conn: &mut Connection,
+    chunk: &mut Chunk,
+    ops: &[Operation],
+    results: &mut [Option<Result<()>>],
+) -> Result<()> {
     loop {
         match conn.try_recv() {
             Ok(()) => chunk.take_acks(&conn.recv_buf, ops, results),
@@ -158,7 +191,12 @@ mod tests {
 
     #[test]
     fn window_follows_the_receive_buffer() {
-        for (rcvbuf, window) in [(0, MIN_WINDOW), (212_992, 208), (425_984, 416), (16 << 20, MAX_WINDOW)] {
+        for (rcvbuf, window) in [
+            (0, MIN_WINDOW),
+            (212_992, 208),
+            (425_984, 416),
+            (16 << 20, MAX_WINDOW),
+        ] {
             assert_eq!(window_for(rcvbuf), window, "rcvbuf {rcvbuf}");
         }
     }

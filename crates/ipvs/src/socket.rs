@@ -33,7 +33,10 @@ pub(crate) struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub(crate) fn new(what: &'a (dyn fmt::Display + Sync)) -> Context<'a> {
-        Context { what, modules: None }
+        Context {
+            what,
+            modules: None,
+        }
     }
 }
 
@@ -102,7 +105,9 @@ impl Connection {
         let ctx = "resolve the IPVS generic netlink family";
         let request = GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(IpvsMessage::family_name().to_string())],
+            nlas: vec![GenlCtrlAttrs::FamilyName(
+                IpvsMessage::family_name().to_string(),
+            )],
         };
         let mut msg = NetlinkMessage::from(GenlMessage::from_payload(request));
         msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
@@ -112,7 +117,10 @@ impl Connection {
         self.send_buf.clear();
         self.send_buf.resize(msg.buffer_len(), 0);
         msg.serialize(&mut self.send_buf);
-        self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx, e))?;
+        self.socket
+            .send(&self.send_buf)
+            .await
+            .map_err(|e| Error::io(ctx, e))?;
         let mut family = None;
         loop {
             self.recv().await.map_err(|e| Error::io(ctx, e))?;
@@ -155,7 +163,10 @@ impl Connection {
     /// Receives one datagram into `recv_buf` if one is queued, else fails with `WouldBlock`.
     pub(crate) fn try_recv(&mut self) -> io::Result<()> {
         self.recv_buf.clear();
-        self.socket.socket_ref().recv(&mut self.recv_buf, libc::MSG_DONTWAIT).map(|_| ())
+        self.socket
+            .socket_ref()
+            .recv(&mut self.recv_buf, libc::MSG_DONTWAIT)
+            .map(|_| ())
     }
 
     /// Sends `send_buf` in one `sendmsg`.
@@ -167,7 +178,8 @@ impl Connection {
     pub(crate) fn begin(&mut self) -> Result<()> {
         if self.busy {
             tracing::debug!("previous IPVS exchange did not finish; opening a fresh socket");
-            let (socket, rcvbuf) = open_socket().map_err(|e| Error::io("reopen the IPVS socket", e))?;
+            let (socket, rcvbuf) =
+                open_socket().map_err(|e| Error::io("reopen the IPVS socket", e))?;
             self.socket = socket;
             self.rcvbuf = rcvbuf;
         }
@@ -208,10 +220,17 @@ impl Connection {
     ) -> Result<()> {
         self.begin()?;
         let seq = self.next_seq();
-        let flags = if dump { NLM_F_REQUEST | NLM_F_DUMP } else { NLM_F_REQUEST | NLM_F_ACK };
+        let flags = if dump {
+            NLM_F_REQUEST | NLM_F_DUMP
+        } else {
+            NLM_F_REQUEST | NLM_F_ACK
+        };
         self.send_buf.clear();
         encode_request(&mut self.send_buf, self.family_id, seq, flags, msg);
-        self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx.what, e))?;
+        self.socket
+            .send(&self.send_buf)
+            .await
+            .map_err(|e| Error::io(ctx.what, e))?;
         // A failure in `on_frame` is remembered, not returned at once, so that the rest of
         // the reply is still read and the socket stays in step.
         let mut failure = None;
@@ -232,7 +251,9 @@ impl Connection {
                     Ok(Reply::Ack(code)) => {
                         self.end();
                         return match (code, failure) {
-                            (Some(code), _) => Err(Error::from_errno(-code.get(), ctx.what, ctx.modules)),
+                            (Some(code), _) => {
+                                Err(Error::from_errno(-code.get(), ctx.what, ctx.modules))
+                            }
                             (None, Some(f)) => Err(f),
                             (None, None) => Ok(()),
                         };

@@ -5,8 +5,8 @@
 use ipvs::Family;
 use ipvs::wire::constants::IPVS_CMD_ATTR_DEST;
 use ipvs::wire::{
-    Reply, frames, info_from_message, real_server_entry, real_server_entry_from_nest, timeouts_from_message,
-    virtual_server_entry,
+    Reply, frames, info_from_message, real_server_entry, real_server_entry_from_nest,
+    timeouts_from_message, virtual_server_entry,
 };
 use libfuzzer_sys::fuzz_target;
 

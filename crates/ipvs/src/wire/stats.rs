@@ -5,7 +5,8 @@
 //! serves both nests; the encoder always writes 64-bit values.
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, emit_u64, parse_u32, parse_u64,
+    DecodeError, DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, emit_u64, parse_u32,
+    parse_u64,
 };
 
 use super::constants::*;

@@ -1,17 +1,16 @@
-//! Byte-level tests of the codec (static arrays, commented per field, tested three ways: parse,
-//! build, emit and compare), property round trips, and random input to the decoders.
+//! Byte-level tests of the codec: static arrays, commented per field, tested three ways (parse,
+//! build, emit and compare). Property tests are in `props`.
 
 use std::net::IpAddr;
 
 use netlink_packet_core::{DefaultNla, Emitable, NLM_F_ACK, NLM_F_REQUEST, ParseableParametrized};
 use netlink_packet_generic::GenlHeader;
-use proptest::prelude::*;
 
 use super::constants::*;
 use super::*;
 use crate::{
-    ConnectionCounts, Family, ForwardMethod, Protocol, RealServer, RealServerEntry, RealServerId, ServiceFlags,
-    Stats, TunnelType, VirtualServer, VirtualServerId,
+    ConnectionCounts, Family, ForwardMethod, Protocol, RealServer, RealServerEntry, RealServerId, Stats,
+    VirtualServer, VirtualServerId,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -47,7 +46,11 @@ static NEW_SERVICE: [u8; 104] = [
 ];
 
 fn tcp_10_0_0_1() -> VirtualServerId {
-    VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: ip("10.0.0.1"), port: 80 }
+    VirtualServerId::Tuple {
+        protocol: Protocol::Tcp,
+        addr: ip("10.0.0.1"),
+        port: 80,
+    }
 }
 
 #[test]
@@ -62,16 +65,26 @@ fn new_service_three_ways() {
     assert_eq!(&buf[..], &NEW_SERVICE[..]);
     // Parse and compare with the built message, then with the domain value.
     let frame = frames(&NEW_SERVICE).next().unwrap().unwrap();
-    assert_eq!((frame.seq, frame.message_type, frame.flags), (7, 0x25, NLM_F_REQUEST | NLM_F_ACK));
-    let Reply::Message(parsed) = Reply::decode(&frame).unwrap() else { panic!("not an IPVS message") };
+    assert_eq!(
+        (frame.seq, frame.message_type, frame.flags),
+        (7, 0x25, NLM_F_REQUEST | NLM_F_ACK)
+    );
+    let Reply::Message(parsed) = Reply::decode(&frame).unwrap() else {
+        panic!("not an IPVS message")
+    };
     assert_eq!(parsed, built);
-    assert_eq!(virtual_server_entry(parsed.service().unwrap()).unwrap().server, vs);
+    assert_eq!(
+        virtual_server_entry(parsed.service().unwrap())
+            .unwrap()
+            .server,
+        vs
+    );
 }
 
 /// A `NEW_DEST` dump entry as the kernel sends it: nests without `NLA_F_NESTED`, `STATS` with
 /// 32-bit counters, `STATS64` with a `PAD`, an attribute unknown to us, and the tunnel fields.
 #[rustfmt::skip]
-static DEST_ENTRY: [u8; 188] = [
+pub(super) static DEST_ENTRY: [u8; 188] = [
     0x05, 0x01, 0x00, 0x00, // genl: cmd NEW_DEST, version 1
     0xb8, 0x00, 0x02, 0x00, // DEST nest, length 184, type 2 (no NLA_F_NESTED, as the kernel sends)
     0x14, 0x00, 0x01, 0x00,                         // ADDR, 16 bytes:
@@ -130,22 +143,36 @@ fn dest_entry_attrs() -> Vec<DestAttr> {
 
 #[test]
 fn dest_entry_parses_to_the_built_attributes_and_entry() {
-    let header = GenlHeader { cmd: IPVS_CMD_NEW_DEST, version: 1 };
+    let header = GenlHeader {
+        cmd: IPVS_CMD_NEW_DEST,
+        version: 1,
+    };
     let parsed = IpvsMessage::parse_with_param(&DEST_ENTRY[4..], header).unwrap();
     let built = IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(dest_entry_attrs())]);
     assert_eq!(parsed, built);
     let entry = real_server_entry(parsed.dest().unwrap(), Family::V4).unwrap();
     let want = RealServerEntry {
         server: RealServer {
-            id: RealServerId { addr: ip("10.244.1.2"), port: 8080 },
+            id: RealServerId {
+                addr: ip("10.244.1.2"),
+                port: 8080,
+            },
             weight: 70000,
             forward: ForwardMethod::Masquerade,
             upper_threshold: 100,
             lower_threshold: 10,
         },
-        connections: ConnectionCounts { active: 3, inactive: 4, persistent: 5 },
+        connections: ConnectionCounts {
+            active: 3,
+            inactive: 4,
+            persistent: 5,
+        },
         // STATS64 wins over STATS.
-        stats: Stats { conns: 10, in_bytes: 2000, ..Stats::default() },
+        stats: Stats {
+            conns: 10,
+            in_bytes: 2000,
+            ..Stats::default()
+        },
     };
     assert_eq!(entry, want);
 }
@@ -158,7 +185,10 @@ fn dest_entry_emits_like_the_kernel_apart_from_nesting_and_counter_width() {
     let built = IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(dest_entry_attrs())]);
     let mut emitted = vec![0u8; built.buffer_len()];
     built.emit(&mut emitted);
-    let header = GenlHeader { cmd: IPVS_CMD_NEW_DEST, version: 1 };
+    let header = GenlHeader {
+        cmd: IPVS_CMD_NEW_DEST,
+        version: 1,
+    };
     let reparsed = IpvsMessage::parse_with_param(&emitted[..], header).unwrap();
     // STATS counters come back as u64 values: equal as numbers.
     assert_eq!(reparsed, built);
@@ -177,15 +207,24 @@ static INFO_REPLY: [u8; 20] = [
 
 #[test]
 fn info_reply_three_ways() {
-    let header = GenlHeader { cmd: IPVS_CMD_SET_INFO, version: 1 };
+    let header = GenlHeader {
+        cmd: IPVS_CMD_SET_INFO,
+        version: 1,
+    };
     let parsed = IpvsMessage::parse_with_param(&INFO_REPLY[4..], header).unwrap();
-    let built = IpvsMessage::new(IPVS_CMD_SET_INFO, vec![IpvsAttr::Version(0x010201), IpvsAttr::ConnTableSize(4096)]);
+    let built = IpvsMessage::new(
+        IPVS_CMD_SET_INFO,
+        vec![IpvsAttr::Version(0x010201), IpvsAttr::ConnTableSize(4096)],
+    );
     assert_eq!(parsed, built);
     let mut emitted = vec![0u8; built.buffer_len()];
     built.emit(&mut emitted);
     assert_eq!(&emitted[..], &INFO_REPLY[4..]);
     let info = info_from_message(&parsed);
-    assert_eq!((info.version_string().as_str(), info.conn_table_size), ("1.2.1", 4096));
+    assert_eq!(
+        (info.version_string().as_str(), info.conn_table_size),
+        ("1.2.1", 4096)
+    );
 }
 
 /// An error acknowledgement with `NETLINK_CAP_ACK`: the code and the request's header only.
@@ -205,7 +244,9 @@ static EEXIST_ACK: [u8; 36] = [
 fn error_ack_decodes_to_its_errno_and_sequence() {
     let frame = frames(&EEXIST_ACK).next().unwrap().unwrap();
     assert_eq!(frame.seq, 9);
-    let Reply::Ack(Some(code)) = Reply::decode(&frame).unwrap() else { panic!("not an error ack") };
+    let Reply::Ack(Some(code)) = Reply::decode(&frame).unwrap() else {
+        panic!("not an error ack")
+    };
     assert_eq!(code.get(), -17);
 }
 
@@ -214,12 +255,21 @@ fn fields_decode_by_family_not_by_length() {
     // The kernel always sends 16 address bytes; an IPv4 service must still be IPv4, and an
     // IPv4 persistence netmask is a big-endian mask while an IPv6 one is a prefix length.
     let cases: &[(Family, [u8; 4], u32, &str)] = &[
-        (Family::V4, [0xff, 0xff, 0xff, 0x00], 0xffff_ff00, "10.0.0.1"),
+        (
+            Family::V4,
+            [0xff, 0xff, 0xff, 0x00],
+            0xffff_ff00,
+            "10.0.0.1",
+        ),
         (Family::V6, 64u32.to_ne_bytes(), 64, "a00:1::"),
     ];
     for (family, netmask_bytes, netmask, addr) in cases {
         let attrs = vec![
-            ServiceAttr::AddressFamily(if *family == Family::V4 { AF_INET } else { AF_INET6 }),
+            ServiceAttr::AddressFamily(if *family == Family::V4 {
+                AF_INET
+            } else {
+                AF_INET6
+            }),
             ServiceAttr::Protocol(IPPROTO_UDP),
             ServiceAttr::Address(raw_address(&ip("10.0.0.1"))),
             ServiceAttr::Port(53),
@@ -234,9 +284,21 @@ fn fields_decode_by_family_not_by_length() {
 #[test]
 fn malformed_entries_are_errors_naming_the_problem() {
     let cases: Vec<(Vec<ServiceAttr>, &str)> = vec![
-        (vec![ServiceAttr::Protocol(IPPROTO_TCP)], "without address family"),
-        (vec![ServiceAttr::AddressFamily(7)], "unsupported address family 7"),
-        (vec![ServiceAttr::AddressFamily(AF_INET), ServiceAttr::Protocol(IPPROTO_TCP)], "neither firewall mark"),
+        (
+            vec![ServiceAttr::Protocol(IPPROTO_TCP)],
+            "without address family",
+        ),
+        (
+            vec![ServiceAttr::AddressFamily(7)],
+            "unsupported address family 7",
+        ),
+        (
+            vec![
+                ServiceAttr::AddressFamily(AF_INET),
+                ServiceAttr::Protocol(IPPROTO_TCP),
+            ],
+            "neither firewall mark",
+        ),
         (
             vec![
                 ServiceAttr::AddressFamily(AF_INET),
@@ -253,21 +315,38 @@ fn malformed_entries_are_errors_naming_the_problem() {
     }
     let dest_cases: Vec<(Vec<DestAttr>, &str)> = vec![
         (vec![DestAttr::Port(1)], "without address"),
-        (vec![DestAttr::Address([0; 16]), DestAttr::ForwardMethod(0)], "without port"),
-        (vec![DestAttr::Address([0; 16]), DestAttr::Port(1), DestAttr::ForwardMethod(5)], "forwarding method 5"),
         (
-            vec![DestAttr::Address([0; 16]), DestAttr::Port(1), DestAttr::ForwardMethod(2), DestAttr::TunnelType(9)],
+            vec![DestAttr::Address([0; 16]), DestAttr::ForwardMethod(0)],
+            "without port",
+        ),
+        (
+            vec![
+                DestAttr::Address([0; 16]),
+                DestAttr::Port(1),
+                DestAttr::ForwardMethod(5),
+            ],
+            "forwarding method 5",
+        ),
+        (
+            vec![
+                DestAttr::Address([0; 16]),
+                DestAttr::Port(1),
+                DestAttr::ForwardMethod(2),
+                DestAttr::TunnelType(9),
+            ],
             "tunnel type 9",
         ),
     ];
     for (attrs, text) in dest_cases {
-        let err = real_server_entry(&attrs, Family::V4).unwrap_err().to_string();
+        let err = real_server_entry(&attrs, Family::V4)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(text), "{err:?} should contain {text:?}");
     }
 }
 
 /// The whole decode path the client runs on a received datagram. Must never panic.
-fn decode_everything(datagram: &[u8]) {
+pub(super) fn decode_everything(datagram: &[u8]) {
     for frame in frames(datagram) {
         let Ok(frame) = frame else { continue };
         if let Ok(Reply::Message(m)) = Reply::decode(&frame) {
@@ -288,7 +367,7 @@ fn decode_everything(datagram: &[u8]) {
 }
 
 /// The fast path must decode exactly what the typed path decodes, and fail where it fails.
-fn assert_paths_agree(nest: &[u8]) {
+pub(super) fn assert_paths_agree(nest: &[u8]) {
     let typed = parse_dest_attrs(nest).and_then(|a| real_server_entry(&a, Family::V4));
     let direct = real_server_entry_from_nest(nest, Family::V4);
     match (typed, direct) {
@@ -310,7 +389,14 @@ fn dest_entry_decodes_the_same_through_the_fast_path() {
     assert_eq!(nest, &DEST_ENTRY[8..]);
     assert_eq!(frame.attribute(IPVS_CMD_ATTR_SERVICE).unwrap(), None);
     let entry = real_server_entry_from_nest(nest, Family::V4).unwrap();
-    assert_eq!((entry.server.weight, entry.stats.conns, entry.connections.persistent), (70000, 10, 5));
+    assert_eq!(
+        (
+            entry.server.weight,
+            entry.stats.conns,
+            entry.connections.persistent
+        ),
+        (70000, 10, 5)
+    );
     assert_paths_agree(nest);
 }
 
@@ -334,139 +420,4 @@ fn every_truncation_of_valid_input_decodes_without_panic() {
     }
 }
 
-fn arb_addr() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
-}
-
-fn arb_vs_id() -> impl Strategy<Value = VirtualServerId> {
-    let proto = prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp), Just(Protocol::Sctp)];
-    let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
-    prop_oneof![
-        (proto, arb_addr(), any::<u16>()).prop_map(|(protocol, addr, port)| VirtualServerId::Tuple {
-            protocol,
-            addr,
-            port
-        }),
-        (family, 1..=u32::MAX).prop_map(|(family, mark)| VirtualServerId::Fwmark { family, mark }),
-    ]
-}
-
-fn arb_vs() -> impl Strategy<Value = VirtualServer> {
-    (arb_vs_id(), "[a-z]{1,15}", any::<u32>(), any::<u32>(), any::<u32>(), proptest::option::of("[a-z]{1,15}"))
-        .prop_map(|(id, scheduler, flags, timeout, netmask, pe_name)| VirtualServer {
-            id,
-            scheduler,
-            flags: ServiceFlags(flags),
-            timeout,
-            netmask,
-            pe_name,
-        })
-}
-
-fn arb_rs() -> impl Strategy<Value = RealServer> {
-    let tunnel = prop_oneof![Just(TunnelType::IpIp), Just(TunnelType::Gue), Just(TunnelType::Gre)];
-    let forward = prop_oneof![
-        Just(ForwardMethod::Masquerade),
-        Just(ForwardMethod::Local),
-        Just(ForwardMethod::Route),
-        (tunnel, any::<u16>(), any::<u16>()).prop_map(|(tunnel, port, flags)| ForwardMethod::Tunnel {
-            tunnel,
-            port,
-            flags
-        }),
-    ];
-    (arb_addr(), any::<u16>(), any::<u32>(), forward, any::<u32>(), any::<u32>()).prop_map(
-        |(addr, port, weight, forward, upper_threshold, lower_threshold)| RealServer {
-            id: RealServerId { addr, port },
-            weight,
-            forward,
-            upper_threshold,
-            lower_threshold,
-        },
-    )
-}
-
-/// Encodes `msg` as a request, then decodes it back through the client's path.
-fn through_the_wire(msg: IpvsMessage) -> IpvsMessage {
-    let mut buf = Vec::new();
-    encode_request(&mut buf, 0x25, 1, NLM_F_REQUEST, msg);
-    let frame = frames(&buf).next().unwrap().unwrap();
-    match Reply::decode(&frame).unwrap() {
-        Reply::Message(m) => m,
-        other => panic!("decoded {other:?}"),
-    }
-}
-
-proptest! {
-    #[test]
-    fn virtual_server_round_trips(vs in arb_vs()) {
-        let back = through_the_wire(IpvsMessage::new(IPVS_CMD_NEW_SERVICE, vec![IpvsAttr::Service(service_attrs(&vs))]));
-        let entry = virtual_server_entry(back.service().unwrap()).unwrap();
-        prop_assert_eq!(entry.server, vs);
-    }
-
-    #[test]
-    fn real_server_round_trips(rs in arb_rs(), vs in arb_vs_id()) {
-        let msg = IpvsMessage::new(
-            IPVS_CMD_NEW_DEST,
-            vec![IpvsAttr::Service(service_id_attrs(&vs)), IpvsAttr::Dest(dest_attrs(&rs))],
-        );
-        let back = through_the_wire(msg);
-        prop_assert_eq!(virtual_server_entry(back.service().unwrap()).unwrap().server.id, vs);
-        // The family comes from ADDR_FAMILY, whatever the service's.
-        let other = if vs.family() == Family::V4 { Family::V6 } else { Family::V4 };
-        prop_assert_eq!(real_server_entry(back.dest().unwrap(), other).unwrap().server, rs);
-    }
-
-    #[test]
-    fn stats_round_trip(s in any::<[u64; 10]>()) {
-        let stats = Stats {
-            conns: s[0], in_pkts: s[1], out_pkts: s[2], in_bytes: s[3], out_bytes: s[4],
-            cps: s[5], in_pps: s[6], out_pps: s[7], in_bps: s[8], out_bps: s[9],
-        };
-        let attrs = stats_to_attrs(&stats);
-        let mut buf = vec![0u8; attrs.as_slice().buffer_len()];
-        attrs.as_slice().emit(&mut buf);
-        prop_assert_eq!(stats_from_attrs(&parse_stats_attrs(&buf).unwrap()), stats);
-    }
-
-    #[test]
-    fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        decode_everything(&bytes);
-    }
-
-    #[test]
-    fn fast_and_typed_paths_agree_on_corrupted_nests(
-        flips in proptest::collection::vec((0usize..180, any::<u8>()), 0..6),
-        cut in 0usize..=180,
-    ) {
-        let mut nest = DEST_ENTRY[8..].to_vec();
-        for (at, byte) in flips {
-            nest[at] = byte;
-        }
-        assert_paths_agree(&nest[..cut]);
-    }
-
-    #[test]
-    fn fast_and_typed_paths_agree_on_encoded_real_servers(rs in arb_rs()) {
-        let attrs = dest_attrs(&rs);
-        let mut nest = vec![0u8; attrs.as_slice().buffer_len()];
-        attrs.as_slice().emit(&mut nest);
-        assert_paths_agree(&nest);
-        prop_assert_eq!(real_server_entry_from_nest(&nest, Family::V4).unwrap().server, rs);
-    }
-
-    #[test]
-    fn corrupted_valid_messages_never_panic_the_decoders(
-        flips in proptest::collection::vec((0usize..204, any::<u8>()), 1..8)
-    ) {
-        let mut dest = vec![0u8; 16];
-        dest.extend_from_slice(&DEST_ENTRY);
-        let total = dest.len() as u32;
-        dest[..4].copy_from_slice(&total.to_ne_bytes());
-        for (at, byte) in flips {
-            dest[at % 204] = byte;
-        }
-        decode_everything(&dest);
-    }
-}
+mod props;
