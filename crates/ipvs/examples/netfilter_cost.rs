@@ -34,12 +34,19 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let services: u32 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+    let services: u32 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let range = Prefix::new("192.0.2.0".parse()?, 24).ok_or("prefix")?;
     // Every tenth Service has source ranges; each has one endpoint on this node.
     let state = FilterState::from_services((0..services).map(|i| {
         let ranges = if i % 10 == 0 { vec![range] } else { vec![] };
-        (Target::new(cluster_ip(i), Protocol::Tcp, 80), filter(&[(pod(i), 8080)], &ranges))
+        (
+            Target::new(cluster_ip(i), Protocol::Tcp, 80),
+            filter(&[(pod(i), 8080)], &ranges),
+        )
     }));
     let config = FilterConfig::new(vec![Prefix::new("10.244.0.0".parse()?, 16).ok_or("prefix")?]);
     let mut netfilter = Netfilter::start(Nft::new(), config)?;
@@ -68,7 +75,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (full, one, none) = (median(full), median(one), median(none));
     println!("{services} services, {} set elements", state.elements().len());
     println!("full rewrite of the sets (one nft transaction): {full:?}");
-    println!("one element added (one nft transaction): {one:?}  ({:.0}x faster than the full rewrite)", full.as_secs_f64() / one.as_secs_f64());
-    println!("no element changed (no nft run): {none:?}  ({:.0}x faster than one element)", one.as_secs_f64() / none.as_secs_f64().max(1e-9));
+    println!(
+        "one element added (one nft transaction): {one:?}  ({:.0}x faster than the full rewrite)",
+        full.as_secs_f64() / one.as_secs_f64()
+    );
+    println!(
+        "no element changed (no nft run): {none:?}  ({:.0}x faster than one element)",
+        one.as_secs_f64() / none.as_secs_f64().max(1e-9)
+    );
     Ok(())
 }
