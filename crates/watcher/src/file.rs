@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
 
-use crate::objects::Objects;
+use crate::objects::{Object, ObjectsError, each_object};
 use crate::relist::Tracker;
 use crate::shared::Update;
 
@@ -72,48 +72,64 @@ impl FileSource {
                 continue;
             }
             self.stamp = Some(stamp);
-            let objects = match tokio::fs::read_to_string(&self.path).await {
-                Ok(text) => Objects::parse(&text).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match objects {
-                Ok(objects) => return self.diff(objects),
+            let text = match tokio::fs::read_to_string(&self.path).await {
+                Ok(text) => text,
                 Err(e) => {
-                    tracing::warn!(path = %self.path.display(), "objects file skipped, keeping the previous objects: {e}")
+                    tracing::warn!(path = %self.path.display(), "cannot read objects file: {e}");
+                    continue;
                 }
+            };
+            match self.diff(&text) {
+                Ok(updates) => return updates,
+                Err(e) => tracing::warn!(
+                    path = %self.path.display(),
+                    "objects file skipped, keeping the previous objects: {e}"
+                ),
             }
         }
     }
 
-    /// The updates taking the trackers from the previous read to `objects`.
-    fn diff(&mut self, objects: Objects) -> Vec<Update> {
+    /// The updates taking the trackers from the previous read to the objects of `text`, which
+    /// are compared one at a time (a large file never has all its objects in memory). A file
+    /// with an error changes nothing.
+    fn diff(&mut self, text: &str) -> Result<Vec<Update>, ObjectsError> {
+        let saved = (self.services.clone(), self.slices.clone(), self.nodes.clone());
+        let FileSource { services, slices, nodes, node_name, .. } = self;
+        let mut out = Vec::new();
+        let (mut counts, mut skipped) = ([0usize; 2], 0usize);
+        services.handle(Event::Init);
+        slices.handle(Event::Init);
+        nodes.handle(Event::Init);
+        let read = each_object(text, |object| match object {
+            Object::Service(o) => {
+                counts[0] += 1;
+                out.extend(services.handle(Event::InitApply(o)).into_iter().map(Update::Service));
+            }
+            Object::EndpointSlice(o) => {
+                counts[1] += 1;
+                out.extend(slices.handle(Event::InitApply(o)).into_iter().map(Update::EndpointSlice));
+            }
+            Object::Node(o) if o.name_any() == *node_name => {
+                out.extend(nodes.handle(Event::InitApply(o)).into_iter().map(Update::Node));
+            }
+            Object::Node(_) | Object::Skipped(_) => skipped += 1,
+        });
+        if let Err(e) = read {
+            (self.services, self.slices, self.nodes) = saved;
+            return Err(e);
+        }
+        out.extend(services.handle(Event::InitDone).into_iter().map(Update::Service));
+        out.extend(slices.handle(Event::InitDone).into_iter().map(Update::EndpointSlice));
+        out.extend(nodes.handle(Event::InitDone).into_iter().map(Update::Node));
         tracing::info!(
             path = %self.path.display(),
-            services = objects.services.len(),
-            endpoint_slices = objects.endpoint_slices.len(),
-            skipped = objects.skipped.len(),
+            services = counts[0],
+            endpoint_slices = counts[1],
+            skipped,
+            changes = out.len().saturating_sub(3),
             "objects file read"
         );
-        let mut out = Vec::new();
-        relist(&mut self.services, objects.services, Update::Service, &mut out);
-        relist(&mut self.slices, objects.endpoint_slices, Update::EndpointSlice, &mut out);
-        let node_name = &self.node_name;
-        let nodes = objects.nodes.into_iter().filter(|n| n.name_any() == *node_name).collect();
-        relist(&mut self.nodes, nodes, Update::Node, &mut out);
-        out
-    }
-}
-
-/// Feeds a whole list through a tracker as a relist, so only differences come out.
-fn relist<K: kube::Resource + Default>(
-    tracker: &mut Tracker<K>,
-    objects: Vec<K>,
-    wrap: fn(crate::relist::Change<K>) -> Update,
-    out: &mut Vec<Update>,
-) {
-    let events = std::iter::once(Event::Init).chain(objects.into_iter().map(Event::InitApply)).chain([Event::InitDone]);
-    for event in events {
-        out.extend(tracker.handle(event).into_iter().map(wrap));
+        Ok(out)
     }
 }
 
@@ -162,19 +178,37 @@ mod tests {
             [
                 "apply service a",
                 "apply service b",
+                "apply node node-a",
                 "listed services",
                 "listed slices",
-                "apply node node-a",
                 "listed nodes"
             ]
         );
         // Change b, drop a, add c; a different size guarantees a new stamp.
         std::fs::write(&path, format!("{}{}{node}", service("b", "10.96.0.22"), service("c", "10.96.0.3"))).unwrap();
         assert_eq!(
-            next(5).await,
-            ["apply service b", "apply service c", "delete service a", "listed services", "listed slices"]
+            next(6).await,
+            [
+                "apply service b",
+                "apply service c",
+                "delete service a",
+                "listed services",
+                "listed slices",
+                "listed nodes"
+            ]
         );
-        assert_eq!(next(1).await, ["listed nodes"]);
+        // A broken file changes nothing; the next good one is diffed against the last good one.
+        let broken = format!(
+            "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: x}}\nspec: 7\n",
+            service("d", "10.96.0.4")
+        );
+        std::fs::write(&path, broken).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(&path, format!("{}{}{node}", service("b", "10.96.0.22"), service("e", "10.96.0.55"))).unwrap();
+        assert_eq!(
+            next(5).await,
+            ["apply service e", "delete service c", "listed services", "listed slices", "listed nodes"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

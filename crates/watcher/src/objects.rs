@@ -54,52 +54,70 @@ impl Objects {
     /// their content, so that re-reading an unchanged file changes nothing downstream.
     pub fn parse(text: &str) -> Result<Objects, ObjectsError> {
         let mut objects = Objects::default();
-        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let index = i + 1;
-            let value =
-                Value::deserialize(document).map_err(|e| ObjectsError::Yaml { index, message: e.to_string() })?;
-            objects.add(index, value)?;
-        }
+        each_object(text, |object| match object {
+            Object::Service(o) => objects.services.push(o),
+            Object::EndpointSlice(o) => objects.endpoint_slices.push(o),
+            Object::Node(o) => objects.nodes.push(o),
+            Object::Skipped(what) => objects.skipped.push(what),
+        })?;
         Ok(objects)
     }
+}
 
-    fn add(&mut self, index: usize, value: Value) -> Result<(), ObjectsError> {
-        if value.is_null() {
-            return Ok(());
-        }
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let name = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("(unnamed)")
-            .to_string();
-        let bad = |message: String| ObjectsError::Object { index, kind: kind.clone(), name: name.clone(), message };
-        match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Service") => self.services.push(with_version(decode(value).map_err(bad)?)),
-            ("discovery.k8s.io/v1", "EndpointSlice") => {
-                self.endpoint_slices.push(with_version(decode(value).map_err(bad)?))
-            }
-            ("v1", "Node") => self.nodes.push(with_version(decode(value).map_err(bad)?)),
-            (_, "List") => {
-                if let Some(Value::Sequence(items)) = value.get("items") {
-                    for item in items.clone() {
-                        self.add(index, item)?;
-                    }
+/// One object of a file, as [`each_object`] hands them out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A `v1` Service.
+    Service(Service),
+    /// A `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice(EndpointSlice),
+    /// A `v1` Node.
+    Node(Node),
+    /// `kind namespace/name` of a document of another kind.
+    Skipped(String),
+}
+
+/// [`Objects::parse`] one object at a time, so that a large file never has all its objects in
+/// memory at once. On an error, `f` has seen the objects before the faulty document.
+pub fn each_object(text: &str, mut f: impl FnMut(Object)) -> Result<(), ObjectsError> {
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        let value = Value::deserialize(document).map_err(|e| ObjectsError::Yaml { index, message: e.to_string() })?;
+        add(index, value, &mut f)?;
+    }
+    Ok(())
+}
+
+fn add(index: usize, value: Value, f: &mut impl FnMut(Object)) -> Result<(), ObjectsError> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let name =
+        value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("(unnamed)").to_string();
+    let bad = |message: String| ObjectsError::Object { index, kind: kind.clone(), name: name.clone(), message };
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => f(Object::Service(with_version(decode(value).map_err(bad)?))),
+        ("discovery.k8s.io/v1", "EndpointSlice") => f(Object::EndpointSlice(with_version(decode(value).map_err(bad)?))),
+        ("v1", "Node") => f(Object::Node(with_version(decode(value).map_err(bad)?))),
+        (_, "List") => {
+            if let Some(Value::Sequence(items)) = value.get("items") {
+                for item in items.clone() {
+                    add(index, item, f)?;
                 }
             }
-            _ => {
-                let namespace = value.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str);
-                let kind = if kind.is_empty() { "(no kind)" } else { kind.as_str() };
-                self.skipped.push(match namespace {
-                    Some(ns) => format!("{api_version} {kind} {ns}/{name}"),
-                    None => format!("{api_version} {kind} {name}"),
-                });
-            }
         }
-        Ok(())
+        _ => {
+            let namespace = value.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str);
+            let kind = if kind.is_empty() { "(no kind)" } else { kind.as_str() };
+            f(Object::Skipped(match namespace {
+                Some(ns) => format!("{api_version} {kind} {ns}/{name}"),
+                None => format!("{api_version} {kind} {name}"),
+            }));
+        }
     }
+    Ok(())
 }
 
 /// Decodes one object; a mismatch names the field at fault (`spec.ports[0].port: invalid

@@ -27,7 +27,7 @@ pub enum Change<K> {
     Listed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Known {
     resource_version: Option<String>,
     labels: BTreeMap<String, String>,
@@ -39,6 +39,12 @@ pub struct Tracker<K> {
     known: HashMap<(String, String), Known>,
     relisting: Option<HashSet<(String, String)>>,
     _kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Tracker<K> {
+    fn clone(&self) -> Self {
+        Tracker { known: self.known.clone(), relisting: self.relisting.clone(), _kind: std::marker::PhantomData }
+    }
 }
 
 impl<K> Default for Tracker<K> {
