@@ -65,6 +65,8 @@ impl Objects {
 }
 
 /// One object of a file, as [`each_object`] hands them out.
+// Each is moved once to its consumer; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     /// A `v1` Service.
