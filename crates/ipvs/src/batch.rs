@@ -152,9 +152,13 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
         }
     }
     conn.end();
+    // Every operation got a result above; should one ever not have, say so rather than claim success.
     Ok(results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Ok(())))
+        .zip(ops)
+        .map(|(r, op)| {
+            r.unwrap_or_else(|| Err(Error::new(ErrorKind::Io, op, "no acknowledgement received")))
+        })
         .collect())
 }
 
