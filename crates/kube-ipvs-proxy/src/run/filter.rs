@@ -21,6 +21,20 @@ impl NftFilter {
 
 impl Filter for NftFilter {
     fn apply(&mut self, work: FilterWork) -> Result<usize, String> {
+        // `nft` blocks (about a second for a full rewrite at 10,000 Services): on the daemon's
+        // multi-thread runtime, let the other workers take this one's tasks meanwhile.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.write(work))
+        } else {
+            self.write(work)
+        }
+    }
+}
+
+impl NftFilter {
+    fn write(&mut self, work: FilterWork) -> Result<usize, String> {
         let result = match work {
             FilterWork::Full(state) => {
                 // The periodic full reconcile rewrites the sets (one transaction), repairing
