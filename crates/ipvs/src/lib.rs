@@ -7,6 +7,10 @@
 //! single calls, whole-table dumps ([`Client::table`]) and pipelined batches
 //! ([`Client::apply`]); [`DummyLink`] manages the dummy link that holds service addresses.
 //!
+//! [`netfilter`] is the rest of kube-proxy's IPVS mode: masquerade and filtering in one nftables
+//! table the proxy owns, kept in step by set element changes (pure state and scripts; the `nft`
+//! runner with `client`).
+//!
 //! ```no_run
 //! # #[cfg(feature = "client")]
 //! # async fn demo() -> ipvs::Result<()> {
