@@ -119,9 +119,11 @@ fn check(slice: &EndpointSlice, node_name: &str) -> Result<ParsedSlice, String> 
             return Err(format!("endpoint {i}: {addr} is not {}", family_name(family)));
         }
         let conditions = e.conditions.as_ref();
-        // Unset readiness means ready; unset serving means as ready (discovery.k8s.io/v1).
+        // discovery.k8s.io/v1: unset ready and unset serving mean true, unset terminating false
+        // (upstream reads them the same way, so an unset serving on a terminating endpoint
+        // still makes it a fallback).
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-        let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+        let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
         let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
         let hints = e.hints.as_ref();
         endpoints.push(Endpoint {

@@ -20,10 +20,7 @@ pub fn cidr_prefix(cidr: &Cidr) -> Option<Prefix> {
 
 /// The nftables settings for `cluster_cidrs` (table `kube-ipvs-proxy`, mark bit `masquerade_bit`).
 pub fn filter_config(cluster_cidrs: &[Cidr], masquerade_bit: u8) -> FilterConfig {
-    FilterConfig {
-        masquerade_bit,
-        ..FilterConfig::new(cluster_cidrs.iter().filter_map(cidr_prefix).collect())
-    }
+    FilterConfig { masquerade_bit, ..FilterConfig::new(cluster_cidrs.iter().filter_map(cidr_prefix).collect()) }
 }
 
 /// The filter of one desired virtual server, given the cluster CIDRs and the addresses of its
@@ -47,12 +44,8 @@ pub fn service_filter(
         }
         Masquerade::OutsideClusterCidrs | Masquerade::None => MasqueradeRule::None,
     };
-    let local_endpoints = vs
-        .real_servers
-        .keys()
-        .filter(|r| local_endpoints.contains(&r.addr))
-        .map(|r| (r.addr, r.port))
-        .collect();
+    let local_endpoints =
+        vs.real_servers.keys().filter(|r| local_endpoints.contains(&r.addr)).map(|r| (r.addr, r.port)).collect();
     let filter = ServiceFilter {
         masquerade,
         bound: vs.bind,
@@ -67,9 +60,7 @@ pub fn filter_state(model: &Model) -> FilterState {
     let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
     let cidrs = &model.config().cluster_cidrs;
     FilterState::from_services(model.desired().virtual_servers().filter_map(|(_, vs)| {
-        let local = locals
-            .entry(&vs.origin.service)
-            .or_insert_with(|| model.local_endpoints(&vs.origin.service));
+        let local = locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
         service_filter(vs, cidrs, local)
     }))
 }
@@ -85,9 +76,8 @@ pub fn filter_updates<'a>(
     ids.into_iter()
         .filter_map(|id| match (id, model.desired().virtual_server(id)) {
             (_, Some(vs)) => {
-                let local = locals
-                    .entry(&vs.origin.service)
-                    .or_insert_with(|| model.local_endpoints(&vs.origin.service));
+                let local =
+                    locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
                 service_filter(vs, cidrs, local).map(|(t, f)| (t, Some(f)))
             }
             (VirtualServerId::Tuple { protocol, addr, port }, None) => {

@@ -86,10 +86,7 @@ impl Model {
         node: Option<&Node>,
     ) -> (Model, Vec<Warning>) {
         let mut model = Model::new(config);
-        if let Some(node) = node {
-            model.set_node(node);
-        }
-        let mut warnings = Vec::new();
+        let mut warnings = node.map(|n| model.set_node(n)).unwrap_or_default();
         // Slices first: each Service is then computed once, with all its endpoints.
         for slice in slices {
             warnings.extend(model.upsert_endpoint_slice(slice));
@@ -183,8 +180,16 @@ impl Model {
     }
 
     /// Takes this node's zone (label `topology.kubernetes.io/zone`) and `InternalIP` addresses
-    /// from its Node object; recomputes the Services they affect when they changed.
-    pub fn set_node(&mut self, node: &Node) {
+    /// from its Node object; recomputes the Services they affect when they changed. A Node whose
+    /// name is not `config.node_name` is another node's: it changes nothing and is warned about.
+    pub fn set_node(&mut self, node: &Node) -> Vec<Warning> {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        if name != self.config.node_name {
+            return vec![Warning::new(
+                format!("Node {name}"),
+                format!("not this node ({}); Node ignored", self.config.node_name),
+            )];
+        }
         let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).cloned();
         let internal_ips: Vec<IpAddr> = node
             .status
@@ -196,7 +201,7 @@ impl Model {
             .filter_map(|a| a.address.parse().ok())
             .collect();
         if zone == self.node.zone && internal_ips == self.node.internal_ips {
-            return;
+            return Vec::new();
         }
         let zone_changed = zone != self.node.zone;
         self.node.zone = zone;
@@ -214,9 +219,11 @@ impl Model {
             .filter(|(k, s)| (zone_changed && zone_hinted(k)) || s.depends_on_node_addresses())
             .map(|(k, _)| k.clone())
             .collect();
+        let mut warnings = Vec::new();
         for key in keys {
-            self.recompute(&key, &mut Vec::new());
+            self.recompute(&key, &mut warnings);
         }
+        warnings
     }
 
     /// Replaces the node addresses NodePorts listen on; recomputes only Services with NodePorts
@@ -253,7 +260,7 @@ impl Model {
     /// The addresses of `service`'s endpoints on this node, whatever their condition: the
     /// endpoints that can reach themselves through the Service (hairpin). Costs the Service's
     /// own slices, not the cluster.
-    pub fn local_endpoints(&self, service: &ServiceKey) -> std::collections::BTreeSet<IpAddr> {
+    pub fn local_endpoints(&self, service: &ServiceKey) -> BTreeSet<IpAddr> {
         self.slices_by_service
             .get(service)
             .into_iter()
@@ -276,6 +283,22 @@ impl Model {
             endpoint_slices: self.slice_owner.len(),
             services_recomputed: self.recomputed,
         }
+    }
+
+    /// Every node address seen since the model was made or remembered, ordered: NodePort virtual
+    /// servers on them are this proxy's to delete. A daemon keeps this across its restarts (e.g.
+    /// in a file under `/run`, which lives exactly as long as the kernel's IPVS table) and hands it
+    /// back with [`Model::remember_node_addresses`].
+    pub fn node_addresses_seen(&self) -> impl ExactSizeIterator<Item = &IpAddr> {
+        self.node_addresses_seen.iter()
+    }
+
+    /// Adds addresses this proxy's node had before a restart, as [`Model::node_addresses_seen`]
+    /// gave them, so that a NodePort virtual server left on one the node lost is deleted. The
+    /// desired state does not change; only what a plan may delete. The caller must pass only
+    /// addresses this proxy really used: the plan deletes undesired virtual servers on them.
+    pub fn remember_node_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        self.node_addresses_seen.extend(addresses);
     }
 
     /// What a plan may touch: the settings, with every node address seen since the model was

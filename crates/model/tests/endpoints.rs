@@ -159,6 +159,12 @@ fn serving_terminating_endpoints_are_used_only_when_no_endpoint_is_ready() {
         ),
         ("not serving: nothing", json!([ep_cond("10.0.0.1", "node-b", false, false, true)]), vec![], vec![]),
         (
+            "unset serving means serving",
+            json!([{"addresses": ["10.0.0.1"], "nodeName": NODE, "conditions": {"ready": false, "terminating": true}}]),
+            vec!["10.0.0.1:80"],
+            vec!["10.0.0.1:80"],
+        ),
+        (
             "local set decided on its own",
             json!([
                 ep("10.0.0.1", "node-b"),
@@ -281,4 +287,33 @@ fn malformed_slices_are_skipped_with_a_reason_and_others_unaffected() {
     let fqdn = slice("web-fqdn", "web", "FQDN", json!([{"port": 80}]), json!([{"addresses": ["example.com"]}]));
     let mut m = Model::new(config());
     assert!(m.upsert_endpoint_slice(&fqdn).is_empty(), "FQDN slices are ignored silently");
+}
+
+#[test]
+fn health_check_counts_only_ready_local_endpoints_once_each() {
+    // (endpoints, local endpoint count the health check reports)
+    let cases = [
+        ("one ready local", json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]), 1),
+        ("not ready local", json!([ep_cond("10.0.1.1", NODE, false, false, false)]), 0),
+        // Draining pods must make the load balancer look elsewhere, though they still serve.
+        ("terminating local", json!([ep_cond("10.0.1.1", NODE, false, true, true)]), 0),
+        ("remote only", json!([ep("10.0.2.1", "node-b"), ep("10.0.2.2", "node-b")]), 0),
+        ("two ready local", json!([ep("10.0.1.1", NODE), ep("10.0.1.2", NODE)]), 2),
+    ];
+    for (what, eps, count) in cases {
+        // Two ports: an endpoint serving both is still one endpoint.
+        let ports = json!([{"name": "http", "port": 8080}, {"name": "https", "port": 8443}]);
+        let s = slice("web-1", "web", "IPv4", ports, eps);
+        let svc = service_with(
+            "web",
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "externalTrafficPolicy": "Local",
+                   "healthCheckNodePort": 32000,
+                   "ports": [{"name": "http", "port": 80, "nodePort": 30080},
+                             {"name": "https", "port": 443, "nodePort": 30443}]}),
+            json!({}),
+        );
+        let m = model_of(&[svc], &[s]);
+        let info = m.service_info("default", "web").unwrap();
+        assert_eq!((info.health_check_node_port, info.local_endpoints), (Some(32000), count), "{what}");
+    }
 }

@@ -34,13 +34,7 @@ fn web_ports() -> serde_json::Value {
 #[test]
 fn masquerade_follows_kind_policy_and_cluster_cidrs() {
     // (case, cluster CIDRs, masqueradeAll, Service spec, expected rule per target)
-    type Case<'a> = (
-        &'a str,
-        &'a [&'a str],
-        bool,
-        serde_json::Value,
-        Vec<(Target, MasqueradeRule)>,
-    );
+    type Case<'a> = (&'a str, &'a [&'a str], bool, serde_json::Value, Vec<(Target, MasqueradeRule)>);
     let cases: Vec<Case> = vec![
         (
             "ClusterIP with a cluster CIDR: outside only",
@@ -119,10 +113,7 @@ fn load_balancer_ranges_binding_and_hairpin() {
     let lb_filter = state.service(&lb).unwrap();
     assert_eq!(lb_filter.source_ranges, vec![Prefix::new(ip("192.0.2.0"), 24).unwrap()]);
     assert!(lb_filter.bound);
-    assert!(
-        !state.service(&tcp(NODE_V4, 30080)).unwrap().bound,
-        "NodePorts are not bound"
-    );
+    assert!(!state.service(&tcp(NODE_V4, 30080)).unwrap().bound, "NodePorts are not bound");
     let elements: BTreeSet<Element> = state.elements().copied().collect();
     let expected_present = [
         Element::Hairpin(tcp("10.244.1.2", 8080)),
@@ -148,33 +139,14 @@ fn load_balancer_ranges_binding_and_hairpin() {
 #[test]
 fn only_local_endpoint_changes_touch_the_sets() {
     let mut m = model(&["10.244.0.0/16"], false);
-    m.upsert_service(&service(
-        "web",
-        json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080}]}),
-    ));
-    m.upsert_endpoint_slice(&slice(
-        "web-1",
-        "web",
-        "IPv4",
-        web_ports(),
-        json!([ep("10.244.1.2", NODE)]),
-    ));
+    m.upsert_service(&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080}]})));
+    m.upsert_endpoint_slice(&slice("web-1", "web", "IPv4", web_ports(), json!([ep("10.244.1.2", NODE)])));
     let mut applied = filter_state(&m);
     m.take_changes();
     // (step, endpoints after it, expected added, expected removed)
     let steps: Vec<(&str, serde_json::Value, Vec<Element>, Vec<Element>)> = vec![
-        (
-            "a remote endpoint comes",
-            json!([ep("10.244.1.2", NODE), ep("10.244.9.9", "node-b")]),
-            vec![],
-            vec![],
-        ),
-        (
-            "a remote endpoint goes",
-            json!([ep("10.244.1.2", NODE)]),
-            vec![],
-            vec![],
-        ),
+        ("a remote endpoint comes", json!([ep("10.244.1.2", NODE), ep("10.244.9.9", "node-b")]), vec![], vec![]),
+        ("a remote endpoint goes", json!([ep("10.244.1.2", NODE)]), vec![], vec![]),
         (
             "a local endpoint comes",
             json!([ep("10.244.1.2", NODE), ep("10.244.1.3", NODE)]),
@@ -185,10 +157,7 @@ fn only_local_endpoint_changes_touch_the_sets() {
             "the local endpoints go",
             json!([ep("10.244.9.9", "node-b")]),
             vec![],
-            vec![
-                Element::Hairpin(tcp("10.244.1.2", 8080)),
-                Element::Hairpin(tcp("10.244.1.3", 8080)),
-            ],
+            vec![Element::Hairpin(tcp("10.244.1.2", 8080)), Element::Hairpin(tcp("10.244.1.3", 8080))],
         ),
     ];
     for (name, endpoints, added, removed) in steps {

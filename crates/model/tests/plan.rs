@@ -315,3 +315,35 @@ fn incremental_plan_touches_only_the_changed_service() {
     let full = full_plan(&m, &observed, &mut GracefulRemovals::new(), T0);
     assert!(full.touched_virtual_servers().contains(&tcp("10.96.0.20", 80)), "the full reconcile repairs drift");
 }
+
+#[test]
+fn node_port_on_a_lost_node_address_is_deleted_only_when_the_address_is_known_to_be_ours() {
+    let objects = (web(json!({})), web_slice(&["10.0.0.1"]));
+    let mut running = model_of(std::slice::from_ref(&objects.0), std::slice::from_ref(&objects.1));
+    let observed = programmed(&running);
+    let stale = tcp(NODE_V4, 30080);
+    let delete_stale = Step::Kernel(Operation::DeleteVirtualServer(stale));
+    // The node's address changes from .10 to .11.
+    let now = vec![ip("192.168.0.11")];
+    // (how the model learnt its addresses, whether the stale NodePort is deleted)
+    let restarted = |remember: bool| {
+        let mut c = config();
+        c.node_addresses = now.clone();
+        let (mut m, _) = Model::from_objects(c, [&objects.0], [&objects.1], None);
+        if remember {
+            m.remember_node_addresses(running.node_addresses_seen().copied());
+        }
+        m
+    };
+    let fresh = restarted(false);
+    let remembered = restarted(true);
+    running.set_node_addresses(now.clone());
+    let cases =
+        [("while running", &running, true), ("after a restart", &fresh, false), ("remembered", &remembered, true)];
+    for (what, m, deleted) in cases {
+        let plan = full_plan(m, &observed, &mut GracefulRemovals::new(), T0);
+        assert_eq!(plan.steps.contains(&delete_stale), deleted, "{what}: {plan:?}");
+        assert!(plan.touched_virtual_servers().contains(&tcp("192.168.0.11", 30080)), "{what}: the new NodePort");
+        assert_eq!(m.desired(), running.desired(), "{what}: remembering changes only ownership");
+    }
+}

@@ -11,6 +11,11 @@ fn web_slice() -> k8s_openapi::api::discovery::v1::EndpointSlice {
     slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.1.1", NODE), ep("10.0.2.1", "node-b")]))
 }
 
+/// NodePort Service `web`: port 80, nodePort 30080.
+fn node_port_web() -> k8s_openapi::api::core::v1::Service {
+    service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 30080}]}))
+}
+
 #[test]
 fn cluster_ip_gets_one_virtual_server_bound_with_all_ready_endpoints() {
     let m = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[web_slice()]);
@@ -26,11 +31,7 @@ fn cluster_ip_gets_one_virtual_server_bound_with_all_ready_endpoints() {
 
 #[test]
 fn node_port_listens_on_each_node_address_of_its_family_unbound() {
-    let svc = service(
-        "web",
-        json!({"type": "NodePort", "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "nodePort": 30080}]}),
-    );
+    let svc = node_port_web();
     let m = model_of(&[svc], &[web_slice()]);
     assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 192.168.0.10:30080"]);
     assert_eq!(bound(&m), ["10.96.0.10"], "NodePort addresses are not bound on kube-ipvs0");
@@ -39,11 +40,7 @@ fn node_port_listens_on_each_node_address_of_its_family_unbound() {
 
 #[test]
 fn node_port_addresses_filter_node_addresses() {
-    let svc = service(
-        "web",
-        json!({"type": "NodePort", "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "nodePort": 30080}]}),
-    );
+    let svc = node_port_web();
     // (nodePortAddresses, node addresses that get a NodePort)
     let cases: [(&[&str], &[&str]); 4] = [
         (&[], &["192.168.0.10", "192.168.1.10"]),
@@ -69,11 +66,7 @@ fn node_port_addresses_filter_node_addresses() {
 
 #[test]
 fn node_address_change_recomputes_node_ports() {
-    let svc = service(
-        "web",
-        json!({"type": "NodePort", "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "nodePort": 30080}]}),
-    );
+    let svc = node_port_web();
     let mut m = model_of(&[svc], &[]);
     m.take_changes();
     m.set_node_addresses(vec![ip("192.168.0.11")]);
@@ -131,18 +124,22 @@ fn external_ips_are_virtual_servers_bound_and_other_family_ones_warned() {
 
 #[test]
 fn session_affinity_client_ip_makes_persistent_virtual_servers() {
-    // (sessionAffinityConfig, expected timeout)
-    let cases = [(json!(null), 10800), (json!({"clientIP": {"timeoutSeconds": 60}}), 60)];
-    for (cfg, timeout) in cases {
+    // (clusterIP, sessionAffinityConfig, expected timeout, expected netmask: /32 or /128)
+    let cases = [
+        ("10.96.0.10", json!(null), 10800, 0xffff_ffff),
+        ("10.96.0.10", json!({"clientIP": {"timeoutSeconds": 60}}), 60, 0xffff_ffff),
+        ("fd00:96::10", json!({"clientIP": {"timeoutSeconds": 60}}), 60, 128),
+    ];
+    for (cluster_ip, cfg, timeout, netmask) in cases {
         let svc = service(
             "web",
-            json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+            json!({"clusterIP": cluster_ip, "ports": [{"port": 80}],
             "sessionAffinity": "ClientIP", "sessionAffinityConfig": cfg}),
         );
         let m = model_of(&[svc], &[]);
-        let vs = &m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server;
-        assert!(vs.flags.contains(ServiceFlags::PERSISTENT));
-        assert_eq!((vs.timeout, vs.netmask), (timeout, 0xffff_ffff));
+        let vs = &m.desired().virtual_server(&tcp(cluster_ip, 80)).unwrap().server;
+        assert!(vs.flags.contains(ServiceFlags::PERSISTENT), "{cluster_ip}");
+        assert_eq!((vs.timeout, vs.netmask), (timeout, netmask), "{cluster_ip}");
     }
     let plain = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[]);
     assert_eq!(plain.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.flags, ServiceFlags(0));
@@ -324,4 +321,38 @@ fn two_services_claiming_one_virtual_server_resolve_by_name_in_any_order() {
         assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name, "b");
         assert_eq!(bound(&m), ["10.96.0.11", "203.0.113.7"]);
     }
+}
+
+#[test]
+fn load_balancer_without_allocated_node_ports_gets_no_node_port_virtual_servers() {
+    // allocateLoadBalancerNodePorts: false leaves nodePort unset (or 0): no NodePort, the rest as usual.
+    for port in [json!({"port": 80}), json!({"port": 80, "nodePort": 0})] {
+        let svc = service_with(
+            "lb",
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "allocateLoadBalancerNodePorts": false,
+                   "ports": [port]}),
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}}),
+        );
+        let m = model_of(&[svc], &[]);
+        assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 198.51.100.1:80"], "{port}");
+    }
+}
+
+#[test]
+fn node_objects_of_other_nodes_are_ignored_with_a_warning() {
+    let mut c = config();
+    c.node_port_addresses = vec![NodePortAddress::Primary];
+    let mut m = Model::new(c);
+    assert!(m.upsert_service(&node_port_web()).is_empty());
+    assert!(m.set_node(&node("zone-a", NODE_V4)).is_empty());
+    let ours = vs_names(&m);
+    assert_eq!(ours, ["TCP 10.96.0.10:80", "TCP 192.168.0.10:30080"]);
+    m.take_changes();
+    // node-b's InternalIP is one of our addresses too: taking its Node would move "primary".
+    let w = m.set_node(&node_named("node-b", "zone-b", NODE_V6));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].object, "Node node-b");
+    assert!(w[0].reason.contains("ignored"), "{}", w[0]);
+    assert_eq!(vs_names(&m), ours);
+    assert!(m.take_changes().is_empty());
 }

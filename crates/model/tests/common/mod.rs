@@ -74,8 +74,13 @@ pub fn ep_cond(addr: &str, node: &str, ready: bool, serving: bool, terminating: 
 
 /// The Node object of [`NODE`] in `zone`.
 pub fn node(zone: &str, internal_ip: &str) -> Node {
+    node_named(NODE, zone, internal_ip)
+}
+
+/// The Node object `name` in `zone`.
+pub fn node_named(name: &str, zone: &str, internal_ip: &str) -> Node {
     serde_json::from_value(json!({
-        "metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": zone}},
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
         "status": {"addresses": [{"type": "InternalIP", "address": internal_ip}]},
     }))
     .unwrap()
