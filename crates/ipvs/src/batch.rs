@@ -5,7 +5,10 @@
 //! queueing one acknowledgement per message on our socket; so a window of messages per
 //! `sendmsg`, bounded by the receive buffer, keeps that queue from overflowing. Should it
 //! overflow anyway (`ENOBUFS`), the acknowledgements the kernel dropped are reported as lost
-//! for their operations only, and the window shrinks.
+//! for their operations only, and the window shrinks. Since all of a chunk's acknowledgements
+//! are queued (or dropped) by the time `sendmsg` returns, they are read without waiting: an
+//! operation left without one gets an error saying the outcome is unknown, never `Ok`, and
+//! nothing waits for a reply that cannot come.
 
 use std::io;
 
@@ -49,6 +52,9 @@ struct Chunk {
     indices: Vec<usize>,
     /// Acknowledgements still expected.
     pending: usize,
+    /// Why a datagram could not be split into messages, if one could not: the
+    /// acknowledgements it held are unreadable.
+    unreadable: Option<String>,
 }
 
 impl Chunk {
@@ -60,9 +66,15 @@ impl Chunk {
         results: &mut [Option<Result<()>>],
     ) {
         for frame in frames(recv_buf) {
-            // A malformed header leaves nothing to match; the operations it hid stay pending
-            // and are reported when the receive loop gives up on them.
-            let Ok(frame) = frame else { break };
+            // A malformed header hides the rest of the datagram; the operations whose
+            // acknowledgements it held stay pending and are reported as unreadable.
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    self.unreadable = Some(e.to_string());
+                    break;
+                }
+            };
             let pos = frame.seq.wrapping_sub(self.base) as usize;
             let Some(&idx) = self.indices.get(pos) else {
                 continue;
@@ -94,6 +106,7 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
             base: conn.next_seq(),
             indices: Vec::with_capacity(window),
             pending: 0,
+            unreadable: None,
         };
         let mut seq = chunk.base;
         conn.send_buf.clear();
@@ -127,28 +140,25 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
         conn.socket_send()
             .await
             .map_err(|e| Error::io("send a batch of IPVS requests", e))?;
-        while chunk.pending > 0 {
-            match conn.recv().await {
-                Ok(()) => chunk.take_acks(&conn.recv_buf, ops, &mut results),
-                Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => {
-                    // The kernel dropped acknowledgements. Everything it will ever queue for
-                    // this chunk is queued by now (it works inside our sendmsg), so read what
-                    // is there, then the rest are lost.
-                    drain(conn, &mut chunk, ops, &mut results)?;
-                    for &idx in &chunk.indices {
-                        if results[idx].is_none() {
-                            results[idx] = Some(Err(lost(&ops[idx])));
-                        }
-                    }
-                    chunk.pending = 0;
-                    window = (window / 2).max(MIN_WINDOW);
-                    tracing::warn!(
-                        window,
-                        "IPVS acknowledgements lost (ENOBUFS); shrinking the batch window"
-                    );
+        // The kernel handles the buffer's messages inside our `sendmsg`, queueing each
+        // acknowledgement as it goes (or dropping it and flagging ENOBUFS on a full receive
+        // buffer): once `sendmsg` has returned, everything this chunk will ever get is queued.
+        // So read without waiting; what is not there then never comes, and waiting for it
+        // would wait forever.
+        let overflowed = drain(conn, &mut chunk, ops, &mut results)?;
+        if chunk.pending > 0 {
+            for &idx in &chunk.indices {
+                if results[idx].is_none() {
+                    results[idx] = Some(Err(unanswered(&ops[idx], overflowed, &chunk.unreadable)));
                 }
-                Err(e) => return Err(Error::io("receive IPVS acknowledgements", e)),
             }
+        }
+        if overflowed {
+            window = (window / 2).max(MIN_WINDOW);
+            tracing::warn!(
+                window,
+                "IPVS acknowledgements lost (ENOBUFS); shrinking the batch window"
+            );
         }
     }
     conn.end();
@@ -156,42 +166,216 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
     Ok(results
         .into_iter()
         .zip(ops)
-        .map(|(r, op)| {
-            r.unwrap_or_else(|| Err(Error::new(ErrorKind::Io, op, "no acknowledgement received")))
-        })
+        .map(|(r, op)| r.unwrap_or_else(|| Err(unanswered(op, false, &None))))
         .collect())
 }
 
-/// Reads what is queued without waiting.
+/// Reads every queued datagram without waiting, recording the acknowledgements; true if the
+/// kernel reported dropping some (`ENOBUFS`).
 fn drain(
     conn: &mut Connection,
     chunk: &mut Chunk,
     ops: &[Operation],
     results: &mut [Option<Result<()>>],
-) -> Result<()> {
-    loop {
+) -> Result<bool> {
+    let mut overflowed = false;
+    while chunk.pending > 0 {
         match conn.try_recv() {
             Ok(()) => chunk.take_acks(&conn.recv_buf, ops, results),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => overflowed = true,
             Err(e) => return Err(Error::io("receive IPVS acknowledgements", e)),
         }
     }
+    Ok(overflowed)
 }
 
-fn lost(op: &Operation) -> Error {
-    let mut e = Error::new(
-        ErrorKind::Io,
-        op,
-        "acknowledgement lost: the socket's receive buffer overflowed (ENOBUFS); outcome unknown",
-    );
-    e.set_errno(libc_errno::ENOBUFS);
-    e
+/// The error for an operation whose acknowledgement never came: the kernel may or may not
+/// have done it.
+fn unanswered(op: &Operation, overflowed: bool, unreadable: &Option<String>) -> Error {
+    if overflowed {
+        let mut e = Error::new(
+            ErrorKind::Io,
+            op,
+            "acknowledgement lost: the socket's receive buffer overflowed (ENOBUFS); outcome unknown",
+        );
+        e.set_errno(libc_errno::ENOBUFS);
+        return e;
+    }
+    match unreadable {
+        Some(why) => Error::new(
+            ErrorKind::Decode,
+            op,
+            format!("acknowledgement unreadable ({why}); outcome unknown"),
+        ),
+        None => Error::new(
+            ErrorKind::Io,
+            op,
+            "no acknowledgement received; outcome unknown",
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{RealServerId, VirtualServerId};
+
+    /// A netlink acknowledgement (`NLMSG_ERROR`) for `seq` with `code` (0 or -errno).
+    fn ack(seq: u32, code: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&36u32.to_ne_bytes());
+        b.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+        b.extend_from_slice(&0u16.to_ne_bytes());
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&code.to_ne_bytes());
+        // The request's header, echoed.
+        b.extend_from_slice(&16u32.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&seq.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b
+    }
+
+    fn ops(n: usize) -> Vec<Operation> {
+        let vs = VirtualServerId::Tuple {
+            protocol: crate::Protocol::Tcp,
+            addr: "10.0.0.1".parse().unwrap(),
+            port: 80,
+        };
+        (0..n)
+            .map(|i| {
+                let rs = RealServerId {
+                    addr: format!("10.1.0.{}", i + 1).parse().unwrap(),
+                    port: 8080,
+                };
+                Operation::DeleteRealServer(vs, rs)
+            })
+            .collect()
+    }
+
+    /// Outcome of one operation after the datagrams: None (still pending), Some(None) for Ok,
+    /// Some(Some(kind)) for an error.
+    type Outcome = Option<Option<ErrorKind>>;
+
+    #[test]
+    fn acknowledgements_are_matched_by_sequence_number() {
+        const BASE: u32 = 100;
+        let ok = Some(None);
+        let cases: Vec<(&str, Vec<Vec<u8>>, [Outcome; 3], bool)> = vec![
+            (
+                "all acked, out of order, across datagrams",
+                vec![[ack(BASE + 2, 0), ack(BASE, 0)].concat(), ack(BASE + 1, 0)],
+                [ok, ok, ok],
+                false,
+            ),
+            (
+                "errors map to their kind",
+                vec![[ack(BASE, -17), ack(BASE + 1, -2), ack(BASE + 2, 0)].concat()],
+                [
+                    Some(Some(ErrorKind::Exists)),
+                    Some(Some(ErrorKind::NotFound)),
+                    ok,
+                ],
+                false,
+            ),
+            (
+                "other sequence numbers and repeats are ignored",
+                vec![
+                    [
+                        ack(BASE - 1, -17),
+                        ack(BASE + 3, 0),
+                        ack(BASE, 0),
+                        ack(BASE, -17),
+                    ]
+                    .concat(),
+                ],
+                [ok, None, None],
+                false,
+            ),
+            (
+                "a truncated frame is unreadable",
+                vec![[ack(BASE, 0), ack(BASE + 1, 0)[..20].to_vec()].concat()],
+                [ok, None, None],
+                true,
+            ),
+            (
+                "a bad header hides the rest of its datagram, not later ones",
+                vec![
+                    [ack(BASE, 0), vec![0xff; 7], ack(BASE + 1, 0)].concat(),
+                    ack(BASE + 2, -3),
+                ],
+                [ok, None, Some(Some(ErrorKind::NoSuchVirtualServer))],
+                true,
+            ),
+        ];
+        for (name, datagrams, want, unreadable) in cases {
+            let ops = ops(3);
+            let mut results: Vec<Option<Result<()>>> = ops.iter().map(|_| None).collect();
+            let mut chunk = Chunk {
+                base: BASE,
+                indices: vec![0, 1, 2],
+                pending: 3,
+                unreadable: None,
+            };
+            for d in &datagrams {
+                chunk.take_acks(d, &ops, &mut results);
+            }
+            let got: Vec<Outcome> = results
+                .iter()
+                .map(|r| r.as_ref().map(|r| r.as_ref().err().map(|e| e.kind())))
+                .collect();
+            assert_eq!(got, want, "{name}");
+            assert_eq!(
+                chunk.pending,
+                want.iter().filter(|o| o.is_none()).count(),
+                "{name}"
+            );
+            assert_eq!(chunk.unreadable.is_some(), unreadable, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unanswered_operation_is_an_error_naming_it() {
+        let op = &ops(1)[0];
+        for (overflowed, unreadable, kind, errno, says) in [
+            (
+                true,
+                None,
+                ErrorKind::Io,
+                Some(libc_errno::ENOBUFS),
+                "acknowledgement lost",
+            ),
+            (
+                false,
+                Some("truncated".to_string()),
+                ErrorKind::Decode,
+                None,
+                "unreadable (truncated)",
+            ),
+            (
+                false,
+                None,
+                ErrorKind::Io,
+                None,
+                "no acknowledgement received",
+            ),
+        ] {
+            let e = unanswered(op, overflowed, &unreadable);
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(e.errno(), errno, "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(says) && text.contains("outcome unknown"),
+                "{text}"
+            );
+            assert!(
+                text.contains("10.1.0.1:8080") && text.contains("10.0.0.1:80"),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn window_follows_the_receive_buffer() {

@@ -2,7 +2,7 @@
 
 use tokio::sync::Mutex;
 
-use crate::socket::{Connection, Context};
+use crate::socket::{ClientOptions, Connection, Context};
 use crate::wire::constants::*;
 use crate::wire::{
     IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message,
@@ -27,8 +27,13 @@ impl Client {
     /// Opens a socket and resolves the `IPVS` generic netlink family. Fails with
     /// [`ErrorKind::IpvsUnavailable`](crate::ErrorKind::IpvsUnavailable) when the kernel has no IPVS.
     pub async fn connect() -> Result<Client> {
+        Client::connect_with(ClientOptions::default()).await
+    }
+
+    /// Like [`Client::connect`], with the socket set up as `options` say.
+    pub async fn connect_with(options: ClientOptions) -> Result<Client> {
         Ok(Client {
-            conn: Mutex::new(Connection::connect().await?),
+            conn: Mutex::new(Connection::connect(options).await?),
         })
     }
 

@@ -52,3 +52,5 @@ pub use types::*;
 pub use client::Client;
 #[cfg(feature = "client")]
 pub use link::{DummyLink, local_addresses};
+#[cfg(feature = "client")]
+pub use socket::ClientOptions;

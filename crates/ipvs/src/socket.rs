@@ -19,8 +19,34 @@ use crate::{Error, Result};
 /// Big enough for any datagram the kernel sends: dump chunks are capped at 32 KiB.
 const RECV_BUF_SIZE: usize = 64 * 1024;
 
-/// Asked for with `SO_RCVBUFFORCE` so that a batch's acknowledgements fit; the kernel doubles it.
-const WANTED_RCVBUF: libc::c_int = 8 * 1024 * 1024;
+/// Options for [`Client::connect_with`](crate::Client::connect_with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Receive buffer asked for, in bytes (`SO_RCVBUFFORCE`, else `SO_RCVBUF` capped at
+    /// `net.core.rmem_max`; the kernel doubles it). It bounds how many acknowledgements a
+    /// batch may have in flight: [`Client::apply`](crate::Client::apply) sizes its window from
+    /// it, and should the kernel still drop acknowledgements (`ENOBUFS`), reports those
+    /// operations as lost and shrinks the window. Default 8 MiB; small values are for tests.
+    pub receive_buffer: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            receive_buffer: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The defaults with a receive buffer of `bytes`.
+    pub fn with_receive_buffer(bytes: usize) -> ClientOptions {
+        ClientOptions {
+            receive_buffer: bytes,
+        }
+    }
+}
 
 /// Names a request for its error messages, and the modules it needs (for `ENOENT`).
 #[derive(Clone, Copy)]
@@ -53,9 +79,11 @@ pub(crate) struct Connection {
     busy: bool,
     /// Effective receive buffer size, which bounds how many acknowledgements may be in flight.
     pub(crate) rcvbuf: usize,
+    /// Kept to open a replacement socket the same way.
+    options: ClientOptions,
 }
 
-fn open_socket() -> io::Result<(TokioSocket, usize)> {
+fn open_socket(options: &ClientOptions) -> io::Result<(TokioSocket, usize)> {
     let mut socket = TokioSocket::new(NETLINK_GENERIC)?;
     let raw = socket.socket_mut();
     raw.bind_auto()?;
@@ -63,7 +91,7 @@ fn open_socket() -> io::Result<(TokioSocket, usize)> {
     // Error acknowledgements then carry only the request's header, not the whole request.
     // Older kernels lack the option; the full echo is merely bigger.
     let _ = raw.set_cap_ack(true);
-    let size = WANTED_RCVBUF;
+    let size = libc::c_int::try_from(options.receive_buffer).unwrap_or(libc::c_int::MAX);
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
     let forced = unsafe {
         libc::setsockopt(
@@ -85,9 +113,9 @@ fn open_socket() -> io::Result<(TokioSocket, usize)> {
 
 impl Connection {
     /// Opens a socket and resolves the IPVS family id.
-    pub(crate) async fn connect() -> Result<Connection> {
+    pub(crate) async fn connect(options: ClientOptions) -> Result<Connection> {
         let ctx = "connect to IPVS";
-        let (socket, rcvbuf) = open_socket().map_err(|e| Error::io(ctx, e))?;
+        let (socket, rcvbuf) = open_socket(&options).map_err(|e| Error::io(ctx, e))?;
         let mut conn = Connection {
             socket,
             family_id: 0,
@@ -96,6 +124,7 @@ impl Connection {
             recv_buf: Vec::with_capacity(RECV_BUF_SIZE),
             busy: false,
             rcvbuf,
+            options,
         };
         conn.family_id = conn.resolve_family().await?;
         Ok(conn)
@@ -179,7 +208,7 @@ impl Connection {
         if self.busy {
             tracing::debug!("previous IPVS exchange did not finish; opening a fresh socket");
             let (socket, rcvbuf) =
-                open_socket().map_err(|e| Error::io("reopen the IPVS socket", e))?;
+                open_socket(&self.options).map_err(|e| Error::io("reopen the IPVS socket", e))?;
             self.socket = socket;
             self.rcvbuf = rcvbuf;
         }
