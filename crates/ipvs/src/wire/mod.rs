@@ -31,6 +31,38 @@ pub use service::{
 };
 pub use stats::{StatsAttr, parse_stats_attrs, stats_from_attrs, stats_from_nest, stats_to_attrs};
 
+/// Runs every decoder the client applies to a received datagram (framing, replies, virtual
+/// and real server entries in both families, info, timeouts, the direct destination path) and
+/// returns how many decodes succeeded. Never panics, whatever the bytes: the entry point of the
+/// fuzz target and of the crate's panic tests, not an API.
+#[doc(hidden)]
+pub fn decode_any(datagram: &[u8]) -> usize {
+    use crate::Family;
+    let mut decoded = 0;
+    let mut count = |ok: bool| decoded += usize::from(ok);
+    for frame in frames(datagram) {
+        let Ok(frame) = frame else { continue };
+        if let Ok(Reply::Message(m)) = Reply::decode(&frame) {
+            count(true);
+            if let Some(s) = m.service() {
+                count(virtual_server_entry(s).is_ok());
+            }
+            if let Some(d) = m.dest() {
+                count(real_server_entry(d, Family::V4).is_ok());
+                count(real_server_entry(d, Family::V6).is_ok());
+            }
+            // Both always yield a value (absent attributes stay 0); run them for their parsing.
+            let _ = info_from_message(&m);
+            let _ = timeouts_from_message(&m);
+        }
+        // The allocation-free path the client takes for destination dumps.
+        if let Ok(Some(nest)) = frame.attribute(constants::IPVS_CMD_ATTR_DEST) {
+            count(real_server_entry_from_nest(nest, Family::V4).is_ok());
+        }
+    }
+    decoded
+}
+
 /// Parses every attribute of `payload` with `parse`, in one allocation: attributes are at least
 /// 4 and mostly 8 bytes, so `len / 8` slots rarely need to grow (dump decoding is hot).
 pub(crate) fn parse_nlas<A>(
