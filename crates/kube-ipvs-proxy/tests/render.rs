@@ -89,6 +89,13 @@ fn json_carries_the_desired_state() {
     let backends: Vec<&str> =
         web["real_servers"].as_array().unwrap().iter().map(|r| r["id"]["addr"].as_str().unwrap()).collect();
     assert_eq!(backends, ["10.244.1.5", "10.244.2.7"]);
+    // (kind of edge's virtual server, its source ranges as text)
+    let edge = |kind: &str| servers.iter().find(|vs| vs["origin"]["service"]["name"] == "edge" && vs["kind"] == kind);
+    for (kind, ranges) in
+        [("LoadBalancer", serde_json::json!(["198.51.100.0/24"])), ("NodePort", serde_json::json!([]))]
+    {
+        assert_eq!(edge(kind).unwrap()["source_ranges"], ranges, "{kind}");
+    }
     let addresses: Vec<&str> = json["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert_eq!(addresses, ["10.96.0.10", "10.96.0.53", "10.96.1.20", "10.96.2.30", "203.0.113.7"]);
     assert_eq!(json["skipped"], serde_json::json!(["v1 ConfigMap default/settings"]));

@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 
 /// An IP prefix: a network address and a prefix length, host bits cleared.
 ///
-/// Ordered and hashed by (address, length), so sets of prefixes are stable.
+/// Ordered and hashed by (address, length), so sets of prefixes are stable. Serialized as its
+/// text (`"10.0.0.0/8"`) and deserialized through [`FromStr`], so no input yields a length
+/// beyond the family's width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Cidr {
     addr: IpAddr,
     prefix_len: u8,
@@ -122,6 +125,22 @@ impl FromStr for Cidr {
     }
 }
 
+impl TryFrom<String> for Cidr {
+    type Error = CidrError;
+
+    /// As [`FromStr`].
+    fn try_from(text: String) -> Result<Cidr, CidrError> {
+        text.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    /// As [`fmt::Display`].
+    fn from(cidr: Cidr) -> String {
+        cidr.to_string()
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix_len)
@@ -156,6 +175,17 @@ mod tests {
     fn clears_host_bits_and_displays() {
         assert_eq!("10.1.2.3/16".parse::<Cidr>().unwrap().to_string(), "10.1.0.0/16");
         assert_eq!("fd00::1/120".parse::<Cidr>().unwrap().to_string(), "fd00::/120");
+    }
+
+    #[test]
+    fn serializes_as_text_and_refuses_bad_lengths_when_deserialized() {
+        let cidr: Cidr = "fd00::/64".parse().unwrap();
+        assert_eq!(serde_json::to_string(&cidr).unwrap(), r#""fd00::/64""#);
+        assert_eq!(serde_json::from_str::<Cidr>(r#""fd00::/64""#).unwrap(), cidr);
+        // A length beyond the width would make `contains` shift out of range.
+        for bad in [r#""10.0.0.0/40""#, r#"{"addr": "10.0.0.0", "prefix_len": 40}"#] {
+            assert!(serde_json::from_str::<Cidr>(bad).is_err(), "{bad} must be refused");
+        }
     }
 
     #[test]
