@@ -427,6 +427,11 @@ proptest! {
         if let Ok(sl) = serde_json::from_value::<EndpointSlice>(sl) {
             m.upsert_endpoint_slice(&sl);
         }
+        let nd = json!({"metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": texts[6]}},
+                        "status": {"addresses": [{"type": "InternalIP", "address": texts[4]}]}});
+        if let Ok(nd) = serde_json::from_value::<k8s_openapi::api::core::v1::Node>(nd) {
+            m.set_node(&nd);
+        }
         prop_assert!(handled_or_warned);
         prop_assert_eq!(rs_of(&m, &tcp("10.96.0.200", 80)), Some(vec![]));
         prop_assert_eq!(m.service_info("default", "good").map(|i| i.virtual_servers.clone()), Some(vec![tcp("10.96.0.200", 80)]));
