@@ -132,21 +132,16 @@ fn check(slice: &EndpointSlice, node_name: &str) -> Result<ParsedSlice, String> 
             serving,
             terminating,
             local: e.node_name.as_deref() == Some(node_name),
-            node_hints: hints
-                .and_then(|h| h.for_nodes.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|n| n.name.clone())
-                .collect(),
-            zone_hints: hints
-                .and_then(|h| h.for_zones.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|z| z.name.clone())
-                .collect(),
+            node_hints: hint_names(hints.and_then(|h| h.for_nodes.as_ref()), |n| &n.name),
+            zone_hints: hint_names(hints.and_then(|h| h.for_zones.as_ref()), |z| &z.name),
         });
     }
     Ok(ParsedSlice::Handled(Slice { service, family, ports, endpoints }))
+}
+
+/// The names in one list of hints (`forNodes` or `forZones`); none when the list is unset.
+fn hint_names<T>(hints: Option<&Vec<T>>, name: impl Fn(&T) -> &String) -> Vec<String> {
+    hints.into_iter().flatten().map(|h| name(h).clone()).collect()
 }
 
 /// The endpoints of one Service port in one family, each `address:port` once.
