@@ -220,3 +220,51 @@ fn node_eligible(node: &Node) -> bool {
         .is_some_and(|taints| taints.iter().any(|t| t.key == AUTOSCALER_DELETE_TAINT));
     !deleting && !tainted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::jiff::SignedDuration;
+    use model::Config;
+
+    fn slice(annotation: Option<String>) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some("web-abc".into()),
+                namespace: Some("ns".into()),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into()),
+                annotations: annotation.map(|a| [(TRIGGER_TIME_ANNOTATION.to_string(), a)].into()),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            ..EndpointSlice::default()
+        }
+    }
+
+    /// Upstream's network programming latency: from each EndpointSlice change's trigger time,
+    /// only for changes after the proxy started (older ones measure its start, not the network).
+    #[test]
+    fn trigger_times_are_collected_from_endpoint_slice_changes_after_start() {
+        let later = (Timestamp::now() + SignedDuration::from_secs(5)).to_string();
+        let earlier = (Timestamp::now() - SignedDuration::from_secs(3600)).to_string();
+        // (annotation, deleted, collected)
+        let cases: [(Option<&str>, bool, bool); 5] = [
+            (Some(&later), false, true),
+            (Some(&earlier), false, false),
+            (Some("yesterday"), false, false),
+            (None, false, false),
+            (Some(&later), true, false),
+        ];
+        for (i, (annotation, deleted, collected)) in cases.into_iter().enumerate() {
+            let shared = Shared::new(Model::new(Config::new("node-a")), "node-a");
+            let slice = slice(annotation.map(str::to_string));
+            let change = if deleted { Change::Delete(slice) } else { Change::Apply(slice) };
+            shared.feed(Update::EndpointSlice(change));
+            let state = shared.lock();
+            let want: Vec<Timestamp> = annotation.filter(|_| collected).map(|a| a.parse().unwrap()).into_iter().collect();
+            assert_eq!(state.pending.trigger_times, want, "case {i}");
+            assert_eq!(state.pending.touched, [ServiceKey::new("ns", "web")].into(), "case {i}");
+        }
+    }
+}

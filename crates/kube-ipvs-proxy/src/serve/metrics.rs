@@ -220,4 +220,30 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
     }
+
+    #[test]
+    fn network_programming_is_observed_from_trigger_times_of_successful_syncs() {
+        let ago = |secs: i64| Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        // (sync failures, trigger times' ages in s, expected count, bucket that must hold them all)
+        let cases: [(usize, &[i64], u64, &str); 3] = [
+            (0, &[3, 3], 2, "le=\"5.0\"} 2"),
+            (0, &[], 0, "le=\"5.0\"} 0"),
+            // Upstream observes only after the rules are written.
+            (1, &[3], 0, "le=\"5.0\"} 0"),
+        ];
+        for (i, (failed, ages, count, bucket)) in cases.into_iter().enumerate() {
+            let m = Metrics::new();
+            let report = SyncReport { failed, trigger_times: ages.iter().map(|a| ago(*a)).collect(), ..Default::default() };
+            m.record_sync(&report);
+            let facts = HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true };
+            let text = m.encode(&facts).unwrap();
+            let line = format!("kubeproxy_network_programming_duration_seconds_count {count}");
+            assert!(text.contains(&line), "case {i}: missing {line:?} in\n{text}");
+            let bucket = format!("kubeproxy_network_programming_duration_seconds_bucket{{{bucket}");
+            assert!(text.contains(&bucket), "case {i}: missing {bucket:?} in\n{text}");
+            let below = "kubeproxy_network_programming_duration_seconds_bucket{le=\"2.0\"} 0";
+            assert!(text.contains(below), "case {i}: 3 s ago is not under 2 s:\n{text}");
+        }
+    }
+
 }

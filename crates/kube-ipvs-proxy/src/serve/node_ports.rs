@@ -3,7 +3,7 @@
 //! balancers send traffic only to nodes with a local endpoint.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -36,7 +36,9 @@ pub struct HealthCheckServers {
 }
 
 impl HealthCheckServers {
-    /// No server yet; listeners will bind `bind` (all addresses when unspecified).
+    /// No server yet; listeners will bind `bind`. An unspecified `bind` (`0.0.0.0` or `::`)
+    /// means every address of both families, as upstream's servers listen on `:port`: a
+    /// dual-stack socket, or IPv4 alone when the node has IPv6 disabled.
     pub fn new(bind: IpAddr, proxy_healthy: ProxyHealthy) -> HealthCheckServers {
         HealthCheckServers { bind, proxy_healthy, servers: HashMap::new(), ports: HashMap::new() }
     }
@@ -88,9 +90,7 @@ impl HealthCheckServers {
     }
 
     fn spawn(&self, port: u16, entry: Entry) -> std::io::Result<Server> {
-        let listener = std::net::TcpListener::bind(SocketAddr::new(self.bind, port))?;
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let listener = tokio::net::TcpListener::from_std(listen(self.bind, port)?)?;
         let entry = Arc::new(Mutex::new(entry));
         let shared = entry.clone();
         let healthy = self.proxy_healthy.clone();
@@ -106,6 +106,36 @@ impl HealthCheckServers {
         });
         Ok(Server { entry, task })
     }
+}
+
+/// A non-blocking listener on `bind`:`port`; for an unspecified `bind`, on `[::]` with
+/// `IPV6_V6ONLY` off (explicitly: the sysctl `net.ipv6.bindv6only` may say otherwise), falling
+/// back to `0.0.0.0` when the kernel has no IPv6.
+fn listen(bind: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
+    if !bind.is_unspecified() {
+        return socket(SocketAddr::new(bind, port), None);
+    }
+    socket(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), Some(false)).or_else(|e| {
+        if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+            socket(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), None)
+        } else {
+            Err(e)
+        }
+    })
+}
+
+fn socket(addr: SocketAddr, only_v6: Option<bool>) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(only_v6) = only_v6 {
+        socket.set_only_v6(only_v6)?;
+    }
+    // As std's listeners do: a restarted daemon rebinds despite connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 impl Drop for HealthCheckServers {
@@ -156,6 +186,31 @@ mod tests {
 
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn an_unspecified_bind_serves_both_families() {
+        // (bind, addresses that must answer, addresses that must not)
+        let cases: [(&str, &[&str], &[&str]); 3] = [
+            ("0.0.0.0", &["127.0.0.1", "::1"], &[]),
+            ("::", &["127.0.0.1", "::1"], &[]),
+            ("127.0.0.1", &["127.0.0.1"], &["::1"]),
+        ];
+        for (bind, answering, silent) in cases {
+            let mut servers = HealthCheckServers::new(bind.parse().unwrap(), Arc::new(|| true));
+            let port = free_port();
+            servers.update(&ServiceKey::new("ns", "lb"), Some(&info(Some(port), 1)));
+            assert_eq!(servers.ports(), vec![port], "bind {bind}");
+            for addr in answering {
+                let addr = SocketAddr::new(addr.parse().unwrap(), port);
+                let answer = crate::serve::test_client::get(addr, "/").await;
+                assert_eq!(answer.map(|(status, _)| status), Some(200), "bind {bind}: {addr}");
+            }
+            for addr in silent {
+                let addr = SocketAddr::new(addr.parse().unwrap(), port);
+                assert!(crate::serve::test_client::get(addr, "/").await.is_none(), "bind {bind}: {addr}");
+            }
+        }
     }
 
     #[tokio::test]
