@@ -16,8 +16,9 @@ use crate::service::{FamilyAddresses, ServiceSpec};
 pub(crate) struct NodeFacts {
     /// `topology.kubernetes.io/zone`.
     pub zone: Option<String>,
-    /// `InternalIP` addresses, for `nodePortAddresses: [primary]`.
-    pub internal_ips: Vec<IpAddr>,
+    /// The primary addresses (one per family, from the Node object), for
+    /// `nodePortAddresses: [primary]`.
+    pub primary_ips: Vec<IpAddr>,
     /// The node's current addresses (NodePorts; LoadBalancer IPs that are node addresses are not bound).
     pub addresses: Vec<IpAddr>,
 }
@@ -116,7 +117,7 @@ fn node_port_addresses<'a>(
             && (config.node_port_addresses.is_empty()
                 || config.node_port_addresses.iter().any(|n| match n {
                     NodePortAddress::Cidr(c) => c.contains(a),
-                    NodePortAddress::Primary => node.internal_ips.contains(a),
+                    NodePortAddress::Primary => node.primary_ips.contains(a),
                 }))
     })
 }

@@ -21,13 +21,13 @@ pub fn is_known_scheduler(name: &str) -> bool {
 /// The Service annotation that picks a scheduler for one Service's virtual servers.
 pub const SCHEDULER_ANNOTATION: &str = "ipvs.kube-ipvs-proxy.io/scheduler";
 
-/// One entry of `nodePortAddresses`: a prefix, or the keyword `primary` (the node's
-/// `InternalIP` addresses from its Node object).
+/// One entry of `nodePortAddresses`: a prefix, or the keyword `primary` (the node's primary
+/// addresses from its Node object: per family, the first `InternalIP`, else the first `ExternalIP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NodePortAddress {
     /// Node addresses inside this prefix.
     Cidr(Cidr),
-    /// The node's primary (`InternalIP`) addresses.
+    /// The node's primary addresses (per family, its first `InternalIP`, else first `ExternalIP`).
     Primary,
 }
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::build::{NodeFacts, build_service};
 use crate::changes::{Changes, Scope};
 use crate::claims::Claims;
-use crate::config::Config;
+use crate::config::{Config, NodePortAddress};
 use crate::desired::{DesiredState, ServiceInfo};
 use crate::endpoints::{ParsedSlice, Slice, parse_slice};
 use crate::graceful::GracefulRemovals;
@@ -179,9 +179,10 @@ impl Model {
         Some(service)
     }
 
-    /// Takes this node's zone (label `topology.kubernetes.io/zone`) and `InternalIP` addresses
-    /// from its Node object; recomputes the Services they affect when they changed. A Node whose
-    /// name is not `config.node_name` is another node's: it changes nothing and is warned about.
+    /// Takes this node's zone (label `topology.kubernetes.io/zone`) and primary addresses (for
+    /// `nodePortAddresses: [primary]`) from its Node object; recomputes the Services they affect
+    /// when they changed. A Node whose name is not `config.node_name` is another node's: it
+    /// changes nothing and is warned about.
     pub fn set_node(&mut self, node: &Node) -> Vec<Warning> {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         if name != self.config.node_name {
@@ -191,23 +192,18 @@ impl Model {
             )];
         }
         let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).cloned();
-        let internal_ips: Vec<IpAddr> = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|a| a.type_ == "InternalIP")
-            .filter_map(|a| a.address.parse().ok())
-            .collect();
-        if zone == self.node.zone && internal_ips == self.node.internal_ips {
+        let primary_ips = primary_ips(node);
+        if zone == self.node.zone && primary_ips == self.node.primary_ips {
             return Vec::new();
         }
         let zone_changed = zone != self.node.zone;
+        let primary_matters =
+            primary_ips != self.node.primary_ips && self.config.node_port_addresses.contains(&NodePortAddress::Primary);
         self.node.zone = zone;
-        self.node.internal_ips = internal_ips;
-        // The zone matters only to Services with zone hints, node IPs only to those on node
-        // addresses; finding them reads the store but recomputes nothing else.
+        self.node.primary_ips = primary_ips;
+        // The zone matters only to Services with zone hints, the primary addresses only to those
+        // on node addresses and only with `nodePortAddresses: [primary]`; finding them reads the
+        // store but recomputes nothing else.
         let zone_hinted = |key: &ServiceKey| {
             self.slices_by_service
                 .get(key)
@@ -216,7 +212,7 @@ impl Model {
         let keys: Vec<ServiceKey> = self
             .services
             .iter()
-            .filter(|(k, s)| (zone_changed && zone_hinted(k)) || s.depends_on_node_addresses())
+            .filter(|(k, s)| (zone_changed && zone_hinted(k)) || (primary_matters && s.depends_on_node_addresses()))
             .map(|(k, _)| k.clone())
             .collect();
         let mut warnings = Vec::new();
@@ -335,4 +331,20 @@ impl Model {
             self.infos.insert(key.clone(), info);
         }
     }
+}
+
+/// The node's primary addresses as upstream picks them (`GetNodeHostIPs`): of each family, the
+/// first `InternalIP`, or failing that the first `ExternalIP`. Unparsable addresses are passed over.
+fn primary_ips(node: &Node) -> Vec<IpAddr> {
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref()).map(Vec::as_slice).unwrap_or_default();
+    let of_type = |t: &'static str| {
+        addresses.iter().filter(move |a| a.type_ == t).filter_map(|a| a.address.trim().parse::<IpAddr>().ok())
+    };
+    let mut primary: Vec<IpAddr> = Vec::new();
+    for ip in of_type("InternalIP").chain(of_type("ExternalIP")) {
+        if !primary.iter().any(|p| p.is_ipv4() == ip.is_ipv4()) {
+            primary.push(ip);
+        }
+    }
+    primary
 }

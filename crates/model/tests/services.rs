@@ -356,3 +356,58 @@ fn node_objects_of_other_nodes_are_ignored_with_a_warning() {
     assert_eq!(vs_names(&m), ours);
     assert!(m.take_changes().is_empty());
 }
+
+/// A Node object of [`NODE`] with `(type, address)` pairs in order.
+fn node_with_addresses(addresses: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Node {
+    let addresses: Vec<_> = addresses.iter().map(|(t, a)| json!({"type": t, "address": a})).collect();
+    serde_json::from_value(json!({"metadata": {"name": NODE}, "status": {"addresses": addresses}})).unwrap()
+}
+
+#[test]
+fn primary_node_port_addresses_are_the_first_internal_ip_of_each_family_else_the_first_external_ip() {
+    let svc = service(
+        "web",
+        json!({"type": "NodePort", "clusterIPs": ["10.96.0.10", "fd00:96::10"], "ipFamilies": ["IPv4", "IPv6"],
+               "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
+    // (the Node's addresses in order, the NodePort addresses)
+    let cases: [(&[(&str, &str)], &[&str]); 4] = [
+        (&[("InternalIP", "192.168.0.10"), ("InternalIP", "192.168.1.10")], &["192.168.0.10"]),
+        (&[("ExternalIP", "192.168.1.10"), ("InternalIP", "192.168.0.10")], &["192.168.0.10"]),
+        (&[("Hostname", "node-a"), ("ExternalIP", "192.168.1.10")], &["192.168.1.10"]),
+        (
+            &[("InternalIP", "fd00:1::10"), ("InternalIP", "192.168.1.10"), ("InternalIP", "192.168.0.10")],
+            &["192.168.1.10", "fd00:1::10"],
+        ),
+    ];
+    for (addresses, expected) in cases {
+        let mut c = config();
+        c.node_addresses = ["192.168.0.10", "192.168.1.10", "fd00:1::10"].map(ip).to_vec();
+        c.node_port_addresses = vec![NodePortAddress::Primary];
+        let (m, w) = Model::from_objects(c, [&svc], [], Some(&node_with_addresses(addresses)));
+        assert!(w.is_empty(), "{w:?}");
+        let got: Vec<String> = m
+            .desired()
+            .virtual_servers()
+            .filter(|(_, v)| v.kind == VirtualServerKind::NodePort)
+            .map(|(id, _)| id.addr().unwrap().to_string())
+            .collect();
+        assert_eq!(got, expected, "{addresses:?}");
+    }
+}
+
+#[test]
+fn a_new_primary_address_recomputes_node_ports_only_when_primary_is_configured() {
+    let plain = service("plain", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}));
+    // (nodePortAddresses, Services recomputed when the Node's InternalIP changes)
+    let cases: [(&[&str], u64); 2] = [(&[], 0), (&["primary"], 1)];
+    for (filters, recomputed) in cases {
+        let mut c = config();
+        c.node_port_addresses = filters.iter().map(|f| f.parse().unwrap()).collect();
+        let first = node_with_addresses(&[("InternalIP", NODE_V4)]);
+        let (mut m, _) = Model::from_objects(c, [&node_port_web(), &plain], [], Some(&first));
+        let before = m.stats().services_recomputed;
+        m.set_node(&node_with_addresses(&[("InternalIP", "192.168.0.11")]));
+        assert_eq!(m.stats().services_recomputed - before, recomputed, "{filters:?}");
+    }
+}
