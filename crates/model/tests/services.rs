@@ -357,8 +357,11 @@ fn node_objects_of_other_nodes_are_ignored_with_a_warning() {
     assert!(m.take_changes().is_empty());
 }
 
-/// A Node object of [`NODE`] with `(type, address)` pairs in order.
-fn node_with_addresses(addresses: &[(&str, &str)]) -> k8s_openapi::api::core::v1::Node {
+/// One of a Node's `status.addresses`: (type, address).
+type NodeAddress<'a> = (&'a str, &'a str);
+
+/// A Node object of [`NODE`] with `addresses` in order.
+fn node_with_addresses(addresses: &[NodeAddress]) -> k8s_openapi::api::core::v1::Node {
     let addresses: Vec<_> = addresses.iter().map(|(t, a)| json!({"type": t, "address": a})).collect();
     serde_json::from_value(json!({"metadata": {"name": NODE}, "status": {"addresses": addresses}})).unwrap()
 }
@@ -371,7 +374,7 @@ fn primary_node_port_addresses_are_the_first_internal_ip_of_each_family_else_the
                "ports": [{"port": 80, "nodePort": 30080}]}),
     );
     // (the Node's addresses in order, the NodePort addresses)
-    let cases: [(&[(&str, &str)], &[&str]); 4] = [
+    let cases: [(&[NodeAddress], &[&str]); 4] = [
         (&[("InternalIP", "192.168.0.10"), ("InternalIP", "192.168.1.10")], &["192.168.0.10"]),
         (&[("ExternalIP", "192.168.1.10"), ("InternalIP", "192.168.0.10")], &["192.168.0.10"]),
         (&[("Hostname", "node-a"), ("ExternalIP", "192.168.1.10")], &["192.168.1.10"]),
