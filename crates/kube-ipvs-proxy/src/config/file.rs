@@ -29,6 +29,8 @@ const HONOURED: &[&str] = &[
     "masqueradeAll",
     // Before `masqueradeAll` moved to the top level, IPVS mode read it from here.
     "iptables.masqueradeAll",
+    // IPVS mode's mark bit lives in the iptables section upstream.
+    "iptables.masqueradeBit",
     "nodePortAddresses",
     // Newer files carry the sync periods at the top level; `ipvs.*` wins when both are set.
     "syncPeriod",
@@ -63,6 +65,8 @@ pub struct FileConfig {
     pub cluster_cidrs: Option<Vec<Cidr>>,
     /// `masqueradeAll` or the older `iptables.masqueradeAll`.
     pub masquerade_all: Option<bool>,
+    /// `iptables.masqueradeBit` (0 to 31).
+    pub masquerade_bit: Option<u8>,
     /// `nodePortAddresses`.
     pub node_port_addresses: Option<Vec<NodePortAddress>>,
     /// `ipvs.scheduler`.
@@ -138,6 +142,7 @@ impl FileConfig {
             metrics_bind_address: string(&doc, "metricsBindAddress")?,
             cluster_cidrs: string(&doc, "clusterCIDR")?.map(|s| parse_cidrs(&s)).transpose()?,
             masquerade_all,
+            masquerade_bit: mark_bit(&doc, "iptables.masqueradeBit")?,
             node_port_addresses: strings(&doc, "nodePortAddresses")?
                 .map(|list| parse_node_port_addresses(&list))
                 .transpose()?,
@@ -224,6 +229,17 @@ fn boolean(doc: &Value, path: &str) -> Result<Option<bool>, ConfigError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(ConfigError::field(path, "expected true or false")),
+    }
+}
+
+/// A mark bit, 0 to 31; upstream's field is a pointer, so an explicit 0 is bit 0.
+fn mark_bit(doc: &Value, path: &str) -> Result<Option<u8>, ConfigError> {
+    match lookup(doc, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64().and_then(|n| u8::try_from(n).ok()).filter(|n| *n <= 31) {
+            Some(bit) => Ok(Some(bit)),
+            None => Err(ConfigError::field(path, "expected a bit number from 0 to 31")),
+        },
     }
 }
 
@@ -376,6 +392,9 @@ winkernel:
             ("clusterCIDR: 10.0.0.0/40\n", "10.0.0.0/40"),
             ("ipvs:\n  excludeCIDRs: 10.0.0.0/8\n", "ipvs.excludeCIDRs"),
             ("bindAddress: localhost\n", "bindAddress"),
+            ("iptables:\n  masqueradeBit: 32\n", "iptables.masqueradeBit"),
+            ("iptables:\n  masqueradeBit: -1\n", "iptables.masqueradeBit"),
+            ("iptables:\n  masqueradeBit: \"14\"\n", "iptables.masqueradeBit"),
             ("nodePortAddresses: [primary, 10.0.0.0/8]\n", "nodePortAddresses"),
         ];
         for (body, named) in cases {

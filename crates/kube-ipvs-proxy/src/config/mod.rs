@@ -141,10 +141,10 @@ pub struct RunArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub masquerade_all: Option<bool>,
     /// The packet mark bit (0-31) that asks for masquerade in the proxy's nftables table
-    /// (upstream's masqueradeBit).
-    #[arg(long, alias = "iptables-masquerade-bit", default_value_t = ipvs::netfilter::DEFAULT_MASQUERADE_BIT,
-          value_parser = clap::value_parser!(u8).range(0..=31), value_name = "BIT")]
-    pub masquerade_bit: u8,
+    /// (upstream's `iptables.masqueradeBit`; default 14).
+    #[arg(long, alias = "iptables-masquerade-bit", value_parser = clap::value_parser!(u8).range(0..=31),
+          value_name = "BIT")]
+    pub masquerade_bit: Option<u8>,
     /// Comma-separated CIDRs whose virtual servers this proxy never touches.
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub ipvs_exclude_cidrs: Option<String>,
@@ -203,6 +203,8 @@ pub struct Settings {
     pub cluster_cidrs: Vec<Cidr>,
     /// Masquerade everything.
     pub masquerade_all: bool,
+    /// The packet mark bit asking for masquerade in the nftables table.
+    pub masquerade_bit: u8,
     /// Virtual servers in these blocks are never touched.
     pub exclude_cidrs: Vec<Cidr>,
     /// Which node addresses NodePorts listen on (empty: all).
@@ -308,6 +310,10 @@ impl Settings {
             scheduler,
             cluster_cidrs,
             masquerade_all: args.masquerade_all.or(file.masquerade_all).unwrap_or(false),
+            masquerade_bit: args
+                .masquerade_bit
+                .or(file.masquerade_bit)
+                .unwrap_or(ipvs::netfilter::DEFAULT_MASQUERADE_BIT),
             exclude_cidrs,
             node_port_addresses,
             strict_arp: args.ipvs_strict_arp.or(file.strict_arp).unwrap_or(false),

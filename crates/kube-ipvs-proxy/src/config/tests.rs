@@ -34,6 +34,7 @@ fn defaults_are_upstreams() {
     assert_eq!(s.timeouts, None);
     assert!(s.node_port_addresses.is_empty());
     assert!(!s.strict_arp && !s.masquerade_all);
+    assert_eq!(s.masquerade_bit, 14);
     assert_eq!(s.kubeconfig, None);
 }
 
@@ -51,6 +52,10 @@ fn flags_override_the_file() {
         (&[], "ipvs:\n  scheduler: wrr\n", |s| s.scheduler == "wrr"),
         (&["--masquerade-all"], "", |s| s.masquerade_all),
         (&["--masquerade-all=false"], "masqueradeAll: true\n", |s| !s.masquerade_all),
+        (&["--masquerade-bit", "15"], "iptables:\n  masqueradeBit: 16\n", |s| s.masquerade_bit == 15),
+        (&[], "iptables:\n  masqueradeBit: 16\n", |s| s.masquerade_bit == 16),
+        (&[], "iptables:\n  masqueradeBit: 0\n", |s| s.masquerade_bit == 0),
+        (&[], "iptables:\n  masqueradeBit: null\n", |s| s.masquerade_bit == 14),
         (&["--ipvs-strict-arp"], "", |s| s.strict_arp),
         (&[], "ipvs:\n  strictARP: true\n", |s| s.strict_arp),
         (&["--cluster-cidr", "10.0.0.0/8,fd00::/8"], "clusterCIDR: 10.244.0.0/16\n", |s| s.cluster_cidrs.len() == 2),

@@ -85,7 +85,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings);
     // Without nftables IPVS still balances, but nothing is masqueraded or filtered: say so
     // loudly rather than refuse to serve.
-    match filter::NftFilter::start(&settings.cluster_cidrs, args.masquerade_bit) {
+    match filter::NftFilter::start(&settings.cluster_cidrs, settings.masquerade_bit) {
         Ok(nft) => sync = sync.with_filter(Box::new(nft)),
         Err(e) => tracing::error!("no masquerade or filtering: cannot set up the nftables table: {e}"),
     }
