@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<ExitCode, BoxError> {
+    tune_malloc();
     let cli = cli::Cli::parse();
     init_logging(&cli.log_filter)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -40,6 +41,26 @@ async fn dispatch(command: cli::Command) -> Result<ExitCode, BoxError> {
         cli::Command::Run(args) => run::run(args).await,
         cli::Command::Cleanup(args) => cleanup::run(args).await,
         cli::Command::Debug(args) => debug::run(args).await,
+    }
+}
+
+/// Tunes glibc malloc for a low peak, before any thread starts (measured in the VM scale
+/// bench, see benches/RESULTS.md):
+/// - at most two arenas: by default each thread that allocates may get one of its own (up to
+///   8 per CPU), and memory freed in one is not reused by the others, so the objects decoded
+///   on one runtime worker and the plan built on another peak in separate arenas; the cost is
+///   some lock contention, negligible for a daemon that mostly waits;
+/// - a fixed mmap threshold: glibc otherwise raises it (up to 32 MiB) each time a large block
+///   is freed, after which the big transient buffers of a cold start (list pages, a plan of
+///   120,000 steps growing by doubling) come from the heap, where a growing vector's old and
+///   new blocks coexist and the freed space fragments; mmapped ones grow in place (mremap)
+///   and go back to the system when freed.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes no pointers and is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

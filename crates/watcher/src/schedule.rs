@@ -38,6 +38,16 @@ impl Schedule {
         }
         NextSync { at, full: at >= self.next_full }
     }
+
+    /// Records the end of a sync. After a full one the next is due `sync_period` after its
+    /// end, not its start: a full reconcile that took longer than `sync_period` (a cold start
+    /// at 10,000 Services) must not be followed at once by another whole-table dump, which
+    /// would hold back every change meanwhile.
+    pub fn finished(&mut self, full: bool, end: Instant, sync_period: Duration) {
+        if full {
+            self.next_full = end + sync_period;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +81,30 @@ mod tests {
             let s = Schedule { min_sync_period: ms(*min), last_start: t0, next_full: t0 + ms(*full_in) };
             let next = s.next(*dirty, *retry);
             assert_eq!(next, NextSync { at: t0 + ms(*want), full: *want_full }, "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_sync_period_counts_from_the_end_of_a_full_reconcile() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let period = ms(30_000);
+        // (full, sync duration ms, expected next full reconcile in ms after t0)
+        let cases: &[(bool, u64, u64)] = &[
+            // A quick full reconcile: syncPeriod later.
+            (true, 100, 30_100),
+            // One longer than syncPeriod (a cold start): still a whole period after its end,
+            // not due at once.
+            (true, 177_000, 207_000),
+            // An incremental sync leaves the due time alone.
+            (false, 100, 30_000),
+        ];
+        for (i, (full, took, want)) in cases.iter().enumerate() {
+            let mut s = Schedule { min_sync_period: ms(0), last_start: t0, next_full: t0 + period };
+            s.finished(*full, t0 + ms(*took), period);
+            assert_eq!(s.next_full, t0 + ms(*want), "case {i}");
+            // With nothing pending, the next sync is that full reconcile.
+            assert_eq!(s.next(false, false), NextSync { at: t0 + ms(*want), full: true }, "case {i}");
         }
     }
 }

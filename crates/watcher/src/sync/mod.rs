@@ -112,9 +112,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             schedule.last_start = Instant::now();
             dirty = false;
             self.sync(next.full).await;
-            if next.full {
-                schedule.next_full = schedule.last_start + self.settings.sync_period;
-            }
+            schedule.finished(next.full, Instant::now(), self.settings.sync_period);
         }
     }
 
@@ -173,8 +171,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             (plan, state.health.pending_since.take(), filter_work)
         };
         report.plan_steps = plan.len();
+        let planned = start.elapsed();
 
-        let failures = self.execute(plan.steps, &mut report).await;
+        let mut address_time = Duration::ZERO;
+        let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
+        let executed = start.elapsed();
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             match filter.apply(work) {
@@ -185,6 +186,16 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
 
         report.duration = start.elapsed();
+        if full {
+            // Where a full sync's time goes (a cold start is one): rare enough for info level.
+            tracing::info!(
+                "full sync phases: observe and plan {:.3?}, IPVS {:.3?}, addresses {:.3?}, nftables {:.3?}",
+                planned,
+                (executed - planned).saturating_sub(address_time),
+                address_time,
+                report.duration - executed
+            );
+        }
         let mut state = self.shared.lock();
         for (step, err) in failures.iter().take(LOGGED_FAILURES) {
             let service = match step {
@@ -221,7 +232,13 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// Runs the steps in order, each run of contiguous steps of one sort (binds, kernel
     /// operations, unbinds) as one batch of at most [`MAX_BATCH`]; records the successful ones in `observed` and the failed
     /// ones for a retry. Returns the failures.
-    async fn execute(&mut self, steps: Vec<Step>, report: &mut SyncReport) -> Vec<(Step, KernelError)> {
+    /// `address_time` accumulates the time spent binding and unbinding.
+    async fn execute(
+        &mut self,
+        steps: Vec<Step>,
+        report: &mut SyncReport,
+        address_time: &mut Duration,
+    ) -> Vec<(Step, KernelError)> {
         let mut failures = Vec::new();
         let mut steps = steps.into_iter().peekable();
         while let Some(first) = steps.next() {
@@ -251,10 +268,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                             Step::Kernel(_) => None,
                         })
                         .collect();
+                    let began = Instant::now();
                     let results = match &run[0] {
                         Step::Bind(_) => self.kernel.bind(&addrs).await,
                         _ => self.kernel.unbind(&addrs).await,
                     };
+                    *address_time += began.elapsed();
                     let mut results = results.into_iter();
                     for step in run {
                         let result = results
