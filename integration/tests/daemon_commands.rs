@@ -1,0 +1,104 @@
+//! The other commands on what the real daemon programmed in the VM kernel:
+//! - `debug status` names each virtual server's Service while the daemon runs (from its debug
+//!   endpoint) and still lists the kernel's entries when none runs;
+//! - `cleanup` removes what the daemon made (virtual servers on kube-ipvs0's addresses, the
+//!   link, the nftables table) and leaves an operator's own virtual servers alone; NodePort
+//!   virtual servers go only with `--node-ports`, and then only those in the NodePort range.
+
+mod daemon_support;
+
+use std::time::Duration;
+
+use daemon_support::*;
+use integration::{Backend, in_netns, ip, ipvsadm, proxy_binary, run};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether `ipvsadm -Ln` lists a line whose first words are `entry` (`TCP  10.96.0.10:80`, `FWM  7`).
+fn listed(entry: &str) -> bool {
+    let want: Vec<&str> = entry.split_whitespace().collect();
+    let listing = ipvsadm(&["-Ln"]).unwrap();
+    listing.lines().any(|l| l.split_whitespace().take(want.len()).eq(want.iter().copied()))
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn cleanup_removes_what_the_daemon_made_and_nothing_else() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
+        cluster.apply(&slice_yaml("web", &[&b1]));
+        let daemon = Daemon::start(&cluster);
+        let cluster_ip = "TCP 10.96.0.10:80".to_string();
+        let node_port = format!("TCP {NODE_IP}:30080");
+        eventually("the Service programmed and bound", PATIENCE, || {
+            (listed(&cluster_ip) && listed(&node_port) && bound_addresses().contains("10.96.0.10")).then_some(())
+        });
+        drop(daemon);
+
+        // An operator's own: on an address that is not the node's, on the node's address
+        // outside the NodePort range, and a firewall-mark virtual server.
+        let foreign = ["TCP 203.0.113.7:80".to_string(), format!("TCP {NODE_IP}:8080"), "FWM 7".to_string()];
+        ipvsadm(&["-A", "-t", "203.0.113.7:80", "-s", "rr"]).unwrap();
+        ipvsadm(&["-A", "-t", &format!("{NODE_IP}:8080"), "-s", "rr"]).unwrap();
+        ipvsadm(&["-A", "-f", "7", "-s", "rr"]).unwrap();
+
+        // (cleanup flags, entries gone after it, entries still there)
+        let steps: [(&[&str], Vec<&String>, Vec<&String>); 2] = [
+            (&[], vec![&cluster_ip], foreign.iter().chain([&node_port]).collect()),
+            (&["--node-ports"], vec![&cluster_ip, &node_port], foreign.iter().collect()),
+        ];
+        for (flags, gone, kept) in steps {
+            let args: Vec<&str> = std::iter::once("cleanup").chain(flags.iter().copied()).collect();
+            let out = run(proxy_binary().to_str().unwrap(), &args, None).unwrap();
+            for entry in gone {
+                assert!(!listed(entry), "cleanup {flags:?} left {entry}:\n{out}");
+            }
+            for entry in kept {
+                assert!(listed(entry), "cleanup {flags:?} removed {entry}:\n{out}");
+            }
+            assert!(ip(&["link", "show", "kube-ipvs0"]).is_err(), "cleanup {flags:?} left kube-ipvs0:\n{out}");
+            assert!(
+                run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).is_err(),
+                "cleanup {flags:?} left the nftables table:\n{out}"
+            );
+        }
+        assert!(ip(&["link", "show", "node0"]).is_ok(), "the node's own link stays");
+    });
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn debug_status_names_services_from_the_daemon_and_lists_the_kernel_without_it() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
+        cluster.apply(&slice_yaml("web", &[&b1]));
+        let mut daemon = Daemon::start(&cluster);
+        eventually("the Service programmed", PATIENCE, || {
+            (listed("TCP 10.96.0.10:80") && listed(&format!("TCP {NODE_IP}:30080"))).then_some(())
+        });
+        let status = || run(proxy_binary().to_str().unwrap(), &["debug", "status"], None).unwrap();
+        let named = |out: &str, vs: &str| {
+            let lines: Vec<&str> = out.lines().collect();
+            lines.windows(2).any(|w| w[0].starts_with(vs) && w[1] == "#  service default/web:http")
+        };
+        // (daemon running, the Service named under each of its virtual servers)
+        for running in [true, false] {
+            if !running {
+                daemon.kill_9();
+            }
+            let out = status();
+            for vs in ["TCP  10.96.0.10:80 ", &format!("TCP  {NODE_IP}:30080 ")] {
+                assert!(out.lines().any(|l| l.starts_with(vs)), "running {running}: {vs} not listed:\n{out}");
+                assert_eq!(named(&out, vs), running, "running {running}: {vs} named or not:\n{out}");
+            }
+            let bound = "kube-ipvs0 addresses (1):\n  10.96.0.10\n";
+            assert!(out.contains(bound), "running {running}: kube-ipvs0's address not shown:\n{out}");
+        }
+    });
+}
