@@ -110,6 +110,27 @@ fn refusals_are_typed() {
                 ErrorKind::OutOfRange,
                 "10.244.1.3:8080",
             ),
+            (
+                "IPv6 netmask above 128",
+                c.add_virtual_server(&VirtualServer {
+                    flags: ipvs::ServiceFlags::PERSISTENT,
+                    timeout: 300,
+                    netmask: 200,
+                    ..VirtualServer::new(tuple(ipvs::Protocol::Tcp, "fd00::1", 80), "rr")
+                })
+                .await
+                .unwrap_err(),
+                ErrorKind::Invalid,
+                "[fd00::1]:80",
+            ),
+            (
+                "IPv6 real server of an IPv4 virtual server, masqueraded",
+                c.add_real_server(&id, &RealServer::new(addr("fd00::2"), 8080, 1))
+                    .await
+                    .unwrap_err(),
+                ErrorKind::Invalid,
+                "[fd00::2]:8080",
+            ),
         ];
         for (what, err, kind, text) in cases {
             assert_eq!(err.kind(), kind, "{what}: {err}");
@@ -314,6 +335,73 @@ fn lost_acknowledgements_are_reported_not_guessed() {
         assert!(
             present.is_subset(&written),
             "the table holds entries nobody wrote"
+        );
+    });
+}
+
+/// Without CAP_NET_ADMIN every IPVS call is refused with the typed permission error naming
+/// it, on a socket opened before or after losing the capability, and `debug status` says why
+/// it cannot read.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn without_cap_net_admin_calls_are_refused_saying_why() {
+    let _serial = one_at_a_time();
+    in_netns(|| async {
+        let id = tcp("10.96.0.1", 80);
+        let vs = VirtualServer::new(id, "rr");
+        let opened_as_root = Client::connect().await.unwrap();
+        opened_as_root.add_virtual_server(&vs).await.unwrap();
+        // The raw syscall changes this thread only (glibc's setresuid would change every
+        // thread of the test process); leaving uid 0 drops the capabilities.
+        // SAFETY: plain syscall with integer arguments.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        let opened_as_nobody = Client::connect()
+            .await
+            .expect("family resolution needs no capability");
+        for c in [&opened_as_root, &opened_as_nobody] {
+            let cases: Vec<(ipvs::Error, &str)> = vec![
+                (c.info().await.unwrap_err(), "IPVS info"),
+                (c.table().await.unwrap_err(), "list virtual servers"),
+                (
+                    c.add_virtual_server(&VirtualServer::new(tcp("10.96.0.2", 80), "rr"))
+                        .await
+                        .unwrap_err(),
+                    "10.96.0.2:80",
+                ),
+                (
+                    c.delete_virtual_server(&id).await.unwrap_err(),
+                    "10.96.0.1:80",
+                ),
+            ];
+            for (err, names) in cases {
+                assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+                let text = err.to_string();
+                assert!(
+                    text.contains(names) && text.contains("CAP_NET_ADMIN"),
+                    "{text}"
+                );
+            }
+        }
+        // A child forked from this thread runs as nobody too.
+        let bin = integration::proxy_binary();
+        let out = std::process::Command::new(&bin)
+            .args(["debug", "status", "--numeric"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "debug status succeeded without CAP_NET_ADMIN"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            stderr.contains("permission denied; run as root or with CAP_NET_ADMIN"),
+            "{stderr}"
         );
     });
 }
