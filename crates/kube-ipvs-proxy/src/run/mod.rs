@@ -6,6 +6,7 @@ mod filter;
 mod kernel;
 mod observer;
 mod sysctl;
+mod timeouts;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,13 +47,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         .await
         .map_err(|e| format!("cannot ensure the dummy link {}: {e}", settings.interface))?;
     sysctl::apply(Path::new("/proc/sys"), settings.strict_arp);
-    if let Some(timeouts) = settings.timeouts {
-        match client.set_timeouts(&timeouts).await {
-            Ok(()) => {
-                tracing::info!(tcp = timeouts.tcp, tcp_fin = timeouts.tcp_fin, udp = timeouts.udp, "IPVS timeouts set")
-            }
-            Err(e) => tracing::warn!("cannot set the IPVS timeouts: {e}"),
-        }
+    if let Some(wanted) = settings.timeouts {
+        timeouts::apply(&client, &wanted).await;
     }
 
     let shared = Arc::new(Shared::new(model::Model::new(settings.model_config()), settings.node_name.clone()));
