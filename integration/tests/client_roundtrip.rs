@@ -93,13 +93,7 @@ fn cases() -> Vec<Case> {
         flags: ServiceFlags::ONE_PACKET,
         ..vs.clone()
     };
-    let reals = v4_reals(8)
-        .into_iter()
-        .map(|r| RealServer {
-            id: ipvs::RealServerId { port: 0, ..r.id },
-            ..r
-        })
-        .collect();
+    let reals = without_ports(v4_reals(8));
     cases.push(Case { vs, updated, reals });
     let vs = VirtualServer::new(fwmark(Family::V6, 8), "rr");
     let updated = VirtualServer {
@@ -109,15 +103,21 @@ fn cases() -> Vec<Case> {
         netmask: 128,
         ..vs.clone()
     };
-    let reals = v6_reals(9)
+    let reals = without_ports(v6_reals(9));
+    cases.push(Case { vs, updated, reals });
+    cases
+}
+
+/// Real servers of a fwmark virtual server: the mark, not a port, selects the traffic, so they
+/// have port 0.
+fn without_ports(reals: Vec<RealServer>) -> Vec<RealServer> {
+    reals
         .into_iter()
         .map(|r| RealServer {
             id: ipvs::RealServerId { port: 0, ..r.id },
             ..r
         })
-        .collect();
-    cases.push(Case { vs, updated, reals });
-    cases
+        .collect()
 }
 
 async fn sorted_reals(c: &Client, id: &VirtualServerId) -> Vec<RealServer> {

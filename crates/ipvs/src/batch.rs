@@ -259,11 +259,14 @@ mod tests {
     /// Some(Some(kind)) for an error.
     type Outcome = Option<Option<ErrorKind>>;
 
+    /// (name, datagrams received, outcome of each of three operations, unreadable seen).
+    type AckCase = (&'static str, Vec<Vec<u8>>, [Outcome; 3], bool);
+
     #[test]
     fn acknowledgements_are_matched_by_sequence_number() {
         const BASE: u32 = 100;
         let ok = Some(None);
-        let cases: Vec<(&str, Vec<Vec<u8>>, [Outcome; 3], bool)> = vec![
+        let cases: Vec<AckCase> = vec![
             (
                 "all acked, out of order, across datagrams",
                 vec![[ack(BASE + 2, 0), ack(BASE, 0)].concat(), ack(BASE + 1, 0)],
