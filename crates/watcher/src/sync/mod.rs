@@ -160,7 +160,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
-            let filter_work = self.filter.as_ref().map(|_| FilterWork::of(&state.model, full, &changes));
+            // A full sync's filter state covers every Service: built after the kernel steps,
+            // once the plan is gone, so that the two never sit in memory together.
+            let filter_work =
+                self.filter.as_ref().filter(|_| !full).map(|_| FilterWork::of(&state.model, false, &changes));
             let scope = if full { Scope::All } else { Scope::Only(changes) };
             let plan = state.model.plan(&self.observed, &scope, &mut self.graceful, now);
             let pending = std::mem::take(&mut state.pending);
@@ -176,6 +179,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut address_time = Duration::ZERO;
         let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
         let executed = start.elapsed();
+        let filter_work = match (&self.filter, full) {
+            (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
+            _ => filter_work,
+        };
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             match filter.apply(work) {
