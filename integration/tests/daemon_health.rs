@@ -80,3 +80,41 @@ fn the_health_check_node_port_follows_the_local_endpoints() {
         eventually("the health-check port closed with the Service", PATIENCE, || get(&url).is_none().then_some(()));
     });
 }
+
+/// With `--nodeport-addresses`, the server listens only on the node's addresses inside it, as
+/// upstream's does; without, on every address.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_health_check_node_port_listens_where_node_port_addresses_say() {
+    in_netns(|| async {
+        node_link();
+        let b1 = Backend::start("b1", 1, 8080).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&lb_service());
+        cluster.apply(&slice(&[&b1], &[]));
+        let flags = |extra: &[&str]| -> Vec<String> {
+            ["--sync-period=2s", "--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256"]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let at = |addr: &str| format!("http://{addr}:{HEALTH_PORT}/");
+        // (extra flags, address that answers, address that does not)
+        let cases: [(&[&str], &str, Option<&str>); 2] = [
+            (&[], "127.0.0.1", None),
+            (&["--nodeport-addresses=192.168.100.0/24"], NODE_IP, Some("127.0.0.1")),
+        ];
+        for (extra, answering, silent) in cases {
+            let daemon = Daemon::start_with_flags(&cluster, &flags(extra));
+            eventually(&format!("{extra:?}: {answering} answers"), PATIENCE, || {
+                get(&at(answering)).filter(|(s, _)| *s == 200)
+            });
+            if let Some(silent) = silent {
+                assert!(get(&at(silent)).is_none(), "{extra:?}: {silent} answers too");
+            }
+            drop(daemon);
+            eventually(&format!("{extra:?}: the daemon gone"), PATIENCE, || get(&at(answering)).is_none().then_some(()));
+        }
+    });
+}

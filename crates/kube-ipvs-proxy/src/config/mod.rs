@@ -148,7 +148,8 @@ pub struct RunArgs {
     /// Comma-separated CIDRs whose virtual servers this proxy never touches.
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub ipvs_exclude_cidrs: Option<String>,
-    /// Comma-separated CIDRs (or `primary`) selecting the node addresses NodePorts listen on.
+    /// Comma-separated CIDRs (or `primary`) selecting the node addresses NodePorts (and
+    /// health-check node port servers) listen on.
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub nodeport_addresses: Option<String>,
     /// Set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2 (needed by MetalLB L2).
@@ -169,7 +170,8 @@ pub struct RunArgs {
     /// host:port (or IP) for /metrics and the debug endpoint; empty disables (default 127.0.0.1:10249).
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind_address: Option<String>,
-    /// The node's primary IP; health-check node port servers listen on it (default 0.0.0.0).
+    /// Where health-check node port servers listen when no --nodeport-addresses prefix applies
+    /// (default 0.0.0.0: every address of both families).
     #[arg(long, value_name = "IP")]
     pub bind_address: Option<IpAddr>,
     /// Name of the dummy link holding Service addresses.

@@ -73,8 +73,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     }
     let health_source = shared.clone();
     let proxy_healthy = Arc::new(move || serve::proxy_healthy(&health_source.health(), Instant::now(), timeout));
-    let observer =
-        observer::DaemonObserver::new(metrics, HealthCheckServers::new(settings.bind_address, proxy_healthy));
+    let health_checks = HealthCheckServers::new(health_check_addresses(&settings).await, proxy_healthy);
+    let observer = observer::DaemonObserver::new(metrics, health_checks);
 
     let kernel = kernel::NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
@@ -113,6 +113,33 @@ async fn sources(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxE
     };
     let client = kube::Client::try_from(config).map_err(|e| format!("cannot build the API client: {e}"))?;
     Ok(watcher::cluster_updates(client, &settings.node_name).boxed())
+}
+
+/// Where health-check node port servers listen: see [`serve::health_check_addresses`]. The
+/// node's addresses are read once, at start, as upstream does.
+async fn health_check_addresses(settings: &Settings) -> Vec<std::net::IpAddr> {
+    if settings.node_port_addresses.is_empty() {
+        return vec![settings.bind_address];
+    }
+    let node: Vec<std::net::IpAddr> = match ipvs::local_addresses().await {
+        Ok(list) => list
+            .into_iter()
+            .filter(|(ifname, addr)| is_node_address(ifname, addr, &settings.interface))
+            .map(|(_, addr)| addr)
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot read the node's addresses: {e}");
+            Vec::new()
+        }
+    };
+    let chosen = serve::health_check_addresses(&settings.node_port_addresses, &node, settings.bind_address);
+    if chosen == [settings.bind_address] && !node.contains(&settings.bind_address) {
+        tracing::warn!(
+            "health-check node ports listen on {}: nodePortAddresses selects no address known at start",
+            settings.bind_address
+        );
+    }
+    chosen
 }
 
 /// Resolves on SIGTERM (what the kubelet sends) or SIGINT; names the signal.

@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn no_local_counts_follow_changes() {
-        let servers = HealthCheckServers::new("127.0.0.1".parse().unwrap(), Arc::new(|| true));
+        let servers = HealthCheckServers::new(vec!["127.0.0.1".parse().unwrap()], Arc::new(|| true));
         let mut o = DaemonObserver::new(Arc::new(Metrics::new()), servers);
         let (a, b) = (ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b"));
         let steps: &[(&ServiceKey, NoLocal, (usize, usize))] = &[

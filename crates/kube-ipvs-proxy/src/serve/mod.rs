@@ -11,4 +11,4 @@ mod test_client;
 pub use health::proxy_healthy;
 pub use http::{Endpoints, VirtualServerOrigin, health_router, metrics_router, spawn};
 pub use metrics::Metrics;
-pub use node_ports::HealthCheckServers;
+pub use node_ports::{HealthCheckServers, health_check_addresses};

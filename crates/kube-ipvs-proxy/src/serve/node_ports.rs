@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use model::{ServiceInfo, ServiceKey};
+use model::{NodePortAddress, ServiceInfo, ServiceKey};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -24,23 +24,56 @@ struct Entry {
 
 struct Server {
     entry: Arc<Mutex<Entry>>,
-    task: JoinHandle<()>,
+    /// One per listen address.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The addresses health-check node port servers listen on, as upstream chooses them: all
+/// (`all`, normally unspecified: both families) unless `nodePortAddresses` lists prefixes, then
+/// those of `node_addresses` inside them. `primary` names an address known only from the Node
+/// object, after start, and no match at all is a misconfiguration: both listen on `all`, as
+/// upstream does when it cannot tell (the caller logs it).
+pub fn health_check_addresses(
+    node_port_addresses: &[NodePortAddress],
+    node_addresses: &[IpAddr],
+    all: IpAddr,
+) -> Vec<IpAddr> {
+    if node_port_addresses.is_empty() || node_port_addresses.contains(&NodePortAddress::Primary) {
+        return vec![all];
+    }
+    let inside = |addr: &IpAddr| {
+        node_port_addresses.iter().any(|p| matches!(p, NodePortAddress::Cidr(cidr) if cidr.contains(addr)))
+    };
+    let mut chosen: Vec<IpAddr> = node_addresses.iter().copied().filter(inside).collect();
+    chosen.sort_unstable();
+    chosen.dedup();
+    if chosen.is_empty() { vec![all] } else { chosen }
 }
 
 /// The running health-check node port servers, kept in step with the Services' facts.
 pub struct HealthCheckServers {
-    bind: IpAddr,
+    binds: Vec<IpAddr>,
     proxy_healthy: ProxyHealthy,
     servers: HashMap<u16, Server>,
     ports: HashMap<ServiceKey, u16>,
 }
 
 impl HealthCheckServers {
-    /// No server yet; listeners will bind `bind`. An unspecified `bind` (`0.0.0.0` or `::`)
-    /// means every address of both families, as upstream's servers listen on `:port`: a
-    /// dual-stack socket, or IPv4 alone when the node has IPv6 disabled.
-    pub fn new(bind: IpAddr, proxy_healthy: ProxyHealthy) -> HealthCheckServers {
-        HealthCheckServers { bind, proxy_healthy, servers: HashMap::new(), ports: HashMap::new() }
+    /// No server yet; each will listen on every one of `binds` (see [`health_check_addresses`];
+    /// none: all addresses). An unspecified address (`0.0.0.0` or `::`) means every address of
+    /// both families, as upstream's servers listen on `:port`: a dual-stack socket, or IPv4
+    /// alone when the node has IPv6 disabled.
+    pub fn new(binds: Vec<IpAddr>, proxy_healthy: ProxyHealthy) -> HealthCheckServers {
+        let binds = if binds.is_empty() { vec![Ipv4Addr::UNSPECIFIED.into()] } else { binds };
+        HealthCheckServers { binds, proxy_healthy, servers: HashMap::new(), ports: HashMap::new() }
     }
 
     /// The ports served now, sorted.
@@ -60,7 +93,7 @@ impl HealthCheckServers {
         {
             self.ports.remove(key);
             if let Some(server) = self.servers.remove(&old) {
-                server.task.abort();
+                server.stop();
                 tracing::info!(service = %key, port = old, "health-check node port closed");
             }
         }
@@ -89,8 +122,14 @@ impl HealthCheckServers {
         }
     }
 
+    /// Listens on every address (all or none: a port taken on one fails the server, retried at
+    /// the Service's next change) and serves them.
     fn spawn(&self, port: u16, entry: Entry) -> std::io::Result<Server> {
-        let listener = tokio::net::TcpListener::from_std(listen(self.bind, port)?)?;
+        let listeners = self
+            .binds
+            .iter()
+            .map(|bind| tokio::net::TcpListener::from_std(listen(*bind, port)?))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let entry = Arc::new(Mutex::new(entry));
         let shared = entry.clone();
         let healthy = self.proxy_healthy.clone();
@@ -99,12 +138,18 @@ impl HealthCheckServers {
             let healthy = healthy();
             std::future::ready(answer(&entry, healthy))
         });
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::warn!(port, "health-check node port server stopped: {e}");
-            }
-        });
-        Ok(Server { entry, task })
+        let tasks = listeners
+            .into_iter()
+            .map(|listener| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::warn!(port, "health-check node port server stopped: {e}");
+                    }
+                })
+            })
+            .collect();
+        Ok(Server { entry, tasks })
     }
 }
 
@@ -141,7 +186,7 @@ fn socket(addr: SocketAddr, only_v6: Option<bool>) -> std::io::Result<std::net::
 impl Drop for HealthCheckServers {
     fn drop(&mut self) {
         for server in self.servers.values() {
-            server.task.abort();
+            server.stop();
         }
     }
 }
@@ -188,6 +233,47 @@ mod tests {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
     }
 
+    #[test]
+    fn listen_addresses_follow_node_port_addresses() {
+        let all: IpAddr = "0.0.0.0".parse().unwrap();
+        let node: Vec<IpAddr> = ["192.168.1.10", "10.0.0.5", "fd00::5"].iter().map(|a| a.parse().unwrap()).collect();
+        let npa = |list: &[&str]| -> Vec<NodePortAddress> { list.iter().map(|p| p.parse().unwrap()).collect() };
+        // (nodePortAddresses, listen addresses)
+        let cases: [(&[&str], &[&str]); 5] = [
+            (&[], &["0.0.0.0"]),
+            (&["10.0.0.0/8"], &["10.0.0.5"]),
+            (&["10.0.0.0/8", "fd00::/64", "192.168.1.0/24"], &["10.0.0.5", "192.168.1.10", "fd00::5"]),
+            (&["172.16.0.0/12"], &["0.0.0.0"]),
+            (&["primary"], &["0.0.0.0"]),
+        ];
+        for (given, want) in cases {
+            let want: Vec<IpAddr> = want.iter().map(|a| a.parse().unwrap()).collect();
+            assert_eq!(health_check_addresses(&npa(given), &node, all), want, "{given:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_listen_address_answers_and_no_other() {
+        let binds: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let mut servers = HealthCheckServers::new(binds, Arc::new(|| true));
+        let port = free_port();
+        servers.update(&ServiceKey::new("ns", "lb"), Some(&info(Some(port), 1)));
+        // (address, answers)
+        for (addr, answers) in [("127.0.0.1", true), ("::1", true), ("127.0.0.2", false)] {
+            let addr = SocketAddr::new(addr.parse().unwrap(), port);
+            let status = crate::serve::test_client::get(addr, "/").await.map(|(status, _)| status);
+            assert_eq!(status, answers.then_some(200), "{addr}");
+        }
+        servers.update(&ServiceKey::new("ns", "lb"), None);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        for addr in ["127.0.0.1", "::1"] {
+            let addr = SocketAddr::new(addr.parse().unwrap(), port);
+            assert!(crate::serve::test_client::get(addr, "/").await.is_none(), "{addr} still answers");
+        }
+    }
+
     #[tokio::test]
     async fn an_unspecified_bind_serves_both_families() {
         // (bind, addresses that must answer, addresses that must not)
@@ -197,7 +283,7 @@ mod tests {
             ("127.0.0.1", &["127.0.0.1"], &["::1"]),
         ];
         for (bind, answering, silent) in cases {
-            let mut servers = HealthCheckServers::new(bind.parse().unwrap(), Arc::new(|| true));
+            let mut servers = HealthCheckServers::new(vec![bind.parse().unwrap()], Arc::new(|| true));
             let port = free_port();
             servers.update(&ServiceKey::new("ns", "lb"), Some(&info(Some(port), 1)));
             assert_eq!(servers.ports(), vec![port], "bind {bind}");
@@ -218,7 +304,7 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = healthy.clone();
         let mut servers =
-            HealthCheckServers::new("127.0.0.1".parse().unwrap(), Arc::new(move || flag.load(Ordering::SeqCst)));
+            HealthCheckServers::new(vec!["127.0.0.1".parse().unwrap()], Arc::new(move || flag.load(Ordering::SeqCst)));
         let key = ServiceKey::new("ns", "lb");
         let (p1, p2) = (free_port(), free_port());
         // (info, port expected to answer, status, localEndpoints, serviceProxyHealthy)
