@@ -26,7 +26,10 @@ fn lb_service() -> String {
 fn slice(local: &[&Backend], remote: &[&str]) -> String {
     let mut endpoints = String::new();
     let on = |addr: &str, node: &str| {
-        format!("- addresses: [\"{addr}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  nodeName: {node}\n")
+        format!(
+            "- addresses: [\"{addr}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n\
+             \x20 nodeName: {node}\n"
+        )
     };
     for b in local {
         endpoints.push_str(&on(&b.addr_v4().to_string(), NODE));
@@ -114,7 +117,9 @@ fn the_health_check_node_port_listens_where_node_port_addresses_say() {
                 assert!(get(&at(silent)).is_none(), "{extra:?}: {silent} answers too");
             }
             drop(daemon);
-            eventually(&format!("{extra:?}: the daemon gone"), PATIENCE, || get(&at(answering)).is_none().then_some(()));
+            eventually(&format!("{extra:?}: the daemon gone"), PATIENCE, || {
+                get(&at(answering)).is_none().then_some(())
+            });
         }
     });
 }

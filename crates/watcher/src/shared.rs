@@ -262,7 +262,8 @@ mod tests {
             let change = if deleted { Change::Delete(slice) } else { Change::Apply(slice) };
             shared.feed(Update::EndpointSlice(change));
             let state = shared.lock();
-            let want: Vec<Timestamp> = annotation.filter(|_| collected).map(|a| a.parse().unwrap()).into_iter().collect();
+            let want: Vec<Timestamp> =
+                annotation.filter(|_| collected).map(|a| a.parse().unwrap()).into_iter().collect();
             assert_eq!(state.pending.trigger_times, want, "case {i}");
             assert_eq!(state.pending.touched, [ServiceKey::new("ns", "web")].into(), "case {i}");
         }
