@@ -247,14 +247,21 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         address_time: &mut Duration,
     ) -> Vec<(Step, KernelError)> {
         let mut failures = Vec::new();
-        let mut steps = steps.into_iter().peekable();
-        while let Some(first) = steps.next() {
+        // Taken from the back of the reversed plan, and the buffer shrunk as it empties: a cold
+        // start's 120,000 steps (about 12 MB) are then released batch by batch while the
+        // record of what was applied grows, instead of both peaking together at the end.
+        let mut steps = steps;
+        steps.reverse();
+        while let Some(first) = steps.pop() {
             let sort = std::mem::discriminant(&first);
             let mut run = vec![first];
             while run.len() < MAX_BATCH
-                && let Some(next) = steps.next_if(|s| std::mem::discriminant(s) == sort)
+                && let Some(next) = steps.pop_if(|s| std::mem::discriminant(&*s) == sort)
             {
                 run.push(next);
+            }
+            if steps.capacity() - steps.len() >= MAX_BATCH {
+                steps.shrink_to_fit();
             }
             match &run[0] {
                 Step::Kernel(_) => {
