@@ -111,6 +111,21 @@ fn refusals_are_typed() {
                 "10.244.1.3:8080",
             ),
             (
+                "lower threshold above upper (the kernel's check)",
+                c.add_real_server(
+                    &id,
+                    &RealServer {
+                        upper_threshold: 10,
+                        lower_threshold: 100,
+                        ..RealServer::new(addr("10.244.1.4"), 8080, 1)
+                    },
+                )
+                .await
+                .unwrap_err(),
+                ErrorKind::OutOfRange,
+                "10.244.1.4:8080",
+            ),
+            (
                 "IPv6 netmask above 128",
                 c.add_virtual_server(&VirtualServer {
                     flags: ipvs::ServiceFlags::PERSISTENT,
