@@ -1,13 +1,16 @@
 //! Scale bench of the daemon, on the VM kernel (run by `integration/bench`, not on the host):
 //!
 //! 1. cold start: 10,000 Services x 10 endpoints served by the fake API server; time from
-//!    starting `kube-ipvs-proxy run` to the kernel holding every virtual server and real
-//!    server, against the peer measured in the same run (after the daemon is stopped, in a
+//!    starting `kube-ipvs-proxy run` to the daemon reporting its first full sync done, checked
+//!    against the kernel (every virtual server, real server and bound ClusterIP), against the peer measured in the same run (after the daemon is stopped, in a
 //!    fresh network namespace, as the daemon's was): `ipvsadm -R` of the same rules plus
 //!    `ip -batch` binding the same ClusterIPs on a dummy link;
 //! 2. change latency: 100 times, one EndpointSlice gets a new endpoint; time from the API
 //!    server committing it to the real server being in the kernel; p50 and p99;
 //! 3. the daemon's peak resident memory (VmHWM).
+//!
+//! Exits non-zero when a target of the issue is missed: cold start no slower than the peer,
+//! change p99 under 50 ms, peak RSS under 100 MiB.
 //!
 //! Sizes can be lowered with `KIP_SCALE_SERVICES` and `KIP_SCALE_ENDPOINTS` for a quick look.
 
@@ -120,10 +123,16 @@ fn peer(services: usize, per_service: usize) -> (Duration, Duration) {
     })
 }
 
-fn peak_rss(pid: u32) -> String {
+/// A `/proc/PID/status` field, e.g. `VmHWM` (the peak resident size) or `VmRSS` (the current one).
+fn status_field(pid: u32, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: unknown");
-    hwm.trim_start_matches("VmHWM:").trim().to_string()
+    let prefix = format!("{field}:");
+    let line = status.lines().find(|l| l.starts_with(&prefix)).unwrap_or("unknown");
+    line.trim_start_matches(&prefix).trim().to_string()
+}
+
+fn peak_rss(pid: u32) -> String {
+    status_field(pid, "VmHWM")
 }
 
 fn main() {
@@ -161,7 +170,17 @@ fn main() {
         // and add its own duration to the figure). The claim is then checked against the
         // kernel: every virtual and real server and every ClusterIP bound, with no later sync
         // in between that could have completed it.
+        // The resident size sampled along the way, to show which phase sets the peak.
+        let mut lists_done: Option<(Duration, String)> = None;
+        let mut rss_trace = Vec::new();
         let reported = loop {
+            let rss = status_field(daemon.pid(), "VmRSS");
+            if rss_trace.last().is_none_or(|(t, _): &(Duration, String)| start.elapsed() - *t >= Duration::from_secs(1)) {
+                rss_trace.push((start.elapsed(), rss.clone()));
+            }
+            if lists_done.is_none() && daemon.log().contains("first lists complete") {
+                lists_done = Some((start.elapsed(), rss.clone()));
+            }
             if let Some(line) = daemon.log().lines().find(|l| l.contains("full sync:")) {
                 assert!(line.contains(", 0 failed,"), "the cold start sync failed steps: {line}");
                 break start.elapsed();
@@ -194,6 +213,11 @@ fn main() {
              confirmed by a dump of the IPVS table and of kube-ipvs0's addresses at {confirmed:.2?})"
         );
         println!("daemon    peak RSS after the cold start {}", peak_rss(daemon.pid()));
+        if let Some((t, rss)) = &lists_done {
+            println!("daemon    lists complete seen at {t:.2?}, RSS then {rss}");
+        }
+        let trace: Vec<String> = rss_trace.iter().map(|(t, rss)| format!("{:.0}s {rss}", t.as_secs_f64())).collect();
+        println!("daemon    RSS along the cold start: {}", trace.join(", "));
 
         // Where the cold start went: the daemon's own phase log (info level, timestamped).
         for line in daemon.log().lines().take(40) {
@@ -231,7 +255,10 @@ fn main() {
             percentile(&latencies, 0.99),
             latencies.last().copied().unwrap_or_default()
         );
-        println!("daemon    peak RSS {}", peak_rss(daemon.pid()));
+        let hwm = peak_rss(daemon.pid());
+        println!("daemon    peak RSS {hwm} (resident now {})", status_field(daemon.pid(), "VmRSS"));
+        let p99 = percentile(&latencies, 0.99);
+        let hwm_kib: Option<u64> = hwm.trim_end_matches("kB").trim().parse().ok();
         for line in daemon.log().lines().filter(|l| l.contains("full sync")) {
             println!("daemon log | {line}");
         }
@@ -252,5 +279,16 @@ fn main() {
             cold.as_secs_f64() / peer.as_secs_f64(),
             cold.as_secs_f64() / restore.as_secs_f64()
         );
+
+        // The issue's targets, all checked so that the bench exits non-zero when one is missed.
+        let targets = [
+            ("cold start no slower than ipvsadm -R + ip -batch", cold <= peer),
+            ("EndpointSlice change p99 < 50 ms", p99 < Duration::from_millis(50)),
+            ("peak RSS < 100 MiB", hwm_kib.is_some_and(|k| k < 100 * 1024)),
+        ];
+        for (target, met) in &targets {
+            println!("target    {target}: {}", if *met { "met" } else { "MISSED" });
+        }
+        assert!(targets.iter().all(|(_, met)| *met), "a daemon_scale target was missed");
     });
 }
