@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{any, delete, get, post};
+use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -149,6 +150,14 @@ impl FakeApiServer {
         };
         let listener = TcpListener::bind(self.address).await.map_err(bind)?;
         self.address = listener.local_addr().map_err(bind)?;
+        // As the real API server (Go sets TCP_NODELAY on every connection): with Nagle on, a
+        // watch event written while the previous one awaits the client's delayed ACK is held
+        // for up to 40 ms, which the daemon's change latency would wrongly include.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "cannot set TCP_NODELAY on a fake API connection");
+            }
+        });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app = router(self.shared.clone());
         let task = tokio::spawn(async move {
