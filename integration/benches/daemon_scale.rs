@@ -50,10 +50,8 @@ fn service(i: usize) -> Value {
 }
 
 fn slice(i: usize, endpoints: &[Ipv4Addr]) -> Value {
-    let endpoints: Vec<Value> = endpoints
-        .iter()
-        .map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}}))
-        .collect();
+    let endpoints: Vec<Value> =
+        endpoints.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect();
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
                      "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
@@ -63,20 +61,13 @@ fn slice(i: usize, endpoints: &[Ipv4Addr]) -> Value {
 }
 
 fn vs_id(i: usize) -> VirtualServerId {
-    VirtualServerId::Tuple {
-        protocol: Protocol::Tcp,
-        addr: IpAddr::V4(cluster_ip(i)),
-        port: 80,
-    }
+    VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: IpAddr::V4(cluster_ip(i)), port: 80 }
 }
 
 /// Virtual and real servers in the kernel now.
 async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
     match client.table().await {
-        Ok(table) => (
-            table.services.len(),
-            table.services.iter().map(|(_, reals)| reals.len()).sum(),
-        ),
+        Ok(table) => (table.services.len(), table.services.iter().map(|(_, reals)| reals.len()).sum()),
         Err(_) => (0, 0),
     }
 }
@@ -99,11 +90,7 @@ fn peer(services: usize, per_service: usize) -> (Duration, Duration) {
         for i in 0..services {
             rules.push_str(&format!("-A -t {}:80 -s rr\n", cluster_ip(i)));
             for j in 0..per_service {
-                rules.push_str(&format!(
-                    "-a -t {}:80 -r {}:8080 -m -w 1\n",
-                    cluster_ip(i),
-                    endpoint_ip(i, j, 0)
-                ));
+                rules.push_str(&format!("-a -t {}:80 -r {}:8080 -m -w 1\n", cluster_ip(i), endpoint_ip(i, j, 0)));
             }
             addresses.push_str(&format!("addr add {}/32 dev peer-ipvs0\n", cluster_ip(i)));
         }
@@ -114,11 +101,7 @@ fn peer(services: usize, per_service: usize) -> (Duration, Duration) {
         let start = Instant::now();
         integration::run("ip", &["-batch", "-"], Some(&addresses)).unwrap();
         let bind = start.elapsed();
-        assert_eq!(
-            kernel_counts(&ipvs).await,
-            (services, services * per_service),
-            "the peer's table"
-        );
+        assert_eq!(kernel_counts(&ipvs).await, (services, services * per_service), "the peer's table");
         (restore, bind)
     })
 }
@@ -175,7 +158,8 @@ fn main() {
         let mut rss_trace = Vec::new();
         let reported = loop {
             let rss = status_field(daemon.pid(), "VmRSS");
-            if rss_trace.last().is_none_or(|(t, _): &(Duration, String)| start.elapsed() - *t >= Duration::from_secs(1)) {
+            if rss_trace.last().is_none_or(|(t, _): &(Duration, String)| start.elapsed() - *t >= Duration::from_secs(1))
+            {
                 rss_trace.push((start.elapsed(), rss.clone()));
             }
             if lists_done.is_none() && daemon.log().contains("first lists complete") {
@@ -185,15 +169,8 @@ fn main() {
                 assert!(line.contains(", 0 failed,"), "the cold start sync failed steps: {line}");
                 break start.elapsed();
             }
-            assert!(
-                daemon.running(),
-                "the daemon exited during the cold start:\n{}",
-                daemon.log()
-            );
-            assert!(
-                start.elapsed() < Duration::from_secs(1800),
-                "cold start not done after 30 min"
-            );
+            assert!(daemon.running(), "the daemon exited during the cold start:\n{}", daemon.log());
+            assert!(start.elapsed() < Duration::from_secs(1800), "cold start not done after 30 min");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(
@@ -241,10 +218,7 @@ fn main() {
                     latencies.push(start.elapsed());
                     break;
                 }
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "change {c} not programmed in 60 s"
-                );
+                assert!(start.elapsed() < Duration::from_secs(60), "change {c} not programmed in 60 s");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }

@@ -16,10 +16,7 @@ use integration::{in_netns, ipvsadm, ipvsadm_restore, proxy_binary, restore_scri
 use ipvs::{Client, Operation, Protocol, RealServer, VirtualServer, VirtualServerId};
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// `services` virtual servers `10.100.x.y:80` (alternating rr / wrr), each with `reals`
@@ -28,21 +25,11 @@ fn operations(services: usize, reals: usize) -> Vec<Operation> {
     let mut ops = Vec::with_capacity(services * (reals + 1));
     for i in 0..services {
         let addr = IpAddr::V4(Ipv4Addr::from(0x0a64_0000 + i as u32 + 1));
-        let id = VirtualServerId::Tuple {
-            protocol: Protocol::Tcp,
-            addr,
-            port: 80,
-        };
-        ops.push(Operation::AddVirtualServer(VirtualServer::new(
-            id,
-            if i % 2 == 0 { "rr" } else { "wrr" },
-        )));
+        let id = VirtualServerId::Tuple { protocol: Protocol::Tcp, addr, port: 80 };
+        ops.push(Operation::AddVirtualServer(VirtualServer::new(id, if i % 2 == 0 { "rr" } else { "wrr" })));
         for j in 0..reals {
             let real = IpAddr::V4(Ipv4Addr::from(0x0ac8_0000 + (i * reals + j) as u32 + 1));
-            ops.push(Operation::AddRealServer(
-                id,
-                RealServer::new(real, 8080, j as u32 + 1),
-            ));
+            ops.push(Operation::AddRealServer(id, RealServer::new(real, 8080, j as u32 + 1)));
         }
     }
     ops
@@ -86,25 +73,15 @@ async fn client_run(ops: Vec<Operation>, services: usize, reals: usize) -> Clien
     let listed = c.table().await.expect("table");
     let table = start.elapsed();
     assert_eq!(listed.services.len(), services);
-    assert_eq!(
-        listed.services.iter().map(|(_, r)| r.len()).sum::<usize>(),
-        services * reals
-    );
+    assert_eq!(listed.services.iter().map(|(_, r)| r.len()).sum::<usize>(), services * reals);
     let start = Instant::now();
     let text = ipvsadm(&["-Ln"]).expect("ipvsadm -Ln");
     let ipvsadm_list = start.elapsed();
-    assert_eq!(
-        text.lines().count(),
-        3 + services * (reals + 1),
-        "ipvsadm -Ln lines"
-    );
+    assert_eq!(text.lines().count(), 3 + services * (reals + 1), "ipvsadm -Ln lines");
     let proxy = proxy_binary();
     let debug_status = proxy.exists().then(|| {
         let start = Instant::now();
-        let out = Command::new(&proxy)
-            .args(["debug", "status", "--numeric"])
-            .output()
-            .expect("debug status");
+        let out = Command::new(&proxy).args(["debug", "status", "--numeric"]).output().expect("debug status");
         let took = start.elapsed();
         assert!(
             out.status.success() && out.stdout == text.as_bytes(),
@@ -112,12 +89,7 @@ async fn client_run(ops: Vec<Operation>, services: usize, reals: usize) -> Clien
         );
         took
     });
-    ClientRun {
-        batch,
-        table,
-        ipvsadm_list,
-        debug_status,
-    }
+    ClientRun { batch, table, ipvsadm_list, debug_status }
 }
 
 /// Programs `script` with `ipvsadm -R`; checks with the client that everything is there.
@@ -126,11 +98,7 @@ async fn ipvsadm_run(script: String, services: usize) -> Duration {
     ipvsadm_restore(&script).expect("ipvsadm -R");
     let took = start.elapsed();
     let c = Client::connect().await.expect("IPVS in the VM kernel");
-    assert_eq!(
-        c.table().await.expect("table").services.len(),
-        services,
-        "ipvsadm -R programmed every virtual server"
-    );
+    assert_eq!(c.table().await.expect("table").services.len(), services, "ipvsadm -R programmed every virtual server");
     took
 }
 
@@ -186,9 +154,7 @@ fn main() -> ExitCode {
     let services = env_or("KIP_BENCH_SERVICES", 2000);
     let reals = env_or("KIP_BENCH_REALS", 10);
     let rounds = env_or("KIP_BENCH_ROUNDS", 3).max(1);
-    println!(
-        "kernel_ops: {services} virtual servers x {reals} real servers, {rounds} rounds (medians below)"
-    );
+    println!("kernel_ops: {services} virtual servers x {reals} real servers, {rounds} rounds (medians below)");
     let f = measure(services, reals, rounds);
     let writes = services * (reals + 1);
     let program_ratio = f.restore.as_secs_f64() / f.batch.as_secs_f64();
@@ -199,11 +165,7 @@ fn main() -> ExitCode {
         "| program {writes} writes from empty | {:.0} ms (`Client::apply`) | {:.0} ms (`ipvsadm -R`) | {program_ratio:.2}x | >= 3x: {} |",
         ms(f.batch),
         ms(f.restore),
-        if program_ratio >= 3.0 {
-            "met"
-        } else {
-            "MISSED"
-        }
+        if program_ratio >= 3.0 { "met" } else { "MISSED" }
     );
     println!(
         "| list {services} + {} entries | {:.0} ms (`Client::table`) | {:.0} ms (`ipvsadm -Ln`) | {list_ratio:.2}x | >= 1x: {} |",
@@ -220,9 +182,5 @@ fn main() -> ExitCode {
             f.ipvsadm_list.as_secs_f64() / d.as_secs_f64()
         );
     }
-    if program_ratio >= 3.0 && list_ratio >= 1.0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if program_ratio >= 3.0 && list_ratio >= 1.0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

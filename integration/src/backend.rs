@@ -56,27 +56,13 @@ impl Backend {
     ///
     /// Must be called on a thread inside the test's namespace (see [`crate::in_netns`]).
     pub fn start(name: &str, index: u8, port: u16) -> Result<Backend, BackendError> {
-        let link_error = |source| BackendError::Link {
-            name: name.to_string(),
-            source,
-        };
-        let io_error = |source| BackendError::Io {
-            name: name.to_string(),
-            source,
-        };
+        let link_error = |source| BackendError::Link { name: name.to_string(), source };
+        let io_error = |source| BackendError::Io { name: name.to_string(), source };
         let near = format!("kipb{index}");
         let far = format!("kipb{index}p");
         ip(&["link", "add", &near, "type", "veth", "peer", "name", &far]).map_err(link_error)?;
         ip(&["addr", "add", &format!("10.244.{index}.1/24"), "dev", &near]).map_err(link_error)?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("fd00:244:{index}::1/64"),
-            "dev",
-            &near,
-            "nodad",
-        ])
-        .map_err(link_error)?;
+        ip(&["addr", "add", &format!("fd00:244:{index}::1/64"), "dev", &near, "nodad"]).map_err(link_error)?;
         ip(&["link", "set", &near, "up"]).map_err(link_error)?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -85,8 +71,7 @@ impl Backend {
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), BackendError>>();
         let thread = {
-            let (name, stop, served, far) =
-                (name.to_string(), stop.clone(), served.clone(), far.clone());
+            let (name, stop, served, far) = (name.to_string(), stop.clone(), served.clone(), far.clone());
             std::thread::Builder::new()
                 .name(format!("backend-{name}"))
                 .spawn(move || {
@@ -112,26 +97,13 @@ impl Backend {
                 })
                 .map_err(io_error)?
         };
-        let backend = Backend {
-            name: name.to_string(),
-            index,
-            port,
-            stop,
-            served,
-            thread: Some(thread),
-        };
-        let tid = tid_rx
-            .recv()
-            .map_err(|_| io_error(io::Error::other("backend thread ended early")))?
-            .map_err(io_error)?;
+        let backend = Backend { name: name.to_string(), index, port, stop, served, thread: Some(thread) };
+        let tid =
+            tid_rx.recv().map_err(|_| io_error(io::Error::other("backend thread ended early")))?.map_err(io_error)?;
         // A thread id names the thread's namespace for `ip link set ... netns`.
         ip(&["link", "set", &far, "netns", &tid.to_string()]).map_err(link_error)?;
-        go_tx
-            .send(())
-            .map_err(|_| io_error(io::Error::other("backend thread ended early")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| io_error(io::Error::other("backend thread ended early")))??;
+        go_tx.send(()).map_err(|_| io_error(io::Error::other("backend thread ended early")))?;
+        ready_rx.recv().map_err(|_| io_error(io::Error::other("backend thread ended early")))??;
         Ok(backend)
     }
 
@@ -147,16 +119,7 @@ impl Backend {
 
     /// Its IPv6 address, `fd00:244:<index>::2`.
     pub fn addr_v6(&self) -> IpAddr {
-        IpAddr::V6(Ipv6Addr::new(
-            0xfd00,
-            0x244,
-            u16::from(self.index),
-            0,
-            0,
-            0,
-            0,
-            2,
-        ))
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x244, u16::from(self.index), 0, 0, 0, 0, 2))
     }
 
     /// The TCP port it serves.
@@ -181,45 +144,15 @@ impl Drop for Backend {
 
 /// Inside the backend's namespace: addresses, routes, and the listener.
 fn configure(name: &str, index: u8, link: &str, port: u16) -> Result<TcpListener, BackendError> {
-    let link_error = |source| BackendError::Link {
-        name: name.to_string(),
-        source,
-    };
+    let link_error = |source| BackendError::Link { name: name.to_string(), source };
     ip(&["link", "set", "lo", "up"]).map_err(link_error)?;
     ip(&["addr", "add", &format!("10.244.{index}.2/24"), "dev", link]).map_err(link_error)?;
-    ip(&[
-        "addr",
-        "add",
-        &format!("fd00:244:{index}::2/64"),
-        "dev",
-        link,
-        "nodad",
-    ])
-    .map_err(link_error)?;
+    ip(&["addr", "add", &format!("fd00:244:{index}::2/64"), "dev", link, "nodad"]).map_err(link_error)?;
     ip(&["link", "set", link, "up"]).map_err(link_error)?;
-    ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("10.244.{index}.1"),
-    ])
-    .map_err(link_error)?;
-    ip(&[
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("fd00:244:{index}::1"),
-    ])
-    .map_err(link_error)?;
-    let io_error = |source| BackendError::Io {
-        name: name.to_string(),
-        source,
-    };
-    let listener =
-        TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).map_err(io_error)?;
+    ip(&["route", "add", "default", "via", &format!("10.244.{index}.1")]).map_err(link_error)?;
+    ip(&["-6", "route", "add", "default", "via", &format!("fd00:244:{index}::1")]).map_err(link_error)?;
+    let io_error = |source| BackendError::Io { name: name.to_string(), source };
+    let listener = TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).map_err(io_error)?;
     // Polling lets drop stop the loop without a connection from inside this namespace.
     listener.set_nonblocking(true).map_err(io_error)?;
     Ok(listener)
@@ -235,9 +168,7 @@ fn serve(name: &str, listener: TcpListener, stop: &AtomicBool, served: &AtomicU6
                 let _ = stream.write_all(answer.as_bytes());
                 let _ = stream.shutdown(std::net::Shutdown::Write);
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }

@@ -30,21 +30,11 @@ pub enum CommandError {
 /// Runs `program args...` in the calling thread's network namespace, feeding it `stdin` when
 /// given, and returns its stdout; an unsuccessful exit is an error carrying its stderr.
 pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, CommandError> {
-    let command = std::iter::once(program)
-        .chain(args.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let spawn_error = |source| CommandError::Spawn {
-        command: command.clone(),
-        source,
-    };
+    let command = std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+    let spawn_error = |source| CommandError::Spawn { command: command.clone(), source };
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -23,21 +23,16 @@ where
     Fut: Future<Output = T>,
     T: Send + 'static,
 {
-    let thread = std::thread::Builder::new()
-        .name("netns-test".into())
-        .spawn(move || {
-            if let Err(err) = enter_fresh_netns() {
-                panic!("cannot enter a fresh network namespace: {err}");
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => panic!("cannot build a tokio runtime: {err}"),
-            };
-            runtime.block_on(test())
-        });
+    let thread = std::thread::Builder::new().name("netns-test".into()).spawn(move || {
+        if let Err(err) = enter_fresh_netns() {
+            panic!("cannot enter a fresh network namespace: {err}");
+        }
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(err) => panic!("cannot build a tokio runtime: {err}"),
+        };
+        runtime.block_on(test())
+    });
     match thread.map(|t| t.join()) {
         Ok(Ok(output)) => output,
         Ok(Err(panic)) => std::panic::resume_unwind(panic),

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use ipvs::{
-    Family, ForwardMethod, Operation, Protocol, RealServer, RealServerId, ServiceFlags, TunnelType,
-    VirtualServer, VirtualServerId,
+    Family, ForwardMethod, Operation, Protocol, RealServer, RealServerId, ServiceFlags, TunnelType, VirtualServer,
+    VirtualServerId,
 };
 
 /// The `ipvsadm` arguments performing `op` (without the program name), e.g.
@@ -15,11 +15,7 @@ pub fn ipvsadm_args(op: &Operation) -> Vec<String> {
     let mut args = Vec::new();
     match op {
         Operation::AddVirtualServer(vs) | Operation::UpdateVirtualServer(vs) => {
-            let verb = if matches!(op, Operation::AddVirtualServer(_)) {
-                "-A"
-            } else {
-                "-E"
-            };
+            let verb = if matches!(op, Operation::AddVirtualServer(_)) { "-A" } else { "-E" };
             args.push(verb.to_string());
             push_service(&mut args, &vs.id);
             push_service_options(&mut args, vs);
@@ -29,11 +25,7 @@ pub fn ipvsadm_args(op: &Operation) -> Vec<String> {
             push_service(&mut args, id);
         }
         Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
-            let verb = if matches!(op, Operation::AddRealServer(..)) {
-                "-a"
-            } else {
-                "-e"
-            };
+            let verb = if matches!(op, Operation::AddRealServer(..)) { "-a" } else { "-e" };
             args.push(verb.to_string());
             push_service(&mut args, id);
             push_real_server(&mut args, rs);
@@ -59,23 +51,13 @@ pub fn restore_script(ops: &[Operation]) -> String {
 
 fn push_service(args: &mut Vec<String>, id: &VirtualServerId) {
     match id {
-        VirtualServerId::Tuple {
-            protocol,
-            addr,
-            port,
-        } => {
+        VirtualServerId::Tuple { protocol, addr, port } => {
             let flag = match protocol {
                 Protocol::Tcp => "-t",
                 Protocol::Udp => "-u",
                 Protocol::Sctp => "--sctp-service",
             };
-            args.extend([
-                flag.to_string(),
-                endpoint(&RealServerId {
-                    addr: *addr,
-                    port: *port,
-                }),
-            ]);
+            args.extend([flag.to_string(), endpoint(&RealServerId { addr: *addr, port: *port })]);
         }
         VirtualServerId::Fwmark { family, mark } => {
             args.extend(["-f".to_string(), mark.to_string()]);
@@ -99,15 +81,12 @@ fn push_service_options(args: &mut Vec<String>, vs: &VirtualServer) {
     if vs.flags.contains(ServiceFlags::ONE_PACKET) {
         args.push("-o".to_string());
     }
-    let sched_flags: Vec<&str> = [
-        (ServiceFlags::SCHED1, "flag-1"),
-        (ServiceFlags::SCHED2, "flag-2"),
-        (ServiceFlags::SCHED3, "flag-3"),
-    ]
-    .into_iter()
-    .filter(|(flag, _)| vs.flags.contains(*flag))
-    .map(|(_, name)| name)
-    .collect();
+    let sched_flags: Vec<&str> =
+        [(ServiceFlags::SCHED1, "flag-1"), (ServiceFlags::SCHED2, "flag-2"), (ServiceFlags::SCHED3, "flag-3")]
+            .into_iter()
+            .filter(|(flag, _)| vs.flags.contains(*flag))
+            .map(|(_, name)| name)
+            .collect();
     if !sched_flags.is_empty() {
         args.extend(["-b".to_string(), sched_flags.join(",")]);
     }
@@ -121,20 +100,12 @@ fn push_real_server(args: &mut Vec<String>, rs: &RealServer) {
     match rs.forward {
         ForwardMethod::Masquerade => args.push("-m".to_string()),
         ForwardMethod::Route | ForwardMethod::Local => args.push("-g".to_string()),
-        ForwardMethod::Tunnel {
-            tunnel,
-            port,
-            flags,
-        } => {
+        ForwardMethod::Tunnel { tunnel, port, flags } => {
             args.push("-i".to_string());
             match tunnel {
                 TunnelType::IpIp => {}
                 TunnelType::Gue | TunnelType::Gre => {
-                    let name = if tunnel == TunnelType::Gue {
-                        "gue"
-                    } else {
-                        "gre"
-                    };
+                    let name = if tunnel == TunnelType::Gue { "gue" } else { "gre" };
                     args.extend(["--tun-type".to_string(), name.to_string()]);
                     if tunnel == TunnelType::Gue {
                         args.extend(["--tun-port".to_string(), port.to_string()]);
@@ -152,12 +123,7 @@ fn push_real_server(args: &mut Vec<String>, rs: &RealServer) {
         }
     }
     args.extend(["-w".to_string(), rs.weight.to_string()]);
-    args.extend([
-        "-x".to_string(),
-        rs.upper_threshold.to_string(),
-        "-y".to_string(),
-        rs.lower_threshold.to_string(),
-    ]);
+    args.extend(["-x".to_string(), rs.upper_threshold.to_string(), "-y".to_string(), rs.lower_threshold.to_string()]);
 }
 
 fn endpoint(id: &RealServerId) -> String {
@@ -172,11 +138,7 @@ mod tests {
     use super::*;
 
     fn tcp(addr: &str, port: u16) -> VirtualServerId {
-        VirtualServerId::Tuple {
-            protocol: Protocol::Tcp,
-            addr: addr.parse().unwrap(),
-            port,
-        }
+        VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: addr.parse().unwrap(), port }
     }
 
     #[test]
@@ -186,47 +148,24 @@ mod tests {
         persistent.timeout = 300;
         persistent.netmask = 0xffff_ff00;
         let mut gue = RealServer::new("10.1.0.1".parse().unwrap(), 8080, 70000);
-        gue.forward = ForwardMethod::Tunnel {
-            tunnel: TunnelType::Gue,
-            port: 6080,
-            flags: 1,
-        };
-        let v6 = VirtualServerId::Tuple {
-            protocol: Protocol::Sctp,
-            addr: "fd00::1".parse().unwrap(),
-            port: 9,
-        };
+        gue.forward = ForwardMethod::Tunnel { tunnel: TunnelType::Gue, port: 6080, flags: 1 };
+        let v6 = VirtualServerId::Tuple { protocol: Protocol::Sctp, addr: "fd00::1".parse().unwrap(), port: 9 };
         let cases = [
-            (
-                Operation::AddVirtualServer(VirtualServer::new(tcp("10.0.0.1", 80), "rr")),
-                "-A -t 10.0.0.1:80 -s rr",
-            ),
-            (
-                Operation::UpdateVirtualServer(persistent),
-                "-E -t 10.0.0.1:80 -s sh -p 300 -M 255.255.255.0 -b flag-2",
-            ),
+            (Operation::AddVirtualServer(VirtualServer::new(tcp("10.0.0.1", 80), "rr")), "-A -t 10.0.0.1:80 -s rr"),
+            (Operation::UpdateVirtualServer(persistent), "-E -t 10.0.0.1:80 -s sh -p 300 -M 255.255.255.0 -b flag-2"),
             (
                 Operation::AddVirtualServer(VirtualServer::new(
-                    VirtualServerId::Fwmark {
-                        family: Family::V6,
-                        mark: 7,
-                    },
+                    VirtualServerId::Fwmark { family: Family::V6, mark: 7 },
                     "wlc",
                 )),
                 "-A -f 7 -6 -s wlc",
             ),
-            (
-                Operation::DeleteVirtualServer(v6),
-                "-D --sctp-service [fd00::1]:9",
-            ),
+            (Operation::DeleteVirtualServer(v6), "-D --sctp-service [fd00::1]:9"),
             (
                 Operation::AddRealServer(tcp("10.0.0.1", 80), gue),
                 "-a -t 10.0.0.1:80 -r 10.1.0.1:8080 -i --tun-type gue --tun-port 6080 --tun-csum -w 70000 -x 0 -y 0",
             ),
-            (
-                Operation::DeleteRealServer(tcp("10.0.0.1", 80), gue.id),
-                "-d -t 10.0.0.1:80 -r 10.1.0.1:8080",
-            ),
+            (Operation::DeleteRealServer(tcp("10.0.0.1", 80), gue.id), "-d -t 10.0.0.1:80 -r 10.1.0.1:8080"),
         ];
         for (op, want) in cases {
             assert_eq!(ipvsadm_args(&op).join(" "), want, "{op}");

@@ -14,9 +14,7 @@ use ipvs::{Client, ErrorKind, Operation, RealServer, RealServerId, VirtualServer
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[test]
@@ -34,23 +32,11 @@ fn refusals_are_typed() {
 
         // (what, error, kind, text the message must contain)
         let cases: Vec<(&str, ipvs::Error, ErrorKind, &str)> = vec![
-            (
-                "add vs twice",
-                c.add_virtual_server(&vs).await.unwrap_err(),
-                ErrorKind::Exists,
-                "10.96.0.1:80",
-            ),
-            (
-                "add rs twice",
-                c.add_real_server(&id, &rs).await.unwrap_err(),
-                ErrorKind::Exists,
-                "10.244.1.2:8080",
-            ),
+            ("add vs twice", c.add_virtual_server(&vs).await.unwrap_err(), ErrorKind::Exists, "10.96.0.1:80"),
+            ("add rs twice", c.add_real_server(&id, &rs).await.unwrap_err(), ErrorKind::Exists, "10.244.1.2:8080"),
             (
                 "update missing vs",
-                c.update_virtual_server(&VirtualServer::new(missing, "rr"))
-                    .await
-                    .unwrap_err(),
+                c.update_virtual_server(&VirtualServer::new(missing, "rr")).await.unwrap_err(),
                 ErrorKind::NoSuchVirtualServer,
                 "10.96.0.2:80",
             ),
@@ -74,39 +60,25 @@ fn refusals_are_typed() {
             ),
             (
                 "delete missing rs",
-                c.delete_real_server(
-                    &id,
-                    &RealServerId {
-                        addr: addr("10.244.7.7"),
-                        port: 1,
-                    },
-                )
-                .await
-                .unwrap_err(),
+                c.delete_real_server(&id, &RealServerId { addr: addr("10.244.7.7"), port: 1 }).await.unwrap_err(),
                 ErrorKind::NotFound,
                 "10.244.7.7:1",
             ),
             (
                 "update missing rs",
-                c.update_real_server(&id, &RealServer::new(addr("10.244.7.8"), 1, 1))
-                    .await
-                    .unwrap_err(),
+                c.update_real_server(&id, &RealServer::new(addr("10.244.7.8"), 1, 1)).await.unwrap_err(),
                 ErrorKind::NotFound,
                 "10.244.7.8:1",
             ),
             (
                 "unknown scheduler",
-                c.add_virtual_server(&VirtualServer::new(missing, "nosuchsched"))
-                    .await
-                    .unwrap_err(),
+                c.add_virtual_server(&VirtualServer::new(missing, "nosuchsched")).await.unwrap_err(),
                 ErrorKind::NotFound,
                 "nosuchsched",
             ),
             (
                 "weight above i32::MAX",
-                c.add_real_server(&id, &RealServer::new(addr("10.244.1.3"), 8080, u32::MAX))
-                    .await
-                    .unwrap_err(),
+                c.add_real_server(&id, &RealServer::new(addr("10.244.1.3"), 8080, u32::MAX)).await.unwrap_err(),
                 ErrorKind::OutOfRange,
                 "10.244.1.3:8080",
             ),
@@ -140,19 +112,14 @@ fn refusals_are_typed() {
             ),
             (
                 "IPv6 real server of an IPv4 virtual server, masqueraded",
-                c.add_real_server(&id, &RealServer::new(addr("fd00::2"), 8080, 1))
-                    .await
-                    .unwrap_err(),
+                c.add_real_server(&id, &RealServer::new(addr("fd00::2"), 8080, 1)).await.unwrap_err(),
                 ErrorKind::Invalid,
                 "[fd00::2]:8080",
             ),
         ];
         for (what, err, kind, text) in cases {
             assert_eq!(err.kind(), kind, "{what}: {err}");
-            assert!(
-                err.to_string().contains(text),
-                "{what}: {err:?} does not name {text}"
-            );
+            assert!(err.to_string().contains(text), "{what}: {err:?} does not name {text}");
         }
         // None of the refusals changed anything.
         let table = c.table().await.unwrap();
@@ -172,33 +139,20 @@ fn batch_of_1000_reports_each_result() {
             let id = tcp(&format!("10.10.{}.{}", i / 200, i % 200 + 1), 80);
             let vs = VirtualServer::new(id, if i % 2 == 0 { "rr" } else { "wrr" });
             ops.push((Operation::AddVirtualServer(vs.clone()), None));
-            let reals: Vec<RealServer> = (0..8u32)
-                .map(|j| RealServer::new(addr(&format!("10.244.{i}.{}", j + 2)), 8080, j + 1))
-                .collect();
+            let reals: Vec<RealServer> =
+                (0..8u32).map(|j| RealServer::new(addr(&format!("10.244.{i}.{}", j + 2)), 8080, j + 1)).collect();
             for r in &reals {
                 ops.push((Operation::AddRealServer(id, *r), None));
             }
             let failing = match i % 5 {
                 0 => (Operation::AddVirtualServer(vs.clone()), ErrorKind::Exists),
-                1 => (
-                    Operation::AddRealServer(tcp("10.20.0.1", 80), reals[0]),
-                    ErrorKind::NoSuchVirtualServer,
-                ),
+                1 => (Operation::AddRealServer(tcp("10.20.0.1", 80), reals[0]), ErrorKind::NoSuchVirtualServer),
                 2 => (
-                    Operation::DeleteRealServer(
-                        id,
-                        RealServerId {
-                            addr: addr("10.99.0.1"),
-                            port: 1,
-                        },
-                    ),
+                    Operation::DeleteRealServer(id, RealServerId { addr: addr("10.99.0.1"), port: 1 }),
                     ErrorKind::NotFound,
                 ),
                 3 => (
-                    Operation::AddVirtualServer(VirtualServer::new(
-                        tcp("10.30.0.1", 80),
-                        "nosuchsched",
-                    )),
+                    Operation::AddVirtualServer(VirtualServer::new(tcp("10.30.0.1", 80), "nosuchsched")),
                     ErrorKind::NotFound,
                 ),
                 _ => (
@@ -245,23 +199,13 @@ fn lost_acknowledgements_are_reported_not_guessed() {
         let mut ops: Vec<(Operation, Option<ErrorKind>)> = Vec::new();
         for i in 0..300u32 {
             let id = tcp(&format!("10.10.{}.{}", i / 200, i % 200 + 1), 80);
-            ops.push((
-                Operation::AddVirtualServer(VirtualServer::new(id, "rr")),
-                None,
-            ));
+            ops.push((Operation::AddVirtualServer(VirtualServer::new(id, "rr")), None));
             for j in 0..9u32 {
-                let rs = RealServer::new(
-                    addr(&format!("10.{}.{}.{}", 100 + i / 200, i % 200, j + 2)),
-                    8080,
-                    1,
-                );
+                let rs = RealServer::new(addr(&format!("10.{}.{}.{}", 100 + i / 200, i % 200, j + 2)), 8080, 1);
                 ops.push((Operation::AddRealServer(id, rs), None));
             }
             let rs = RealServer::new(addr("10.99.0.1"), 1, 1);
-            ops.push((
-                Operation::AddRealServer(missing, rs),
-                Some(ErrorKind::NoSuchVirtualServer),
-            ));
+            ops.push((Operation::AddRealServer(missing, rs), Some(ErrorKind::NoSuchVirtualServer)));
         }
         let just_ops: Vec<Operation> = ops.iter().map(|(op, _)| op.clone()).collect();
         let results = tokio::time::timeout(std::time::Duration::from_secs(120), c.apply(&just_ops))
@@ -271,9 +215,7 @@ fn lost_acknowledgements_are_reported_not_guessed() {
         assert_eq!(results.len(), ops.len());
 
         let is_lost = |e: &ipvs::Error| {
-            e.kind() == ErrorKind::Io
-                && e.errno() == Some(libc::ENOBUFS)
-                && e.to_string().contains("lost")
+            e.kind() == ErrorKind::Io && e.errno() == Some(libc::ENOBUFS) && e.to_string().contains("lost")
         };
         let mut lost_vs = std::collections::HashSet::new();
         let (mut ok, mut lost, mut refused) = (0, 0, 0);
@@ -297,32 +239,19 @@ fn lost_acknowledgements_are_reported_not_guessed() {
                 (want, got) => panic!("op {n} ({op}): wanted {want:?} or lost, got {got:?}"),
             }
         }
-        println!(
-            "{} operations: {ok} ok, {refused} refused, {lost} acknowledgements lost",
-            ops.len()
-        );
-        assert!(
-            lost > 0,
-            "the receive buffer never overflowed: the test did not exercise ENOBUFS"
-        );
+        println!("{} operations: {ok} ok, {refused} refused, {lost} acknowledgements lost", ops.len());
+        assert!(lost > 0, "the receive buffer never overflowed: the test did not exercise ENOBUFS");
         assert!(ok > 0, "nothing succeeded: the window never recovered");
 
         // The table, read on a normal socket and on the tiny one (which must still be in step).
         let table = Client::connect().await.unwrap().table().await.unwrap();
-        assert_eq!(
-            config_of(&c.table().await.unwrap()),
-            config_of(&table),
-            "tiny socket reads the same"
-        );
+        assert_eq!(config_of(&c.table().await.unwrap()), config_of(&table), "tiny socket reads the same");
         let present: std::collections::HashSet<String> = table
             .services
             .iter()
             .flat_map(|(vs, reals)| {
-                std::iter::once(vs.server.id.to_string()).chain(
-                    reals
-                        .iter()
-                        .map(move |r| format!("{} {}", vs.server.id, r.server.id)),
-                )
+                std::iter::once(vs.server.id.to_string())
+                    .chain(reals.iter().map(move |r| format!("{} {}", vs.server.id, r.server.id)))
             })
             .collect();
         for ((op, _), got) in ops.iter().zip(&results) {
@@ -347,10 +276,7 @@ fn lost_acknowledgements_are_reported_not_guessed() {
                 _ => unreachable!(),
             })
             .collect();
-        assert!(
-            present.is_subset(&written),
-            "the table holds entries nobody wrote"
-        );
+        assert!(present.is_subset(&written), "the table holds entries nobody wrote");
     });
 }
 
@@ -371,31 +297,21 @@ fn without_cap_net_admin_calls_are_refused_saying_why() {
         // SAFETY: plain syscall with integer arguments.
         let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
         assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
-        let opened_as_nobody = Client::connect()
-            .await
-            .expect("family resolution needs no capability");
+        let opened_as_nobody = Client::connect().await.expect("family resolution needs no capability");
         for c in [&opened_as_root, &opened_as_nobody] {
             let cases: Vec<(ipvs::Error, &str)> = vec![
                 (c.info().await.unwrap_err(), "IPVS info"),
                 (c.table().await.unwrap_err(), "list virtual servers"),
                 (
-                    c.add_virtual_server(&VirtualServer::new(tcp("10.96.0.2", 80), "rr"))
-                        .await
-                        .unwrap_err(),
+                    c.add_virtual_server(&VirtualServer::new(tcp("10.96.0.2", 80), "rr")).await.unwrap_err(),
                     "10.96.0.2:80",
                 ),
-                (
-                    c.delete_virtual_server(&id).await.unwrap_err(),
-                    "10.96.0.1:80",
-                ),
+                (c.delete_virtual_server(&id).await.unwrap_err(), "10.96.0.1:80"),
             ];
             for (err, names) in cases {
                 assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
                 let text = err.to_string();
-                assert!(
-                    text.contains(names) && text.contains("CAP_NET_ADMIN"),
-                    "{text}"
-                );
+                assert!(text.contains(names) && text.contains("CAP_NET_ADMIN"), "{text}");
             }
         }
         // A child forked from this thread runs as nobody too.
@@ -405,18 +321,8 @@ fn without_cap_net_admin_calls_are_refused_saying_why() {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "debug status succeeded without CAP_NET_ADMIN"
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(
-            stderr.contains("permission denied; run as root or with CAP_NET_ADMIN"),
-            "{stderr}"
-        );
+        assert!(!out.status.success(), "debug status succeeded without CAP_NET_ADMIN");
+        assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr.contains("permission denied; run as root or with CAP_NET_ADMIN"), "{stderr}");
     });
 }

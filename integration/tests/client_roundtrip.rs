@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use integration::in_netns;
 use ipvs::{
-    Client, Family, ForwardMethod, Protocol, RealServer, ServiceFlags, Timeouts, TunnelType,
-    VirtualServer, VirtualServerId,
+    Client, Family, ForwardMethod, Protocol, RealServer, ServiceFlags, Timeouts, TunnelType, VirtualServer,
+    VirtualServerId,
 };
 
 /// One row: a virtual server, how it is then updated, and its real servers.
@@ -27,11 +27,7 @@ fn cases() -> Vec<Case> {
                 ..RealServer::new(addr(&format!("10.244.{n}.3")), 8080, 70000)
             },
             RealServer {
-                forward: ForwardMethod::Tunnel {
-                    tunnel: TunnelType::Gue,
-                    port: 6080,
-                    flags: 0x1,
-                },
+                forward: ForwardMethod::Tunnel { tunnel: TunnelType::Gue, port: 6080, flags: 0x1 },
                 upper_threshold: 50,
                 lower_threshold: 5,
                 ..RealServer::new(addr(&format!("10.244.{n}.4")), 8080, 3)
@@ -42,20 +38,12 @@ fn cases() -> Vec<Case> {
         vec![
             RealServer::new(addr(&format!("fd00:244:{n}::2")), 8080, 1),
             RealServer {
-                forward: ForwardMethod::Tunnel {
-                    tunnel: TunnelType::IpIp,
-                    port: 0,
-                    flags: 0,
-                },
+                forward: ForwardMethod::Tunnel { tunnel: TunnelType::IpIp, port: 0, flags: 0 },
                 ..RealServer::new(addr(&format!("fd00:244:{n}::3")), 8080, 2)
             },
         ]
     };
-    let protocols = [
-        (Protocol::Tcp, "rr"),
-        (Protocol::Udp, "wrr"),
-        (Protocol::Sctp, "lc"),
-    ];
+    let protocols = [(Protocol::Tcp, "rr"), (Protocol::Udp, "wrr"), (Protocol::Sctp, "lc")];
     for (n, (protocol, scheduler)) in protocols.into_iter().enumerate() {
         let n = n as u8 + 1;
         // IPv4: updated to persistence with a /24 netmask and another scheduler.
@@ -67,11 +55,7 @@ fn cases() -> Vec<Case> {
             netmask: 0xffff_ff00,
             ..vs.clone()
         };
-        cases.push(Case {
-            vs,
-            updated,
-            reals: v4_reals(n),
-        });
+        cases.push(Case { vs, updated, reals: v4_reals(n) });
         // IPv6: updated to persistence with a /64 prefix.
         let vs = VirtualServer::new(tuple(protocol, &format!("fd00:96:{n}::1"), 443), scheduler);
         let updated = VirtualServer {
@@ -81,18 +65,10 @@ fn cases() -> Vec<Case> {
             netmask: 64,
             ..vs.clone()
         };
-        cases.push(Case {
-            vs,
-            updated,
-            reals: v6_reals(n),
-        });
+        cases.push(Case { vs, updated, reals: v6_reals(n) });
     }
     let vs = VirtualServer::new(fwmark(Family::V4, 7), "wlc");
-    let updated = VirtualServer {
-        scheduler: "rr".into(),
-        flags: ServiceFlags::ONE_PACKET,
-        ..vs.clone()
-    };
+    let updated = VirtualServer { scheduler: "rr".into(), flags: ServiceFlags::ONE_PACKET, ..vs.clone() };
     let reals = without_ports(v4_reals(8));
     cases.push(Case { vs, updated, reals });
     let vs = VirtualServer::new(fwmark(Family::V6, 8), "rr");
@@ -111,23 +87,11 @@ fn cases() -> Vec<Case> {
 /// Real servers of a fwmark virtual server: the mark, not a port, selects the traffic, so they
 /// have port 0.
 fn without_ports(reals: Vec<RealServer>) -> Vec<RealServer> {
-    reals
-        .into_iter()
-        .map(|r| RealServer {
-            id: ipvs::RealServerId { port: 0, ..r.id },
-            ..r
-        })
-        .collect()
+    reals.into_iter().map(|r| RealServer { id: ipvs::RealServerId { port: 0, ..r.id }, ..r }).collect()
 }
 
 async fn sorted_reals(c: &Client, id: &VirtualServerId) -> Vec<RealServer> {
-    let mut reals: Vec<RealServer> = c
-        .list_real_servers(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.server)
-        .collect();
+    let mut reals: Vec<RealServer> = c.list_real_servers(id).await.unwrap().into_iter().map(|e| e.server).collect();
     reals.sort();
     reals
 }
@@ -141,87 +105,40 @@ fn every_call_round_trips() {
         for case in &cases {
             let id = case.vs.id;
             let at = |step: &str| format!("{id}: {step}");
-            c.add_virtual_server(&case.vs)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", at("add")));
-            assert!(
-                c.is_present(&id).await.unwrap(),
-                "{}",
-                at("is_present after add")
-            );
+            c.add_virtual_server(&case.vs).await.unwrap_or_else(|e| panic!("{}: {e}", at("add")));
+            assert!(c.is_present(&id).await.unwrap(), "{}", at("is_present after add"));
             let got = c.get_virtual_server(&id).await.unwrap();
-            assert_eq!(
-                settable(got.server.clone()),
-                case.vs,
-                "{}",
-                at("get after add")
-            );
-            assert!(
-                got.server.flags.contains(ServiceFlags::HASHED),
-                "{}",
-                at("the kernel marks it hashed")
-            );
+            assert_eq!(settable(got.server.clone()), case.vs, "{}", at("get after add"));
+            assert!(got.server.flags.contains(ServiceFlags::HASHED), "{}", at("the kernel marks it hashed"));
 
             for r in &case.reals {
-                c.add_real_server(&id, r)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: {e}", at("add real server")));
+                c.add_real_server(&id, r).await.unwrap_or_else(|e| panic!("{}: {e}", at("add real server")));
             }
             let mut want = case.reals.clone();
             want.sort();
-            assert_eq!(
-                sorted_reals(&c, &id).await,
-                want,
-                "{}",
-                at("list real servers after add")
-            );
+            assert_eq!(sorted_reals(&c, &id).await, want, "{}", at("list real servers after add"));
 
-            c.update_virtual_server(&case.updated)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", at("update")));
+            c.update_virtual_server(&case.updated).await.unwrap_or_else(|e| panic!("{}: {e}", at("update")));
             let got = c.get_virtual_server(&id).await.unwrap();
-            assert_eq!(
-                settable(got.server),
-                case.updated,
-                "{}",
-                at("get after update")
-            );
+            assert_eq!(settable(got.server), case.updated, "{}", at("get after update"));
 
-            let changed = RealServer {
-                weight: 9,
-                upper_threshold: 20,
-                lower_threshold: 2,
-                ..case.reals[0]
-            };
-            c.update_real_server(&id, &changed)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", at("update real server")));
+            let changed = RealServer { weight: 9, upper_threshold: 20, lower_threshold: 2, ..case.reals[0] };
+            c.update_real_server(&id, &changed).await.unwrap_or_else(|e| panic!("{}: {e}", at("update real server")));
             want = case.reals.clone();
             want[0] = changed;
             want.sort();
-            assert_eq!(
-                sorted_reals(&c, &id).await,
-                want,
-                "{}",
-                at("list after real server update")
-            );
+            assert_eq!(sorted_reals(&c, &id).await, want, "{}", at("list after real server update"));
 
             c.delete_real_server(&id, &changed.id)
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", at("delete real server")));
             want.retain(|r| r.id != changed.id);
-            assert_eq!(
-                sorted_reals(&c, &id).await,
-                want,
-                "{}",
-                at("list after real server delete")
-            );
+            assert_eq!(sorted_reals(&c, &id).await, want, "{}", at("list after real server delete"));
         }
 
         // Everything at once through the listing calls.
         let listed = c.list_virtual_servers().await.unwrap();
-        let mut listed: Vec<VirtualServer> =
-            listed.into_iter().map(|e| settable(e.server)).collect();
+        let mut listed: Vec<VirtualServer> = listed.into_iter().map(|e| settable(e.server)).collect();
         listed.sort();
         let mut want: Vec<VirtualServer> = cases.iter().map(|c| c.updated.clone()).collect();
         want.sort();
@@ -231,12 +148,7 @@ fn every_call_round_trips() {
         for (vs, reals) in &table.services {
             assert_eq!(
                 reals.len() + 1,
-                cases
-                    .iter()
-                    .find(|c| c.vs.id == vs.server.id)
-                    .unwrap()
-                    .reals
-                    .len(),
+                cases.iter().find(|c| c.vs.id == vs.server.id).unwrap().reals.len(),
                 "{}",
                 vs.server.id
             );
@@ -244,11 +156,7 @@ fn every_call_round_trips() {
 
         for case in &cases {
             c.delete_virtual_server(&case.vs.id).await.unwrap();
-            assert!(
-                !c.is_present(&case.vs.id).await.unwrap(),
-                "{} after delete",
-                case.vs.id
-            );
+            assert!(!c.is_present(&case.vs.id).await.unwrap(), "{} after delete", case.vs.id);
         }
         assert!(c.table().await.unwrap().services.is_empty());
     });
@@ -264,28 +172,14 @@ fn info_timeouts_flush() {
         let first = banner.lines().next().unwrap_or_default();
         assert_eq!(
             first,
-            format!(
-                "IP Virtual Server version {} (size={})",
-                info.version_string(),
-                info.conn_table_size
-            )
+            format!("IP Virtual Server version {} (size={})", info.version_string(), info.conn_table_size)
         );
 
-        let set = Timeouts {
-            tcp: 901,
-            tcp_fin: 121,
-            udp: 301,
-        };
+        let set = Timeouts { tcp: 901, tcp_fin: 121, udp: 301 };
         c.set_timeouts(&set).await.unwrap();
         assert_eq!(c.timeouts().await.unwrap(), set);
         // Zero leaves a value unchanged.
-        c.set_timeouts(&Timeouts {
-            tcp: 0,
-            tcp_fin: 0,
-            udp: 77,
-        })
-        .await
-        .unwrap();
+        c.set_timeouts(&Timeouts { tcp: 0, tcp_fin: 0, udp: 77 }).await.unwrap();
         assert_eq!(c.timeouts().await.unwrap(), Timeouts { udp: 77, ..set });
         let shown = integration::ipvsadm(&["-L", "--timeout"]).unwrap();
         assert_eq!(shown.trim(), "Timeout (tcp tcpfin udp): 901 121 77");

@@ -64,11 +64,8 @@ fn the_health_check_node_port_follows_the_local_endpoints() {
         let url = format!("http://{NODE_IP}:{HEALTH_PORT}/");
 
         // (local endpoints, remote endpoints, status, localEndpoints)
-        let steps: [(&[&Backend], &[&str], u16, u64); 3] = [
-            (&[&b[0]], &[], 200, 1),
-            (&[&b[0], &b[1]], &["10.244.9.2"], 200, 2),
-            (&[], &["10.244.9.2"], 503, 0),
-        ];
+        let steps: [(&[&Backend], &[&str], u16, u64); 3] =
+            [(&[&b[0]], &[], 200, 1), (&[&b[0], &b[1]], &["10.244.9.2"], 200, 2), (&[], &["10.244.9.2"], 503, 0)];
         for (i, (local, remote, status, count)) in steps.into_iter().enumerate() {
             cluster.apply(&slice(local, remote));
             let (_, body) = eventually(&format!("step {i}: {status} with {count} local"), PATIENCE, || {
@@ -104,10 +101,8 @@ fn the_health_check_node_port_listens_where_node_port_addresses_say() {
         };
         let at = |addr: &str| format!("http://{addr}:{HEALTH_PORT}/");
         // (extra flags, address that answers, address that does not)
-        let cases: [(&[&str], &str, Option<&str>); 2] = [
-            (&[], "127.0.0.1", None),
-            (&["--nodeport-addresses=192.168.100.0/24"], NODE_IP, Some("127.0.0.1")),
-        ];
+        let cases: [(&[&str], &str, Option<&str>); 2] =
+            [(&[], "127.0.0.1", None), (&["--nodeport-addresses=192.168.100.0/24"], NODE_IP, Some("127.0.0.1"))];
         for (extra, answering, silent) in cases {
             let daemon = Daemon::start_with_flags(&cluster, &flags(extra));
             eventually(&format!("{extra:?}: {answering} answers"), PATIENCE, || {

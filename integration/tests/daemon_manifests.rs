@@ -11,17 +11,12 @@ use serde::Deserialize;
 fn documents(file: &str) -> Vec<serde_yaml::Value> {
     let path = format!("{}/../manifests/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-        .collect()
+    serde_yaml::Deserializer::from_str(&text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect()
 }
 
 fn one<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> T {
     let docs = documents(file);
-    let doc = docs
-        .iter()
-        .find(|d| d["kind"].as_str() == Some(kind))
-        .unwrap_or_else(|| panic!("no {kind} in {file}"));
+    let doc = docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind} in {file}"));
     serde_yaml::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} in {file}: {e}"))
 }
 
@@ -32,12 +27,7 @@ fn the_daemonset_runs_the_daemon_as_documented() {
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
     assert_eq!(pod.service_account_name.as_deref(), Some("kube-ipvs-proxy"));
-    assert!(
-        pod.tolerations
-            .unwrap()
-            .iter()
-            .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none())
-    );
+    assert!(pod.tolerations.unwrap().iter().any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()));
     let container = &pod.containers[0];
     let args = container.args.clone().unwrap();
     assert_eq!(args[0], "run");
@@ -52,36 +42,23 @@ fn the_daemonset_runs_the_daemon_as_documented() {
     assert_eq!(security.privileged, Some(true), "the daemon writes /proc/sys/net");
 
     // (probe, path) on the healthz port 10256.
-    for (probe, path) in [
-        (&container.liveness_probe, "/livez"),
-        (&container.readiness_probe, "/healthz"),
-    ] {
+    for (probe, path) in [(&container.liveness_probe, "/livez"), (&container.readiness_probe, "/healthz")] {
         let http = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(http.path.as_deref(), Some(path));
-        assert_eq!(
-            http.port,
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(10256)
-        );
+        assert_eq!(http.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(10256));
     }
 
     // --config names a file inside the ConfigMap's mount, under the key the ConfigMap has.
     let config = args.iter().find_map(|a| a.strip_prefix("--config=")).unwrap();
     let mounts = container.volume_mounts.clone().unwrap();
-    let mount = mounts
-        .iter()
-        .find(|m| config.starts_with(&format!("{}/", m.mount_path)))
-        .unwrap();
+    let mount = mounts.iter().find(|m| config.starts_with(&format!("{}/", m.mount_path))).unwrap();
     let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == mount.name).unwrap();
     let configmap_name = volume.config_map.unwrap().name;
     let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
     assert_eq!(cm.metadata.name, Some(configmap_name));
     let key = config.rsplit('/').next().unwrap();
     assert!(cm.data.unwrap().contains_key(key), "the ConfigMap has no key {key}");
-    assert!(
-        mounts
-            .iter()
-            .any(|m| m.mount_path == "/lib/modules" && m.read_only == Some(true))
-    );
+    assert!(mounts.iter().any(|m| m.mount_path == "/lib/modules" && m.read_only == Some(true)));
 }
 
 #[test]
@@ -109,10 +86,7 @@ fn rbac_grants_reads_of_what_the_daemon_watches_and_nothing_else() {
     for rule in role.rules.unwrap() {
         for group in rule.api_groups.clone().unwrap_or_default() {
             for resource in rule.resources.clone().unwrap_or_default() {
-                granted
-                    .entry((group.clone(), resource))
-                    .or_default()
-                    .extend(rule.verbs.iter().cloned());
+                granted.entry((group.clone(), resource)).or_default().extend(rule.verbs.iter().cloned());
             }
         }
     }
@@ -131,8 +105,5 @@ fn rbac_grants_reads_of_what_the_daemon_watches_and_nothing_else() {
     let binding: ClusterRoleBinding = one("rbac.yaml", "ClusterRoleBinding");
     assert_eq!(binding.role_ref.name, "kube-ipvs-proxy");
     let subject = &binding.subjects.unwrap()[0];
-    assert_eq!(
-        (Some(subject.name.clone()), subject.namespace.clone()),
-        (sa.metadata.name, sa.metadata.namespace)
-    );
+    assert_eq!((Some(subject.name.clone()), subject.namespace.clone()), (sa.metadata.name, sa.metadata.namespace));
 }

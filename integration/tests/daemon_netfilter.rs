@@ -62,10 +62,7 @@ fn the_daemon_keeps_its_table_in_step_and_cleanup_deletes_it() {
         assert!(!has("masq_outside_v4", "10.96.0.10 . tcp . 80") && !has("masq_all_v4", "10.96.0.10 . tcp . 80"));
         assert!(!has("bound_v4", NODE_IP));
         // The service port answers; a host service on another port of the ClusterIP is refused.
-        assert_eq!(
-            ask_name("10.96.0.10:80".parse().unwrap(), Duration::from_secs(5)).unwrap(),
-            "b1"
-        );
+        assert_eq!(ask_name("10.96.0.10:80".parse().unwrap(), Duration::from_secs(5)).unwrap(), "b1");
         let _host = TcpListener::bind("0.0.0.0:2222").unwrap();
         let refused = ask_name(SocketAddr::from(([10, 96, 0, 10], 2222)), Duration::from_secs(5)).unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
@@ -86,9 +83,6 @@ fn the_daemon_keeps_its_table_in_step_and_cleanup_deletes_it() {
         let out = run(proxy_binary().to_str().unwrap(), &["cleanup"], None).unwrap();
         assert!(out.contains("deleted nftables table inet kube-ipvs-proxy"), "{out}");
         assert!(!table_exists(), "the table is gone");
-        assert_eq!(
-            run("nft", &["list", "tables"], None).unwrap().trim(),
-            "table inet foreign"
-        );
+        assert_eq!(run("nft", &["list", "tables"], None).unwrap().trim(), "table inet foreign");
     });
 }

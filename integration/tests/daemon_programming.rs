@@ -17,9 +17,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 fn a_service_follows_its_endpoints_and_goes_away_with_them() {
     in_netns(|| async {
         node_link();
-        let b: Vec<Backend> = (1..=3)
-            .map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap())
-            .collect();
+        let b: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
         let cluster = Cluster::start();
         cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
         cluster.apply(&slice_yaml("web", &[&b[0]]));
@@ -28,18 +26,13 @@ fn a_service_follows_its_endpoints_and_goes_away_with_them() {
         let node_port = format!("TCP  {NODE_IP}:30080");
 
         // (endpoints, the real servers the kernel must serve with, the names that must answer)
-        let steps: [(&[&Backend], &[&str]); 3] = [
-            (&[&b[0]], &["b1"]),
-            (&[&b[0], &b[1], &b[2]], &["b1", "b2", "b3"]),
-            (&[&b[1]], &["b2"]),
-        ];
+        let steps: [(&[&Backend], &[&str]); 3] =
+            [(&[&b[0]], &["b1"]), (&[&b[0], &b[1], &b[2]], &["b1", "b2", "b3"]), (&[&b[1]], &["b2"])];
         for (endpoints, names) in steps {
             cluster.apply(&slice_yaml("web", endpoints));
             let want = reals(endpoints);
             for vs in [cluster_ip, node_port.as_str()] {
-                eventually(&format!("{vs} serving {want:?}"), PATIENCE, || {
-                    (serving_reals(vs)? == want).then_some(())
-                });
+                eventually(&format!("{vs} serving {want:?}"), PATIENCE, || (serving_reals(vs)? == want).then_some(()));
             }
             for addr in ["10.96.0.10:80".to_string(), format!("{NODE_IP}:30080")] {
                 let mut answers = ask_many(&addr, 3 * names.len());
@@ -48,10 +41,7 @@ fn a_service_follows_its_endpoints_and_goes_away_with_them() {
                 assert_eq!(answers, names, "answers through {addr}");
             }
         }
-        assert!(
-            bound_addresses().contains("10.96.0.10"),
-            "the ClusterIP is bound on kube-ipvs0"
-        );
+        assert!(bound_addresses().contains("10.96.0.10"), "the ClusterIP is bound on kube-ipvs0");
 
         cluster.delete(Kind::Service, "default", "web");
         cluster.delete(Kind::EndpointSlice, "default", "web-slice");
@@ -74,31 +64,21 @@ fn what_others_break_is_repaired_within_the_sync_period() {
         cluster.apply(&slice_yaml("web", &[&b1]));
         let _daemon = Daemon::start(&cluster);
         let vs = "TCP  10.96.0.10:80";
-        eventually("the Service programmed", PATIENCE, || {
-            (serving_reals(vs)? == reals(&[&b1])).then_some(())
-        });
-        eventually("the ClusterIP bound", PATIENCE, || {
-            bound_addresses().contains("10.96.0.10").then_some(())
-        });
+        eventually("the Service programmed", PATIENCE, || (serving_reals(vs)? == reals(&[&b1])).then_some(()));
+        eventually("the ClusterIP bound", PATIENCE, || bound_addresses().contains("10.96.0.10").then_some(()));
 
         // (what breaks it, what shows it repaired)
         type Check = fn(&integration::Backend) -> bool;
         let cases: [(&[&str], &str, Check); 3] = [
-            (
-                &["ipvsadm", "-D", "-t", "10.96.0.10:80"],
-                "virtual server deleted",
-                |b| serving_reals("TCP  10.96.0.10:80") == Some(reals(&[b])),
-            ),
-            (
-                &["ipvsadm", "-d", "-t", "10.96.0.10:80", "-r", "10.244.1.2:8080"],
-                "real server deleted",
-                |b| serving_reals("TCP  10.96.0.10:80") == Some(reals(&[b])),
-            ),
-            (
-                &["ip", "addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"],
-                "address removed",
-                |_| bound_addresses().contains("10.96.0.10"),
-            ),
+            (&["ipvsadm", "-D", "-t", "10.96.0.10:80"], "virtual server deleted", |b| {
+                serving_reals("TCP  10.96.0.10:80") == Some(reals(&[b]))
+            }),
+            (&["ipvsadm", "-d", "-t", "10.96.0.10:80", "-r", "10.244.1.2:8080"], "real server deleted", |b| {
+                serving_reals("TCP  10.96.0.10:80") == Some(reals(&[b]))
+            }),
+            (&["ip", "addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"], "address removed", |_| {
+                bound_addresses().contains("10.96.0.10")
+            }),
         ];
         for (command, what, repaired) in cases {
             let tool = if command[0] == "ip" { ip } else { ipvsadm };
@@ -106,18 +86,9 @@ fn what_others_break_is_repaired_within_the_sync_period() {
             assert!(!repaired(&b1), "{what}: the break did not take");
             let start = Instant::now();
             // The next periodic sync must see it: allow one period plus scheduling slack.
-            eventually(&format!("{what}: repaired"), SYNC_PERIOD * 3, || {
-                repaired(&b1).then_some(())
-            });
-            eprintln!(
-                "{what}: repaired after {:?} (sync period {SYNC_PERIOD:?})",
-                start.elapsed()
-            );
-            assert_eq!(
-                ask_many("10.96.0.10:80", 2),
-                ["b1", "b1"],
-                "{what}: traffic after the repair"
-            );
+            eventually(&format!("{what}: repaired"), SYNC_PERIOD * 3, || repaired(&b1).then_some(()));
+            eprintln!("{what}: repaired after {:?} (sync period {SYNC_PERIOD:?})", start.elapsed());
+            assert_eq!(ask_many("10.96.0.10:80", 2), ["b1", "b1"], "{what}: traffic after the repair");
         }
     });
 }
@@ -132,9 +103,7 @@ fn a_malformed_service_is_skipped_and_the_others_keep_working() {
         cluster.apply(&service_yaml("before", "10.96.0.10", None));
         cluster.apply(&slice_yaml("before", &[&b1]));
         let daemon = Daemon::start(&cluster);
-        eventually("the first Service programmed", PATIENCE, || {
-            serving_reals("TCP  10.96.0.10:80")
-        });
+        eventually("the first Service programmed", PATIENCE, || serving_reals("TCP  10.96.0.10:80"));
 
         // Well-typed JSON, so the watch decodes it, but not a Service anyone could program.
         let malformed = "apiVersion: v1\nkind: Service\nmetadata:\n  name: broken\n  namespace: default\n\
@@ -151,17 +120,10 @@ fn a_malformed_service_is_skipped_and_the_others_keep_working() {
         assert_eq!(ask_many("10.96.0.11:80", 1), ["b1"]);
         let log = eventually("a warning naming the malformed Service", PATIENCE, || {
             let log = daemon.log();
-            log.lines()
-                .any(|l| l.contains("WARN") && l.contains("broken"))
-                .then_some(log)
+            log.lines().any(|l| l.contains("WARN") && l.contains("broken")).then_some(log)
         });
         assert!(!log.contains("panicked"), "the daemon panicked:\n{log}");
-        assert_eq!(
-            ipvs_table().len(),
-            2,
-            "only the two good Services are programmed: {:?}",
-            ipvs_table()
-        );
+        assert_eq!(ipvs_table().len(), 2, "only the two good Services are programmed: {:?}", ipvs_table());
     });
 }
 
@@ -182,21 +144,10 @@ fn the_shipped_configmap_configures_the_daemon() {
         });
         assert_eq!(ask_many(&format!("{NODE_IP}:30080"), 1), ["b1"]);
         // healthzBindAddress 0.0.0.0:10256 and metricsBindAddress 127.0.0.1:10249 from the file.
-        eventually("health on the configured port", PATIENCE, || {
-            (daemon.healthz_status() == 200).then_some(())
-        });
-        assert!(
-            daemon.metric_sum("kubeipvsproxy_syncs_total").is_some(),
-            "metrics on the configured port"
-        );
+        eventually("health on the configured port", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
+        assert!(daemon.metric_sum("kubeipvsproxy_syncs_total").is_some(), "metrics on the configured port");
         let log = daemon.log();
-        assert!(
-            log.contains("scheduler=rr") && log.contains("sync_period=30s"),
-            "settings not from the file:\n{log}"
-        );
-        assert!(
-            !log.to_lowercase().contains("ignored"),
-            "the shipped configuration has ignored fields:\n{log}"
-        );
+        assert!(log.contains("scheduler=rr") && log.contains("sync_period=30s"), "settings not from the file:\n{log}");
+        assert!(!log.to_lowercase().contains("ignored"), "the shipped configuration has ignored fields:\n{log}");
     });
 }

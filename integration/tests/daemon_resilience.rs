@@ -27,11 +27,8 @@ struct Client {
 
 impl Client {
     fn start(addr: &'static str) -> Client {
-        let (stop, ok, failed) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
+        let (stop, ok, failed) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let thread = {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             std::thread::spawn(move || {
@@ -52,23 +49,14 @@ impl Client {
                 errors
             })
         };
-        Client {
-            stop,
-            ok,
-            failed,
-            thread: Some(thread),
-        }
+        Client { stop, ok, failed, thread: Some(thread) }
     }
 
     /// Stops it; returns (answers, failures, failure messages).
     fn finish(mut self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         let errors = self.thread.take().map(|t| t.join().unwrap()).unwrap_or_default();
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-            errors,
-        )
+        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst), errors)
     }
 
     fn answered(&self) -> u64 {
@@ -81,24 +69,15 @@ impl Client {
 fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
     in_netns(|| async {
         node_link();
-        let b: Vec<Backend> = (1..=2)
-            .map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap())
-            .collect();
+        let b: Vec<Backend> = (1..=2).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
         let cluster = Cluster::start();
         cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
         cluster.apply(&slice_yaml("web", &[&b[0], &b[1]]));
         let mut first = Daemon::start(&cluster);
         let vs = "TCP  10.96.0.10:80";
-        eventually("the Service programmed", PATIENCE, || {
-            (serving_reals(vs)? == reals(&[&b[0], &b[1]])).then_some(())
-        });
-        let writes = eventually("the first daemon's kernel write count", PATIENCE, || {
-            first.metric_sum(KERNEL_WRITES)
-        });
-        assert!(
-            writes > 0.0,
-            "the first daemon programmed the kernel, so it counted writes"
-        );
+        eventually("the Service programmed", PATIENCE, || (serving_reals(vs)? == reals(&[&b[0], &b[1]])).then_some(()));
+        let writes = eventually("the first daemon's kernel write count", PATIENCE, || first.metric_sum(KERNEL_WRITES));
+        assert!(writes > 0.0, "the first daemon programmed the kernel, so it counted writes");
         let before = ipvs_table();
 
         let client = Client::start("10.96.0.10:80");
@@ -106,9 +85,7 @@ fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
         first.kill_9();
         let second = Daemon::start(&cluster);
         // Synced: its first full sync (after the initial lists) is done.
-        eventually("the restarted daemon's first sync", PATIENCE, || {
-            (second.metric_sum(SYNCS)? >= 1.0).then_some(())
-        });
+        eventually("the restarted daemon's first sync", PATIENCE, || (second.metric_sum(SYNCS)? >= 1.0).then_some(()));
         let answered = client.answered();
         // Two more sync periods under load: the periodic reconcile must find nothing to do too.
         std::thread::sleep(SYNC_PERIOD * 2);
@@ -120,11 +97,7 @@ fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
         let metrics = second.metrics_text().expect("the restarted daemon's metrics");
         let writes = second.metric_sum(KERNEL_WRITES).unwrap_or(0.0);
         assert_eq!(writes, 0.0, "the restart wrote to the kernel:\n{metrics}");
-        assert_eq!(
-            second.metric_sum("kubeipvsproxy_plan_steps_sum"),
-            Some(0.0),
-            "its syncs planned steps"
-        );
+        assert_eq!(second.metric_sum("kubeipvsproxy_plan_steps_sum"), Some(0.0), "its syncs planned steps");
         assert_eq!(ipvs_table(), before, "the table changed across the restart");
         let mut names = ask_many("10.96.0.10:80", 4);
         names.sort();
@@ -138,17 +111,13 @@ fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
 fn an_api_server_outage_keeps_the_kernel_and_changes_apply_when_it_is_back() {
     in_netns(|| async {
         node_link();
-        let b: Vec<Backend> = (1..=2)
-            .map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap())
-            .collect();
+        let b: Vec<Backend> = (1..=2).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
         let cluster = Cluster::start();
         cluster.apply(&service_yaml("web", "10.96.0.10", None));
         cluster.apply(&slice_yaml("web", &[&b[0]]));
         let mut daemon = Daemon::start(&cluster);
         let vs = "TCP  10.96.0.10:80";
-        eventually("the Service programmed", PATIENCE, || {
-            (serving_reals(vs)? == reals(&[&b[0]])).then_some(())
-        });
+        eventually("the Service programmed", PATIENCE, || (serving_reals(vs)? == reals(&[&b[0]])).then_some(()));
         let before = ipvs_table();
 
         cluster.stop();
@@ -157,20 +126,14 @@ fn an_api_server_outage_keeps_the_kernel_and_changes_apply_when_it_is_back() {
         let client = Client::start("10.96.0.10:80");
         std::thread::sleep(SYNC_PERIOD * 3);
         let (ok, failed, errors) = client.finish();
-        assert!(
-            daemon.running(),
-            "the daemon exited during the outage:\n{}",
-            daemon.log()
-        );
+        assert!(daemon.running(), "the daemon exited during the outage:\n{}", daemon.log());
         assert_eq!(ipvs_table(), before, "the kernel changed while the API server was away");
         assert_eq!((failed, ok > 0), (0, true), "traffic during the outage: {errors:?}");
 
         cluster.resume();
-        eventually(
-            "the change made during the outage applied",
-            Duration::from_secs(60),
-            || (serving_reals(vs)? == reals(&[&b[1]])).then_some(()),
-        );
+        eventually("the change made during the outage applied", Duration::from_secs(60), || {
+            (serving_reals(vs)? == reals(&[&b[1]])).then_some(())
+        });
         assert_eq!(ask_many("10.96.0.10:80", 2), ["b2", "b2"]);
     });
 }
@@ -199,19 +162,12 @@ fn a_relist_after_410_removes_what_was_deleted_unseen() {
         cluster.delete(integration::fake_api::Kind::EndpointSlice, "default", "gone-slice");
         cluster.compact();
         cluster.resume();
-        eventually(
-            "the unseen deletion applied after the relist",
-            Duration::from_secs(60),
-            || {
-                let table = ipvs_table();
-                let gone = !table.contains_key("TCP  10.96.0.11:80") && !bound_addresses().contains("10.96.0.11");
-                (gone && table.contains_key("TCP  10.96.0.10:80")).then_some(())
-            },
-        );
-        assert!(
-            cluster.requests().lists > lists,
-            "the daemon caught up without relisting?"
-        );
+        eventually("the unseen deletion applied after the relist", Duration::from_secs(60), || {
+            let table = ipvs_table();
+            let gone = !table.contains_key("TCP  10.96.0.11:80") && !bound_addresses().contains("10.96.0.11");
+            (gone && table.contains_key("TCP  10.96.0.10:80")).then_some(())
+        });
+        assert!(cluster.requests().lists > lists, "the daemon caught up without relisting?");
         assert_eq!(ask_many("10.96.0.10:80", 1), ["b1"]);
     });
 }

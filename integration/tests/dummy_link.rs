@@ -16,10 +16,7 @@ fn ip_addresses() -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
-            words
-                .find(|w| *w == "inet" || *w == "inet6")
-                .and_then(|_| words.next())
-                .map(str::to_string)
+            words.find(|w| *w == "inet" || *w == "inet6").and_then(|_| words.next()).map(str::to_string)
         })
         .collect();
     found.sort();
@@ -35,16 +32,9 @@ fn dummy_link_is_idempotent_and_agrees_with_ip() {
         let again = DummyLink::ensure("kube-ipvs0").await.unwrap();
         assert_eq!(link.index(), again.index(), "ensure twice: the same link");
         let shown = ip(&["-o", "link", "show", "kube-ipvs0"]).unwrap();
-        assert!(
-            shown.starts_with(&format!("{}: kube-ipvs0:", link.index())),
-            "{shown}"
-        );
+        assert!(shown.starts_with(&format!("{}: kube-ipvs0:", link.index())), "{shown}");
         assert!(shown.contains("link/ether"), "{shown}");
-        assert!(
-            ip(&["-d", "-o", "link", "show", "kube-ipvs0"])
-                .unwrap()
-                .contains("dummy")
-        );
+        assert!(ip(&["-d", "-o", "link", "show", "kube-ipvs0"]).unwrap().contains("dummy"));
 
         let v4: IpAddr = addr("10.96.0.10");
         let v6: IpAddr = addr("fd00:96::10");
@@ -54,35 +44,17 @@ fn dummy_link_is_idempotent_and_agrees_with_ip() {
             ("empty", None, vec![]),
             ("add v4", Some((true, v4)), vec!["10.96.0.10/32"]),
             ("add v4 again", Some((true, v4)), vec!["10.96.0.10/32"]),
-            (
-                "add v6",
-                Some((true, v6)),
-                vec!["10.96.0.10/32", "fd00:96::10/128"],
-            ),
-            (
-                "add v6 again",
-                Some((true, v6)),
-                vec!["10.96.0.10/32", "fd00:96::10/128"],
-            ),
+            ("add v6", Some((true, v6)), vec!["10.96.0.10/32", "fd00:96::10/128"]),
+            ("add v6 again", Some((true, v6)), vec!["10.96.0.10/32", "fd00:96::10/128"]),
             ("remove v4", Some((false, v4)), vec!["fd00:96::10/128"]),
-            (
-                "remove v4 again",
-                Some((false, v4)),
-                vec!["fd00:96::10/128"],
-            ),
+            ("remove v4 again", Some((false, v4)), vec!["fd00:96::10/128"]),
             ("remove v6", Some((false, v6)), vec![]),
             ("remove v6 again", Some((false, v6)), vec![]),
         ];
         for (step, change, want) in steps {
             match change {
-                Some((true, a)) => link
-                    .add_address(a)
-                    .await
-                    .unwrap_or_else(|e| panic!("{step}: {e}")),
-                Some((false, a)) => link
-                    .remove_address(a)
-                    .await
-                    .unwrap_or_else(|e| panic!("{step}: {e}")),
+                Some((true, a)) => link.add_address(a).await.unwrap_or_else(|e| panic!("{step}: {e}")),
+                Some((false, a)) => link.remove_address(a).await.unwrap_or_else(|e| panic!("{step}: {e}")),
                 None => {}
             }
             assert_eq!(ip_addresses(), want, "{step}: ip says");
@@ -100,12 +72,7 @@ fn dummy_link_is_idempotent_and_agrees_with_ip() {
         link.add_address(v4).await.unwrap();
         let local = ipvs::local_addresses().await.unwrap();
         assert!(local.contains(&("kube-ipvs0".to_string(), v4)), "{local:?}");
-        assert!(
-            local
-                .iter()
-                .any(|(name, a)| name == "lo" && *a == addr("127.0.0.1")),
-            "{local:?}"
-        );
+        assert!(local.iter().any(|(name, a)| name == "lo" && *a == addr("127.0.0.1")), "{local:?}");
 
         again.delete().await.unwrap();
         assert!(ip(&["link", "show", "kube-ipvs0"]).is_err(), "deleted");

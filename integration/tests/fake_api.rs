@@ -16,9 +16,7 @@ const PROXY_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn server(config: FakeApiConfig) -> (FakeApiServer, Client) {
-    let server = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
+    let server = FakeApiServer::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
     let client = Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap();
     (server, client)
 }
@@ -47,10 +45,7 @@ async fn next<S, T>(stream: &mut S) -> T
 where
     S: futures::Stream<Item = T> + Unpin,
 {
-    tokio::time::timeout(PATIENCE, stream.next())
-        .await
-        .expect("no event in time")
-        .expect("stream ended")
+    tokio::time::timeout(PATIENCE, stream.next()).await.expect("no event in time").expect("stream ended")
 }
 
 /// Drives a watcher through its initial list; returns the names it listed.
@@ -65,10 +60,7 @@ where
             Event::Init => names.clear(),
             Event::InitApply(object) => names.push(object.name_any()),
             Event::InitDone => return names,
-            other => panic!(
-                "unexpected event before the list ended: {:?}",
-                std::mem::discriminant(&other)
-            ),
+            other => panic!("unexpected event before the list ended: {:?}", std::mem::discriminant(&other)),
         }
     }
 }
@@ -78,12 +70,7 @@ async fn lists_honour_selectors_and_namespaces() {
     let (server, client) = server(FakeApiConfig::default()).await;
     for object in [
         service("default", "web", json!({"app": "web"}), 80),
-        service(
-            "default",
-            "other-proxy",
-            json!({"service.kubernetes.io/service-proxy-name": "x"}),
-            80,
-        ),
+        service("default", "other-proxy", json!({"service.kubernetes.io/service-proxy-name": "x"}), 80),
         service("kube-system", "dns", json!({"app": "dns"}), 53),
         service("default", "headless", json!({"service.kubernetes.io/headless": ""}), 80),
     ] {
@@ -106,10 +93,7 @@ async fn lists_honour_selectors_and_namespaces() {
         names.sort();
         expected.sort();
         assert_eq!(names, expected, "selector {selector:?}");
-        assert_eq!(
-            list.metadata.resource_version,
-            Some(server.resource_version().to_string())
-        );
+        assert_eq!(list.metadata.resource_version, Some(server.resource_version().to_string()));
     }
     let bad = all.list(&ListParams::default().labels("app in web")).await.unwrap_err();
     assert!(matches!(bad, kube::Error::Api(ref s) if s.code == 400), "{bad:?}");
@@ -126,11 +110,7 @@ async fn watcher_pages_through_a_large_initial_list() {
     let mut stream = watcher::watcher(api, watcher::Config::default().labels(PROXY_SELECTOR)).boxed();
     let names = initial_names(&mut stream).await;
     assert_eq!(names.len(), 1234);
-    assert_eq!(
-        names.iter().collect::<std::collections::BTreeSet<_>>().len(),
-        1234,
-        "a name came twice"
-    );
+    assert_eq!(names.iter().collect::<std::collections::BTreeSet<_>>().len(), 1234, "a name came twice");
     assert_eq!(server.requests().lists - before, 3, "page size 500: three pages");
 }
 
@@ -145,21 +125,11 @@ async fn watcher_follows_additions_changes_and_deletions() {
     let proxied_elsewhere = json!({"service.kubernetes.io/service-proxy-name": "other"});
     // (object to apply, or None to delete `name`; expected event; name; expected port)
     let steps: Vec<(Option<Value>, &str, &str, Option<i32>)> = vec![
-        (
-            Some(service("default", "db", json!({}), 5432)),
-            "apply",
-            "db",
-            Some(5432),
-        ),
+        (Some(service("default", "db", json!({}), 5432)), "apply", "db", Some(5432)),
         (Some(service("default", "web", json!({}), 81)), "apply", "web", Some(81)),
         (None, "delete", "db", None),
         // Leaving the selection looks like a deletion to the watch, entering it like an addition.
-        (
-            Some(service("default", "web", proxied_elsewhere, 81)),
-            "delete",
-            "web",
-            None,
-        ),
+        (Some(service("default", "web", proxied_elsewhere, 81)), "delete", "web", None),
         (Some(service("default", "web", json!({}), 82)), "apply", "web", Some(82)),
     ];
     for (change, kind, name, port) in steps {
@@ -183,10 +153,7 @@ async fn watcher_follows_additions_changes_and_deletions() {
 
 #[tokio::test]
 async fn idle_watches_get_bookmarks_at_the_current_version() {
-    let config = FakeApiConfig {
-        bookmark_interval: Duration::from_millis(50),
-        ..FakeApiConfig::default()
-    };
+    let config = FakeApiConfig { bookmark_interval: Duration::from_millis(50), ..FakeApiConfig::default() };
     let (server, client) = server(config).await;
     server.apply(service("default", "web", json!({}), 80)).unwrap();
     let version = server.resource_version().to_string();
@@ -196,16 +163,9 @@ async fn idle_watches_get_bookmarks_at_the_current_version() {
         WatchEvent::Bookmark(bookmark) => assert_eq!(bookmark.metadata.resource_version, version),
         other => panic!("expected a bookmark, got {other:?}"),
     }
-    let mut quiet = api
-        .watch(&WatchParams::default().disable_bookmarks().timeout(1), &version)
-        .await
-        .unwrap()
-        .boxed();
+    let mut quiet = api.watch(&WatchParams::default().disable_bookmarks().timeout(1), &version).await.unwrap().boxed();
     let first = tokio::time::timeout(PATIENCE, quiet.next()).await.unwrap();
-    assert!(
-        first.is_none(),
-        "a watch without bookmarks stays silent until its timeout ends it"
-    );
+    assert!(first.is_none(), "a watch without bookmarks stays silent until its timeout ends it");
 }
 
 #[tokio::test]
@@ -215,11 +175,7 @@ async fn watches_from_version_zero_start_with_the_current_objects() {
         server.apply(service("default", name, json!({}), 80)).unwrap();
     }
     let api: Api<Service> = Api::all(client);
-    let mut events = api
-        .watch(&WatchParams::default().disable_bookmarks(), "0")
-        .await
-        .unwrap()
-        .boxed();
+    let mut events = api.watch(&WatchParams::default().disable_bookmarks(), "0").await.unwrap().boxed();
     for expected in ["a", "b"] {
         match next(&mut events).await.unwrap() {
             WatchEvent::Added(object) => assert_eq!(object.name_any(), expected),
@@ -243,10 +199,7 @@ async fn compaction_makes_watchers_relist() {
     server.compact();
     match next(&mut stream).await {
         Err(watcher::Error::WatchError(status)) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
-        other => panic!(
-            "expected a 410 watch error, got {:?}",
-            other.map(|e| std::mem::discriminant(&e))
-        ),
+        other => panic!("expected a 410 watch error, got {:?}", other.map(|e| std::mem::discriminant(&e))),
     }
     let mut relisted = initial_names(&mut stream).await;
     relisted.sort();
@@ -281,9 +234,7 @@ async fn node_watch_by_field_selector_sees_only_its_node() {
         json!({"apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}}})
     };
-    server
-        .apply_text(&format!("{}\n---\n{}", node("node-a", "z1"), node("node-b", "z1")))
-        .unwrap();
+    server.apply_text(&format!("{}\n---\n{}", node("node-a", "z1"), node("node-b", "z1"))).unwrap();
     let api: Api<Node> = Api::all(client);
     let mut stream = watcher::watcher(api, watcher::Config::default().fields("metadata.name=node-a")).boxed();
     assert_eq!(initial_names(&mut stream).await, ["node-a"]);
@@ -303,17 +254,9 @@ async fn a_stopped_server_refuses_and_comes_back_with_its_state() {
     let (mut server, client) = server(FakeApiConfig::default()).await;
     server.apply(service("default", "web", json!({}), 80)).unwrap();
     let api: Api<Service> = Api::all(client);
-    let version = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
+    let version = api.list(&ListParams::default()).await.unwrap().metadata.resource_version;
     server.stop().await;
-    assert!(
-        api.list(&ListParams::default()).await.is_err(),
-        "a stopped server answered"
-    );
+    assert!(api.list(&ListParams::default()).await.is_err(), "a stopped server answered");
     server.resume().await.unwrap();
     let list = api.list(&ListParams::default()).await.unwrap();
     assert_eq!((list.items.len(), list.metadata.resource_version), (1, version));
@@ -331,25 +274,14 @@ async fn control_api_applies_and_deletes_over_http() {
     assert_eq!(applied[1]["namespace"], "prod");
     let again: Value = client.request(post("/fake/apply", yaml)).await.unwrap();
     assert_eq!(again[0]["outcome"], "unchanged");
-    let refused = client
-        .request_text(post("/fake/apply", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"))
-        .await;
-    assert!(
-        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 400),
-        "{refused:?}"
-    );
+    let refused = client.request_text(post("/fake/apply", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 400), "{refused:?}");
 
     let delete = |path: &str| Request::delete(path).body(Vec::new()).unwrap();
-    client
-        .request_text(delete("/fake/objects/services/prod/web"))
-        .await
-        .unwrap();
+    client.request_text(delete("/fake/objects/services/prod/web")).await.unwrap();
     client.request_text(delete("/fake/objects/node/n1")).await.unwrap();
     let missing = client.request_text(delete("/fake/objects/services/prod/web")).await;
-    assert!(
-        matches!(missing, Err(kube::Error::Api(ref s)) if s.code == 404),
-        "{missing:?}"
-    );
+    assert!(matches!(missing, Err(kube::Error::Api(ref s)) if s.code == 404), "{missing:?}");
     let services: Api<Service> = Api::all(client.clone());
     assert!(services.list(&ListParams::default()).await.unwrap().items.is_empty());
     let version = client.apiserver_version().await.unwrap();
@@ -361,19 +293,14 @@ async fn control_api_applies_and_deletes_over_http() {
 async fn stale_continue_tokens_expire() {
     let (server, client) = server(FakeApiConfig::default()).await;
     for i in 0..3 {
-        server
-            .apply(service("default", &format!("s{i}"), json!({}), 80))
-            .unwrap();
+        server.apply(service("default", &format!("s{i}"), json!({}), 80)).unwrap();
     }
     let api: Api<Service> = Api::all(client);
     let first = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(first.items.len(), 2);
     let token = first.metadata.continue_.clone().unwrap();
     server.compact();
-    let stale = api
-        .list(&ListParams::default().limit(2).continue_token(&token))
-        .await
-        .unwrap_err();
+    let stale = api.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap_err();
     assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 410), "{stale:?}");
 }
 
@@ -382,22 +309,13 @@ async fn the_demo_manifest_is_served_as_typed_objects() {
     let (server, client) = server(FakeApiConfig::default()).await;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples/demo.yaml");
     server.apply_text(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let services = Api::<Service>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let slices = Api::<EndpointSlice>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
+    let services = Api::<Service>::all(client.clone()).list(&ListParams::default()).await.unwrap();
+    let slices = Api::<EndpointSlice>::all(client.clone()).list(&ListParams::default()).await.unwrap();
     let nodes = Api::<Node>::all(client).list(&ListParams::default()).await.unwrap();
     assert_eq!((services.items.len(), slices.items.len(), nodes.items.len()), (7, 7, 1));
     for slice in &slices.items {
         let owner = slice.labels().get("kubernetes.io/service-name").unwrap();
-        assert!(
-            services.items.iter().any(|s| &s.name_any() == owner),
-            "{owner} has no Service"
-        );
+        assert!(services.items.iter().any(|s| &s.name_any() == owner), "{owner} has no Service");
     }
 }
 

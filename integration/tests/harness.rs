@@ -38,10 +38,7 @@ fn every_scheduler_is_loaded() {
         let listed = ipvsadm(&["-Ln"]).unwrap();
         for (i, (scheduler, _)) in cases.iter().enumerate() {
             let line = format!("TCP  10.0.0.{}:80 {scheduler}", i + 1);
-            assert!(
-                listed.lines().any(|l| l.trim_end().starts_with(&line)),
-                "{line:?} missing in:\n{listed}"
-            );
+            assert!(listed.lines().any(|l| l.trim_end().starts_with(&line)), "{line:?} missing in:\n{listed}");
         }
     });
 }
@@ -56,36 +53,21 @@ fn namespaces_isolate_tests() {
                 ip(&["link", "add", "kube-ipvs0", "type", "dummy"]).unwrap();
                 ipvsadm(&["-A", "-t", vip, "-s", "rr"]).unwrap();
                 std::thread::sleep(Duration::from_millis(200));
-                (
-                    ipvsadm(&["-Ln"]).unwrap(),
-                    ip(&["-o", "link", "show"]).unwrap(),
-                )
+                (ipvsadm(&["-Ln"]).unwrap(), ip(&["-o", "link", "show"]).unwrap())
             })
         })
     };
     let (a, b) = (run("10.1.0.1:80"), run("10.2.0.1:80"));
     let ((table_a, links_a), (table_b, links_b)) = (a.join().unwrap(), b.join().unwrap());
-    assert!(
-        table_a.contains("10.1.0.1:80") && !table_a.contains("10.2.0.1:80"),
-        "{table_a}"
-    );
-    assert!(
-        table_b.contains("10.2.0.1:80") && !table_b.contains("10.1.0.1:80"),
-        "{table_b}"
-    );
+    assert!(table_a.contains("10.1.0.1:80") && !table_a.contains("10.2.0.1:80"), "{table_a}");
+    assert!(table_b.contains("10.2.0.1:80") && !table_b.contains("10.1.0.1:80"), "{table_b}");
     for links in [links_a, links_b] {
         assert_eq!(links.matches("kube-ipvs0").count(), 1, "{links}");
-        assert!(
-            !links.contains("eth0"),
-            "a fresh namespace has only lo and what the test made: {links}"
-        );
+        assert!(!links.contains("eth0"), "a fresh namespace has only lo and what the test made: {links}");
     }
     // The VM's root namespace saw neither.
     let root = ipvsadm(&["-Ln"]).unwrap();
-    assert!(
-        !root.contains("10.1.0.1") && !root.contains("10.2.0.1"),
-        "{root}"
-    );
+    assert!(!root.contains("10.1.0.1") && !root.contains("10.2.0.1"), "{root}");
 }
 
 /// Backends answer with their name, directly and through a virtual server `ipvsadm` programs;
@@ -94,10 +76,7 @@ fn namespaces_isolate_tests() {
 #[ignore = "needs the VM kernel: run integration/test"]
 fn backends_answer_through_ipvs() {
     in_netns(|| async {
-        let backends = [
-            Backend::start("pod-a", 1, 8080).unwrap(),
-            Backend::start("pod-b", 2, 8080).unwrap(),
-        ];
+        let backends = [Backend::start("pod-a", 1, 8080).unwrap(), Backend::start("pod-b", 2, 8080).unwrap()];
         let timeout = Duration::from_secs(5);
         for backend in &backends {
             let direct = SocketAddr::new(backend.addr_v4(), 8080);
@@ -114,20 +93,8 @@ fn backends_answer_through_ipvs() {
         }
         let vip: SocketAddr = "10.96.0.10:80".parse().unwrap();
         let answers: Vec<String> = (0..4).map(|_| ask_name(vip, timeout).unwrap()).collect();
-        assert_eq!(
-            answers.iter().filter(|a| *a == "pod-a").count(),
-            2,
-            "{answers:?}"
-        );
-        assert_eq!(
-            answers.iter().filter(|a| *a == "pod-b").count(),
-            2,
-            "{answers:?}"
-        );
-        assert_eq!(
-            backends.iter().map(Backend::served).sum::<u64>(),
-            4 + 4,
-            "2 direct + 2 via IPVS each"
-        );
+        assert_eq!(answers.iter().filter(|a| *a == "pod-a").count(), 2, "{answers:?}");
+        assert_eq!(answers.iter().filter(|a| *a == "pod-b").count(), 2, "{answers:?}");
+        assert_eq!(backends.iter().map(Backend::served).sum::<u64>(), 4 + 4, "2 direct + 2 via IPVS each");
     });
 }

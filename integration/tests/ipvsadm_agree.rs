@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use integration::{
-    Backend, ask_name, in_netns, ipvsadm, ipvsadm_args, proxy_binary, restore_script,
-};
+use integration::{Backend, ask_name, in_netns, ipvsadm, ipvsadm_args, proxy_binary, restore_script};
 use ipvs::{Client, DummyLink};
 
 /// Runs `ipvsadm -Ln` with `extra` and `kube-ipvs-proxy debug status --numeric` with `extra`.
@@ -23,17 +21,8 @@ fn listing_pair(extra: &[&str]) -> (String, String) {
         .args(["debug", "status", "--numeric"])
         .args(extra)
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (built by integration/test)",
-                bin.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "debug status {extra:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (built by integration/test)", bin.display()));
+    assert!(out.status.success(), "debug status {extra:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     (peer, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -52,10 +41,7 @@ fn client_and_ipvsadm_agree() {
                 for (op, result) in ops.iter().zip(c.apply(&ops).await.unwrap()) {
                     result.unwrap_or_else(|e| panic!("{op}: {e}"));
                 }
-                (
-                    ipvsadm(&["-Ln"]).unwrap(),
-                    config_of(&c.table().await.unwrap()),
-                )
+                (ipvsadm(&["-Ln"]).unwrap(), config_of(&c.table().await.unwrap()))
             })
         })
     };
@@ -69,35 +55,18 @@ fn client_and_ipvsadm_agree() {
                     ipvsadm(&args).unwrap_or_else(|e| panic!("{op}: {e}"));
                 }
                 let c = Client::connect().await.unwrap();
-                (
-                    ipvsadm(&["-Ln"]).unwrap(),
-                    config_of(&c.table().await.unwrap()),
-                )
+                (ipvsadm(&["-Ln"]).unwrap(), config_of(&c.table().await.unwrap()))
             })
         })
     };
     let (client_listing, client_read) = by_client.join().unwrap();
     let (peer_listing, peer_read) = by_ipvsadm.join().unwrap();
-    assert_eq!(
-        client_listing, peer_listing,
-        "ipvsadm -Ln: programmed by the client (left) and by ipvsadm (right)"
-    );
-    assert_eq!(
-        peer_read,
-        sorted(spec.clone()),
-        "the client reading what ipvsadm programmed"
-    );
-    assert_eq!(
-        client_read,
-        sorted(spec),
-        "the client reading what it programmed"
-    );
+    assert_eq!(client_listing, peer_listing, "ipvsadm -Ln: programmed by the client (left) and by ipvsadm (right)");
+    assert_eq!(peer_read, sorted(spec.clone()), "the client reading what ipvsadm programmed");
+    assert_eq!(client_read, sorted(spec), "the client reading what it programmed");
     let reals: usize = rich_table().iter().map(|(_, r)| r.len()).sum();
     assert_eq!(
-        client_listing
-            .lines()
-            .filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress"))
-            .count(),
+        client_listing.lines().filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress")).count(),
         reals,
         "{client_listing}"
     );
@@ -118,10 +87,7 @@ fn debug_status_prints_what_ipvsadm_prints() {
         ipvsadm(&["-a", "-t", "10.96.5.1:80", "-r", "10.244.1.2:8080", "-m"]).unwrap();
         let vip: SocketAddr = "10.96.5.1:80".parse().unwrap();
         for _ in 0..25 {
-            assert_eq!(
-                ask_name(vip, Duration::from_secs(5)).unwrap(),
-                backend.name()
-            );
+            assert_eq!(ask_name(vip, Duration::from_secs(5)).unwrap(), backend.name());
         }
         // The kernel folds per-CPU counters into what it reports every 2 s; after that, with
         // no more traffic, both listings see the same numbers.
@@ -130,19 +96,10 @@ fn debug_status_prints_what_ipvsadm_prints() {
             let (peer, ours) = listing_pair(extra);
             assert!(peer.lines().count() > 30, "the table is there: {peer}");
             if extra.contains(&"--stats") {
-                let line = peer
-                    .lines()
-                    .find(|l| l.starts_with("TCP  10.96.5.1:80"))
-                    .unwrap();
-                assert!(
-                    line.split_whitespace().nth(2) == Some("25"),
-                    "25 connections counted: {line}"
-                );
+                let line = peer.lines().find(|l| l.starts_with("TCP  10.96.5.1:80")).unwrap();
+                assert!(line.split_whitespace().nth(2) == Some("25"), "25 connections counted: {line}");
             }
-            assert_eq!(
-                ours, peer,
-                "debug status --numeric {extra:?} (left) vs ipvsadm -Ln {extra:?} (right)"
-            );
+            assert_eq!(ours, peer, "debug status --numeric {extra:?} (left) vs ipvsadm -Ln {extra:?} (right)");
         }
     });
 }

@@ -47,11 +47,7 @@ async fn virtual_server(vip: IpAddr, port: u16, backends: &[IpAddr]) -> Target {
     let link = DummyLink::ensure("kube-ipvs0").await.unwrap();
     let _ = link.add_address(vip).await;
     let ipvs = Client::connect().await.unwrap();
-    let id = VirtualServerId::Tuple {
-        protocol: Protocol::Tcp,
-        addr: vip,
-        port,
-    };
+    let id = VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: vip, port };
     ipvs.add_virtual_server(&VirtualServer::new(id, "rr")).await.unwrap();
     for b in backends {
         ipvs.add_real_server(&id, &RealServer::new(*b, 8080, 1)).await.unwrap();
@@ -66,11 +62,7 @@ fn ask_from(peer: &Peer, to: SocketAddr, timeout: Duration) -> io::Result<String
 
 /// Which address each family's cases use.
 fn vip(v6: bool, last: u8) -> IpAddr {
-    if v6 {
-        addr(&format!("fd00:96::{last}"))
-    } else {
-        addr(&format!("10.96.0.{last}"))
-    }
+    if v6 { addr(&format!("fd00:96::{last}")) } else { addr(&format!("10.96.0.{last}")) }
 }
 
 /// IPv6 forwarding in the test's namespace (`in_netns` turns on only IPv4's).
@@ -110,30 +102,13 @@ fn backends_see_the_node_or_the_client_as_the_masquerade_rule_says() {
             let node = backend.gateway(v6);
             // (case, rule, who asks, the source the backend must see)
             let cases = [
-                (
-                    "outside client, rule outside",
-                    MasqueradeRule::OutsideClusterPrefixes,
-                    &outside,
-                    node,
-                ),
-                (
-                    "pod client, rule outside",
-                    MasqueradeRule::OutsideClusterPrefixes,
-                    &inside,
-                    inside.addr(v6),
-                ),
-                (
-                    "outside client, no masquerade",
-                    MasqueradeRule::None,
-                    &outside,
-                    outside.addr(v6),
-                ),
+                ("outside client, rule outside", MasqueradeRule::OutsideClusterPrefixes, &outside, node),
+                ("pod client, rule outside", MasqueradeRule::OutsideClusterPrefixes, &inside, inside.addr(v6)),
+                ("outside client, no masquerade", MasqueradeRule::None, &outside, outside.addr(v6)),
                 ("pod client, masquerade all", MasqueradeRule::All, &inside, node),
             ];
             for (name, rule, client, expected) in cases {
-                netfilter
-                    .resync(FilterState::from_services([(target, filter(rule, &[], &[]))]))
-                    .unwrap();
+                netfilter.resync(FilterState::from_services([(target, filter(rule, &[], &[]))])).unwrap();
                 let seen = ask_from(client, SocketAddr::new(target.addr, 80), TIMEOUT)
                     .unwrap_or_else(|e| panic!("v6={v6} {name}: {e}"));
                 assert_eq!(seen, expected.to_string(), "v6={v6} {name}");
@@ -158,10 +133,7 @@ fn unknown_ports_on_service_addresses_are_refused_and_service_ports_work() {
             let host_stop = stop.clone();
             std::thread::spawn(move || serve_source(host, &host_stop));
             let host_port = SocketAddr::new(target.addr, 2222);
-            assert!(
-                ask_from(&client, host_port, TIMEOUT).is_ok(),
-                "v6={v6}: host port reachable before the filter"
-            );
+            assert!(ask_from(&client, host_port, TIMEOUT).is_ok(), "v6={v6}: host port reachable before the filter");
 
             let mut netfilter = Netfilter::start(Nft::new(), config()).unwrap();
             netfilter
@@ -175,10 +147,7 @@ fn unknown_ports_on_service_addresses_are_refused_and_service_ports_work() {
             let seen = ask_from(&client, SocketAddr::new(target.addr, 80), TIMEOUT).unwrap();
             assert_eq!(seen, backend.gateway(v6).to_string(), "v6={v6}: the service port works");
             // The host's own addresses are not kube-ipvs0's: untouched.
-            assert!(
-                ask_from(&client, SocketAddr::new(client.gateway(v6), 2222), TIMEOUT).is_ok(),
-                "v6={v6}"
-            );
+            assert!(ask_from(&client, SocketAddr::new(client.gateway(v6), 2222), TIMEOUT).is_ok(), "v6={v6}");
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         });
     }
@@ -198,34 +167,18 @@ fn load_balancer_source_ranges_admit_only_their_sources() {
             let range = if v6 { "fd00:168:2::/48" } else { "192.168.2.0/24" };
             let mut netfilter = Netfilter::start(Nft::new(), config()).unwrap();
             netfilter
-                .resync(FilterState::from_services([(
-                    target,
-                    filter(MasqueradeRule::None, &[range], &[]),
-                )]))
+                .resync(FilterState::from_services([(target, filter(MasqueradeRule::None, &[range], &[]))]))
                 .unwrap();
             let to = SocketAddr::new(lb, 80);
-            assert_eq!(
-                ask_from(&allowed, to, TIMEOUT).unwrap(),
-                allowed.addr(v6).to_string(),
-                "v6={v6}: allowed"
-            );
+            assert_eq!(ask_from(&allowed, to, TIMEOUT).unwrap(), allowed.addr(v6).to_string(), "v6={v6}: allowed");
             let dropped = ask_from(&other, to, DROP_WAIT).unwrap_err();
             assert!(
                 matches!(dropped.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock),
                 "v6={v6}: other source dropped, not refused: {dropped}"
             );
             // Without ranges, anyone.
-            netfilter
-                .resync(FilterState::from_services([(
-                    target,
-                    filter(MasqueradeRule::None, &[], &[]),
-                )]))
-                .unwrap();
-            assert_eq!(
-                ask_from(&other, to, TIMEOUT).unwrap(),
-                other.addr(v6).to_string(),
-                "v6={v6}: unrestricted"
-            );
+            netfilter.resync(FilterState::from_services([(target, filter(MasqueradeRule::None, &[], &[]))])).unwrap();
+            assert_eq!(ask_from(&other, to, TIMEOUT).unwrap(), other.addr(v6).to_string(), "v6={v6}: unrestricted");
         });
     }
 }
@@ -247,21 +200,10 @@ fn a_pod_reaches_itself_through_its_service() {
                     filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[]),
                 )]))
                 .unwrap();
-            assert!(
-                ask_from(&pod, to, DROP_WAIT).is_err(),
-                "v6={v6}: without hairpin masquerade the pod cannot"
-            );
+            assert!(ask_from(&pod, to, DROP_WAIT).is_err(), "v6={v6}: without hairpin masquerade the pod cannot");
             let hairpin = filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[(pod.addr(v6), 8080)]);
-            assert_eq!(
-                netfilter.update([(target, Some(hairpin))]).unwrap(),
-                1,
-                "v6={v6}: one element added"
-            );
-            assert_eq!(
-                ask_from(&pod, to, TIMEOUT).unwrap(),
-                pod.gateway(v6).to_string(),
-                "v6={v6}: hairpin"
-            );
+            assert_eq!(netfilter.update([(target, Some(hairpin))]).unwrap(), 1, "v6={v6}: one element added");
+            assert_eq!(ask_from(&pod, to, TIMEOUT).unwrap(), pod.gateway(v6).to_string(), "v6={v6}: hairpin");
         });
     }
 }
@@ -275,20 +217,13 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
         let state = FilterState::from_services([
             (
                 Target::new(addr("10.96.0.10"), Protocol::Tcp, 80),
-                filter(
-                    MasqueradeRule::OutsideClusterPrefixes,
-                    &[],
-                    &[(addr("10.244.1.2"), 8080)],
-                ),
+                filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[(addr("10.244.1.2"), 8080)]),
             ),
             (
                 Target::new(addr("203.0.113.10"), Protocol::Udp, 53),
                 filter(MasqueradeRule::All, &["192.0.2.0/24", "192.0.2.128/25"], &[]),
             ),
-            (
-                Target::new(addr("fd00:96::10"), Protocol::Sctp, 9000),
-                filter(MasqueradeRule::None, &["fd00::/8"], &[]),
-            ),
+            (Target::new(addr("fd00:96::10"), Protocol::Sctp, 9000), filter(MasqueradeRule::None, &["fd00::/8"], &[])),
         ]);
         let mut netfilter = Netfilter::start(nft.clone(), config()).unwrap();
         netfilter.resync(state.clone()).unwrap();
@@ -298,56 +233,34 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
         assert_eq!(listing(&nft), Some(first.clone()), "adopting keeps the table");
         restarted.resync(state.clone()).unwrap();
         restarted.resync(state.clone()).unwrap();
-        let same = state
-            .service(&Target::new(addr("10.96.0.10"), Protocol::Tcp, 80))
-            .cloned();
-        assert_eq!(
-            restarted
-                .update([(Target::new(addr("10.96.0.10"), Protocol::Tcp, 80), same)])
-                .unwrap(),
-            0
-        );
+        let same = state.service(&Target::new(addr("10.96.0.10"), Protocol::Tcp, 80)).cloned();
+        assert_eq!(restarted.update([(Target::new(addr("10.96.0.10"), Protocol::Tcp, 80), same)]).unwrap(), 0);
         assert_eq!(listing(&nft), Some(first.clone()), "same state, same table");
 
         // Drift behind our back is repaired by a full reconcile.
-        nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy masq_all_v4\n")
-            .unwrap();
+        nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy masq_all_v4\n").unwrap();
         restarted.forget();
         restarted.resync(state.clone()).unwrap();
         assert_eq!(listing(&nft), Some(first.clone()), "drift repaired");
         // A delete of an element already gone makes the update refused, then rewritten whole.
-        nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy hairpin_v4\n")
-            .unwrap();
+        nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy hairpin_v4\n").unwrap();
         let mut smaller = state.clone();
         smaller.set(Target::new(addr("10.96.0.10"), Protocol::Tcp, 80), None);
-        restarted
-            .update([(Target::new(addr("10.96.0.10"), Protocol::Tcp, 80), None)])
-            .unwrap();
+        restarted.update([(Target::new(addr("10.96.0.10"), Protocol::Tcp, 80), None)]).unwrap();
         let after_update = listing(&nft);
         assert_ne!(after_update, Some(first.clone()));
         let mut fresh = Netfilter::start(nft.clone(), config()).unwrap();
         fresh.resync(smaller).unwrap();
-        assert_eq!(
-            listing(&nft),
-            after_update,
-            "the refused update ended as the smaller state"
-        );
+        assert_eq!(listing(&nft), after_update, "the refused update ended as the smaller state");
 
         nft.run("foreign", "test", "add table inet foreign\nadd chain inet foreign c { type filter hook input priority 0; }\nadd rule inet foreign c tcp dport 22 accept\n").unwrap();
         let foreign = nft.list_table_json("foreign").unwrap().expect("foreign table");
         nft.delete_table(TABLE).unwrap();
         assert_eq!(nft.list_table_json(TABLE).unwrap(), None, "our table is gone");
-        assert_eq!(
-            nft.list_table_json("foreign").unwrap(),
-            Some(foreign),
-            "the foreign table is untouched"
-        );
+        assert_eq!(nft.list_table_json("foreign").unwrap(), Some(foreign), "the foreign table is untouched");
         nft.delete_table(TABLE).unwrap();
-        let tables: BTreeSet<String> = integration::run("nft", &["list", "tables"], None)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let tables: BTreeSet<String> =
+            integration::run("nft", &["list", "tables"], None).unwrap().lines().map(str::to_string).collect();
         assert_eq!(tables, BTreeSet::from(["table inet foreign".to_string()]));
     });
 }

@@ -32,16 +32,7 @@ fn id(i: usize) -> VirtualServerId {
 }
 
 fn real(i: usize, j: usize) -> RealServer {
-    RealServer::new(
-        IpAddr::V4(Ipv4Addr::new(
-            10,
-            100 + j as u8,
-            (i / 250) as u8,
-            (i % 250 + 1) as u8,
-        )),
-        8080,
-        1,
-    )
+    RealServer::new(IpAddr::V4(Ipv4Addr::new(10, 100 + j as u8, (i / 250) as u8, (i % 250 + 1) as u8)), 8080, 1)
 }
 
 fn operations() -> Vec<Operation> {
@@ -55,12 +46,7 @@ fn operations() -> Vec<Operation> {
 
 /// Dump entries carry stats too; ten counters in each of STATS and STATS64.
 fn stats() -> Vec<StatsAttr> {
-    ipvs::wire::stats_to_attrs(&ipvs::Stats {
-        conns: 12345,
-        in_pkts: 99,
-        in_bytes: 1 << 40,
-        ..Default::default()
-    })
+    ipvs::wire::stats_to_attrs(&ipvs::Stats { conns: 12345, in_pkts: 99, in_bytes: 1 << 40, ..Default::default() })
 }
 
 /// Packs entry messages into datagrams of at most [`DATAGRAM`] bytes.
@@ -101,9 +87,7 @@ fn dump() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 fn encode(c: &mut Criterion) {
     let ops = operations();
     let mut group = c.benchmark_group("encode");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
+    group.sample_size(20).measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(ops.len() as u64));
     let mut buf = Vec::with_capacity(128 * 1024);
     group.bench_function("22000 writes into batch buffers", |b| {
@@ -125,9 +109,7 @@ fn encode(c: &mut Criterion) {
 fn decode(c: &mut Criterion) {
     let (services, dests) = dump();
     let mut group = c.benchmark_group("decode");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5));
+    group.sample_size(20).measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements((SERVICES * (DESTS + 1)) as u64));
     group.bench_function("dump of 2000 services and 20000 destinations", |b| {
         b.iter(|| {
@@ -142,11 +124,7 @@ fn decode(c: &mut Criterion) {
             // As the client does: destination entries straight from their nest.
             for d in &dests {
                 for frame in frames(d) {
-                    let nest = frame
-                        .unwrap()
-                        .attribute(IPVS_CMD_ATTR_DEST)
-                        .unwrap()
-                        .unwrap();
+                    let nest = frame.unwrap().attribute(IPVS_CMD_ATTR_DEST).unwrap().unwrap();
                     n += real_server_entry_from_nest(nest, Family::V4).is_ok() as usize;
                 }
             }

@@ -34,19 +34,12 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let services: u32 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10_000);
+    let services: u32 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(10_000);
     let range = Prefix::new("192.0.2.0".parse()?, 24).ok_or("prefix")?;
     // Every tenth Service has source ranges; each has one endpoint on this node.
     let state = FilterState::from_services((0..services).map(|i| {
         let ranges = if i % 10 == 0 { vec![range] } else { vec![] };
-        (
-            Target::new(cluster_ip(i), Protocol::Tcp, 80),
-            filter(&[(pod(i), 8080)], &ranges),
-        )
+        (Target::new(cluster_ip(i), Protocol::Tcp, 80), filter(&[(pod(i), 8080)], &ranges))
     }));
     let config = FilterConfig::new(vec![Prefix::new("10.244.0.0".parse()?, 16).ok_or("prefix")?]);
     let mut netfilter = Netfilter::start(Nft::new(), config)?;

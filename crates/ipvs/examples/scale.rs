@@ -20,12 +20,7 @@ fn vip(i: usize) -> IpAddr {
 
 /// Real server `j` of service `i`: distinct for every pair (j < 150).
 fn rip(i: usize, j: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(
-        10,
-        100 + j as u8,
-        (i / 250) as u8,
-        (i % 250 + 1) as u8,
-    ))
+    IpAddr::V4(Ipv4Addr::new(10, 100 + j as u8, (i / 250) as u8, (i % 250 + 1) as u8))
 }
 
 fn best_of<F: FnMut() -> Result<(), Box<dyn std::error::Error>>>(
@@ -47,9 +42,7 @@ fn fresh_netns() -> Result<(), Box<dyn std::error::Error>> {
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()).into());
     }
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()?;
+    let status = Command::new("ip").args(["link", "set", "lo", "up"]).status()?;
     if !status.success() {
         return Err("ip link set lo up failed".into());
     }
@@ -59,11 +52,7 @@ fn fresh_netns() -> Result<(), Box<dyn std::error::Error>> {
 fn ipvsadm(args: &[&str], stdin: Option<&[u8]>) -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Command::new("ipvsadm")
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::null())
         .spawn()?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
@@ -83,11 +72,7 @@ async fn check_table(client: &Client, n: usize, m: usize, who: &str) -> Res<()> 
     let table = client.table().await?;
     let dests: usize = table.services.iter().map(|(_, d)| d.len()).sum();
     if table.services.len() != n || dests != n * m {
-        return Err(format!(
-            "{who} made {} services / {dests} destinations",
-            table.services.len()
-        )
-        .into());
+        return Err(format!("{who} made {} services / {dests} destinations", table.services.len()).into());
     }
     Ok(())
 }
@@ -113,12 +98,7 @@ async fn run_ours(ops: &[Operation], n: usize, m: usize) -> Res<(Duration, Durat
     let t = Instant::now();
     let results = client.apply(ops).await?;
     let apply = t.elapsed();
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err())
-        .take(3)
-        .map(|e| e.to_string())
-        .collect();
+    let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err()).take(3).map(|e| e.to_string()).collect();
     if !failed.is_empty() {
         return Err(format!("apply failures, e.g. {failed:?}").into());
     }
@@ -138,31 +118,18 @@ async fn run_ours(ops: &[Operation], n: usize, m: usize) -> Res<(Duration, Durat
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
-    let m: usize = args
-        .next()
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10)
-        .min(150);
+    let m: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10).min(150);
 
     let mut ops = Vec::with_capacity(n * (m + 1));
     let mut rules = String::new();
     for i in 0..n {
-        let id = VirtualServerId::Tuple {
-            protocol: Protocol::Tcp,
-            addr: vip(i),
-            port: 80,
-        };
+        let id = VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: vip(i), port: 80 };
         ops.push(Operation::AddVirtualServer(VirtualServer::new(id, "rr")));
         rules.push_str(&format!("-A -t {}:80 -s rr\n", vip(i)));
         for j in 0..m {
             let rs = RealServer::new(rip(i, j), 8080, 1);
             ops.push(Operation::AddRealServer(id, rs));
-            rules.push_str(&format!(
-                "-a -t {}:80 -r {}:8080 -m -w 1\n",
-                vip(i),
-                rip(i, j)
-            ));
+            rules.push_str(&format!("-a -t {}:80 -r {}:8080 -m -w 1\n", vip(i), rip(i, j)));
         }
     }
     // SCALE_ORDER=ours-first swaps the order, to show that it does not decide the outcome.
@@ -178,10 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "scale: {n} virtual servers x {m} real servers ({} writes)",
-        ops.len()
-    );
+    println!("scale: {n} virtual servers x {m} real servers ({} writes)", ops.len());
     println!(
         "program: ipvsadm -R {:9.1} ms | Client::apply {:9.1} ms | speed-up {:5.1}x",
         ms(restore),

@@ -59,12 +59,7 @@ struct Chunk {
 
 impl Chunk {
     /// Records the acknowledgements in `conn.recv_buf`.
-    fn take_acks(
-        &mut self,
-        recv_buf: &[u8],
-        ops: &[Operation],
-        results: &mut [Option<Result<()>>],
-    ) {
+    fn take_acks(&mut self, recv_buf: &[u8], ops: &[Operation], results: &mut [Option<Result<()>>]) {
         for frame in frames(recv_buf) {
             // A malformed header hides the rest of the datagram; the operations whose
             // acknowledgements it held stay pending and are reported as unreadable.
@@ -102,18 +97,11 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
     let mut window = window_for(conn.rcvbuf);
     let mut next = 0;
     while next < ops.len() {
-        let mut chunk = Chunk {
-            base: conn.next_seq(),
-            indices: Vec::with_capacity(window),
-            pending: 0,
-            unreadable: None,
-        };
+        let mut chunk =
+            Chunk { base: conn.next_seq(), indices: Vec::with_capacity(window), pending: 0, unreadable: None };
         let mut seq = chunk.base;
         conn.send_buf.clear();
-        while next < ops.len()
-            && chunk.indices.len() < window
-            && conn.send_buf.len() < MAX_SEND_BYTES
-        {
+        while next < ops.len() && chunk.indices.len() < window && conn.send_buf.len() < MAX_SEND_BYTES {
             let op = &ops[next];
             match check_operation(op) {
                 Err((kind, message)) => results[next] = Some(Err(Error::new(kind, op, message))),
@@ -137,9 +125,7 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
             continue;
         }
         chunk.pending = chunk.indices.len();
-        conn.socket_send()
-            .await
-            .map_err(|e| Error::io("send a batch of IPVS requests", e))?;
+        conn.socket_send().await.map_err(|e| Error::io("send a batch of IPVS requests", e))?;
         // The kernel handles the buffer's messages inside our `sendmsg`, queueing each
         // acknowledgement as it goes (or dropping it and flagging ENOBUFS on a full receive
         // buffer): once `sendmsg` has returned, everything this chunk will ever get is queued.
@@ -155,19 +141,12 @@ pub(crate) async fn apply(conn: &mut Connection, ops: &[Operation]) -> Result<Ve
         }
         if overflowed {
             window = (window / 2).max(MIN_WINDOW);
-            tracing::warn!(
-                window,
-                "IPVS acknowledgements lost (ENOBUFS); shrinking the batch window"
-            );
+            tracing::warn!(window, "IPVS acknowledgements lost (ENOBUFS); shrinking the batch window");
         }
     }
     conn.end();
     // Every operation got a result above; should one ever not have, say so rather than claim success.
-    Ok(results
-        .into_iter()
-        .zip(ops)
-        .map(|(r, op)| r.unwrap_or_else(|| Err(unanswered(op, false, &None))))
-        .collect())
+    Ok(results.into_iter().zip(ops).map(|(r, op)| r.unwrap_or_else(|| Err(unanswered(op, false, &None)))).collect())
 }
 
 /// Reads every queued datagram without waiting, recording the acknowledgements; true if the
@@ -203,16 +182,8 @@ fn unanswered(op: &Operation, overflowed: bool, unreadable: &Option<String>) -> 
         return e;
     }
     match unreadable {
-        Some(why) => Error::new(
-            ErrorKind::Decode,
-            op,
-            format!("acknowledgement unreadable ({why}); outcome unknown"),
-        ),
-        None => Error::new(
-            ErrorKind::Io,
-            op,
-            "no acknowledgement received; outcome unknown",
-        ),
+        Some(why) => Error::new(ErrorKind::Decode, op, format!("acknowledgement unreadable ({why}); outcome unknown")),
+        None => Error::new(ErrorKind::Io, op, "no acknowledgement received; outcome unknown"),
     }
 }
 
@@ -239,17 +210,10 @@ mod tests {
     }
 
     fn ops(n: usize) -> Vec<Operation> {
-        let vs = VirtualServerId::Tuple {
-            protocol: crate::Protocol::Tcp,
-            addr: "10.0.0.1".parse().unwrap(),
-            port: 80,
-        };
+        let vs = VirtualServerId::Tuple { protocol: crate::Protocol::Tcp, addr: "10.0.0.1".parse().unwrap(), port: 80 };
         (0..n)
             .map(|i| {
-                let rs = RealServerId {
-                    addr: format!("10.1.0.{}", i + 1).parse().unwrap(),
-                    port: 8080,
-                };
+                let rs = RealServerId { addr: format!("10.1.0.{}", i + 1).parse().unwrap(), port: 8080 };
                 Operation::DeleteRealServer(vs, rs)
             })
             .collect()
@@ -276,24 +240,12 @@ mod tests {
             (
                 "errors map to their kind",
                 vec![[ack(BASE, -17), ack(BASE + 1, -2), ack(BASE + 2, 0)].concat()],
-                [
-                    Some(Some(ErrorKind::Exists)),
-                    Some(Some(ErrorKind::NotFound)),
-                    ok,
-                ],
+                [Some(Some(ErrorKind::Exists)), Some(Some(ErrorKind::NotFound)), ok],
                 false,
             ),
             (
                 "other sequence numbers and repeats are ignored",
-                vec![
-                    [
-                        ack(BASE - 1, -17),
-                        ack(BASE + 3, 0),
-                        ack(BASE, 0),
-                        ack(BASE, -17),
-                    ]
-                    .concat(),
-                ],
+                vec![[ack(BASE - 1, -17), ack(BASE + 3, 0), ack(BASE, 0), ack(BASE, -17)].concat()],
                 [ok, None, None],
                 false,
             ),
@@ -305,10 +257,7 @@ mod tests {
             ),
             (
                 "a bad header hides the rest of its datagram, not later ones",
-                vec![
-                    [ack(BASE, 0), vec![0xff; 7], ack(BASE + 1, 0)].concat(),
-                    ack(BASE + 2, -3),
-                ],
+                vec![[ack(BASE, 0), vec![0xff; 7], ack(BASE + 1, 0)].concat(), ack(BASE + 2, -3)],
                 [ok, None, Some(Some(ErrorKind::NoSuchVirtualServer))],
                 true,
             ),
@@ -316,25 +265,14 @@ mod tests {
         for (name, datagrams, want, unreadable) in cases {
             let ops = ops(3);
             let mut results: Vec<Option<Result<()>>> = ops.iter().map(|_| None).collect();
-            let mut chunk = Chunk {
-                base: BASE,
-                indices: vec![0, 1, 2],
-                pending: 3,
-                unreadable: None,
-            };
+            let mut chunk = Chunk { base: BASE, indices: vec![0, 1, 2], pending: 3, unreadable: None };
             for d in &datagrams {
                 chunk.take_acks(d, &ops, &mut results);
             }
-            let got: Vec<Outcome> = results
-                .iter()
-                .map(|r| r.as_ref().map(|r| r.as_ref().err().map(|e| e.kind())))
-                .collect();
+            let got: Vec<Outcome> =
+                results.iter().map(|r| r.as_ref().map(|r| r.as_ref().err().map(|e| e.kind()))).collect();
             assert_eq!(got, want, "{name}");
-            assert_eq!(
-                chunk.pending,
-                want.iter().filter(|o| o.is_none()).count(),
-                "{name}"
-            );
+            assert_eq!(chunk.pending, want.iter().filter(|o| o.is_none()).count(), "{name}");
             assert_eq!(chunk.unreadable.is_some(), unreadable, "{name}");
         }
     }
@@ -343,51 +281,22 @@ mod tests {
     fn an_unanswered_operation_is_an_error_naming_it() {
         let op = &ops(1)[0];
         for (overflowed, unreadable, kind, errno, says) in [
-            (
-                true,
-                None,
-                ErrorKind::Io,
-                Some(libc_errno::ENOBUFS),
-                "acknowledgement lost",
-            ),
-            (
-                false,
-                Some("truncated".to_string()),
-                ErrorKind::Decode,
-                None,
-                "unreadable (truncated)",
-            ),
-            (
-                false,
-                None,
-                ErrorKind::Io,
-                None,
-                "no acknowledgement received",
-            ),
+            (true, None, ErrorKind::Io, Some(libc_errno::ENOBUFS), "acknowledgement lost"),
+            (false, Some("truncated".to_string()), ErrorKind::Decode, None, "unreadable (truncated)"),
+            (false, None, ErrorKind::Io, None, "no acknowledgement received"),
         ] {
             let e = unanswered(op, overflowed, &unreadable);
             assert_eq!(e.kind(), kind, "{e}");
             assert_eq!(e.errno(), errno, "{e}");
             let text = e.to_string();
-            assert!(
-                text.contains(says) && text.contains("outcome unknown"),
-                "{text}"
-            );
-            assert!(
-                text.contains("10.1.0.1:8080") && text.contains("10.0.0.1:80"),
-                "{text}"
-            );
+            assert!(text.contains(says) && text.contains("outcome unknown"), "{text}");
+            assert!(text.contains("10.1.0.1:8080") && text.contains("10.0.0.1:80"), "{text}");
         }
     }
 
     #[test]
     fn window_follows_the_receive_buffer() {
-        for (rcvbuf, window) in [
-            (0, MIN_WINDOW),
-            (212_992, 208),
-            (425_984, 416),
-            (16 << 20, MAX_WINDOW),
-        ] {
+        for (rcvbuf, window) in [(0, MIN_WINDOW), (212_992, 208), (425_984, 416), (16 << 20, MAX_WINDOW)] {
             assert_eq!(window_for(rcvbuf), window, "rcvbuf {rcvbuf}");
         }
     }

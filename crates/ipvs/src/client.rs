@@ -5,13 +5,12 @@ use tokio::sync::Mutex;
 use crate::socket::{ClientOptions, Connection, Context};
 use crate::wire::constants::*;
 use crate::wire::{
-    IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message,
-    real_server_entry_from_nest, service_id_attrs, timeouts_attrs, timeouts_from_message,
-    virtual_server_entry,
+    IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message, real_server_entry_from_nest,
+    service_id_attrs, timeouts_attrs, timeouts_from_message, virtual_server_entry,
 };
 use crate::{
-    Error, Info, Operation, RealServer, RealServerEntry, RealServerId, Result, Table, Timeouts,
-    VirtualServer, VirtualServerEntry, VirtualServerId,
+    Error, Info, Operation, RealServer, RealServerEntry, RealServerId, Result, Table, Timeouts, VirtualServer,
+    VirtualServerEntry, VirtualServerId,
 };
 
 /// A connection to the kernel's IPVS tables in the current network namespace.
@@ -32,9 +31,7 @@ impl Client {
 
     /// Like [`Client::connect`], with the socket set up as `options` say.
     pub async fn connect_with(options: ClientOptions) -> Result<Client> {
-        Ok(Client {
-            conn: Mutex::new(Connection::connect(options).await?),
-        })
+        Ok(Client { conn: Mutex::new(Connection::connect(options).await?) })
     }
 
     /// The IPVS version and connection table size (`GET_INFO`).
@@ -44,15 +41,10 @@ impl Client {
         self.conn
             .lock()
             .await
-            .exchange(
-                Context::new(&what),
-                IpvsMessage::new(IPVS_CMD_GET_INFO, vec![]),
-                false,
-                |m| {
-                    info = Some(info_from_message(&m));
-                    Ok(())
-                },
-            )
+            .exchange(Context::new(&what), IpvsMessage::new(IPVS_CMD_GET_INFO, vec![]), false, |m| {
+                info = Some(info_from_message(&m));
+                Ok(())
+            })
             .await?;
         info.ok_or_else(|| Error::new(crate::ErrorKind::Decode, what, "the kernel sent no info"))
     }
@@ -65,8 +57,7 @@ impl Client {
     /// Changes a virtual server's scheduler, flags, timeout, netmask and persistence engine
     /// in place; [`ErrorKind::NoSuchVirtualServer`](crate::ErrorKind::NoSuchVirtualServer) if absent.
     pub async fn update_virtual_server(&self, vs: &VirtualServer) -> Result<()> {
-        self.write(&Operation::UpdateVirtualServer(vs.clone()))
-            .await
+        self.write(&Operation::UpdateVirtualServer(vs.clone())).await
     }
 
     /// Deletes a virtual server and its real servers.
@@ -101,21 +92,14 @@ impl Client {
             _ => None,
         };
         let ctx = Context { what: op, modules };
-        self.conn
-            .lock()
-            .await
-            .exchange(ctx, operation_message(op), false, |_| Ok(()))
-            .await
+        self.conn.lock().await.exchange(ctx, operation_message(op), false, |_| Ok(())).await
     }
 
     /// One virtual server with its counters;
     /// [`ErrorKind::NoSuchVirtualServer`](crate::ErrorKind::NoSuchVirtualServer) if absent.
     pub async fn get_virtual_server(&self, id: &VirtualServerId) -> Result<VirtualServerEntry> {
         let what = format!("get virtual server {id}");
-        let msg = IpvsMessage::new(
-            IPVS_CMD_GET_SERVICE,
-            vec![IpvsAttr::Service(service_id_attrs(id))],
-        );
+        let msg = IpvsMessage::new(IPVS_CMD_GET_SERVICE, vec![IpvsAttr::Service(service_id_attrs(id))]);
         let mut found = None;
         self.conn
             .lock()
@@ -157,9 +141,7 @@ impl Client {
     pub async fn table(&self) -> Result<Table> {
         let mut conn = self.conn.lock().await;
         let services = list_services(&mut conn).await?;
-        let mut table = Table {
-            services: Vec::with_capacity(services.len()),
-        };
+        let mut table = Table { services: Vec::with_capacity(services.len()) };
         for vs in services {
             let dests = list_dests(&mut conn, &vs.server.id).await?;
             table.services.push((vs, dests));
@@ -174,48 +156,26 @@ impl Client {
         self.conn
             .lock()
             .await
-            .exchange(
-                Context::new(&what),
-                IpvsMessage::new(IPVS_CMD_GET_CONFIG, vec![]),
-                false,
-                |m| {
-                    t = Some(timeouts_from_message(&m));
-                    Ok(())
-                },
-            )
+            .exchange(Context::new(&what), IpvsMessage::new(IPVS_CMD_GET_CONFIG, vec![]), false, |m| {
+                t = Some(timeouts_from_message(&m));
+                Ok(())
+            })
             .await?;
-        t.ok_or_else(|| {
-            Error::new(
-                crate::ErrorKind::Decode,
-                what,
-                "the kernel sent no timeouts",
-            )
-        })
+        t.ok_or_else(|| Error::new(crate::ErrorKind::Decode, what, "the kernel sent no timeouts"))
     }
 
     /// Sets the connection timeouts; fields that are 0 are left unchanged.
     pub async fn set_timeouts(&self, t: &Timeouts) -> Result<()> {
-        let what = format!(
-            "set IPVS timeouts tcp {} tcpfin {} udp {}",
-            t.tcp, t.tcp_fin, t.udp
-        );
+        let what = format!("set IPVS timeouts tcp {} tcpfin {} udp {}", t.tcp, t.tcp_fin, t.udp);
         let msg = IpvsMessage::new(IPVS_CMD_SET_CONFIG, timeouts_attrs(t));
-        self.conn
-            .lock()
-            .await
-            .exchange(Context::new(&what), msg, false, |_| Ok(()))
-            .await
+        self.conn.lock().await.exchange(Context::new(&what), msg, false, |_| Ok(())).await
     }
 
     /// Deletes every virtual server (`FLUSH`).
     pub async fn flush(&self) -> Result<()> {
         let what = "flush the IPVS table";
         let msg = IpvsMessage::new(IPVS_CMD_FLUSH, vec![]);
-        self.conn
-            .lock()
-            .await
-            .exchange(Context::new(&what), msg, false, |_| Ok(()))
-            .await
+        self.conn.lock().await.exchange(Context::new(&what), msg, false, |_| Ok(())).await
     }
 
     /// Zeroes the counters of one virtual server (and its real servers), or of all.
@@ -224,15 +184,9 @@ impl Client {
             Some(id) => format!("zero the counters of virtual server {id}"),
             None => "zero all IPVS counters".to_string(),
         };
-        let attrs = vs
-            .map(|id| vec![IpvsAttr::Service(service_id_attrs(id))])
-            .unwrap_or_default();
+        let attrs = vs.map(|id| vec![IpvsAttr::Service(service_id_attrs(id))]).unwrap_or_default();
         let msg = IpvsMessage::new(IPVS_CMD_ZERO, attrs);
-        self.conn
-            .lock()
-            .await
-            .exchange(Context::new(&what), msg, false, |_| Ok(()))
-            .await
+        self.conn.lock().await.exchange(Context::new(&what), msg, false, |_| Ok(())).await
     }
 
     /// Performs many writes pipelined: requests concatenated into few `sendmsg` calls, each
@@ -263,19 +217,12 @@ async fn list_dests(conn: &mut Connection, vs: &VirtualServerId) -> Result<Vec<R
     let what = ListDests(vs);
     let family = vs.family();
     let mut out = Vec::new();
-    let msg = IpvsMessage::new(
-        IPVS_CMD_GET_DEST,
-        vec![IpvsAttr::Service(service_id_attrs(vs))],
-    );
+    let msg = IpvsMessage::new(IPVS_CMD_GET_DEST, vec![IpvsAttr::Service(service_id_attrs(vs))]);
     // The hot path of `table()`: decode each entry straight from its bytes.
     conn.exchange_frames(Context::new(&what), msg, true, |frame| {
-        let nest = frame
-            .attribute(IPVS_CMD_ATTR_DEST)
-            .map_err(|e| Error::decode(&what, e))?;
+        let nest = frame.attribute(IPVS_CMD_ATTR_DEST).map_err(|e| Error::decode(&what, e))?;
         if let Some(nest) = nest {
-            out.push(
-                real_server_entry_from_nest(nest, family).map_err(|e| Error::decode(&what, e))?,
-            );
+            out.push(real_server_entry_from_nest(nest, family).map_err(|e| Error::decode(&what, e))?);
         }
         Ok(())
     })

@@ -81,22 +81,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of `kind` while doing `context` (e.g. "add virtual server TCP 10.0.0.1:80").
     pub fn new(kind: ErrorKind, context: impl fmt::Display, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            errno: None,
-            context: context.to_string(),
-            message: message.into(),
-            source: None,
-        }
+        Error { kind, errno: None, context: context.to_string(), message: message.into(), source: None }
     }
 
     /// The kernel refused `context` with `errno` (positive). `names` is the scheduler and
     /// persistence engine the request named, to explain an `ENOENT` for a missing module.
-    pub fn from_errno(
-        errno: i32,
-        context: impl fmt::Display,
-        names: Option<(&str, Option<&str>)>,
-    ) -> Error {
+    pub fn from_errno(errno: i32, context: impl fmt::Display, names: Option<(&str, Option<&str>)>) -> Error {
         let kind = ErrorKind::from_errno(errno);
         let message = match (kind, names) {
             (ErrorKind::Exists, _) => "already exists".to_string(),
@@ -109,21 +99,13 @@ impl Error {
                  (are the modules ip_vs_{sched} and ip_vs_pe_{pe} loaded?)"
             ),
             (ErrorKind::NotFound, None) => "not found".to_string(),
-            (ErrorKind::PermissionDenied, _) => {
-                "permission denied (CAP_NET_ADMIN is needed)".to_string()
-            }
+            (ErrorKind::PermissionDenied, _) => "permission denied (CAP_NET_ADMIN is needed)".to_string(),
             (ErrorKind::OutOfRange, _) => "value out of range".to_string(),
             (ErrorKind::Invalid, _) => "invalid argument".to_string(),
             (ErrorKind::AddressFamilyNotSupported, _) => "address family not supported".to_string(),
             _ => std::io::Error::from_raw_os_error(errno).to_string(),
         };
-        Error {
-            kind,
-            errno: Some(errno),
-            context: context.to_string(),
-            message,
-            source: None,
-        }
+        Error { kind, errno: Some(errno), context: context.to_string(), message, source: None }
     }
 
     /// The kernel has no IPVS.
@@ -188,48 +170,23 @@ mod tests {
     fn errno_maps_to_kind_and_message() {
         type Modules<'a> = Option<(&'a str, Option<&'a str>)>;
         let cases: &[(i32, Modules, ErrorKind, &str)] = &[
-            (
-                17,
-                None,
-                ErrorKind::Exists,
-                "add virtual server TCP 10.0.0.1:80: already exists",
-            ),
-            (
-                3,
-                None,
-                ErrorKind::NoSuchVirtualServer,
-                "add virtual server TCP 10.0.0.1:80: no such virtual server",
-            ),
+            (17, None, ErrorKind::Exists, "add virtual server TCP 10.0.0.1:80: already exists"),
+            (3, None, ErrorKind::NoSuchVirtualServer, "add virtual server TCP 10.0.0.1:80: no such virtual server"),
             (
                 2,
                 Some(("xyz", None)),
                 ErrorKind::NotFound,
                 "add virtual server TCP 10.0.0.1:80: scheduler `xyz` not found (is its module ip_vs_xyz loaded?)",
             ),
-            (
-                2,
-                None,
-                ErrorKind::NotFound,
-                "add virtual server TCP 10.0.0.1:80: not found",
-            ),
+            (2, None, ErrorKind::NotFound, "add virtual server TCP 10.0.0.1:80: not found"),
             (
                 1,
                 None,
                 ErrorKind::PermissionDenied,
                 "add virtual server TCP 10.0.0.1:80: permission denied (CAP_NET_ADMIN is needed)",
             ),
-            (
-                34,
-                None,
-                ErrorKind::OutOfRange,
-                "add virtual server TCP 10.0.0.1:80: value out of range",
-            ),
-            (
-                22,
-                None,
-                ErrorKind::Invalid,
-                "add virtual server TCP 10.0.0.1:80: invalid argument",
-            ),
+            (34, None, ErrorKind::OutOfRange, "add virtual server TCP 10.0.0.1:80: value out of range"),
+            (22, None, ErrorKind::Invalid, "add virtual server TCP 10.0.0.1:80: invalid argument"),
             (
                 97,
                 None,

@@ -9,9 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
-};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkDummy};
 
@@ -30,10 +28,7 @@ pub struct DummyLink {
 
 impl fmt::Debug for DummyLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DummyLink")
-            .field("name", &self.name)
-            .field("index", &self.index)
-            .finish()
+        f.debug_struct("DummyLink").field("name", &self.name).field("index", &self.index).finish()
     }
 }
 
@@ -46,9 +41,7 @@ fn connect(ctx: impl fmt::Display) -> Result<Handle> {
 /// Maps an rtnetlink failure to the crate's error, keeping the kernel's errno.
 fn link_error(ctx: impl fmt::Display, err: rtnetlink::Error) -> Error {
     match err {
-        rtnetlink::Error::NetlinkError(msg) if msg.raw_code() != 0 => {
-            Error::from_errno(-msg.raw_code(), ctx, None)
-        }
+        rtnetlink::Error::NetlinkError(msg) if msg.raw_code() != 0 => Error::from_errno(-msg.raw_code(), ctx, None),
         other => Error::new(ErrorKind::Io, ctx, other.to_string()),
     }
 }
@@ -96,45 +89,24 @@ impl DummyLink {
         let ctx = format!("create dummy link {name}");
         let handle = connect(&ctx)?;
         if let Some(index) = find_link(&handle, name).await? {
-            return Ok(DummyLink {
-                name: name.to_string(),
-                index,
-                handle,
-            });
+            return Ok(DummyLink { name: name.to_string(), index, handle });
         }
-        match handle
-            .link()
-            .add(LinkDummy::new(name).build())
-            .execute()
-            .await
-        {
+        match handle.link().add(LinkDummy::new(name).build()).execute().await {
             Ok(()) => {}
             // Someone else created it meanwhile: as good.
             Err(e) if errno_of(&e) == Some(EEXIST) => {}
             Err(e) => return Err(link_error(&ctx, e)),
         }
         match find_link(&handle, name).await? {
-            Some(index) => Ok(DummyLink {
-                name: name.to_string(),
-                index,
-                handle,
-            }),
-            None => Err(Error::new(
-                ErrorKind::NotFound,
-                ctx,
-                "created, but gone at once",
-            )),
+            Some(index) => Ok(DummyLink { name: name.to_string(), index, handle }),
+            None => Err(Error::new(ErrorKind::NotFound, ctx, "created, but gone at once")),
         }
     }
 
     /// Opens the link `name` if it exists.
     pub async fn open(name: &str) -> Result<Option<DummyLink>> {
         let handle = connect(format_args!("open link {name}"))?;
-        Ok(find_link(&handle, name).await?.map(|index| DummyLink {
-            name: name.to_string(),
-            index,
-            handle,
-        }))
+        Ok(find_link(&handle, name).await?.map(|index| DummyLink { name: name.to_string(), index, handle }))
     }
 
     /// The link's name.
@@ -149,17 +121,10 @@ impl DummyLink {
 
     /// The addresses on the link.
     pub async fn addresses(&self) -> Result<Vec<IpAddr>> {
-        let mut stream = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.index)
-            .execute();
+        let mut stream = self.handle.address().get().set_link_index_filter(self.index).execute();
         let mut out = Vec::new();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|e| link_error(format_args!("list addresses of {}", self.name), e))?
+        while let Some(msg) =
+            stream.try_next().await.map_err(|e| link_error(format_args!("list addresses of {}", self.name), e))?
         {
             out.extend(address_of(&msg));
         }
@@ -169,23 +134,16 @@ impl DummyLink {
     /// Adds `addr` as a host address (/32 or /128). Adding a present address is Ok. IPv6
     /// addresses skip duplicate address detection, or they would stay "tentative" for a while.
     pub async fn add_address(&self, addr: IpAddr) -> Result<()> {
-        let mut request = self
-            .handle
-            .address()
-            .add(self.index, addr, host_prefix(&addr));
+        let mut request = self.handle.address().add(self.index, addr, host_prefix(&addr));
         if addr.is_ipv6() {
             let msg = request.message_mut();
             msg.header.flags |= AddressHeaderFlags::Nodad;
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match request.execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(link_error(
-                format_args!("add address {addr} to {}", self.name),
-                e,
-            )),
+            Err(e) => Err(link_error(format_args!("add address {addr} to {}", self.name), e)),
         }
     }
 
@@ -203,10 +161,7 @@ impl DummyLink {
         match self.handle.address().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno_of(&e) == Some(EADDRNOTAVAIL) => Ok(()),
-            Err(e) => Err(link_error(
-                format_args!("remove address {addr} from {}", self.name),
-                e,
-            )),
+            Err(e) => Err(link_error(format_args!("remove address {addr} from {}", self.name), e)),
         }
     }
 
@@ -224,13 +179,7 @@ impl DummyLink {
 pub async fn local_addresses() -> Result<Vec<(String, IpAddr)>> {
     let ctx = "list local addresses";
     let handle = connect(ctx)?;
-    let links: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| link_error(ctx, e))?;
+    let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(|e| link_error(ctx, e))?;
     let names: HashMap<u32, String> = links
         .iter()
         .filter_map(|l| {
@@ -240,21 +189,13 @@ pub async fn local_addresses() -> Result<Vec<(String, IpAddr)>> {
             })
         })
         .collect();
-    let addresses: Vec<AddressMessage> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| link_error(ctx, e))?;
+    let addresses: Vec<AddressMessage> =
+        handle.address().get().execute().try_collect().await.map_err(|e| link_error(ctx, e))?;
     Ok(addresses
         .iter()
         .filter_map(|m| {
             let addr = address_of(m)?;
-            let name = names
-                .get(&m.header.index)
-                .cloned()
-                .unwrap_or_else(|| format!("if{}", m.header.index));
+            let name = names.get(&m.header.index).cloned().unwrap_or_else(|| format!("if{}", m.header.index));
             Some((name, addr))
         })
         .collect())

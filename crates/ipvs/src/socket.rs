@@ -33,18 +33,14 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
-        ClientOptions {
-            receive_buffer: 8 * 1024 * 1024,
-        }
+        ClientOptions { receive_buffer: 8 * 1024 * 1024 }
     }
 }
 
 impl ClientOptions {
     /// The defaults with a receive buffer of `bytes`.
     pub fn with_receive_buffer(bytes: usize) -> ClientOptions {
-        ClientOptions {
-            receive_buffer: bytes,
-        }
+        ClientOptions { receive_buffer: bytes }
     }
 }
 
@@ -59,10 +55,7 @@ pub(crate) struct Context<'a> {
 
 impl<'a> Context<'a> {
     pub(crate) fn new(what: &'a (dyn fmt::Display + Sync)) -> Context<'a> {
-        Context {
-            what,
-            modules: None,
-        }
+        Context { what, modules: None }
     }
 }
 
@@ -134,9 +127,7 @@ impl Connection {
         let ctx = "resolve the IPVS generic netlink family";
         let request = GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(
-                IpvsMessage::family_name().to_string(),
-            )],
+            nlas: vec![GenlCtrlAttrs::FamilyName(IpvsMessage::family_name().to_string())],
         };
         let mut msg = NetlinkMessage::from(GenlMessage::from_payload(request));
         msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
@@ -146,10 +137,7 @@ impl Connection {
         self.send_buf.clear();
         self.send_buf.resize(msg.buffer_len(), 0);
         msg.serialize(&mut self.send_buf);
-        self.socket
-            .send(&self.send_buf)
-            .await
-            .map_err(|e| Error::io(ctx, e))?;
+        self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx, e))?;
         let mut family = None;
         loop {
             self.recv().await.map_err(|e| Error::io(ctx, e))?;
@@ -192,10 +180,7 @@ impl Connection {
     /// Receives one datagram into `recv_buf` if one is queued, else fails with `WouldBlock`.
     pub(crate) fn try_recv(&mut self) -> io::Result<()> {
         self.recv_buf.clear();
-        self.socket
-            .socket_ref()
-            .recv(&mut self.recv_buf, libc::MSG_DONTWAIT)
-            .map(|_| ())
+        self.socket.socket_ref().recv(&mut self.recv_buf, libc::MSG_DONTWAIT).map(|_| ())
     }
 
     /// Sends `send_buf` in one `sendmsg`.
@@ -207,8 +192,7 @@ impl Connection {
     pub(crate) fn begin(&mut self) -> Result<()> {
         if self.busy {
             tracing::debug!("previous IPVS exchange did not finish; opening a fresh socket");
-            let (socket, rcvbuf) =
-                open_socket(&self.options).map_err(|e| Error::io("reopen the IPVS socket", e))?;
+            let (socket, rcvbuf) = open_socket(&self.options).map_err(|e| Error::io("reopen the IPVS socket", e))?;
             self.socket = socket;
             self.rcvbuf = rcvbuf;
         }
@@ -249,17 +233,10 @@ impl Connection {
     ) -> Result<()> {
         self.begin()?;
         let seq = self.next_seq();
-        let flags = if dump {
-            NLM_F_REQUEST | NLM_F_DUMP
-        } else {
-            NLM_F_REQUEST | NLM_F_ACK
-        };
+        let flags = if dump { NLM_F_REQUEST | NLM_F_DUMP } else { NLM_F_REQUEST | NLM_F_ACK };
         self.send_buf.clear();
         encode_request(&mut self.send_buf, self.family_id, seq, flags, msg);
-        self.socket
-            .send(&self.send_buf)
-            .await
-            .map_err(|e| Error::io(ctx.what, e))?;
+        self.socket.send(&self.send_buf).await.map_err(|e| Error::io(ctx.what, e))?;
         // A failure in `on_frame` is remembered, not returned at once, so that the rest of
         // the reply is still read and the socket stays in step.
         let mut failure = None;
@@ -280,9 +257,7 @@ impl Connection {
                     Ok(Reply::Ack(code)) => {
                         self.end();
                         return match (code, failure) {
-                            (Some(code), _) => {
-                                Err(Error::from_errno(-code.get(), ctx.what, ctx.modules))
-                            }
+                            (Some(code), _) => Err(Error::from_errno(-code.get(), ctx.what, ctx.modules)),
                             (None, Some(f)) => Err(f),
                             (None, None) => Ok(()),
                         };

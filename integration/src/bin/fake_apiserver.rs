@@ -15,10 +15,7 @@ use integration::fake_api::{FakeApiConfig, FakeApiServer};
 
 /// Command line of the fake API server.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "A fake Kubernetes API server (list/watch of Services, EndpointSlices, Nodes)"
-)]
+#[command(version, about = "A fake Kubernetes API server (list/watch of Services, EndpointSlices, Nodes)")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -54,22 +51,16 @@ async fn run(args: Args) -> Result<(), String> {
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms),
         history_limit: args.history_limit,
     };
-    let server = FakeApiServer::start(args.listen, config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = FakeApiServer::start(args.listen, config).await.map_err(|e| e.to_string())?;
     for file in &args.files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let applied = server
-            .apply_text(&text)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let applied = server.apply_text(&text).map_err(|e| format!("{}: {e}", file.display()))?;
         eprintln!("loaded {} objects from {}", applied.len(), file.display());
     }
     if let Some(path) = &args.kubeconfig_out {
         std::fs::write(path, server.kubeconfig()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     println!("listening on {}", server.url());
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("waiting for a signal: {e}"))?;
+    tokio::signal::ctrl_c().await.map_err(|e| format!("waiting for a signal: {e}"))?;
     Ok(())
 }

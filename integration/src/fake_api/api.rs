@@ -43,18 +43,8 @@ fn parse_path(path: &str) -> Option<Target<'_>> {
         _ => (None, rest),
     };
     match rest {
-        [plural] => Some(Target {
-            group_version,
-            namespace,
-            plural,
-            name: None,
-        }),
-        [plural, name] => Some(Target {
-            group_version,
-            namespace,
-            plural,
-            name: Some(*name),
-        }),
+        [plural] => Some(Target { group_version, namespace, plural, name: None }),
+        [plural, name] => Some(Target { group_version, namespace, plural, name: Some(*name) }),
         _ => None,
     }
 }
@@ -117,13 +107,11 @@ fn answer(
 ) -> Result<Response, FakeApiError> {
     if let Some(name) = target.name {
         let object = shared.store().get(kind, target.namespace.unwrap_or(""), name);
-        return object
-            .map(|o| Json(&*o).into_response())
-            .ok_or_else(|| FakeApiError::NotFound {
-                kind: kind.name().into(),
-                namespace: target.namespace.unwrap_or("").into(),
-                name: name.into(),
-            });
+        return object.map(|o| Json(&*o).into_response()).ok_or_else(|| FakeApiError::NotFound {
+            kind: kind.name().into(),
+            namespace: target.namespace.unwrap_or("").into(),
+            name: name.into(),
+        });
     }
     let filter = Filter {
         namespace: target.namespace.filter(|_| kind.namespaced()).map(str::to_owned),
@@ -133,10 +121,9 @@ fn answer(
     let number = |parameter: &'static str| -> Result<Option<u64>, FakeApiError> {
         match query.get(parameter).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(value) => value.parse().map(Some).map_err(|_| FakeApiError::BadParameter {
-                parameter,
-                value: value.clone(),
-            }),
+            Some(value) => {
+                value.parse().map(Some).map_err(|_| FakeApiError::BadParameter { parameter, value: value.clone() })
+            }
         }
     };
     let resource_version = number("resourceVersion")?;
@@ -147,30 +134,21 @@ fn answer(
             filter,
             resource_version,
             timeout: number("timeoutSeconds")?.map(Duration::from_secs),
-            bookmarks: query
-                .get("allowWatchBookmarks")
-                .is_some_and(|b| b == "true" || b == "1"),
+            bookmarks: query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1"),
             send_initial_events: query.get("sendInitialEvents").is_some_and(|b| b == "true" || b == "1"),
         };
         let mut chunks = watch::start(shared.clone(), request);
         let stream = futures::stream::poll_fn(move |cx| {
-            chunks
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(Ok::<Bytes, std::convert::Infallible>))
+            chunks.poll_recv(cx).map(|chunk| chunk.map(Ok::<Bytes, std::convert::Infallible>))
         });
         let mut response = Body::from_stream(stream).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
         return Ok(response);
     }
     shared.lists.fetch_add(1, Ordering::Relaxed);
     let limit = number("limit")?.and_then(|l| usize::try_from(l).ok());
     let continue_token = query.get("continue").filter(|c| !c.is_empty());
-    let page = shared
-        .store()
-        .list(kind, &filter, limit, continue_token.map(String::as_str))?;
+    let page = shared.store().list(kind, &filter, limit, continue_token.map(String::as_str))?;
     let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(token) = page.continue_token {
         metadata["continue"] = Value::String(token);
@@ -221,32 +199,15 @@ mod tests {
     #[test]
     fn paths_resolve_to_resources() {
         let target = |gv: &str, ns: Option<&'static str>, plural: &'static str, name| {
-            Some(Target {
-                group_version: gv.to_owned(),
-                namespace: ns,
-                plural,
-                name,
-            })
+            Some(Target { group_version: gv.to_owned(), namespace: ns, plural, name })
         };
         let cases = [
             ("/api/v1/services", target("v1", None, "services", None)),
             ("/api/v1/nodes/n1", target("v1", None, "nodes", Some("n1"))),
-            (
-                "/api/v1/namespaces/kube-system/services",
-                target("v1", Some("kube-system"), "services", None),
-            ),
-            (
-                "/api/v1/namespaces/a/services/b",
-                target("v1", Some("a"), "services", Some("b")),
-            ),
-            (
-                "/apis/discovery.k8s.io/v1/endpointslices",
-                target("discovery.k8s.io/v1", None, "endpointslices", None),
-            ),
-            (
-                "/api/v1/namespaces/default",
-                target("v1", None, "namespaces", Some("default")),
-            ),
+            ("/api/v1/namespaces/kube-system/services", target("v1", Some("kube-system"), "services", None)),
+            ("/api/v1/namespaces/a/services/b", target("v1", Some("a"), "services", Some("b"))),
+            ("/apis/discovery.k8s.io/v1/endpointslices", target("discovery.k8s.io/v1", None, "endpointslices", None)),
+            ("/api/v1/namespaces/default", target("v1", None, "namespaces", Some("default"))),
             ("/api", None),
             ("/metrics", None),
             ("/api/v1/a/b/c", None),

@@ -30,10 +30,7 @@ pub(crate) async fn apply(State(shared): State<Arc<Shared>>, body: String) -> Re
 
 fn delete(shared: &Shared, kind: &str, namespace: &str, name: &str) -> Response {
     let Some(kind) = Kind::from_word(kind) else {
-        return failure(&FakeApiError::UnknownKind {
-            api_version: String::new(),
-            kind: kind.into(),
-        });
+        return failure(&FakeApiError::UnknownKind { api_version: String::new(), kind: kind.into() });
     };
     match shared.delete(kind, namespace, name) {
         Ok(version) => Json(json!({"resourceVersion": version})).into_response(),

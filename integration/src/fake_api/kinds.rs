@@ -56,24 +56,18 @@ impl Kind {
 
     /// The kind named by an object's `apiVersion` and `kind` fields.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.api_version() == api_version && k.name() == kind)
+        Kind::ALL.into_iter().find(|k| k.api_version() == api_version && k.name() == kind)
     }
 
     /// The kind served under `group_version` (`v1`, `discovery.k8s.io/v1`) as `plural`.
     pub fn from_resource(group_version: &str, plural: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.api_version() == group_version && k.plural() == plural)
+        Kind::ALL.into_iter().find(|k| k.api_version() == group_version && k.plural() == plural)
     }
 
     /// The kind named by a plural or singular, case-insensitive (`services`, `Service`,
     /// `endpointslice`): what the control API and the command line accept.
     pub fn from_word(word: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.plural().eq_ignore_ascii_case(word) || k.name().eq_ignore_ascii_case(word))
+        Kind::ALL.into_iter().find(|k| k.plural().eq_ignore_ascii_case(word) || k.name().eq_ignore_ascii_case(word))
     }
 }
 

@@ -39,10 +39,10 @@ impl LabelSelector {
             if term.is_empty() {
                 continue;
             }
-            requirements.push(parse_term(term).ok_or_else(|| FakeApiError::BadSelector {
-                selector: text.to_owned(),
-                term: term.to_owned(),
-            })?);
+            requirements.push(
+                parse_term(term)
+                    .ok_or_else(|| FakeApiError::BadSelector { selector: text.to_owned(), term: term.to_owned() })?,
+            );
         }
         Ok(LabelSelector { requirements })
     }
@@ -86,16 +86,10 @@ fn parse_term(term: &str) -> Option<LabelRequirement> {
         return valid_key(key.trim()).map(LabelRequirement::Absent);
     }
     if let Some((key, value)) = term.split_once("!=") {
-        return Some(LabelRequirement::NotEquals(
-            valid_key(key.trim())?,
-            value.trim().to_owned(),
-        ));
+        return Some(LabelRequirement::NotEquals(valid_key(key.trim())?, value.trim().to_owned()));
     }
     if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-        return Some(LabelRequirement::Equals(
-            valid_key(key.trim())?,
-            value.trim().to_owned(),
-        ));
+        return Some(LabelRequirement::Equals(valid_key(key.trim())?, value.trim().to_owned()));
     }
     if let Some(open) = term.find('(') {
         let (head, set) = term.split_at(open);
@@ -140,10 +134,7 @@ impl FieldSelector {
     pub fn parse(text: &str) -> Result<FieldSelector, FakeApiError> {
         let mut requirements = Vec::new();
         for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let bad = || FakeApiError::BadSelector {
-                selector: text.to_owned(),
-                term: term.to_owned(),
-            };
+            let bad = || FakeApiError::BadSelector { selector: text.to_owned(), term: term.to_owned() };
             let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
                 (f, false, v)
             } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
@@ -206,11 +197,7 @@ mod tests {
         ];
         for (selector, labels, expected) in cases {
             let parsed = LabelSelector::parse(selector).unwrap();
-            assert_eq!(
-                parsed.matches(&object(labels.clone())),
-                *expected,
-                "{selector} on {labels}"
-            );
+            assert_eq!(parsed.matches(&object(labels.clone())), *expected, "{selector} on {labels}");
         }
         assert!(LabelSelector::default().matches(&json!({"metadata": {}})));
     }

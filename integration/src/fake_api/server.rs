@@ -40,10 +40,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apis/{*rest}", any(api::resource))
         .route("/fake/apply", post(control::apply))
         .route("/fake/objects/{kind}/{name}", delete(control::delete_cluster_scoped))
-        .route(
-            "/fake/objects/{kind}/{namespace}/{name}",
-            delete(control::delete_namespaced),
-        )
+        .route("/fake/objects/{kind}/{namespace}/{name}", delete(control::delete_namespaced))
         .route("/fake/compact", post(control::compact))
         .route("/fake/hangup", post(control::hangup))
         .route("/fake/state", get(control::state))
@@ -53,11 +50,7 @@ fn router(shared: Arc<Shared>) -> Router {
 impl FakeApiServer {
     /// Binds `address` (port 0 picks a free port) and serves an empty cluster.
     pub async fn start(address: SocketAddr, config: FakeApiConfig) -> Result<FakeApiServer, FakeApiError> {
-        let mut server = FakeApiServer {
-            shared: Arc::new(Shared::new(config)),
-            address,
-            serving: None,
-        };
+        let mut server = FakeApiServer { shared: Arc::new(Shared::new(config)), address, serving: None };
         server.resume().await?;
         Ok(server)
     }
@@ -91,10 +84,7 @@ impl FakeApiServer {
     /// Creates or replaces one object given as JSON.
     pub fn apply(&self, object: Value) -> Result<Applied, FakeApiError> {
         let mut applied = self.shared.apply(vec![object])?;
-        applied.pop().ok_or(FakeApiError::BadDocument {
-            index: 0,
-            reason: "nothing applied".into(),
-        })
+        applied.pop().ok_or(FakeApiError::BadDocument { index: 0, reason: "nothing applied".into() })
     }
 
     /// Deletes one object (`namespace` is ignored for cluster-scoped kinds); returns the
@@ -144,10 +134,7 @@ impl FakeApiServer {
         if self.serving.is_some() {
             return Ok(());
         }
-        let bind = |source| FakeApiError::Bind {
-            address: self.address,
-            source,
-        };
+        let bind = |source| FakeApiError::Bind { address: self.address, source };
         let listener = TcpListener::bind(self.address).await.map_err(bind)?;
         self.address = listener.local_addr().map_err(bind)?;
         // As the real API server (Go sets TCP_NODELAY on every connection): with Nagle on, a

@@ -23,10 +23,7 @@ pub struct FakeApiConfig {
 
 impl Default for FakeApiConfig {
     fn default() -> Self {
-        FakeApiConfig {
-            bookmark_interval: Duration::from_secs(5),
-            history_limit: 100_000,
-        }
+        FakeApiConfig { bookmark_interval: Duration::from_secs(5), history_limit: 100_000 }
     }
 }
 
@@ -127,10 +124,8 @@ impl Shared {
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, FakeApiError> {
     let mut objects = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = <Value as serde::Deserialize>::deserialize(document).map_err(|e| FakeApiError::BadDocument {
-            index,
-            reason: e.to_string(),
-        })?;
+        let value = <Value as serde::Deserialize>::deserialize(document)
+            .map_err(|e| FakeApiError::BadDocument { index, reason: e.to_string() })?;
         match value {
             Value::Null => {}
             Value::Object(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
@@ -139,10 +134,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, FakeApiError> {
             }
             Value::Object(_) => objects.push(value),
             other => {
-                return Err(FakeApiError::BadDocument {
-                    index,
-                    reason: format!("not a mapping: {other}"),
-                });
+                return Err(FakeApiError::BadDocument { index, reason: format!("not a mapping: {other}") });
             }
         }
     }
@@ -158,10 +150,7 @@ mod tests {
         let cases: &[(&str, usize)] = &[
             ("kind: Service\n---\nkind: Node\n---\n", 2),
             (r#"{"kind": "Service"}"#, 1),
-            (
-                "kind: List\nitems:\n- kind: Service\n- kind: Node\n---\nkind: Node\n",
-                3,
-            ),
+            ("kind: List\nitems:\n- kind: Service\n- kind: Node\n---\nkind: Node\n", 3),
             ("", 0),
         ];
         for (text, count) in cases {

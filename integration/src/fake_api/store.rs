@@ -139,17 +139,12 @@ impl Store {
         let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
         let api_version = text("/apiVersion").unwrap_or_default();
         let kind_name = text("/kind").unwrap_or_default();
-        let kind = Kind::from_type(&api_version, &kind_name).ok_or(FakeApiError::UnknownKind {
-            api_version,
-            kind: kind_name.clone(),
-        })?;
-        let name = text("/metadata/name")
-            .filter(|n| !n.is_empty())
-            .ok_or(FakeApiError::MissingName { kind: kind_name })?;
+        let kind = Kind::from_type(&api_version, &kind_name)
+            .ok_or(FakeApiError::UnknownKind { api_version, kind: kind_name.clone() })?;
+        let name =
+            text("/metadata/name").filter(|n| !n.is_empty()).ok_or(FakeApiError::MissingName { kind: kind_name })?;
         let namespace = if kind.namespaced() {
-            text("/metadata/namespace")
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| "default".into())
+            text("/metadata/namespace").filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
         } else {
             String::new()
         };
@@ -160,10 +155,7 @@ impl Store {
             None => Value::String(format!("00000000-fake-0000-0000-{:012}", self.next_uid)),
         };
         let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
-            return Err(FakeApiError::BadDocument {
-                index: 0,
-                reason: "metadata is not a mapping".into(),
-            });
+            return Err(FakeApiError::BadDocument { index: 0, reason: "metadata is not a mapping".into() });
         };
         metadata.insert("uid".into(), uid);
         if kind.namespaced() {
@@ -190,28 +182,14 @@ impl Store {
         object["metadata"]["resourceVersion"] = Value::String(version.to_string());
         let object = Arc::new(object);
         self.objects.entry(kind).or_default().insert(key, object.clone());
-        let change = if existing.is_some() {
-            ChangeType::Modified
-        } else {
-            ChangeType::Added
-        };
-        self.commit(Change {
-            resource_version: version,
-            kind,
-            change,
-            object,
-            previous: existing,
-        });
+        let change = if existing.is_some() { ChangeType::Modified } else { ChangeType::Added };
+        self.commit(Change { resource_version: version, kind, change, object, previous: existing });
         Ok(Applied {
             kind: kind.name(),
             namespace,
             name,
             resource_version: version,
-            outcome: if change == ChangeType::Added {
-                "created"
-            } else {
-                "updated"
-            },
+            outcome: if change == ChangeType::Added { "created" } else { "updated" },
         })
     }
 
@@ -243,10 +221,7 @@ impl Store {
     /// One object by name.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Arc<Value>> {
         let namespace = if kind.namespaced() { namespace } else { "" };
-        self.objects
-            .get(&kind)?
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        self.objects.get(&kind)?.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
 
     /// Forgets the whole history, after one more (empty) revision, as when etcd compacts
@@ -273,10 +248,7 @@ impl Store {
             Some(token) => {
                 let (version, key) = decode_continue(token)?;
                 if version < self.compacted {
-                    return Err(FakeApiError::Expired {
-                        requested: version,
-                        oldest: self.compacted,
-                    });
+                    return Err(FakeApiError::Expired { requested: version, oldest: self.compacted });
                 }
                 (version, Bound::Excluded(key))
             }
@@ -300,11 +272,7 @@ impl Store {
             items.push(object.clone());
             last_key = Some(key);
         }
-        Ok(Page {
-            items,
-            resource_version,
-            continue_token,
-        })
+        Ok(Page { items, resource_version, continue_token })
     }
 
     /// Every current object of `kind` the filter selects, and the current version: what a
@@ -323,18 +291,10 @@ impl Store {
     /// version this store has issued (the client saw a previous incarnation of the server).
     pub fn changes_since(&self, kind: Kind, after: u64) -> Result<(Vec<Arc<Change>>, u64), FakeApiError> {
         if after < self.compacted || after > self.resource_version {
-            return Err(FakeApiError::Expired {
-                requested: after,
-                oldest: self.compacted,
-            });
+            return Err(FakeApiError::Expired { requested: after, oldest: self.compacted });
         }
         let start = self.history.partition_point(|c| c.resource_version <= after);
-        let changes = self
-            .history
-            .range(start..)
-            .filter(|c| c.kind == kind)
-            .cloned()
-            .collect();
+        let changes = self.history.range(start..).filter(|c| c.kind == kind).cloned().collect();
         Ok((changes, self.resource_version))
     }
 
@@ -350,27 +310,17 @@ impl Store {
 }
 
 fn version_of(object: &Value) -> u64 {
-    object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    object.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Continue tokens are opaque to clients; this one is `version/namespace/name` in hex so
 /// that it survives any query encoding.
 fn encode_continue(version: u64, (namespace, name): &Key) -> String {
-    format!("{version}/{namespace}/{name}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{version}/{namespace}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_continue(token: &str) -> Result<(u64, Key), FakeApiError> {
-    let bad = || FakeApiError::BadParameter {
-        parameter: "continue",
-        value: token.to_owned(),
-    };
+    let bad = || FakeApiError::BadParameter { parameter: "continue", value: token.to_owned() };
     let bytes = (0..token.len())
         .step_by(2)
         .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
@@ -402,12 +352,7 @@ mod tests {
             .map(|o| store.apply(o).unwrap())
             .map(|a| (a.name, a.outcome, a.resource_version))
             .collect();
-        let expected = [
-            ("a", "created", 2),
-            ("a", "unchanged", 2),
-            ("a", "updated", 3),
-            ("b", "created", 4),
-        ];
+        let expected = [("a", "created", 2), ("a", "unchanged", 2), ("a", "updated", 3), ("b", "created", 4)];
         let expected: Vec<_> = expected.iter().map(|(n, o, v)| (n.to_string(), *o, *v)).collect();
         assert_eq!(outcomes, expected);
         let stored = store.get(Kind::Service, "default", "a").unwrap();
@@ -440,14 +385,8 @@ mod tests {
         let mut token = None;
         let mut versions = Vec::new();
         loop {
-            let page = store
-                .list(Kind::Service, &Filter::default(), Some(3), token.as_deref())
-                .unwrap();
-            names.extend(
-                page.items
-                    .iter()
-                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()),
-            );
+            let page = store.list(Kind::Service, &Filter::default(), Some(3), token.as_deref()).unwrap();
+            names.extend(page.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()));
             versions.push(page.resource_version);
             store.apply(service("zz-late", 80)).ok();
             match page.continue_token {
@@ -466,16 +405,10 @@ mod tests {
             store.apply(service(&format!("s{i}"), 80)).unwrap();
         }
         // versions 2..=5 committed; only 4 and 5 are retained.
-        assert!(matches!(
-            store.changes_since(Kind::Service, 2),
-            Err(FakeApiError::Expired { .. })
-        ));
+        assert!(matches!(store.changes_since(Kind::Service, 2), Err(FakeApiError::Expired { .. })));
         let (changes, now) = store.changes_since(Kind::Service, 3).unwrap();
         assert_eq!((changes.len(), now), (2, 5));
-        assert!(
-            store.changes_since(Kind::Service, 99).is_err(),
-            "a future version is refused"
-        );
+        assert!(store.changes_since(Kind::Service, 99).is_err(), "a future version is refused");
         store.compact();
         assert!(store.changes_since(Kind::Service, 5).is_err());
         assert_eq!(store.changes_since(Kind::Service, 6).unwrap().0.len(), 0);
@@ -489,10 +422,7 @@ mod tests {
         let (changes, _) = store.changes_since(Kind::Service, 2).unwrap();
         assert_eq!(changes[0].change, ChangeType::Deleted);
         assert_eq!(changes[0].object["metadata"]["resourceVersion"], "3");
-        assert!(matches!(
-            store.delete(Kind::Service, "default", "a"),
-            Err(FakeApiError::NotFound { .. })
-        ));
+        assert!(matches!(store.delete(Kind::Service, "default", "a"), Err(FakeApiError::NotFound { .. })));
         assert!(store.list(Kind::Service, &Filter::default(), None, Some("zz")).is_err());
     }
 }

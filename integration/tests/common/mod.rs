@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use ipvs::{
-    Family, ForwardMethod, Operation, Protocol, RealServer, ServiceFlags, Table, TunnelType,
-    VirtualServer, VirtualServerId,
+    Family, ForwardMethod, Operation, Protocol, RealServer, ServiceFlags, Table, TunnelType, VirtualServer,
+    VirtualServerId,
 };
 
 /// Why the VM tests are ignored on the host.
@@ -17,11 +17,7 @@ pub fn addr(s: &str) -> IpAddr {
 }
 
 pub fn tuple(protocol: Protocol, a: &str, port: u16) -> VirtualServerId {
-    VirtualServerId::Tuple {
-        protocol,
-        addr: addr(a),
-        port,
-    }
+    VirtualServerId::Tuple { protocol, addr: addr(a), port }
 }
 
 pub fn tcp(a: &str, port: u16) -> VirtualServerId {
@@ -55,9 +51,7 @@ pub fn config_of(table: &Table) -> Vec<(VirtualServer, Vec<RealServer>)> {
 }
 
 /// `spec` sorted the way [`config_of`] sorts.
-pub fn sorted(
-    mut spec: Vec<(VirtualServer, Vec<RealServer>)>,
-) -> Vec<(VirtualServer, Vec<RealServer>)> {
+pub fn sorted(mut spec: Vec<(VirtualServer, Vec<RealServer>)>) -> Vec<(VirtualServer, Vec<RealServer>)> {
     for (_, reals) in &mut spec {
         reals.sort();
     }
@@ -76,19 +70,11 @@ pub fn add_ops(spec: &[(VirtualServer, Vec<RealServer>)]) -> Vec<Operation> {
 }
 
 fn real(a: &str, port: u16, weight: u32, forward: ForwardMethod) -> RealServer {
-    RealServer {
-        forward,
-        ..RealServer::new(addr(a), port, weight)
-    }
+    RealServer { forward, ..RealServer::new(addr(a), port, weight) }
 }
 
 fn with(vs: VirtualServer, flags: ServiceFlags, timeout: u32, netmask: u32) -> VirtualServer {
-    VirtualServer {
-        flags,
-        timeout,
-        netmask,
-        ..vs
-    }
+    VirtualServer { flags, timeout, netmask, ..vs }
 }
 
 /// A table with many kinds of entries: every scheduler the project uses (rr, wrr, sh and mh
@@ -97,28 +83,13 @@ fn with(vs: VirtualServer, flags: ServiceFlags, timeout: u32, netmask: u32) -> V
 /// thresholds and a weight of 70000.
 pub fn rich_table() -> Vec<(VirtualServer, Vec<RealServer>)> {
     use ForwardMethod::{Masquerade as Masq, Route};
-    let ipip = ForwardMethod::Tunnel {
-        tunnel: TunnelType::IpIp,
-        port: 0,
-        flags: 0,
-    };
-    let gue = ForwardMethod::Tunnel {
-        tunnel: TunnelType::Gue,
-        port: 6080,
-        flags: 0x1,
-    };
-    let thresholds = RealServer {
-        upper_threshold: 100,
-        lower_threshold: 10,
-        ..real("10.244.9.2", 8080, 1, Masq)
-    };
+    let ipip = ForwardMethod::Tunnel { tunnel: TunnelType::IpIp, port: 0, flags: 0 };
+    let gue = ForwardMethod::Tunnel { tunnel: TunnelType::Gue, port: 6080, flags: 0x1 };
+    let thresholds = RealServer { upper_threshold: 100, lower_threshold: 10, ..real("10.244.9.2", 8080, 1, Masq) };
     vec![
         (
             VirtualServer::new(tcp("10.96.0.1", 443), "rr"),
-            vec![
-                real("10.244.1.2", 6443, 1, Masq),
-                real("10.244.2.2", 6443, 1, Masq),
-            ],
+            vec![real("10.244.1.2", 6443, 1, Masq), real("10.244.2.2", 6443, 1, Masq)],
         ),
         (
             VirtualServer::new(tcp("10.96.0.2", 80), "wrr"),
@@ -135,33 +106,16 @@ pub fn rich_table() -> Vec<(VirtualServer, Vec<RealServer>)> {
                 0,
                 0xffff_ffff,
             ),
-            vec![
-                real("10.244.1.4", 80, 1, Masq),
-                real("10.244.2.4", 80, 1, Masq),
-            ],
+            vec![real("10.244.1.4", 80, 1, Masq), real("10.244.2.4", 80, 1, Masq)],
         ),
         (
-            with(
-                VirtualServer::new(tcp("10.96.0.4", 80), "mh"),
-                ServiceFlags::SCHED2,
-                0,
-                0xffff_ffff,
-            ),
-            vec![
-                real("10.244.1.5", 80, 1, Masq),
-                real("10.244.2.5", 80, 3, Masq),
-            ],
+            with(VirtualServer::new(tcp("10.96.0.4", 80), "mh"), ServiceFlags::SCHED2, 0, 0xffff_ffff),
+            vec![real("10.244.1.5", 80, 1, Masq), real("10.244.2.5", 80, 3, Masq)],
         ),
-        (
-            VirtualServer::new(tcp("10.96.0.5", 80), "lc"),
-            vec![thresholds],
-        ),
+        (VirtualServer::new(tcp("10.96.0.5", 80), "lc"), vec![thresholds]),
         (
             VirtualServer::new(tcp("10.96.0.6", 8443), "wlc"),
-            vec![
-                real("10.244.1.6", 8443, 5, Route),
-                real("10.244.2.6", 8443, 0, Masq),
-            ],
+            vec![real("10.244.1.6", 8443, 5, Route), real("10.244.2.6", 8443, 0, Masq)],
         ),
         (
             with(
@@ -170,57 +124,26 @@ pub fn rich_table() -> Vec<(VirtualServer, Vec<RealServer>)> {
                 0,
                 0xffff_ffff,
             ),
-            vec![
-                real("10.244.1.7", 53, 1, Masq),
-                real("10.244.2.7", 53, 1, Masq),
-            ],
+            vec![real("10.244.1.7", 53, 1, Masq), real("10.244.2.7", 53, 1, Masq)],
         ),
         (
-            with(
-                VirtualServer::new(tcp("10.96.0.7", 80), "rr"),
-                ServiceFlags::PERSISTENT,
-                10800,
-                0xffff_ff00,
-            ),
+            with(VirtualServer::new(tcp("10.96.0.7", 80), "rr"), ServiceFlags::PERSISTENT, 10800, 0xffff_ff00),
             vec![real("10.244.1.8", 80, 1, Masq)],
         ),
         (
             VirtualServer::new(fwmark(Family::V4, 100), "rr"),
-            vec![
-                real("10.244.1.9", 0, 1, Route),
-                real("10.244.2.9", 0, 1, ipip),
-            ],
+            vec![real("10.244.1.9", 0, 1, Route), real("10.244.2.9", 0, 1, ipip)],
         ),
+        (VirtualServer::new(fwmark(Family::V6, 200), "wlc"), vec![real("fd00:244:1::9", 0, 1, Route)]),
+        (VirtualServer::new(tuple(Protocol::Sctp, "10.96.0.8", 3868), "rr"), vec![real("10.244.1.10", 3868, 1, Masq)]),
         (
-            VirtualServer::new(fwmark(Family::V6, 200), "wlc"),
-            vec![real("fd00:244:1::9", 0, 1, Route)],
+            with(VirtualServer::new(tcp("fd00:96::1", 80), "rr"), ServiceFlags::PERSISTENT, 300, 64),
+            vec![real("fd00:244:1::2", 8080, 1, Masq), real("fd00:244:2::2", 8080, 2, Masq)],
         ),
-        (
-            VirtualServer::new(tuple(Protocol::Sctp, "10.96.0.8", 3868), "rr"),
-            vec![real("10.244.1.10", 3868, 1, Masq)],
-        ),
-        (
-            with(
-                VirtualServer::new(tcp("fd00:96::1", 80), "rr"),
-                ServiceFlags::PERSISTENT,
-                300,
-                64,
-            ),
-            vec![
-                real("fd00:244:1::2", 8080, 1, Masq),
-                real("fd00:244:2::2", 8080, 2, Masq),
-            ],
-        ),
-        (
-            VirtualServer::new(tuple(Protocol::Udp, "fd00:96::a", 53), "sed"),
-            vec![real("fd00:244:1::3", 53, 1, Masq)],
-        ),
+        (VirtualServer::new(tuple(Protocol::Udp, "fd00:96::a", 53), "sed"), vec![real("fd00:244:1::3", 53, 1, Masq)]),
         (
             VirtualServer::new(tcp("10.96.0.9", 80), "nq"),
-            vec![
-                real("10.244.1.11", 80, 1, ipip),
-                real("10.244.2.11", 80, 1, gue),
-            ],
+            vec![real("10.244.1.11", 80, 1, ipip), real("10.244.2.11", 80, 1, gue)],
         ),
         (VirtualServer::new(tcp("10.96.0.11", 80), "rr"), vec![]),
     ]

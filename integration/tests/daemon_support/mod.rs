@@ -48,10 +48,7 @@ pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
             return value;
         }
         if start.elapsed() > limit {
-            panic!(
-                "{what}: not within {limit:?}; kernel table now:\n{}",
-                ipvsadm(&["-Ln"]).unwrap_or_default()
-            );
+            panic!("{what}: not within {limit:?}; kernel table now:\n{}", ipvsadm(&["-Ln"]).unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -75,33 +72,20 @@ pub struct Cluster {
 impl Cluster {
     /// Starts an empty cluster with the node object [`NODE`].
     pub fn start() -> Cluster {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = Self::block_on(
-            &runtime,
-            FakeApiServer::start("127.0.0.1:0".parse().unwrap(), FakeApiConfig::default()),
-        )
-        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let server =
+            Self::block_on(&runtime, FakeApiServer::start("127.0.0.1:0".parse().unwrap(), FakeApiConfig::default()))
+                .unwrap();
         let kubeconfig = scratch("kubeconfig");
         std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
-        let cluster = Cluster {
-            runtime: Some(runtime),
-            server: Arc::new(Mutex::new(server)),
-            kubeconfig,
-        };
+        let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig };
         cluster.apply(&node_yaml());
         cluster
     }
 
     /// Runs a future to completion on the server's runtime, from a helper thread: the test
     /// thread is itself inside a runtime, where blocking on another is refused.
-    fn block_on<F: std::future::Future + Send>(
-        runtime: &tokio::runtime::Runtime,
-        future: F,
-    ) -> F::Output
+    fn block_on<F: std::future::Future + Send>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
     where
         F::Output: Send,
     {
@@ -149,20 +133,13 @@ impl Cluster {
     /// Stops answering: connections are refused, watches end. The objects stay.
     pub fn stop(&self) {
         let server = self.server.clone();
-        Self::block_on(
-            self.runtime(),
-            async move { server.lock().await.stop().await },
-        );
+        Self::block_on(self.runtime(), async move { server.lock().await.stop().await });
     }
 
     /// Serves again, same address, same objects and resourceVersions.
     pub fn resume(&self) {
         let server = self.server.clone();
-        Self::block_on(
-            self.runtime(),
-            async move { server.lock().await.resume().await },
-        )
-        .unwrap();
+        Self::block_on(self.runtime(), async move { server.lock().await.resume().await }).unwrap();
     }
 }
 
@@ -210,10 +187,8 @@ impl Daemon {
     /// health are looked for on 127.0.0.1:10249 and 127.0.0.1:10256 (upstream's ports).
     pub fn start_with_flags(cluster: &Cluster, flags: &[String]) -> Daemon {
         let log = scratch("daemon.log");
-        let (metrics, healthz): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:10249".parse().unwrap(),
-            "127.0.0.1:10256".parse().unwrap(),
-        );
+        let (metrics, healthz): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:10249".parse().unwrap(), "127.0.0.1:10256".parse().unwrap());
         let binary = proxy_binary();
         let child = Command::new(&binary)
             .arg("run")
@@ -227,12 +202,7 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        Daemon {
-            child,
-            log,
-            metrics,
-            healthz,
-        }
+        Daemon { child, log, metrics, healthz }
     }
 
     /// Kills it with SIGKILL, as an OOM kill or a node crash would, and reaps it.
@@ -268,9 +238,7 @@ impl Daemon {
     pub fn metric_sum(&self, metric: &str) -> Option<f64> {
         let text = self.metrics_text()?;
         let family = metric.strip_suffix("_total").unwrap_or(metric);
-        let declared = text
-            .lines()
-            .any(|l| l.starts_with(&format!("# TYPE {family} ")));
+        let declared = text.lines().any(|l| l.starts_with(&format!("# TYPE {family} ")));
         let samples: Vec<f64> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -283,23 +251,10 @@ impl Daemon {
     /// The HTTP status of its `/healthz` (0 when it does not answer).
     pub fn healthz_status(&self) -> u16 {
         let url = format!("http://{}/healthz", self.healthz);
-        integration::run(
-            "curl",
-            &[
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "2",
-                &url,
-            ],
-            None,
-        )
-        .ok()
-        .and_then(|code| code.trim().parse().ok())
-        .unwrap_or(0)
+        integration::run("curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", &url], None)
+            .ok()
+            .and_then(|code| code.trim().parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -307,11 +262,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill_9();
         if std::thread::panicking() {
-            eprintln!(
-                "---- daemon log {} ----\n{}",
-                self.log.display(),
-                self.log()
-            );
+            eprintln!("---- daemon log {} ----\n{}", self.log.display(), self.log());
         }
         let _ = std::fs::remove_file(&self.log);
     }
@@ -348,11 +299,7 @@ pub fn slice_yaml(service: &str, backends: &[&Backend]) -> String {
             backend.addr_v4()
         ));
     }
-    let endpoints = if endpoints.is_empty() {
-        "[]\n".to_string()
-    } else {
-        format!("\n{endpoints}")
-    };
+    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
     format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-slice\n  namespace: default\n\
          \x20 labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n\
@@ -376,10 +323,7 @@ pub fn ipvs_table() -> BTreeMap<String, BTreeMap<String, u32>> {
             }
             ["->", real, _forward, weight, ..] if *real != "RemoteAddress:Port" => {
                 if let (Some(vs), Ok(weight)) = (&current, weight.parse()) {
-                    table
-                        .entry(vs.clone())
-                        .or_default()
-                        .insert(real.to_string(), weight);
+                    table.entry(vs.clone()).or_default().insert(real.to_string(), weight);
                 }
             }
             _ => {}
@@ -391,21 +335,12 @@ pub fn ipvs_table() -> BTreeMap<String, BTreeMap<String, u32>> {
 /// The real servers of virtual server `vs` (`TCP  10.96.0.10:80`) that get new connections
 /// (weight above 0); None when the virtual server does not exist.
 pub fn serving_reals(vs: &str) -> Option<BTreeSet<String>> {
-    ipvs_table().get(vs).map(|reals| {
-        reals
-            .iter()
-            .filter(|(_, w)| **w > 0)
-            .map(|(r, _)| r.clone())
-            .collect()
-    })
+    ipvs_table().get(vs).map(|reals| reals.iter().filter(|(_, w)| **w > 0).map(|(r, _)| r.clone()).collect())
 }
 
 /// The set of `addresses` as `10.244.N.2:8080` strings, what [`serving_reals`] returns.
 pub fn reals(backends: &[&Backend]) -> BTreeSet<String> {
-    backends
-        .iter()
-        .map(|b| format!("{}:{}", b.addr_v4(), b.port()))
-        .collect()
+    backends.iter().map(|b| format!("{}:{}", b.addr_v4(), b.port())).collect()
 }
 
 /// The addresses bound on kube-ipvs0 (none when the link does not exist).
@@ -426,9 +361,6 @@ pub fn bound_addresses() -> BTreeSet<String> {
 pub fn ask_many(addr: &str, count: usize) -> Vec<String> {
     let addr: SocketAddr = addr.parse().unwrap();
     (0..count)
-        .map(|_| {
-            integration::ask_name(addr, Duration::from_secs(2))
-                .unwrap_or_else(|e| format!("error: {e}"))
-        })
+        .map(|_| integration::ask_name(addr, Duration::from_secs(2)).unwrap_or_else(|e| format!("error: {e}")))
         .collect()
 }

@@ -58,14 +58,8 @@ impl Peer {
         });
         let tid = tid_rx.recv().unwrap();
         ip(&["link", "set", &far, "netns", &tid.to_string()]).unwrap();
-        let peer = Peer {
-            index,
-            v4,
-            v6,
-            jobs: Some(jobs_tx),
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: Some(thread),
-        };
+        let peer =
+            Peer { index, v4, v6, jobs: Some(jobs_tx), stop: Arc::new(AtomicBool::new(false)), thread: Some(thread) };
         peer.run(move || {
             ip(&["link", "set", "lo", "up"]).unwrap();
             ip(&["addr", "add", &format!("{n4}.2/24"), "dev", &far]).unwrap();

@@ -63,16 +63,12 @@ impl Default for Nft {
 impl Nft {
     /// `nft` from `PATH`.
     pub fn new() -> Nft {
-        Nft {
-            program: PathBuf::from("nft"),
-        }
+        Nft { program: PathBuf::from("nft") }
     }
 
     /// The binary at `program`.
     pub fn with_program(program: impl Into<PathBuf>) -> Nft {
-        Nft {
-            program: program.into(),
-        }
+        Nft { program: program.into() }
     }
 
     /// Runs `script` with `nft -f -` as one transaction, for `operation` on `table`.
@@ -152,22 +148,15 @@ impl Netfilter {
     /// until the first [`Netfilter::resync`]). A table of another shape (another version's) is
     /// deleted and made anew.
     pub fn start(nft: Nft, config: FilterConfig) -> Result<Netfilter, NftError> {
-        let script = skeleton_script(&config).ok_or_else(|| NftError::MarkBit {
-            table: config.table.clone(),
-            bit: config.masquerade_bit,
-        })?;
+        let script = skeleton_script(&config)
+            .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
         if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
             tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
             nft.delete_table(&config.table)?;
             nft.run(&config.table, "create skeleton", &script)?;
         }
         // Adopted elements are unknown: the first resync rewrites the sets.
-        Ok(Netfilter {
-            nft,
-            config,
-            applied: FilterState::new(),
-            dirty: true,
-        })
+        Ok(Netfilter { nft, config, applied: FilterState::new(), dirty: true })
     }
 
     /// The settings.
@@ -220,11 +209,7 @@ impl Netfilter {
         if changes.is_empty() {
             return Ok(0);
         }
-        match self.nft.run(
-            &self.config.table,
-            "update sets",
-            &changes_script(&self.config.table, changes),
-        ) {
+        match self.nft.run(&self.config.table, "update sets", &changes_script(&self.config.table, changes)) {
             Ok(()) => Ok(changes.len()),
             Err(err) => {
                 // A delete of a missing element refuses the whole transaction: the kernel

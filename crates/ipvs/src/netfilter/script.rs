@@ -27,11 +27,7 @@ pub struct FilterConfig {
 impl FilterConfig {
     /// Table `kube-ipvs-proxy`, mark bit 14 (`0x4000`), the given cluster prefixes.
     pub fn new(cluster_prefixes: Vec<Prefix>) -> FilterConfig {
-        FilterConfig {
-            table: "kube-ipvs-proxy".into(),
-            masquerade_bit: DEFAULT_MASQUERADE_BIT,
-            cluster_prefixes,
-        }
+        FilterConfig { table: "kube-ipvs-proxy".into(), masquerade_bit: DEFAULT_MASQUERADE_BIT, cluster_prefixes }
     }
 
     /// The mark value, e.g. `0x4000` for bit 14; `None` for a bit beyond 31.
@@ -41,15 +37,8 @@ impl FilterConfig {
 }
 
 /// The sets holding [`Element`]s, in the order scripts list them.
-const ELEMENT_SETS: [&str; 7] = [
-    "masq_all",
-    "masq_outside",
-    "bound",
-    "service_ports",
-    "source_restricted",
-    "source_allowed",
-    "hairpin",
-];
+const ELEMENT_SETS: [&str; 7] =
+    ["masq_all", "masq_outside", "bound", "service_ports", "source_restricted", "source_allowed", "hairpin"];
 
 /// The name of the set (without family suffix) an element belongs to.
 fn set_of(element: &Element) -> &'static str {
@@ -72,22 +61,8 @@ struct Fam {
 }
 
 const FAMILIES: [(Family, Fam); 2] = [
-    (
-        Family::V4,
-        Fam {
-            suffix: "v4",
-            addr_type: "ipv4_addr",
-            proto: "ip",
-        },
-    ),
-    (
-        Family::V6,
-        Fam {
-            suffix: "v6",
-            addr_type: "ipv6_addr",
-            proto: "ip6",
-        },
-    ),
+    (Family::V4, Fam { suffix: "v4", addr_type: "ipv4_addr", proto: "ip" }),
+    (Family::V6, Fam { suffix: "v6", addr_type: "ipv6_addr", proto: "ip6" }),
 ];
 
 fn fam(family: Family) -> &'static Fam {
@@ -131,19 +106,13 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
     for (family, f) in &FAMILIES {
         let (sx, at) = (f.suffix, f.addr_type);
         let tuple = format!("{at} . inet_proto . inet_service");
-        let _ = writeln!(
-            s,
-            "add set inet {table} cluster_prefixes_{sx} {{ type {at}; flags interval; }}"
-        );
+        let _ = writeln!(s, "add set inet {table} cluster_prefixes_{sx} {{ type {at}; flags interval; }}");
         let _ = writeln!(s, "add set inet {table} masq_all_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add set inet {table} masq_outside_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add set inet {table} bound_{sx} {{ type {at}; }}");
         let _ = writeln!(s, "add set inet {table} service_ports_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add set inet {table} source_restricted_{sx} {{ type {tuple}; }}");
-        let _ = writeln!(
-            s,
-            "add set inet {table} source_allowed_{sx} {{ type {tuple} . {at}; flags interval; }}"
-        );
+        let _ = writeln!(s, "add set inet {table} source_allowed_{sx} {{ type {tuple} . {at}; flags interval; }}");
         let _ = writeln!(s, "add set inet {table} hairpin_{sx} {{ type {tuple} . {at}; }}");
         let _ = writeln!(s, "flush set inet {table} cluster_prefixes_{sx}");
         let prefixes: Vec<String> = disjoint_prefixes(config.cluster_prefixes.iter().copied())
@@ -152,27 +121,17 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
             .map(|p| p.to_string())
             .collect();
         if !prefixes.is_empty() {
-            let _ = writeln!(
-                s,
-                "add element inet {table} cluster_prefixes_{sx} {{ {} }}",
-                prefixes.join(", ")
-            );
+            let _ = writeln!(s, "add element inet {table} cluster_prefixes_{sx} {{ {} }}", prefixes.join(", "));
         }
     }
     // Marks are set before IPVS sees the packet (its LOCAL_OUT hook runs at -98, LOCAL_IN at
     // 98/99) and IPVS keeps the mark when it forwards; the filter runs before IPVS too.
     let chains = [
-        (
-            "mark_prerouting",
-            "type filter hook prerouting priority mangle; policy accept;",
-        ),
+        ("mark_prerouting", "type filter hook prerouting priority mangle; policy accept;"),
         ("mark_output", "type filter hook output priority mangle; policy accept;"),
         ("mark_masquerade", ""),
         ("filter_input", "type filter hook input priority filter; policy accept;"),
-        (
-            "nat_postrouting",
-            "type nat hook postrouting priority srcnat; policy accept;",
-        ),
+        ("nat_postrouting", "type nat hook postrouting priority srcnat; policy accept;"),
     ];
     for (name, spec) in chains {
         if spec.is_empty() {
@@ -256,21 +215,13 @@ pub fn delete_table_script(table: &str) -> String {
 fn write_elements<'a>(s: &mut String, verb: &str, table: &str, elements: impl Iterator<Item = &'a Element>) {
     let mut by_set: std::collections::BTreeMap<(&str, &str), Vec<String>> = Default::default();
     for e in elements {
-        by_set
-            .entry((set_of(e), fam(e.family()).suffix))
-            .or_default()
-            .push(element_text(e));
+        by_set.entry((set_of(e), fam(e.family()).suffix)).or_default().push(element_text(e));
     }
     // Scripts list sets in a fixed order, whatever the element order.
     for set in ELEMENT_SETS {
         for (_, f) in &FAMILIES {
             if let Some(items) = by_set.get(&(set, f.suffix)) {
-                let _ = writeln!(
-                    s,
-                    "{verb} element inet {table} {set}_{} {{ {} }}",
-                    f.suffix,
-                    items.join(", ")
-                );
+                let _ = writeln!(s, "{verb} element inet {table} {set}_{} {{ {} }}", f.suffix, items.join(", "));
             }
         }
     }

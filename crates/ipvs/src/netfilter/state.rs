@@ -60,15 +60,9 @@ impl Prefix {
         match addr {
             IpAddr::V4(a) if len <= 32 => {
                 let masked = bits(u128::from(u32::from(a)), 32);
-                Some(Prefix {
-                    addr: IpAddr::V4((masked as u32).into()),
-                    len,
-                })
+                Some(Prefix { addr: IpAddr::V4((masked as u32).into()), len })
             }
-            IpAddr::V6(a) if len <= 128 => Some(Prefix {
-                addr: IpAddr::V6(bits(u128::from(a), 128).into()),
-                len,
-            }),
+            IpAddr::V6(a) if len <= 128 => Some(Prefix { addr: IpAddr::V6(bits(u128::from(a), 128).into()), len }),
             _ => None,
         }
     }
@@ -112,10 +106,7 @@ impl fmt::Display for Prefix {
 /// result is disjoint, as the kernel's interval sets require (they refuse overlapping elements).
 pub fn disjoint_prefixes(prefixes: impl IntoIterator<Item = Prefix>) -> Vec<Prefix> {
     let all: BTreeSet<Prefix> = prefixes.into_iter().collect();
-    all.iter()
-        .filter(|p| !all.iter().any(|q| q != *p && q.contains(p)))
-        .copied()
-        .collect()
+    all.iter().filter(|p| !all.iter().any(|q| q != *p && q.contains(p))).copied().collect()
 }
 
 /// Which traffic to a virtual server is masqueraded after IPVS forwards it.
@@ -303,18 +294,8 @@ impl FilterState {
     /// The element changes that turn the sets of `self` into those of `other`.
     pub fn diff(&self, other: &FilterState) -> ElementChanges {
         ElementChanges {
-            added: other
-                .elements
-                .keys()
-                .filter(|e| !self.elements.contains_key(e))
-                .copied()
-                .collect(),
-            removed: self
-                .elements
-                .keys()
-                .filter(|e| !other.elements.contains_key(e))
-                .copied()
-                .collect(),
+            added: other.elements.keys().filter(|e| !self.elements.contains_key(e)).copied().collect(),
+            removed: self.elements.keys().filter(|e| !other.elements.contains_key(e)).copied().collect(),
         }
     }
 }
@@ -331,21 +312,12 @@ fn elements_of(target: &Target, filter: &ServiceFilter) -> Vec<Element> {
         out.push(Element::Bound(target.addr));
         out.push(Element::ServicePort(*target));
     }
-    let ranges: Vec<Prefix> = filter
-        .source_ranges
-        .iter()
-        .filter(|p| p.family() == target.family())
-        .copied()
-        .collect();
+    let ranges: Vec<Prefix> = filter.source_ranges.iter().filter(|p| p.family() == target.family()).copied().collect();
     // A virtual server whose ranges are all of the other family admits no source at all: that
     // is what the user asked for, so it stays restricted (an empty allowed list).
     if !filter.source_ranges.is_empty() {
         out.push(Element::SourceRestricted(*target));
-        out.extend(
-            disjoint_prefixes(ranges)
-                .into_iter()
-                .map(|p| Element::SourceAllowed(*target, p)),
-        );
+        out.extend(disjoint_prefixes(ranges).into_iter().map(|p| Element::SourceAllowed(*target, p)));
     }
     out.extend(
         filter

@@ -36,24 +36,9 @@ fn set(elements: &[Element]) -> BTreeSet<Element> {
 fn prefixes_clear_host_bits_and_nest() {
     // (text, expected display, contains these, not these)
     let cases: [(&str, &str, &[&str], &[&str]); 4] = [
-        (
-            "10.1.2.3/8",
-            "10.0.0.0/8",
-            &["10.200.0.0/16", "10.0.0.0/8"],
-            &["11.0.0.0/8", "0.0.0.0/0", "::/0"],
-        ),
-        (
-            "0.0.0.0/0",
-            "0.0.0.0/0",
-            &["192.168.1.1/32", "10.0.0.0/8"],
-            &["fd00::/8"],
-        ),
-        (
-            "fd00:1:2::7/48",
-            "fd00:1:2::/48",
-            &["fd00:1:2:3::/64"],
-            &["fd00:1:3::/48", "fd00::/8"],
-        ),
+        ("10.1.2.3/8", "10.0.0.0/8", &["10.200.0.0/16", "10.0.0.0/8"], &["11.0.0.0/8", "0.0.0.0/0", "::/0"]),
+        ("0.0.0.0/0", "0.0.0.0/0", &["192.168.1.1/32", "10.0.0.0/8"], &["fd00::/8"]),
+        ("fd00:1:2::7/48", "fd00:1:2::/48", &["fd00:1:2:3::/64"], &["fd00:1:3::/48", "fd00::/8"]),
         ("192.0.2.9/32", "192.0.2.9/32", &["192.0.2.9/32"], &["192.0.2.8/32"]),
     ];
     for (text, shown, inside, outside) in cases {
@@ -74,14 +59,8 @@ fn prefixes_clear_host_bits_and_nest() {
 fn disjoint_prefixes_keep_the_outermost() {
     let cases: [(&[&str], &[&str]); 3] = [
         (&["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24"], &["10.0.0.0/8"]),
-        (
-            &["10.1.0.0/16", "10.2.0.0/16", "10.1.0.0/16"],
-            &["10.1.0.0/16", "10.2.0.0/16"],
-        ),
-        (
-            &["fd00::/16", "fd00:1::/32", "10.0.0.0/8"],
-            &["10.0.0.0/8", "fd00::/16"],
-        ),
+        (&["10.1.0.0/16", "10.2.0.0/16", "10.1.0.0/16"], &["10.1.0.0/16", "10.2.0.0/16"]),
+        (&["fd00::/16", "fd00:1::/32", "10.0.0.0/8"], &["10.0.0.0/8", "fd00::/16"]),
     ];
     for (given, expected) in cases {
         let got = disjoint_prefixes(given.iter().map(|p| prefix(p)));
@@ -93,32 +72,16 @@ fn disjoint_prefixes_keep_the_outermost() {
 fn one_virtual_server_needs_these_elements() {
     let t = tcp("10.96.0.10", 80);
     let cases: [(&str, ServiceFilter, &[Element]); 5] = [
-        (
-            "masquerade all, not bound",
-            filter(MasqueradeRule::All, false, &[], &[]),
-            &[Element::MasqueradeAll(t)],
-        ),
+        ("masquerade all, not bound", filter(MasqueradeRule::All, false, &[], &[]), &[Element::MasqueradeAll(t)]),
         (
             "outside, bound",
             filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[]),
-            &[
-                Element::MasqueradeOutside(t),
-                Element::Bound(t.addr),
-                Element::ServicePort(t),
-            ],
+            &[Element::MasqueradeOutside(t), Element::Bound(t.addr), Element::ServicePort(t)],
         ),
         (
             "source ranges: nested ones merge, other family ignored",
-            filter(
-                MasqueradeRule::None,
-                false,
-                &["192.0.2.0/24", "192.0.2.128/25", "fd00::/8"],
-                &[],
-            ),
-            &[
-                Element::SourceRestricted(t),
-                Element::SourceAllowed(t, prefix("192.0.2.0/24")),
-            ],
+            filter(MasqueradeRule::None, false, &["192.0.2.0/24", "192.0.2.128/25", "fd00::/8"], &[]),
+            &[Element::SourceRestricted(t), Element::SourceAllowed(t, prefix("192.0.2.0/24"))],
         ),
         (
             "only ranges of the other family: restricted, nobody allowed",
@@ -127,12 +90,7 @@ fn one_virtual_server_needs_these_elements() {
         ),
         (
             "hairpin: local endpoints of its family, with its protocol",
-            filter(
-                MasqueradeRule::None,
-                false,
-                &[],
-                &[("10.244.1.2", 8080), ("fd00::2", 8080)],
-            ),
+            filter(MasqueradeRule::None, false, &[], &[("10.244.1.2", 8080), ("fd00::2", 8080)]),
             &[Element::Hairpin(tcp("10.244.1.2", 8080))],
         ),
     ];
@@ -141,17 +99,9 @@ fn one_virtual_server_needs_these_elements() {
         let changes = state.set(t, Some(f));
         assert_eq!(changes.added, set(expected), "{name}");
         assert!(changes.removed.is_empty(), "{name}");
-        assert_eq!(
-            state.elements().copied().collect::<BTreeSet<_>>(),
-            set(expected),
-            "{name}"
-        );
+        assert_eq!(state.elements().copied().collect::<BTreeSet<_>>(), set(expected), "{name}");
         let gone = state.set(t, None);
-        assert_eq!(
-            (gone.removed, gone.added),
-            (set(expected), BTreeSet::new()),
-            "{name}: removal"
-        );
+        assert_eq!((gone.removed, gone.added), (set(expected), BTreeSet::new()), "{name}: removal");
         assert_eq!(state.elements().len(), 0, "{name}");
     }
 }
@@ -163,14 +113,8 @@ fn shared_elements_go_with_their_last_user() {
     let node_port = tcp("192.168.0.5", 30080);
     let pod = ("10.244.1.2", 8080);
     let mut state = FilterState::from_services([
-        (
-            cluster_ip,
-            filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[pod]),
-        ),
-        (
-            second_port,
-            filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[]),
-        ),
+        (cluster_ip, filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[pod])),
+        (second_port, filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[])),
         (node_port, filter(MasqueradeRule::All, false, &[], &[pod])),
     ]);
     // (step, target, new filter, added, removed)
@@ -249,31 +193,16 @@ fn diff_of_two_states_is_their_element_difference() {
     let new = FilterState::from_services([(a, filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[]))]);
     let changes = old.diff(&new);
     assert_eq!(changes.added, set(&[Element::MasqueradeOutside(a)]));
-    assert_eq!(
-        changes.removed,
-        set(&[
-            Element::MasqueradeAll(a),
-            Element::Bound(b.addr),
-            Element::ServicePort(b)
-        ])
-    );
+    assert_eq!(changes.removed, set(&[Element::MasqueradeAll(a), Element::Bound(b.addr), Element::ServicePort(b)]));
     assert!(new.diff(&new).is_empty());
     assert_eq!(new.diff(&old).added, changes.removed);
 }
 
 #[test]
 fn mark_bits() {
-    let cases = [
-        (14u8, Some(0x4000u32)),
-        (0, Some(1)),
-        (31, Some(0x8000_0000)),
-        (32, None),
-    ];
+    let cases = [(14u8, Some(0x4000u32)), (0, Some(1)), (31, Some(0x8000_0000)), (32, None)];
     for (bit, mark) in cases {
-        let config = FilterConfig {
-            masquerade_bit: bit,
-            ..FilterConfig::new(vec![])
-        };
+        let config = FilterConfig { masquerade_bit: bit, ..FilterConfig::new(vec![]) };
         assert_eq!(config.mark(), mark, "bit {bit}");
         assert_eq!(skeleton_script(&config).is_some(), mark.is_some(), "bit {bit}");
     }
@@ -281,11 +210,7 @@ fn mark_bits() {
 
 #[test]
 fn skeleton_text() {
-    let config = FilterConfig::new(vec![
-        prefix("10.244.0.0/16"),
-        prefix("10.244.3.0/24"),
-        prefix("fd00:244::/48"),
-    ]);
+    let config = FilterConfig::new(vec![prefix("10.244.0.0/16"), prefix("10.244.3.0/24"), prefix("fd00:244::/48")]);
     let script = skeleton_script(&config).unwrap();
     assert_eq!(script, include_str!("fixtures/skeleton.nft"));
 }
@@ -295,39 +220,17 @@ fn changes_and_full_text() {
     let lb = Target::new(ip("203.0.113.10"), Protocol::Udp, 53);
     let v6 = Target::new(ip("fd00:96::10"), Protocol::Sctp, 9000);
     let state = FilterState::from_services([
-        (
-            tcp("10.96.0.10", 80),
-            filter(
-                MasqueradeRule::OutsideClusterPrefixes,
-                true,
-                &[],
-                &[("10.244.1.2", 8080)],
-            ),
-        ),
-        (
-            lb,
-            filter(MasqueradeRule::All, true, &["192.0.2.0/24", "198.51.100.7/32"], &[]),
-        ),
+        (tcp("10.96.0.10", 80), filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[("10.244.1.2", 8080)])),
+        (lb, filter(MasqueradeRule::All, true, &["192.0.2.0/24", "198.51.100.7/32"], &[])),
         (v6, filter(MasqueradeRule::None, true, &[], &[("fd00:244:1::2", 9000)])),
     ]);
     let full = full_script("kube-ipvs-proxy", &state);
     assert_eq!(full, include_str!("fixtures/full.nft"));
     let changes = state.diff(&FilterState::from_services([(
         tcp("10.96.0.10", 80),
-        filter(
-            MasqueradeRule::All,
-            true,
-            &[],
-            &[("10.244.1.2", 8080), ("10.244.1.3", 8080)],
-        ),
+        filter(MasqueradeRule::All, true, &[], &[("10.244.1.2", 8080), ("10.244.1.3", 8080)]),
     )]));
-    assert_eq!(
-        changes_script("kube-ipvs-proxy", &changes),
-        include_str!("fixtures/changes.nft")
-    );
+    assert_eq!(changes_script("kube-ipvs-proxy", &changes), include_str!("fixtures/changes.nft"));
     assert_eq!(changes_script("kube-ipvs-proxy", &ElementChanges::new()), "");
-    assert_eq!(
-        delete_table_script("kube-ipvs-proxy"),
-        "delete table inet kube-ipvs-proxy\n"
-    );
+    assert_eq!(delete_table_script("kube-ipvs-proxy"), "delete table inet kube-ipvs-proxy\n");
 }

@@ -28,9 +28,7 @@ pub fn parse_raw_address(payload: &[u8]) -> Result<RawAddress, DecodeError> {
             raw[..payload.len()].copy_from_slice(payload);
             Ok(raw)
         }
-        n => Err(DecodeError::from(format!(
-            "address attribute of {n} bytes (expected 4 or 16)"
-        ))),
+        n => Err(DecodeError::from(format!("address attribute of {n} bytes (expected 4 or 16)"))),
     }
 }
 
@@ -55,9 +53,7 @@ pub fn family_from_number(af: u16) -> Result<Family, DecodeError> {
     match af {
         AF_INET => Ok(Family::V4),
         AF_INET6 => Ok(Family::V6),
-        other => Err(DecodeError::from(format!(
-            "unsupported address family {other}"
-        ))),
+        other => Err(DecodeError::from(format!("unsupported address family {other}"))),
     }
 }
 

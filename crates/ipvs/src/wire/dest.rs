@@ -1,17 +1,14 @@
 //! The `DEST` nest: a real server's attributes, and their mapping to [`RealServer`].
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator, Parseable,
-    emit_u16, emit_u32, parse_u8, parse_u16, parse_u16_be, parse_u32,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, NlasIterator, Parseable, emit_u16, emit_u32,
+    parse_u8, parse_u16, parse_u16_be, parse_u32,
 };
 
 use super::address::*;
 use super::constants::*;
 use super::stats::{StatsAttr, parse_stats_attrs, stats_from_attrs, stats_from_nest};
-use crate::{
-    ConnectionCounts, Family, ForwardMethod, RealServer, RealServerEntry, RealServerId, Stats,
-    TunnelType,
-};
+use crate::{ConnectionCounts, Family, ForwardMethod, RealServer, RealServerEntry, RealServerId, Stats, TunnelType};
 
 /// One attribute of a `DEST` nest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +52,7 @@ impl Nla for DestAttr {
     fn value_len(&self) -> usize {
         match self {
             DestAttr::Address(_) => 16,
-            DestAttr::Port(_)
-            | DestAttr::AddressFamily(_)
-            | DestAttr::TunnelPort(_)
-            | DestAttr::TunnelFlags(_) => 2,
+            DestAttr::Port(_) | DestAttr::AddressFamily(_) | DestAttr::TunnelPort(_) | DestAttr::TunnelFlags(_) => 2,
             DestAttr::TunnelType(_) => 1,
             DestAttr::ForwardMethod(_)
             | DestAttr::Weight(_)
@@ -171,32 +165,20 @@ pub fn dest_attrs(rs: &RealServer) -> Vec<DestAttr> {
     attrs.push(DestAttr::Weight(rs.weight));
     attrs.push(DestAttr::UpperThreshold(rs.upper_threshold));
     attrs.push(DestAttr::LowerThreshold(rs.lower_threshold));
-    if let ForwardMethod::Tunnel {
-        tunnel,
-        port,
-        flags,
-    } = rs.forward
-    {
+    if let ForwardMethod::Tunnel { tunnel, port, flags } = rs.forward {
         let kind = match tunnel {
             TunnelType::IpIp => IP_VS_CONN_F_TUNNEL_TYPE_IPIP,
             TunnelType::Gue => IP_VS_CONN_F_TUNNEL_TYPE_GUE,
             TunnelType::Gre => IP_VS_CONN_F_TUNNEL_TYPE_GRE,
         };
-        attrs.extend([
-            DestAttr::TunnelType(kind),
-            DestAttr::TunnelPort(port),
-            DestAttr::TunnelFlags(flags),
-        ]);
+        attrs.extend([DestAttr::TunnelType(kind), DestAttr::TunnelPort(port), DestAttr::TunnelFlags(flags)]);
     }
     attrs
 }
 
 /// Builds a [`RealServerEntry`] from a `DEST` nest as the kernel sends it. `service_family` is
 /// used when the nest has no `ADDR_FAMILY` (older kernels). Prefers `STATS64` to `STATS`.
-pub fn real_server_entry(
-    attrs: &[DestAttr],
-    service_family: Family,
-) -> Result<RealServerEntry, DecodeError> {
+pub fn real_server_entry(attrs: &[DestAttr], service_family: Family) -> Result<RealServerEntry, DecodeError> {
     let mut fold = DestFold::default();
     for attr in attrs {
         fold.add(attr);
@@ -207,10 +189,7 @@ pub fn real_server_entry(
 /// [`real_server_entry`] straight from a `DEST` nest's payload, without building the attribute
 /// list: the same decoding, minus the allocations, for the destination dumps of
 /// [`Client::table`](crate::Client::table).
-pub fn real_server_entry_from_nest(
-    payload: &[u8],
-    service_family: Family,
-) -> Result<RealServerEntry, DecodeError> {
+pub fn real_server_entry_from_nest(payload: &[u8], service_family: Family) -> Result<RealServerEntry, DecodeError> {
     let mut fold = DestFold::default();
     for nla in NlasIterator::new(payload) {
         let nla = nla?;
@@ -270,9 +249,7 @@ impl DestFold {
         };
         let addr = address_of(&self.addr.ok_or("destination without address")?, family);
         let port = self.port.ok_or("destination without port")?;
-        let forward = match self.method.ok_or("destination without forwarding method")?
-            & IP_VS_CONN_F_FWD_MASK
-        {
+        let forward = match self.method.ok_or("destination without forwarding method")? & IP_VS_CONN_F_FWD_MASK {
             IP_VS_CONN_F_MASQ => ForwardMethod::Masquerade,
             IP_VS_CONN_F_LOCALNODE => ForwardMethod::Local,
             IP_VS_CONN_F_DROUTE => ForwardMethod::Route,
@@ -283,11 +260,7 @@ impl DestFold {
                     IP_VS_CONN_F_TUNNEL_TYPE_GRE => TunnelType::Gre,
                     other => return Err(format!("unknown tunnel type {other}").into()),
                 };
-                ForwardMethod::Tunnel {
-                    tunnel,
-                    port: self.tun_port,
-                    flags: self.tun_flags,
-                }
+                ForwardMethod::Tunnel { tunnel, port: self.tun_port, flags: self.tun_flags }
             }
             other => return Err(format!("unknown forwarding method {other}").into()),
         };

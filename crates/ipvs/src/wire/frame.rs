@@ -3,9 +3,7 @@
 
 use std::num::NonZeroI32;
 
-use netlink_packet_core::{
-    DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
-};
+use netlink_packet_core::{DecodeError, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator};
 use netlink_packet_generic::{GenlHeader, GenlMessage};
 
 use super::constants::*;
@@ -14,21 +12,8 @@ use crate::{Info, Timeouts};
 
 /// Appends one request to `buf`: netlink header (`family_id`, `flags`, `seq`), generic netlink
 /// header, then `msg`'s attributes. Returns the request's length.
-pub fn encode_request(
-    buf: &mut Vec<u8>,
-    family_id: u16,
-    seq: u32,
-    flags: u16,
-    msg: IpvsMessage,
-) -> usize {
-    let genl = GenlMessage::new(
-        GenlHeader {
-            cmd: msg.cmd,
-            version: IPVS_GENL_VERSION,
-        },
-        msg,
-        family_id,
-    );
+pub fn encode_request(buf: &mut Vec<u8>, family_id: u16, seq: u32, flags: u16, msg: IpvsMessage) -> usize {
+    let genl = GenlMessage::new(GenlHeader { cmd: msg.cmd, version: IPVS_GENL_VERSION }, msg, family_id);
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     header.sequence_number = seq;
@@ -100,10 +85,7 @@ impl<'a> Frame<'a> {
     /// the `DEST` nest of a dump entry), without decoding the rest.
     pub fn attribute(&self, kind: u16) -> Result<Option<&'a [u8]>, DecodeError> {
         // Netlink header (16 bytes), then the generic netlink header (4 bytes).
-        let attrs = self
-            .bytes
-            .get(20..)
-            .ok_or_else(|| DecodeError::buffer_too_small(self.bytes.len(), 20))?;
+        let attrs = self.bytes.get(20..).ok_or_else(|| DecodeError::buffer_too_small(self.bytes.len(), 20))?;
         for nla in NlasIterator::new(attrs) {
             let nla = nla?;
             if nla.kind() == kind {
@@ -145,10 +127,7 @@ impl Reply {
 
 /// The [`Info`] in a `SET_INFO` reply; absent fields are 0.
 pub fn info_from_message(msg: &IpvsMessage) -> Info {
-    let mut info = Info {
-        version: 0,
-        conn_table_size: 0,
-    };
+    let mut info = Info { version: 0, conn_table_size: 0 };
     for attr in &msg.attrs {
         match attr {
             IpvsAttr::Version(v) => info.version = *v,

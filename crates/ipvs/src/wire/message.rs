@@ -5,8 +5,8 @@
 //! therefore parametrized by the generic netlink header.
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable,
-    ParseableParametrized, emit_u32, parse_u32,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable, ParseableParametrized, emit_u32,
+    parse_u32,
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
@@ -82,9 +82,7 @@ impl IpvsAttr {
         let kind = buf.kind();
         let attr = match (cmd, kind) {
             (IPVS_CMD_SET_INFO, IPVS_INFO_ATTR_VERSION) => parse_u32(p).map(IpvsAttr::Version),
-            (IPVS_CMD_SET_INFO, IPVS_INFO_ATTR_CONN_TAB_SIZE) => {
-                parse_u32(p).map(IpvsAttr::ConnTableSize)
-            }
+            (IPVS_CMD_SET_INFO, IPVS_INFO_ATTR_CONN_TAB_SIZE) => parse_u32(p).map(IpvsAttr::ConnTableSize),
             (IPVS_CMD_SET_INFO, _) => DefaultNla::parse(buf).map(IpvsAttr::Other),
             (_, IPVS_CMD_ATTR_SERVICE) => parse_service_attrs(p).map(IpvsAttr::Service),
             (_, IPVS_CMD_ATTR_DEST) => parse_dest_attrs(p).map(IpvsAttr::Dest),
@@ -156,9 +154,6 @@ impl Emitable for IpvsMessage {
 impl ParseableParametrized<[u8], GenlHeader> for IpvsMessage {
     fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
         let attrs = super::parse_nlas(buf, |nla| IpvsAttr::parse_for(nla, header.cmd))?;
-        Ok(IpvsMessage {
-            cmd: header.cmd,
-            attrs,
-        })
+        Ok(IpvsMessage { cmd: header.cmd, attrs })
     }
 }

@@ -15,20 +15,13 @@ mod service;
 mod stats;
 
 pub use address::{RawAddress, address_of, raw_address};
-pub use dest::{
-    DestAttr, dest_attrs, dest_id_attrs, parse_dest_attrs, real_server_entry,
-    real_server_entry_from_nest,
-};
+pub use dest::{DestAttr, dest_attrs, dest_id_attrs, parse_dest_attrs, real_server_entry, real_server_entry_from_nest};
 pub use frame::{
-    Frame, Frames, Reply, encode_request, frames, info_from_message, timeouts_attrs,
-    timeouts_from_message,
+    Frame, Frames, Reply, encode_request, frames, info_from_message, timeouts_attrs, timeouts_from_message,
 };
 pub use message::{IpvsAttr, IpvsMessage};
 pub use ops::{check_operation, operation_message};
-pub use service::{
-    FlagsMask, ServiceAttr, parse_service_attrs, service_attrs, service_id_attrs,
-    virtual_server_entry,
-};
+pub use service::{FlagsMask, ServiceAttr, parse_service_attrs, service_attrs, service_id_attrs, virtual_server_entry};
 pub use stats::{StatsAttr, parse_stats_attrs, stats_from_attrs, stats_from_nest, stats_to_attrs};
 
 /// Runs every decoder the client applies to a received datagram (framing, replies, virtual
@@ -67,9 +60,7 @@ pub fn decode_any(datagram: &[u8]) -> usize {
 /// 4 and mostly 8 bytes, so `len / 8` slots rarely need to grow (dump decoding is hot).
 pub(crate) fn parse_nlas<A>(
     payload: &[u8],
-    parse: impl Fn(
-        &netlink_packet_core::NlaBuffer<&[u8]>,
-    ) -> Result<A, netlink_packet_core::DecodeError>,
+    parse: impl Fn(&netlink_packet_core::NlaBuffer<&[u8]>) -> Result<A, netlink_packet_core::DecodeError>,
 ) -> Result<Vec<A>, netlink_packet_core::DecodeError> {
     let mut out = Vec::with_capacity(payload.len() / 8 + 1);
     for nla in netlink_packet_core::NlasIterator::new(payload) {

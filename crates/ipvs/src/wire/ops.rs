@@ -13,27 +13,18 @@ const NAME_MAX: usize = 16;
 pub fn operation_message(op: &Operation) -> IpvsMessage {
     let svc = |attrs| IpvsAttr::Service(attrs);
     match op {
-        Operation::AddVirtualServer(vs) => {
-            IpvsMessage::new(IPVS_CMD_NEW_SERVICE, vec![svc(service_attrs(vs))])
+        Operation::AddVirtualServer(vs) => IpvsMessage::new(IPVS_CMD_NEW_SERVICE, vec![svc(service_attrs(vs))]),
+        Operation::UpdateVirtualServer(vs) => IpvsMessage::new(IPVS_CMD_SET_SERVICE, vec![svc(service_attrs(vs))]),
+        Operation::DeleteVirtualServer(id) => IpvsMessage::new(IPVS_CMD_DEL_SERVICE, vec![svc(service_id_attrs(id))]),
+        Operation::AddRealServer(vs, rs) => {
+            IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![svc(service_id_attrs(vs)), IpvsAttr::Dest(dest_attrs(rs))])
         }
-        Operation::UpdateVirtualServer(vs) => {
-            IpvsMessage::new(IPVS_CMD_SET_SERVICE, vec![svc(service_attrs(vs))])
+        Operation::UpdateRealServer(vs, rs) => {
+            IpvsMessage::new(IPVS_CMD_SET_DEST, vec![svc(service_id_attrs(vs)), IpvsAttr::Dest(dest_attrs(rs))])
         }
-        Operation::DeleteVirtualServer(id) => {
-            IpvsMessage::new(IPVS_CMD_DEL_SERVICE, vec![svc(service_id_attrs(id))])
+        Operation::DeleteRealServer(vs, rs) => {
+            IpvsMessage::new(IPVS_CMD_DEL_DEST, vec![svc(service_id_attrs(vs)), IpvsAttr::Dest(dest_id_attrs(rs))])
         }
-        Operation::AddRealServer(vs, rs) => IpvsMessage::new(
-            IPVS_CMD_NEW_DEST,
-            vec![svc(service_id_attrs(vs)), IpvsAttr::Dest(dest_attrs(rs))],
-        ),
-        Operation::UpdateRealServer(vs, rs) => IpvsMessage::new(
-            IPVS_CMD_SET_DEST,
-            vec![svc(service_id_attrs(vs)), IpvsAttr::Dest(dest_attrs(rs))],
-        ),
-        Operation::DeleteRealServer(vs, rs) => IpvsMessage::new(
-            IPVS_CMD_DEL_DEST,
-            vec![svc(service_id_attrs(vs)), IpvsAttr::Dest(dest_id_attrs(rs))],
-        ),
     }
 }
 
@@ -53,11 +44,7 @@ pub fn check_operation(op: &Operation) -> Result<(), (ErrorKind, String)> {
 
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() >= NAME_MAX || name.contains('\0') {
-        return Err(format!(
-            "{what} name `{}` is not 1 to {} bytes without NUL",
-            name.escape_debug(),
-            NAME_MAX - 1
-        ));
+        return Err(format!("{what} name `{}` is not 1 to {} bytes without NUL", name.escape_debug(), NAME_MAX - 1));
     }
     Ok(())
 }
@@ -72,11 +59,7 @@ fn check_virtual_server(vs: &VirtualServer) -> Result<(), String> {
 
 fn check_real_server(rs: &RealServer) -> Result<(), String> {
     if rs.weight > i32::MAX as u32 {
-        return Err(format!(
-            "weight {} is above the kernel's maximum {}",
-            rs.weight,
-            i32::MAX
-        ));
+        return Err(format!("weight {} is above the kernel's maximum {}", rs.weight, i32::MAX));
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The `SERVICE` nest: a virtual server's attributes, and their mapping to [`VirtualServer`].
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable, emit_u16, emit_u32,
-    parse_string, parse_u16, parse_u16_be, parse_u32,
+    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, Nla, NlaBuffer, Parseable, emit_u16, emit_u32, parse_string,
+    parse_u16, parse_u16_be, parse_u32,
 };
 
 use super::address::*;
@@ -104,9 +104,7 @@ impl Nla for ServiceAttr {
                 let _ = emit_u32(&mut buffer[..4], f.flags);
                 let _ = emit_u32(&mut buffer[4..], f.mask);
             }
-            ServiceAttr::Scheduler(s) | ServiceAttr::PersistenceEngine(s) => {
-                emit_cstring(buffer, s)
-            }
+            ServiceAttr::Scheduler(s) | ServiceAttr::PersistenceEngine(s) => emit_cstring(buffer, s),
             ServiceAttr::Stats(a) | ServiceAttr::Stats64(a) => a.as_slice().emit(buffer),
             ServiceAttr::Other(nla) => nla.emit_value(buffer),
         }
@@ -131,10 +129,9 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for ServiceAttr {
             IPVS_SVC_ATTR_PORT => parse_u16_be(p).map(ServiceAttr::Port),
             IPVS_SVC_ATTR_FWMARK => parse_u32(p).map(ServiceAttr::Fwmark),
             IPVS_SVC_ATTR_SCHED_NAME => parse_string(p).map(ServiceAttr::Scheduler),
-            IPVS_SVC_ATTR_FLAGS if p.len() == 8 => Ok(ServiceAttr::Flags(FlagsMask {
-                flags: parse_u32(&p[..4])?,
-                mask: parse_u32(&p[4..])?,
-            })),
+            IPVS_SVC_ATTR_FLAGS if p.len() == 8 => {
+                Ok(ServiceAttr::Flags(FlagsMask { flags: parse_u32(&p[..4])?, mask: parse_u32(&p[4..])? }))
+            }
             IPVS_SVC_ATTR_FLAGS => Err(DecodeError::invalid_number(8, p.len())),
             IPVS_SVC_ATTR_TIMEOUT => parse_u32(p).map(ServiceAttr::Timeout),
             IPVS_SVC_ATTR_NETMASK => parse_u32(p).map(ServiceAttr::Netmask),
@@ -156,21 +153,14 @@ pub fn parse_service_attrs(payload: &[u8]) -> Result<Vec<ServiceAttr>, DecodeErr
 /// `SERVICE` nest of destination commands).
 pub fn service_id_attrs(id: &VirtualServerId) -> Vec<ServiceAttr> {
     match id {
-        VirtualServerId::Tuple {
-            protocol,
-            addr,
-            port,
-        } => vec![
+        VirtualServerId::Tuple { protocol, addr, port } => vec![
             ServiceAttr::AddressFamily(family_number(id.family())),
             ServiceAttr::Protocol(protocol_number(*protocol)),
             ServiceAttr::Address(raw_address(addr)),
             ServiceAttr::Port(*port),
         ],
         VirtualServerId::Fwmark { family, mark } => {
-            vec![
-                ServiceAttr::AddressFamily(family_number(*family)),
-                ServiceAttr::Fwmark(*mark),
-            ]
+            vec![ServiceAttr::AddressFamily(family_number(*family)), ServiceAttr::Fwmark(*mark)]
         }
     }
 }
@@ -183,15 +173,9 @@ pub fn service_attrs(vs: &VirtualServer) -> Vec<ServiceAttr> {
     if let Some(pe) = &vs.pe_name {
         attrs.push(ServiceAttr::PersistenceEngine(pe.clone()));
     }
-    attrs.push(ServiceAttr::Flags(FlagsMask {
-        flags: vs.flags.0,
-        mask: u32::MAX,
-    }));
+    attrs.push(ServiceAttr::Flags(FlagsMask { flags: vs.flags.0, mask: u32::MAX }));
     attrs.push(ServiceAttr::Timeout(vs.timeout));
-    attrs.push(ServiceAttr::Netmask(netmask_to_wire(
-        vs.id.family(),
-        vs.netmask,
-    )));
+    attrs.push(ServiceAttr::Netmask(netmask_to_wire(vs.id.family(), vs.netmask)));
     attrs
 }
 
@@ -238,11 +222,9 @@ pub fn virtual_server_entry(attrs: &[ServiceAttr]) -> Result<VirtualServerEntry,
     let family = family_from_number(af.ok_or("service without address family")?)?;
     let id = match (mark, proto, addr, port) {
         (Some(mark), ..) if mark != 0 => VirtualServerId::Fwmark { family, mark },
-        (_, Some(p), Some(a), Some(port)) => VirtualServerId::Tuple {
-            protocol: protocol_from_number(p)?,
-            addr: address_of(&a, family),
-            port,
-        },
+        (_, Some(p), Some(a), Some(port)) => {
+            VirtualServerId::Tuple { protocol: protocol_from_number(p)?, addr: address_of(&a, family), port }
+        }
         _ => {
             return Err("service with neither firewall mark nor protocol, address and port".into());
         }
@@ -251,17 +233,7 @@ pub fn virtual_server_entry(attrs: &[ServiceAttr]) -> Result<VirtualServerEntry,
         Some(wire) => netmask_from_wire(family, wire),
         None => VirtualServer::new(id, "").netmask,
     };
-    let server = VirtualServer {
-        id,
-        scheduler,
-        flags: ServiceFlags(vs_flags),
-        timeout,
-        netmask,
-        pe_name,
-    };
-    let stats = stats64
-        .or(stats)
-        .map(|a| stats_from_attrs(a))
-        .unwrap_or_default();
+    let server = VirtualServer { id, scheduler, flags: ServiceFlags(vs_flags), timeout, netmask, pe_name };
+    let stats = stats64.or(stats).map(|a| stats_from_attrs(a)).unwrap_or_default();
     Ok(VirtualServerEntry { server, stats })
 }

@@ -5,8 +5,7 @@
 //! serves both nests; the encoder always writes 64-bit values.
 
 use netlink_packet_core::{
-    DecodeError, DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, emit_u64, parse_u32,
-    parse_u64,
+    DecodeError, DefaultNla, Nla, NlaBuffer, NlasIterator, Parseable, emit_u64, parse_u32, parse_u64,
 };
 
 use super::constants::*;
@@ -111,9 +110,7 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for StatsAttr {
             IPVS_STATS_ATTR_OUTBPS => StatsAttr::OutBps,
             _ => return DefaultNla::parse(buf).map(StatsAttr::Other),
         };
-        parse_counter(payload)
-            .map(wrap)
-            .map_err(|e| DecodeError::from(format!("stats attribute {kind}: {e}")))
+        parse_counter(payload).map(wrap).map_err(|e| DecodeError::from(format!("stats attribute {kind}: {e}")))
     }
 }
 

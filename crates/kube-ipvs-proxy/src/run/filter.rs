@@ -13,9 +13,7 @@ impl NftFilter {
     /// Creates or adopts the table with the cluster CIDRs and the masquerade mark bit.
     pub fn start(cluster_cidrs: &[Cidr], masquerade_bit: u8) -> Result<NftFilter, NftError> {
         let config = model::filter_config(cluster_cidrs, masquerade_bit);
-        Ok(NftFilter {
-            netfilter: Netfilter::start(Nft::new(), config)?,
-        })
+        Ok(NftFilter { netfilter: Netfilter::start(Nft::new(), config)? })
     }
 }
 
@@ -25,11 +23,7 @@ impl Filter for NftFilter {
         // multi-thread runtime, let the other workers take this one's tasks meanwhile.
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
-            tokio::task::block_in_place(|| self.write(work))
-        } else {
-            self.write(work)
-        }
+        if multi_thread { tokio::task::block_in_place(|| self.write(work)) } else { self.write(work) }
     }
 }
 

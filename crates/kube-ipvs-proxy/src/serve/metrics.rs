@@ -233,7 +233,8 @@ mod tests {
         ];
         for (i, (failed, ages, count, bucket)) in cases.into_iter().enumerate() {
             let m = Metrics::new();
-            let report = SyncReport { failed, trigger_times: ages.iter().map(|a| ago(*a)).collect(), ..Default::default() };
+            let report =
+                SyncReport { failed, trigger_times: ages.iter().map(|a| ago(*a)).collect(), ..Default::default() };
             m.record_sync(&report);
             let facts = HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true };
             let text = m.encode(&facts).unwrap();
@@ -245,5 +246,4 @@ mod tests {
             assert!(text.contains(below), "case {i}: 3 s ago is not under 2 s:\n{text}");
         }
     }
-
 }

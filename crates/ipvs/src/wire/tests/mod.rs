@@ -9,8 +9,8 @@ use netlink_packet_generic::GenlHeader;
 use super::constants::*;
 use super::*;
 use crate::{
-    ConnectionCounts, Family, ForwardMethod, Protocol, RealServer, RealServerEntry, RealServerId,
-    Stats, VirtualServer, VirtualServerId,
+    ConnectionCounts, Family, ForwardMethod, Protocol, RealServer, RealServerEntry, RealServerId, Stats, VirtualServer,
+    VirtualServerId,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -46,11 +46,7 @@ static NEW_SERVICE: [u8; 104] = [
 ];
 
 fn tcp_10_0_0_1() -> VirtualServerId {
-    VirtualServerId::Tuple {
-        protocol: Protocol::Tcp,
-        addr: ip("10.0.0.1"),
-        port: 80,
-    }
+    VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: ip("10.0.0.1"), port: 80 }
 }
 
 #[test]
@@ -65,20 +61,10 @@ fn new_service_three_ways() {
     assert_eq!(&buf[..], &NEW_SERVICE[..]);
     // Parse and compare with the built message, then with the domain value.
     let frame = frames(&NEW_SERVICE).next().unwrap().unwrap();
-    assert_eq!(
-        (frame.seq, frame.message_type, frame.flags),
-        (7, 0x25, NLM_F_REQUEST | NLM_F_ACK)
-    );
-    let Reply::Message(parsed) = Reply::decode(&frame).unwrap() else {
-        panic!("not an IPVS message")
-    };
+    assert_eq!((frame.seq, frame.message_type, frame.flags), (7, 0x25, NLM_F_REQUEST | NLM_F_ACK));
+    let Reply::Message(parsed) = Reply::decode(&frame).unwrap() else { panic!("not an IPVS message") };
     assert_eq!(parsed, built);
-    assert_eq!(
-        virtual_server_entry(parsed.service().unwrap())
-            .unwrap()
-            .server,
-        vs
-    );
+    assert_eq!(virtual_server_entry(parsed.service().unwrap()).unwrap().server, vs);
 }
 
 /// A `NEW_DEST` dump entry as the kernel sends it: nests without `NLA_F_NESTED`, `STATS` with
@@ -143,36 +129,22 @@ fn dest_entry_attrs() -> Vec<DestAttr> {
 
 #[test]
 fn dest_entry_parses_to_the_built_attributes_and_entry() {
-    let header = GenlHeader {
-        cmd: IPVS_CMD_NEW_DEST,
-        version: 1,
-    };
+    let header = GenlHeader { cmd: IPVS_CMD_NEW_DEST, version: 1 };
     let parsed = IpvsMessage::parse_with_param(&DEST_ENTRY[4..], header).unwrap();
     let built = IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(dest_entry_attrs())]);
     assert_eq!(parsed, built);
     let entry = real_server_entry(parsed.dest().unwrap(), Family::V4).unwrap();
     let want = RealServerEntry {
         server: RealServer {
-            id: RealServerId {
-                addr: ip("10.244.1.2"),
-                port: 8080,
-            },
+            id: RealServerId { addr: ip("10.244.1.2"), port: 8080 },
             weight: 70000,
             forward: ForwardMethod::Masquerade,
             upper_threshold: 100,
             lower_threshold: 10,
         },
-        connections: ConnectionCounts {
-            active: 3,
-            inactive: 4,
-            persistent: 5,
-        },
+        connections: ConnectionCounts { active: 3, inactive: 4, persistent: 5 },
         // STATS64 wins over STATS.
-        stats: Stats {
-            conns: 10,
-            in_bytes: 2000,
-            ..Stats::default()
-        },
+        stats: Stats { conns: 10, in_bytes: 2000, ..Stats::default() },
     };
     assert_eq!(entry, want);
 }
@@ -185,10 +157,7 @@ fn dest_entry_emits_like_the_kernel_apart_from_nesting_and_counter_width() {
     let built = IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(dest_entry_attrs())]);
     let mut emitted = vec![0u8; built.buffer_len()];
     built.emit(&mut emitted);
-    let header = GenlHeader {
-        cmd: IPVS_CMD_NEW_DEST,
-        version: 1,
-    };
+    let header = GenlHeader { cmd: IPVS_CMD_NEW_DEST, version: 1 };
     let reparsed = IpvsMessage::parse_with_param(&emitted[..], header).unwrap();
     // STATS counters come back as u64 values: equal as numbers.
     assert_eq!(reparsed, built);
@@ -207,24 +176,15 @@ static INFO_REPLY: [u8; 20] = [
 
 #[test]
 fn info_reply_three_ways() {
-    let header = GenlHeader {
-        cmd: IPVS_CMD_SET_INFO,
-        version: 1,
-    };
+    let header = GenlHeader { cmd: IPVS_CMD_SET_INFO, version: 1 };
     let parsed = IpvsMessage::parse_with_param(&INFO_REPLY[4..], header).unwrap();
-    let built = IpvsMessage::new(
-        IPVS_CMD_SET_INFO,
-        vec![IpvsAttr::Version(0x010201), IpvsAttr::ConnTableSize(4096)],
-    );
+    let built = IpvsMessage::new(IPVS_CMD_SET_INFO, vec![IpvsAttr::Version(0x010201), IpvsAttr::ConnTableSize(4096)]);
     assert_eq!(parsed, built);
     let mut emitted = vec![0u8; built.buffer_len()];
     built.emit(&mut emitted);
     assert_eq!(&emitted[..], &INFO_REPLY[4..]);
     let info = info_from_message(&parsed);
-    assert_eq!(
-        (info.version_string().as_str(), info.conn_table_size),
-        ("1.2.1", 4096)
-    );
+    assert_eq!((info.version_string().as_str(), info.conn_table_size), ("1.2.1", 4096));
 }
 
 /// An error acknowledgement with `NETLINK_CAP_ACK`: the code and the request's header only.
@@ -244,9 +204,7 @@ static EEXIST_ACK: [u8; 36] = [
 fn error_ack_decodes_to_its_errno_and_sequence() {
     let frame = frames(&EEXIST_ACK).next().unwrap().unwrap();
     assert_eq!(frame.seq, 9);
-    let Reply::Ack(Some(code)) = Reply::decode(&frame).unwrap() else {
-        panic!("not an error ack")
-    };
+    let Reply::Ack(Some(code)) = Reply::decode(&frame).unwrap() else { panic!("not an error ack") };
     assert_eq!(code.get(), -17);
 }
 
@@ -255,21 +213,12 @@ fn fields_decode_by_family_not_by_length() {
     // The kernel always sends 16 address bytes; an IPv4 service must still be IPv4, and an
     // IPv4 persistence netmask is a big-endian mask while an IPv6 one is a prefix length.
     let cases: &[(Family, [u8; 4], u32, &str)] = &[
-        (
-            Family::V4,
-            [0xff, 0xff, 0xff, 0x00],
-            0xffff_ff00,
-            "10.0.0.1",
-        ),
+        (Family::V4, [0xff, 0xff, 0xff, 0x00], 0xffff_ff00, "10.0.0.1"),
         (Family::V6, 64u32.to_ne_bytes(), 64, "a00:1::"),
     ];
     for (family, netmask_bytes, netmask, addr) in cases {
         let attrs = vec![
-            ServiceAttr::AddressFamily(if *family == Family::V4 {
-                AF_INET
-            } else {
-                AF_INET6
-            }),
+            ServiceAttr::AddressFamily(if *family == Family::V4 { AF_INET } else { AF_INET6 }),
             ServiceAttr::Protocol(IPPROTO_UDP),
             ServiceAttr::Address(raw_address(&ip("10.0.0.1"))),
             ServiceAttr::Port(53),
@@ -284,21 +233,9 @@ fn fields_decode_by_family_not_by_length() {
 #[test]
 fn malformed_entries_are_errors_naming_the_problem() {
     let cases: Vec<(Vec<ServiceAttr>, &str)> = vec![
-        (
-            vec![ServiceAttr::Protocol(IPPROTO_TCP)],
-            "without address family",
-        ),
-        (
-            vec![ServiceAttr::AddressFamily(7)],
-            "unsupported address family 7",
-        ),
-        (
-            vec![
-                ServiceAttr::AddressFamily(AF_INET),
-                ServiceAttr::Protocol(IPPROTO_TCP),
-            ],
-            "neither firewall mark",
-        ),
+        (vec![ServiceAttr::Protocol(IPPROTO_TCP)], "without address family"),
+        (vec![ServiceAttr::AddressFamily(7)], "unsupported address family 7"),
+        (vec![ServiceAttr::AddressFamily(AF_INET), ServiceAttr::Protocol(IPPROTO_TCP)], "neither firewall mark"),
         (
             vec![
                 ServiceAttr::AddressFamily(AF_INET),
@@ -315,32 +252,15 @@ fn malformed_entries_are_errors_naming_the_problem() {
     }
     let dest_cases: Vec<(Vec<DestAttr>, &str)> = vec![
         (vec![DestAttr::Port(1)], "without address"),
+        (vec![DestAttr::Address([0; 16]), DestAttr::ForwardMethod(0)], "without port"),
+        (vec![DestAttr::Address([0; 16]), DestAttr::Port(1), DestAttr::ForwardMethod(5)], "forwarding method 5"),
         (
-            vec![DestAttr::Address([0; 16]), DestAttr::ForwardMethod(0)],
-            "without port",
-        ),
-        (
-            vec![
-                DestAttr::Address([0; 16]),
-                DestAttr::Port(1),
-                DestAttr::ForwardMethod(5),
-            ],
-            "forwarding method 5",
-        ),
-        (
-            vec![
-                DestAttr::Address([0; 16]),
-                DestAttr::Port(1),
-                DestAttr::ForwardMethod(2),
-                DestAttr::TunnelType(9),
-            ],
+            vec![DestAttr::Address([0; 16]), DestAttr::Port(1), DestAttr::ForwardMethod(2), DestAttr::TunnelType(9)],
             "tunnel type 9",
         ),
     ];
     for (attrs, text) in dest_cases {
-        let err = real_server_entry(&attrs, Family::V4)
-            .unwrap_err()
-            .to_string();
+        let err = real_server_entry(&attrs, Family::V4).unwrap_err().to_string();
         assert!(err.contains(text), "{err:?} should contain {text:?}");
     }
 }
@@ -368,14 +288,7 @@ fn dest_entry_decodes_the_same_through_the_fast_path() {
     assert_eq!(nest, &DEST_ENTRY[8..]);
     assert_eq!(frame.attribute(IPVS_CMD_ATTR_SERVICE).unwrap(), None);
     let entry = real_server_entry_from_nest(nest, Family::V4).unwrap();
-    assert_eq!(
-        (
-            entry.server.weight,
-            entry.stats.conns,
-            entry.connections.persistent
-        ),
-        (70000, 10, 5)
-    );
+    assert_eq!((entry.server.weight, entry.stats.conns, entry.connections.persistent), (70000, 10, 5));
     assert_paths_agree(nest);
 }
 

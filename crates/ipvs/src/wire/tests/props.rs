@@ -8,93 +8,55 @@ use super::super::constants::*;
 use super::super::*;
 use super::{DEST_ENTRY, assert_paths_agree};
 use crate::{
-    Family, ForwardMethod, Protocol, RealServer, RealServerId, ServiceFlags, Stats, TunnelType,
-    VirtualServer, VirtualServerId,
+    Family, ForwardMethod, Protocol, RealServer, RealServerId, ServiceFlags, Stats, TunnelType, VirtualServer,
+    VirtualServerId,
 };
 use std::net::IpAddr;
 
 fn arb_addr() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        any::<[u8; 4]>().prop_map(IpAddr::from),
-        any::<[u8; 16]>().prop_map(IpAddr::from)
-    ]
+    prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
 }
 
 fn arb_vs_id() -> impl Strategy<Value = VirtualServerId> {
-    let proto = prop_oneof![
-        Just(Protocol::Tcp),
-        Just(Protocol::Udp),
-        Just(Protocol::Sctp)
-    ];
+    let proto = prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp), Just(Protocol::Sctp)];
     let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
     prop_oneof![
-        (proto, arb_addr(), any::<u16>()).prop_map(|(protocol, addr, port)| {
-            VirtualServerId::Tuple {
-                protocol,
-                addr,
-                port,
-            }
-        }),
+        (proto, arb_addr(), any::<u16>())
+            .prop_map(|(protocol, addr, port)| { VirtualServerId::Tuple { protocol, addr, port } }),
         (family, 1..=u32::MAX).prop_map(|(family, mark)| VirtualServerId::Fwmark { family, mark }),
     ]
 }
 
 fn arb_vs() -> impl Strategy<Value = VirtualServer> {
-    (
-        arb_vs_id(),
-        "[a-z]{1,15}",
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        proptest::option::of("[a-z]{1,15}"),
-    )
-        .prop_map(
-            |(id, scheduler, flags, timeout, netmask, pe_name)| VirtualServer {
-                id,
-                scheduler,
-                flags: ServiceFlags(flags),
-                timeout,
-                netmask,
-                pe_name,
-            },
-        )
+    (arb_vs_id(), "[a-z]{1,15}", any::<u32>(), any::<u32>(), any::<u32>(), proptest::option::of("[a-z]{1,15}"))
+        .prop_map(|(id, scheduler, flags, timeout, netmask, pe_name)| VirtualServer {
+            id,
+            scheduler,
+            flags: ServiceFlags(flags),
+            timeout,
+            netmask,
+            pe_name,
+        })
 }
 
 fn arb_rs() -> impl Strategy<Value = RealServer> {
-    let tunnel = prop_oneof![
-        Just(TunnelType::IpIp),
-        Just(TunnelType::Gue),
-        Just(TunnelType::Gre)
-    ];
+    let tunnel = prop_oneof![Just(TunnelType::IpIp), Just(TunnelType::Gue), Just(TunnelType::Gre)];
     let forward = prop_oneof![
         Just(ForwardMethod::Masquerade),
         Just(ForwardMethod::Local),
         Just(ForwardMethod::Route),
-        (tunnel, any::<u16>(), any::<u16>()).prop_map(|(tunnel, port, flags)| {
-            ForwardMethod::Tunnel {
-                tunnel,
-                port,
-                flags,
-            }
-        }),
+        (tunnel, any::<u16>(), any::<u16>())
+            .prop_map(|(tunnel, port, flags)| { ForwardMethod::Tunnel { tunnel, port, flags } }),
     ];
-    (
-        arb_addr(),
-        any::<u16>(),
-        any::<u32>(),
-        forward,
-        any::<u32>(),
-        any::<u32>(),
+    (arb_addr(), any::<u16>(), any::<u32>(), forward, any::<u32>(), any::<u32>()).prop_map(
+        |(addr, port, weight, forward, upper_threshold, lower_threshold)| RealServer {
+            id: RealServerId { addr, port },
+            weight,
+            forward,
+            upper_threshold,
+            lower_threshold,
+        },
     )
-        .prop_map(
-            |(addr, port, weight, forward, upper_threshold, lower_threshold)| RealServer {
-                id: RealServerId { addr, port },
-                weight,
-                forward,
-                upper_threshold,
-                lower_threshold,
-            },
-        )
 }
 
 /// Encodes `msg` as a request, then decodes it back through the client's path.
