@@ -17,6 +17,13 @@ const KERNEL_WRITES: &str = "kubeipvsproxy_kernel_operations_total";
 /// The daemon's counter of syncs (full and incremental).
 const SYNCS: &str = "kubeipvsproxy_syncs_total";
 
+/// The proxy's nftables table as `nft -j list table` shows it: rules with their handles, and
+/// every set's elements (including the recorded digest).
+fn nft_table() -> String {
+    integration::run("nft", &["-j", "list", "table", "inet", "kube-ipvs-proxy"], None)
+        .expect("the proxy's nftables table")
+}
+
 /// Sends requests to `addr` back to back until stopped; counts answers and failures.
 struct Client {
     stop: Arc<AtomicBool>,
@@ -79,6 +86,9 @@ fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
         let writes = eventually("the first daemon's kernel write count", PATIENCE, || first.metric_sum(KERNEL_WRITES));
         assert!(writes > 0.0, "the first daemon programmed the kernel, so it counted writes");
         let before = ipvs_table();
+        // The first full sync, nftables included, is done before the table is read.
+        eventually("the first daemon's first sync", PATIENCE, || (first.metric_sum(SYNCS)? >= 1.0).then_some(()));
+        let nft_before = nft_table();
 
         let client = Client::start("10.96.0.10:80");
         eventually("traffic flowing", PATIENCE, || (client.answered() > 20).then_some(()));
@@ -86,6 +96,11 @@ fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
         let second = Daemon::start(&cluster);
         // Synced: its first full sync (after the initial lists) is done.
         eventually("the restarted daemon's first sync", PATIENCE, || (second.metric_sum(SYNCS)? >= 1.0).then_some(()));
+        // Rule handles change when the skeleton is rewritten, elements when the sets are: the
+        // restart adopted the table as it was, and says so.
+        assert_eq!(nft_table(), nft_before, "the restart rewrote the nftables table");
+        let log = second.log();
+        assert!(log.contains("nftables: adopted"), "the restart did not adopt the nftables table:\n{log}");
         let answered = client.answered();
         // Two more sync periods under load: the periodic reconcile must find nothing to do too.
         std::thread::sleep(SYNC_PERIOD * 2);

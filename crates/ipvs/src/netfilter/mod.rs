@@ -26,7 +26,8 @@ mod nft;
 mod tests;
 
 pub use script::{
-    DEFAULT_MASQUERADE_BIT, FilterConfig, changes_script, delete_table_script, full_script, skeleton_script,
+    DEFAULT_MASQUERADE_BIT, DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script,
+    digest_script, full_script, parse_digest, skeleton_script, start_script, table_digest,
 };
 pub use state::{
     Element, ElementChanges, FilterState, MasqueradeRule, Prefix, ServiceFilter, Target, disjoint_prefixes,

@@ -5,7 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use super::script::{FilterConfig, changes_script, delete_table_script, full_script, skeleton_script};
+use super::script::{
+    DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script, digest_script, full_script,
+    parse_digest, skeleton_script, start_script, table_digest,
+};
 use super::state::{ElementChanges, FilterState, ServiceFilter, Target};
 
 /// Why an nftables operation failed; names the table and the operation.
@@ -86,6 +89,13 @@ impl Nft {
         }
     }
 
+    /// The digest recorded in the table's [`DIGEST_SET`]; `None` when there is no such table or
+    /// set (another version's table), or it holds none.
+    pub fn recorded_digest(&self, table: &str) -> Option<u64> {
+        let listing = self.output(table, "read digest", &["list", "set", "inet", table, DIGEST_SET], None).ok()?;
+        parse_digest(&listing)
+    }
+
     /// Deletes the table `table` of family `inet`, with all its sets and chains; nothing else is
     /// touched. Deleting a table that is not there succeeds.
     pub fn delete_table(&self, table: &str) -> Result<(), NftError> {
@@ -133,6 +143,8 @@ impl Nft {
 
 /// The proxy's table, kept in step with a [`FilterState`]: the skeleton once, then only element
 /// changes. Remembers what the kernel holds, so an update that changes no element runs nothing.
+/// Every write also records the [`table_digest`] of the result, so that a restart finding the
+/// table as it wants it adopts it without a write.
 #[derive(Debug)]
 pub struct Netfilter {
     nft: Nft,
@@ -141,22 +153,40 @@ pub struct Netfilter {
     applied: FilterState,
     /// Whether the last write failed, so the kernel may differ from `applied`.
     dirty: bool,
+    /// The digest found in the kernel at start, until the first [`Netfilter::resync`] uses it.
+    recorded: Option<u64>,
+    /// Whether the skeleton is still to be written (deferred at start, in case it is adopted).
+    skeleton_pending: bool,
+    /// The digest of `config` and `applied`, when not `dirty`.
+    digest: u64,
 }
 
 impl Netfilter {
     /// Creates the skeleton, or adopts the table if it is already there (its elements are kept
-    /// until the first [`Netfilter::resync`]). A table of another shape (another version's) is
-    /// deleted and made anew.
+    /// until the first [`Netfilter::resync`]). A table that records a digest is left untouched
+    /// until that resync, which writes nothing when the digest is the desired state's. A table
+    /// of another shape (another version's) is deleted and made anew.
     pub fn start(nft: Nft, config: FilterConfig) -> Result<Netfilter, NftError> {
         let script = skeleton_script(&config)
             .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
-        if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
-            tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
-            nft.delete_table(&config.table)?;
-            nft.run(&config.table, "create skeleton", &script)?;
+        let recorded = nft.recorded_digest(&config.table);
+        if recorded.is_none() {
+            if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
+                tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+                nft.delete_table(&config.table)?;
+                nft.run(&config.table, "create skeleton", &script)?;
+            }
         }
-        // Adopted elements are unknown: the first resync rewrites the sets.
-        Ok(Netfilter { nft, config, applied: FilterState::new(), dirty: true })
+        // Adopted elements are unknown: the first resync compares digests or rewrites the sets.
+        Ok(Netfilter {
+            nft,
+            config,
+            applied: FilterState::new(),
+            dirty: true,
+            skeleton_pending: recorded.is_some(),
+            recorded,
+            digest: 0,
+        })
     }
 
     /// The settings.
@@ -185,22 +215,52 @@ impl Netfilter {
     }
 
     /// Makes the sets hold exactly `desired`: only the differences when this process knows what
-    /// the kernel holds, else (at start, after a failure) a flush and refill in one transaction.
+    /// the kernel holds; at start nothing when the table records the digest of `desired`; else
+    /// (at start, after a failure, after [`Netfilter::forget`]) a flush and refill in one
+    /// transaction.
     pub fn resync(&mut self, desired: FilterState) -> Result<(), NftError> {
         if !self.dirty {
             let changes = self.applied.diff(&desired);
             self.applied = desired;
             return self.write(&changes).map(|_| ());
         }
-        let script = full_script(&self.config.table, &desired);
+        let table = self.config.table.clone();
+        let mark_bit = |bit| NftError::MarkBit { table: table.clone(), bit };
+        let digest = table_digest(&self.config, &desired).ok_or_else(|| mark_bit(self.config.masquerade_bit))?;
+        let recorded = self.recorded.take();
+        let script = if self.skeleton_pending {
+            match start_script(&self.config, &desired, recorded).map_err(mark_bit)? {
+                None => {
+                    tracing::info!(table = %table, digest = format!("{digest:#018x}"), "nftables: adopted the table unchanged, no write");
+                    self.applied = desired;
+                    self.digest = digest;
+                    self.skeleton_pending = false;
+                    self.dirty = false;
+                    return Ok(());
+                }
+                Some(script) => script,
+            }
+        } else {
+            full_script(&table, &desired) + &digest_script(&table, digest)
+        };
         self.applied = desired;
-        self.nft.run(&self.config.table, "rewrite sets", &script)?;
+        if let Err(first) = self.nft.run(&table, "rewrite sets", &script) {
+            if !self.skeleton_pending {
+                return Err(first);
+            }
+            tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+            self.nft.delete_table(&table)?;
+            self.nft.run(&table, "rewrite sets", &script)?;
+        }
+        self.skeleton_pending = false;
+        self.digest = digest;
         self.dirty = false;
         Ok(())
     }
 
     /// Marks the kernel's sets as unknown, so the next [`Netfilter::resync`] rewrites them whole
-    /// (the periodic full reconcile uses this to repair changes made behind the proxy's back).
+    /// (the periodic full reconcile uses this to repair changes made behind the proxy's back; it
+    /// keeps rewriting even when nothing changed, as the digest cannot see such drift).
     pub fn forget(&mut self) {
         self.dirty = true;
     }
@@ -209,8 +269,13 @@ impl Netfilter {
         if changes.is_empty() {
             return Ok(0);
         }
-        match self.nft.run(&self.config.table, "update sets", &changes_script(&self.config.table, changes)) {
-            Ok(()) => Ok(changes.len()),
+        let digest = changes_digest(self.digest, changes);
+        let script = changes_script(&self.config.table, changes) + &digest_script(&self.config.table, digest);
+        match self.nft.run(&self.config.table, "update sets", &script) {
+            Ok(()) => {
+                self.digest = digest;
+                Ok(changes.len())
+            }
             Err(err) => {
                 // A delete of a missing element refuses the whole transaction: the kernel
                 // differs from what this process believes, so rewrite the sets whole.

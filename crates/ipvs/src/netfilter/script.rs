@@ -103,6 +103,7 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
     let table = &config.table;
     let mut s = String::new();
     let _ = writeln!(s, "add table inet {table}");
+    let _ = writeln!(s, "add set inet {table} {DIGEST_SET} {{ type mark . mark; }}");
     for (family, f) in &FAMILIES {
         let (sx, at) = (f.suffix, f.addr_type);
         let tuple = format!("{at} . inet_proto . inet_service");
@@ -204,6 +205,71 @@ pub fn full_script(table: &str, state: &FilterState) -> String {
     }
     write_elements(&mut s, "add", table, state.elements());
     s
+}
+
+/// The set holding one element, the [`table_digest`] of what the proxy last wrote whole or
+/// changed, split in two 32-bit halves: a restart that finds it equal to the digest of what it
+/// wants adopts the table without writing. A set rather than the table's comment because the
+/// kernel does not update the comment of an existing table.
+pub const DIGEST_SET: &str = "state_digest";
+
+/// FNV-1a, 64 bits: fully specified, so a digest written by one build is read the same by the next.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The digest of one element, as its set and text: stable across runs and builds.
+fn element_digest(element: &Element) -> u64 {
+    fnv1a(format!("{}_{} {}", set_of(element), fam(element.family()).suffix, element_text(element)).as_bytes())
+}
+
+/// The digest of a table holding the skeleton of `config` and the elements of `state`: the
+/// skeleton text's hash plus (wrapping) each element's, so that a change moves it at the cost of
+/// the change ([`changes_digest`]) and the element order does not matter. `None` when the mark
+/// bit is beyond 31. A cache key, not a security measure: it guards against staleness, not forgery.
+pub fn table_digest(config: &FilterConfig, state: &FilterState) -> Option<u64> {
+    let skeleton = fnv1a(skeleton_script(config)?.as_bytes());
+    Some(state.elements().fold(skeleton, |d, e| d.wrapping_add(element_digest(e))))
+}
+
+/// The [`table_digest`] after `changes` are applied to a table of digest `digest`.
+pub fn changes_digest(digest: u64, changes: &ElementChanges) -> u64 {
+    let removed = changes.removed.iter().fold(digest, |d, e| d.wrapping_sub(element_digest(e)));
+    changes.added.iter().fold(removed, |d, e| d.wrapping_add(element_digest(e)))
+}
+
+/// The lines recording `digest` in [`DIGEST_SET`]; appended to every script that writes
+/// elements, so the recorded digest is never stale (same transaction).
+pub fn digest_script(table: &str, digest: u64) -> String {
+    format!(
+        "flush set inet {table} {DIGEST_SET}\nadd element inet {table} {DIGEST_SET} {{ {:#010x} . {:#010x} }}\n",
+        digest >> 32,
+        digest & 0xffff_ffff
+    )
+}
+
+/// The digest in `nft list set inet <table> state_digest` output (`elements = { 0x.. . 0x.. }`);
+/// `None` when the set is empty or the text is not of that shape.
+pub fn parse_digest(listing: &str) -> Option<u64> {
+    let rest = listing.split_once("elements = {")?.1;
+    let inner = rest.split_once('}')?.0;
+    let (high, low) = inner.split_once(" . ")?;
+    let half = |t: &str| u32::from_str_radix(t.trim().strip_prefix("0x")?, 16).ok();
+    Some((u64::from(half(high)?) << 32) | u64::from(half(low)?))
+}
+
+/// What a start must write to make the table hold the skeleton of `config` and the elements of
+/// `desired`, given the digest found in the kernel: `None` (adopt, no write) when it matches,
+/// else the skeleton, the full rewrite of the sets and the new digest, as one transaction.
+/// `Err` with the bit when the mark bit is beyond 31.
+pub fn start_script(config: &FilterConfig, desired: &FilterState, kernel: Option<u64>) -> Result<Option<String>, u8> {
+    let (Some(digest), Some(skeleton)) = (table_digest(config, desired), skeleton_script(config)) else {
+        return Err(config.masquerade_bit);
+    };
+    if kernel == Some(digest) {
+        return Ok(None);
+    }
+    Ok(Some(skeleton + &full_script(&config.table, desired) + &digest_script(&config.table, digest)))
 }
 
 /// Removes the proxy's table and everything in it.

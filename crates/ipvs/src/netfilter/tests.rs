@@ -234,3 +234,98 @@ fn changes_and_full_text() {
     assert_eq!(changes_script("kube-ipvs-proxy", &ElementChanges::new()), "");
     assert_eq!(delete_table_script("kube-ipvs-proxy"), "delete table inet kube-ipvs-proxy\n");
 }
+
+/// The services of three states a sync could move between: (name, services).
+fn digest_services() -> Vec<(&'static str, Vec<(Target, ServiceFilter)>)> {
+    let lb = Target::new(ip("203.0.113.10"), Protocol::Udp, 53);
+    let cluster_ip = filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[("10.244.1.2", 8080)]);
+    vec![
+        ("empty", vec![]),
+        ("one", vec![(tcp("10.96.0.10", 80), filter(MasqueradeRule::All, true, &[], &[]))]),
+        (
+            "three",
+            vec![
+                (tcp("10.96.0.10", 80), cluster_ip),
+                (lb, filter(MasqueradeRule::All, false, &["192.0.2.0/24"], &[])),
+                (tcp("fd00:96::10", 443), filter(MasqueradeRule::None, true, &["fd00::/8"], &[])),
+            ],
+        ),
+    ]
+}
+
+fn digest_states() -> Vec<(&'static str, FilterState)> {
+    digest_services().into_iter().map(|(name, services)| (name, FilterState::from_services(services))).collect()
+}
+
+#[test]
+fn digest_depends_on_content_not_order() {
+    let config = FilterConfig::new(vec![prefix("10.244.0.0/16")]);
+    let states = digest_states();
+    let digests: BTreeSet<u64> = states.iter().map(|(_, s)| table_digest(&config, s).unwrap()).collect();
+    assert_eq!(digests.len(), states.len(), "distinct states, distinct digests");
+    for (name, services) in digest_services() {
+        let state = FilterState::from_services(services.clone());
+        // The same services, set one by one in reverse order.
+        let mut reversed = FilterState::new();
+        reversed.update(services.into_iter().rev().map(|(t, f)| (t, Some(f))));
+        assert_eq!(table_digest(&config, &reversed), table_digest(&config, &state), "{name}");
+        let other = FilterConfig { masquerade_bit: 13, ..config.clone() };
+        assert_ne!(table_digest(&other, &state), table_digest(&config, &state), "{name}: the mark bit counts");
+        let prefixes = FilterConfig::new(vec![prefix("10.245.0.0/16")]);
+        assert_ne!(table_digest(&prefixes, &state), table_digest(&config, &state), "{name}: the prefixes count");
+    }
+    let bad = FilterConfig { masquerade_bit: 32, ..config };
+    assert_eq!(table_digest(&bad, &FilterState::new()), None);
+}
+
+#[test]
+fn changes_move_the_digest_to_the_new_states() {
+    let config = FilterConfig::new(vec![prefix("10.244.0.0/16")]);
+    for (from_name, from) in digest_states() {
+        for (to_name, to) in digest_states() {
+            let changes = from.diff(&to);
+            let moved = changes_digest(table_digest(&config, &from).unwrap(), &changes);
+            assert_eq!(Some(moved), table_digest(&config, &to), "{from_name} -> {to_name}");
+        }
+    }
+}
+
+#[test]
+fn digest_round_trips_through_nft_listing() {
+    // nft's listing of the set, as nft 1.0.6 prints it.
+    let cases = [0u64, 1, 0x1234_5678_0000_def0, u64::MAX];
+    for digest in cases {
+        let script = digest_script("t", digest);
+        let element = script.lines().nth(1).unwrap().split_once("state_digest ").unwrap().1;
+        let listing = format!(
+            "table inet t {{\n\tset state_digest {{\n\t\ttype mark . mark\n\t\telements = {element}\n\t}}\n}}\n"
+        );
+        assert_eq!(parse_digest(&listing), Some(digest), "{digest:#x}: {listing}");
+    }
+    for listing in [
+        "",
+        "table inet t {\n\tset state_digest {\n\t\ttype mark . mark\n\t}\n}\n",
+        "elements = { 0x1 }",
+        "elements = { zz . 0x1 }",
+    ] {
+        assert_eq!(parse_digest(listing), None, "{listing:?}");
+    }
+}
+
+#[test]
+fn start_writes_nothing_only_when_the_recorded_digest_matches() {
+    let config = FilterConfig::new(vec![prefix("10.244.0.0/16")]);
+    for (name, state) in digest_states() {
+        let digest = table_digest(&config, &state).unwrap();
+        assert_eq!(start_script(&config, &state, Some(digest)), Ok(None), "{name}: adopted");
+        for recorded in [None, Some(digest ^ 1)] {
+            let script = start_script(&config, &state, recorded).unwrap().expect("a rewrite");
+            let expected = skeleton_script(&config).unwrap()
+                + &full_script(&config.table, &state)
+                + &digest_script(&config.table, digest);
+            assert_eq!(script, expected, "{name}, recorded {recorded:?}");
+        }
+    }
+    let bad = FilterConfig { masquerade_bit: 40, ..config };
+    assert_eq!(start_script(&bad, &FilterState::new(), None), Err(40));
+}
