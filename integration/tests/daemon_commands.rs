@@ -10,7 +10,7 @@ mod daemon_support;
 use std::time::Duration;
 
 use daemon_support::*;
-use integration::{Backend, in_netns, ip, ipvsadm, proxy_binary, run};
+use integration::{in_netns, ip, ipvsadm, proxy_binary, run};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -25,11 +25,7 @@ fn listed(entry: &str) -> bool {
 #[ignore = "needs the VM kernel: run integration/test"]
 fn cleanup_removes_what_the_daemon_made_and_nothing_else() {
     in_netns(|| async {
-        node_link();
-        let b1 = Backend::start("b1", 1, 8080).unwrap();
-        let cluster = Cluster::start();
-        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
-        cluster.apply(&slice_yaml("web", &[&b1]));
+        let (_b1, cluster) = web_with_one_backend();
         let daemon = Daemon::start(&cluster);
         let cluster_ip = "TCP 10.96.0.10:80".to_string();
         let node_port = format!("TCP {NODE_IP}:30080");
@@ -73,11 +69,7 @@ fn cleanup_removes_what_the_daemon_made_and_nothing_else() {
 #[ignore = "needs the VM kernel: run integration/test"]
 fn debug_status_names_services_from_the_daemon_and_lists_the_kernel_without_it() {
     in_netns(|| async {
-        node_link();
-        let b1 = Backend::start("b1", 1, 8080).unwrap();
-        let cluster = Cluster::start();
-        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
-        cluster.apply(&slice_yaml("web", &[&b1]));
+        let (_b1, cluster) = web_with_one_backend();
         let mut daemon = Daemon::start(&cluster);
         eventually("the Service programmed", PATIENCE, || {
             (listed("TCP 10.96.0.10:80") && listed(&format!("TCP {NODE_IP}:30080"))).then_some(())

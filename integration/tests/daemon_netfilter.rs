@@ -40,11 +40,7 @@ fn slice_with_remote(local: &Backend, remote: &str) -> String {
 #[ignore = "needs the VM kernel: run integration/test"]
 fn the_daemon_keeps_its_table_in_step_and_cleanup_deletes_it() {
     in_netns(|| async {
-        node_link();
-        let b1 = Backend::start("b1", 1, 8080).unwrap();
-        let cluster = Cluster::start();
-        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
-        cluster.apply(&slice_yaml("web", &[&b1]));
+        let (b1, cluster) = web_with_one_backend();
         let daemon = Daemon::start(&cluster);
         let hairpin = "10.244.1.2 . tcp . 8080 . 10.244.1.2";
         let node_port = format!("{NODE_IP} . tcp . 30080");

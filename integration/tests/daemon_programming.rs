@@ -131,11 +131,7 @@ fn a_malformed_service_is_skipped_and_the_others_keep_working() {
 #[ignore = "needs the VM kernel: run integration/test"]
 fn the_shipped_configmap_configures_the_daemon() {
     in_netns(|| async {
-        node_link();
-        let b1 = Backend::start("b1", 1, 8080).unwrap();
-        let cluster = Cluster::start();
-        cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
-        cluster.apply(&slice_yaml("web", &[&b1]));
+        let (b1, cluster) = web_with_one_backend();
         // The daemon reads a whole ConfigMap too, as `kubectl get cm -o yaml` prints it.
         let configmap = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/configmap.yaml");
         let daemon = Daemon::start_with_flags(&cluster, &[format!("--config={configmap}")]);

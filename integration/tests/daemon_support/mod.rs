@@ -61,6 +61,18 @@ pub fn node_link() {
     ip(&["link", "set", "node0", "up"]).unwrap();
 }
 
+/// The common start of a daemon test: the node link, one backend `b1` (10.244.1.2:8080), and
+/// a fake API server holding Service `web` (ClusterIP 10.96.0.10:80, NodePort 30080) with a
+/// slice of that backend.
+pub fn web_with_one_backend() -> (Backend, Cluster) {
+    node_link();
+    let b1 = Backend::start("b1", 1, 8080).unwrap();
+    let cluster = Cluster::start();
+    cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
+    cluster.apply(&slice_yaml("web", &[&b1]));
+    (b1, cluster)
+}
+
 /// A fake API server running on a runtime of its own, so that the test thread may block.
 pub struct Cluster {
     runtime: Option<tokio::runtime::Runtime>,
