@@ -16,6 +16,15 @@ fn node_port_web() -> k8s_openapi::api::core::v1::Service {
     service("web", json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 30080}]}))
 }
 
+/// The addresses the model's NodePort virtual servers listen on, in the desired state's order.
+fn node_port_addresses(m: &Model) -> Vec<String> {
+    m.desired()
+        .virtual_servers()
+        .filter(|(_, v)| v.kind == VirtualServerKind::NodePort)
+        .map(|(id, _)| id.addr().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn cluster_ip_gets_one_virtual_server_bound_with_all_ready_endpoints() {
     let m = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[web_slice()]);
@@ -54,12 +63,7 @@ fn node_port_addresses_filter_node_addresses() {
         c.node_port_addresses = filters.iter().map(|f| f.parse::<NodePortAddress>().unwrap()).collect();
         let (m, w) = Model::from_objects(c, [&svc], [], Some(&node("zone-a", "192.168.0.10")));
         assert!(w.is_empty());
-        let got: Vec<String> = m
-            .desired()
-            .virtual_servers()
-            .filter(|(_, v)| v.kind == VirtualServerKind::NodePort)
-            .map(|(id, _)| id.addr().unwrap().to_string())
-            .collect();
+        let got = node_port_addresses(&m);
         assert_eq!(got, expected, "nodePortAddresses {filters:?}");
     }
 }
@@ -389,12 +393,7 @@ fn primary_node_port_addresses_are_the_first_internal_ip_of_each_family_else_the
         c.node_port_addresses = vec![NodePortAddress::Primary];
         let (m, w) = Model::from_objects(c, [&svc], [], Some(&node_with_addresses(addresses)));
         assert!(w.is_empty(), "{w:?}");
-        let got: Vec<String> = m
-            .desired()
-            .virtual_servers()
-            .filter(|(_, v)| v.kind == VirtualServerKind::NodePort)
-            .map(|(id, _)| id.addr().unwrap().to_string())
-            .collect();
+        let got = node_port_addresses(&m);
         assert_eq!(got, expected, "{addresses:?}");
     }
 }
