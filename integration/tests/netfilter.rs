@@ -70,6 +70,15 @@ fn forward_v6() {
     std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1").unwrap();
 }
 
+/// The common start of a data-path test: IPv6 forwarding on, and pod 1 answering on port 8080
+/// with the source address it sees.
+fn source_echo_pod() -> Peer {
+    forward_v6();
+    let pod = Peer::pod(1);
+    pod.serve_source(8080);
+    pod
+}
+
 /// `nft -j list table` of our table without rule handles, which a restart renumbers when it
 /// rewrites the skeleton's rules (same rules, new handles).
 fn listing(nft: &Nft) -> Option<serde_json::Value> {
@@ -93,9 +102,7 @@ fn listing(nft: &Nft) -> Option<serde_json::Value> {
 fn backends_see_the_node_or_the_client_as_the_masquerade_rule_says() {
     for v6 in [false, true] {
         in_netns(move || async move {
-            forward_v6();
-            let backend = Peer::pod(1);
-            backend.serve_source(8080);
+            let backend = source_echo_pod();
             let (outside, inside) = (Peer::client(2), Peer::pod(3));
             let target = virtual_server(vip(v6, 10), 80, &[backend.addr(v6)]).await;
             let mut netfilter = Netfilter::start(Nft::new(), config()).unwrap();
@@ -122,9 +129,7 @@ fn backends_see_the_node_or_the_client_as_the_masquerade_rule_says() {
 fn unknown_ports_on_service_addresses_are_refused_and_service_ports_work() {
     for v6 in [false, true] {
         in_netns(move || async move {
-            forward_v6();
-            let backend = Peer::pod(1);
-            backend.serve_source(8080);
+            let backend = source_echo_pod();
             let client = Peer::client(2);
             let target = virtual_server(vip(v6, 10), 80, &[backend.addr(v6)]).await;
             // A host service on every address: reachable through the ClusterIP without the filter.
@@ -158,9 +163,7 @@ fn unknown_ports_on_service_addresses_are_refused_and_service_ports_work() {
 fn load_balancer_source_ranges_admit_only_their_sources() {
     for v6 in [false, true] {
         in_netns(move || async move {
-            forward_v6();
-            let backend = Peer::pod(1);
-            backend.serve_source(8080);
+            let backend = source_echo_pod();
             let (allowed, other) = (Peer::client(2), Peer::client(3));
             let lb = if v6 { addr("2001:db8::10") } else { addr("203.0.113.10") };
             let target = virtual_server(lb, 80, &[backend.addr(v6)]).await;
@@ -188,9 +191,7 @@ fn load_balancer_source_ranges_admit_only_their_sources() {
 fn a_pod_reaches_itself_through_its_service() {
     for v6 in [false, true] {
         in_netns(move || async move {
-            forward_v6();
-            let pod = Peer::pod(1);
-            pod.serve_source(8080);
+            let pod = source_echo_pod();
             let target = virtual_server(vip(v6, 10), 80, &[pod.addr(v6)]).await;
             let to = SocketAddr::new(target.addr, 80);
             let mut netfilter = Netfilter::start(Nft::new(), config()).unwrap();
