@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use common::addr;
 use integration::{ask_name, in_netns};
-use ipvs::netfilter::{FilterConfig, FilterState, MasqueradeRule, Netfilter, Nft, Prefix, ServiceFilter, Target};
+use ipnet::IpNet;
 use ipvs::{Client, DummyLink, Protocol, RealServer, VirtualServer, VirtualServerId};
+use netfilter::{FilterConfig, FilterState, MasqueradeRule, Netfilter, Nft, ServiceFilter, Target};
 use netfilter_support::{Peer, serve_source};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,9 +24,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const DROP_WAIT: Duration = Duration::from_millis(1500);
 const TABLE: &str = "kube-ipvs-proxy";
 
-fn prefix(text: &str) -> Prefix {
-    let (a, l) = text.split_once('/').unwrap();
-    Prefix::new(addr(a), l.parse().unwrap()).unwrap()
+fn prefix(text: &str) -> IpNet {
+    text.parse().unwrap()
 }
 
 /// The cluster's pod prefixes: the [`Peer::pod`]s are inside, the [`Peer::client`]s outside.

@@ -7,9 +7,7 @@
 //! single calls, whole-table dumps ([`Client::table`]) and pipelined batches
 //! ([`Client::apply`]); [`DummyLink`] manages the dummy link that holds service addresses.
 //!
-//! [`netfilter`] is the rest of kube-proxy's IPVS mode: masquerade and filtering in one nftables
-//! table the proxy owns, kept in step by set element changes (pure state and scripts; the `nft`
-//! runner with `client`).
+//! [`listing`] prints a [`Table`] exactly as `ipvsadm -Ln` does (pure; `debug status` uses it).
 //!
 //! ```no_run
 //! # #[cfg(feature = "client")]
@@ -32,7 +30,7 @@
 #![deny(missing_docs)]
 
 mod error;
-pub mod netfilter;
+pub mod listing;
 mod types;
 pub mod wire;
 
@@ -51,6 +49,6 @@ pub use types::*;
 #[cfg(feature = "client")]
 pub use client::Client;
 #[cfg(feature = "client")]
-pub use link::{DummyLink, local_addresses};
+pub use link::DummyLink;
 #[cfg(feature = "client")]
 pub use socket::ClientOptions;

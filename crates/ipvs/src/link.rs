@@ -1,16 +1,14 @@
 //! [`DummyLink`]: the dummy link (`kube-ipvs0`) that holds service addresses so the host accepts
-//! their packets, and [`local_addresses`]. Spoken over rtnetlink.
+//! their packets, spoken over rtnetlink.
 //!
 //! Like upstream kube-proxy, the link is created and left down: a dummy link's addresses are
 //! local addresses whether it is up or not, and down it answers nothing on its own.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkDummy};
 
 use crate::{Error, ErrorKind, Result};
@@ -173,30 +171,4 @@ impl DummyLink {
             Err(e) => Err(link_error(format_args!("delete link {}", self.name), e)),
         }
     }
-}
-
-/// Every address on the host, with the name of its interface: what NodePorts listen on.
-pub async fn local_addresses() -> Result<Vec<(String, IpAddr)>> {
-    let ctx = "list local addresses";
-    let handle = connect(ctx)?;
-    let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(|e| link_error(ctx, e))?;
-    let names: HashMap<u32, String> = links
-        .iter()
-        .filter_map(|l| {
-            l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some((l.header.index, n.clone())),
-                _ => None,
-            })
-        })
-        .collect();
-    let addresses: Vec<AddressMessage> =
-        handle.address().get().execute().try_collect().await.map_err(|e| link_error(ctx, e))?;
-    Ok(addresses
-        .iter()
-        .filter_map(|m| {
-            let addr = address_of(m)?;
-            let name = names.get(&m.header.index).cloned().unwrap_or_else(|| format!("if{}", m.header.index));
-            Some((name, addr))
-        })
-        .collect())
 }

@@ -14,12 +14,11 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
 
+use ipnet::IpNet;
 use ipvs::{Operation, Table, VirtualServerId};
-use model::Cidr;
 
-use crate::BoxError;
 use crate::config::parse_cidrs;
-use crate::run::is_node_address;
+use crate::{BoxError, ResultExt};
 
 /// Flags of `kube-ipvs-proxy cleanup`.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,7 +58,7 @@ pub struct Ownership<'a> {
     /// Host addresses and the NodePort range, when `--node-ports` is given.
     pub node_ports: Option<(&'a BTreeSet<IpAddr>, RangeInclusive<u16>)>,
     /// Never touched.
-    pub exclude: &'a [Cidr],
+    pub exclude: &'a [IpNet],
 }
 
 impl Ownership<'_> {
@@ -87,21 +86,16 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
         Some(text) => parse_cidrs(text)?,
         None => Vec::new(),
     };
-    let client = ipvs::Client::connect().await.map_err(|e| format!("cannot open the IPVS netlink family: {e}"))?;
+    let client = ipvs::Client::connect().await.context(|| "cannot open the IPVS netlink family".into())?;
     let link = ipvs::DummyLink::open(&args.interface)
         .await
-        .map_err(|e| format!("cannot look up the dummy link {}: {e}", args.interface))?;
+        .context(|| format!("cannot look up the dummy link {}", args.interface))?;
     let bound: BTreeSet<IpAddr> = match &link {
         Some(link) => link.addresses().await?.into_iter().collect(),
         None => BTreeSet::new(),
     };
     let node: BTreeSet<IpAddr> = if args.node_ports {
-        ipvs::local_addresses()
-            .await?
-            .into_iter()
-            .filter(|(ifname, addr)| is_node_address(ifname, addr, &args.interface))
-            .map(|(_, addr)| addr)
-            .collect()
+        sources::node_addresses(&args.interface).await?.into_iter().collect()
     } else {
         BTreeSet::new()
     };
@@ -142,8 +136,8 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
     }
     println!("{kept} virtual servers not owned by this proxy left untouched");
     // The proxy's nftables rules are all in its own table: deleting the table is the cleanup.
-    let nft = ipvs::netfilter::Nft::new();
-    let table = ipvs::netfilter::FilterConfig::new(Vec::new()).table;
+    let nft = netfilter::Nft::new();
+    let table = netfilter::FilterConfig::new(Vec::new()).table;
     match nft.list_table_json(&table) {
         Ok(None) => println!("no nftables table inet {table}"),
         Ok(Some(_)) if args.dry_run => println!("{verb} nftables table inet {table}"),
@@ -155,7 +149,7 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
             }
         },
         // Without the nft binary the proxy cannot have made the table either.
-        Err(ipvs::netfilter::NftError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_program_missing() => {
             println!("no nft binary: no nftables table to delete")
         }
         Err(e) => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ipvsadm_format::Columns;
+use ipvs::listing::Columns;
 
 /// A Kubernetes service proxy that programs the kernel's IPVS tables over netlink.
 #[derive(Debug, Parser)]
@@ -140,7 +140,8 @@ pub struct RenderArgs {
     pub scheduler: String,
     /// The pod network (repeatable, CIDR); decides which sources count as cluster traffic.
     #[arg(long = "cluster-cidr")]
-    pub cluster_cidrs: Vec<model::Cidr>,
+    #[arg(value_parser = |s: &str| model::parse_prefix(s))]
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
     /// Print the desired state as JSON.
     #[arg(long)]
     pub json: bool,

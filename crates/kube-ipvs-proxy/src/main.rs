@@ -5,7 +5,6 @@ mod cleanup;
 mod cli;
 mod config;
 mod debug;
-mod ipvsadm_format;
 mod run;
 mod serve;
 
@@ -16,6 +15,28 @@ use clap::Parser;
 
 /// The binary's error: any failure, with its chain of causes printed by [`report`].
 pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// What the binary was doing when a library call failed, with that failure kept as the
+/// [`Error::source`], so that [`report`] prints the whole chain (ripgrep's style of context).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+pub(crate) struct Context {
+    what: String,
+    #[source]
+    source: BoxError,
+}
+
+/// Adds [`Context`] to a failed result.
+pub(crate) trait ResultExt<T> {
+    /// On failure, says what was being done (built only then).
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, BoxError>;
+}
+
+impl<T, E: Into<BoxError>> ResultExt<T> for Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, BoxError> {
+        self.map_err(|source| Box::new(Context { what: what(), source: source.into() }) as BoxError)
+    }
+}
 
 fn main() -> ExitCode {
     match try_main() {
@@ -66,8 +87,7 @@ fn tune_malloc() {
 
 /// Logs go to stderr so that stdout stays the command's output (tables, JSON).
 fn init_logging(filter: &str) -> Result<(), BoxError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|err| format!("invalid log filter {filter:?}: {err}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context(|| format!("invalid log filter {filter:?}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     Ok(())

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use model::Config;
+use model::{Config, Model, Warning};
 
 /// Endpoints per Service.
 pub const ENDPOINTS: u32 = 10;
@@ -19,9 +19,28 @@ pub const NODE: &str = "node-0";
 /// The settings of the synthetic node.
 pub fn config() -> Config {
     let mut c = Config::new(NODE);
-    c.node_addresses = vec![IpAddr::V4(Ipv4Addr::new(192, 168, 0, 10))];
     c.cluster_cidrs = vec!["10.128.0.0/9".parse().unwrap()];
     c
+}
+
+/// The synthetic node's address (NodePorts listen on it).
+pub fn node_address() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 168, 0, 10))
+}
+
+/// The model of `services` and `slices` on the synthetic node: its address first, then the
+/// slices, then the Services (each Service computed once, with all its endpoints).
+pub fn build(services: &[Service], slices: &[EndpointSlice]) -> (Model, Vec<Warning>) {
+    let mut model = Model::new(config());
+    model.set_node_addresses(vec![node_address()]);
+    let mut warnings = Vec::new();
+    for slice in slices {
+        warnings.extend(model.upsert_endpoint_slice(slice));
+    }
+    for svc in services {
+        warnings.extend(model.upsert_service(svc));
+    }
+    (model, warnings)
 }
 
 fn meta(name: String, labels: Option<BTreeMap<String, String>>) -> ObjectMeta {

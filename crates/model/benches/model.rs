@@ -20,7 +20,7 @@ struct Programmed {
 impl Programmed {
     fn new(n: u32) -> Programmed {
         let (services, slices) = fixtures::cluster(n);
-        let (mut model, _) = Model::from_objects(fixtures::config(), &services, &slices, None);
+        let (mut model, _) = fixtures::build(&services, &slices);
         let mut observed = Observed::new();
         let mut graceful = GracefulRemovals::new();
         for step in &model.plan(&Observed::new(), &Scope::All, &mut graceful, Duration::ZERO).steps {
@@ -49,7 +49,7 @@ fn full_build(c: &mut Criterion) {
     for n in [1_000u32, 10_000, 50_000] {
         let (services, slices) = fixtures::cluster(n);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| Model::from_objects(fixtures::config(), &services, &slices, None).0.desired().len())
+            b.iter(|| fixtures::build(&services, &slices).0.desired().len())
         });
     }
     group.finish();
@@ -81,7 +81,7 @@ fn ratio_at_10k() {
     let full = (0..3)
         .map(|_| {
             let start = Instant::now();
-            black_box(Model::from_objects(fixtures::config(), &services, &slices, None));
+            black_box(fixtures::build(&services, &slices));
             start.elapsed()
         })
         .min()

@@ -1,13 +1,14 @@
 //! The proxy's settings that shape the desired state.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::{Cidr, CidrError};
+use ipnet::IpNet;
+
+use crate::prefix::{PrefixError, parse_prefix};
 
 /// The IPVS schedulers the kernel ships; a scheduler name outside this list is refused.
 pub const KNOWN_SCHEDULERS: &[&str] =
@@ -26,20 +27,20 @@ pub const SCHEDULER_ANNOTATION: &str = "ipvs.kube-ipvs-proxy.io/scheduler";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NodePortAddress {
     /// Node addresses inside this prefix.
-    Cidr(Cidr),
+    Cidr(IpNet),
     /// The node's primary addresses (per family, its first `InternalIP`, else first `ExternalIP`).
     Primary,
 }
 
 impl FromStr for NodePortAddress {
-    type Err = CidrError;
+    type Err = PrefixError;
 
-    /// `primary` (any case) or a prefix as [`Cidr`] parses it.
-    fn from_str(text: &str) -> Result<NodePortAddress, CidrError> {
+    /// `primary` (any case) or a prefix as [`parse_prefix`] reads it.
+    fn from_str(text: &str) -> Result<NodePortAddress, PrefixError> {
         if text.trim().eq_ignore_ascii_case("primary") {
             Ok(NodePortAddress::Primary)
         } else {
-            text.parse().map(NodePortAddress::Cidr)
+            parse_prefix(text).map(NodePortAddress::Cidr)
         }
     }
 }
@@ -58,32 +59,26 @@ impl fmt::Display for NodePortAddress {
 pub struct Config {
     /// This node's name: endpoints whose `nodeName` equals it are local.
     pub node_name: String,
-    /// The node's addresses, both families, that NodePorts listen on: the daemon fills it with
-    /// the host's interface addresses minus kube-ipvs0, loopback and IPv6 link-local ones.
-    /// Also decides ownership in the plan. Can change later with `Model::set_node_addresses`.
-    pub node_addresses: Vec<IpAddr>,
     /// `nodePortAddresses`: when non-empty, NodePorts use only node addresses matching one entry.
     pub node_port_addresses: Vec<NodePortAddress>,
     /// Scheduler for Services without the scheduler annotation (upstream `ipvs.scheduler`, `rr`).
     pub default_scheduler: String,
     /// `clusterCIDR`s: ClusterIP traffic from outside them is masqueraded.
-    pub cluster_cidrs: Vec<Cidr>,
+    pub cluster_cidrs: Vec<IpNet>,
     /// `masqueradeAll`: masquerade all ClusterIP traffic.
     pub masquerade_all: bool,
     /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never created, changed or deleted.
-    pub exclude_cidrs: Vec<Cidr>,
+    pub exclude_cidrs: Vec<IpNet>,
     /// How long a removed TCP real server with connections keeps weight 0 before it is deleted
     /// anyway.
     pub graceful_termination: Duration,
 }
 
 impl Config {
-    /// Settings for node `node_name` with upstream's defaults: scheduler `rr`, no node
-    /// addresses, no prefixes, no masqueradeAll, and 15 minutes of graceful termination.
+    /// Settings for node `node_name` with upstream's defaults: scheduler `rr`, no prefixes, no masqueradeAll, and 15 minutes of graceful termination.
     pub fn new(node_name: impl Into<String>) -> Config {
         Config {
             node_name: node_name.into(),
-            node_addresses: Vec::new(),
             node_port_addresses: Vec::new(),
             default_scheduler: "rr".to_owned(),
             cluster_cidrs: Vec::new(),
@@ -91,10 +86,5 @@ impl Config {
             exclude_cidrs: Vec::new(),
             graceful_termination: Duration::from_secs(15 * 60),
         }
-    }
-
-    /// Whether `addr` is in one of the excluded prefixes.
-    pub fn is_excluded(&self, addr: &IpAddr) -> bool {
-        self.exclude_cidrs.iter().any(|c| c.contains(addr))
     }
 }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use ipvs::{RealServer, RealServerId, VirtualServer, VirtualServerId};
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::Cidr;
 use crate::names::{ServiceKey, ServicePortRef};
+use ipnet::IpNet;
 
 /// Which address of a Service a virtual server listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub struct DesiredVirtualServer {
     /// Which of its traffic needs masquerade.
     pub masquerade: Masquerade,
     /// `loadBalancerSourceRanges` for LoadBalancer virtual servers (empty: any source).
-    pub source_ranges: Vec<Cidr>,
+    pub source_ranges: Vec<IpNet>,
     /// Whether its address is to be bound on kube-ipvs0 (not for NodePorts, nor for a
     /// LoadBalancer IP that is already a node address).
     pub bind: bool,
@@ -159,7 +159,7 @@ pub struct ServiceInfo {
     /// `internalTrafficPolicy: Local`.
     pub internal_traffic_local: bool,
     /// `loadBalancerSourceRanges`.
-    pub source_ranges: Vec<Cidr>,
+    pub source_ranges: Vec<IpNet>,
     /// The virtual servers this Service asked for, ordered (including any lost to another
     /// Service claiming the same id).
     pub virtual_servers: Vec<VirtualServerId>,

@@ -12,7 +12,7 @@ use crate::service::{family_name, parse_protocol, port_number};
 use crate::warning::Warning;
 
 /// The label linking a slice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::update::SERVICE_NAME_LABEL;
 /// The label upstream's watch excludes (slices of headless Services).
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 

@@ -32,29 +32,29 @@
 
 mod build;
 mod changes;
-mod cidr;
 mod claims;
 mod config;
 mod desired;
 mod endpoints;
-mod filter;
 mod graceful;
 mod model;
 mod names;
 mod observed;
 mod plan;
+mod prefix;
 mod serde_pairs;
 mod service;
+mod update;
 mod warning;
 
 pub use changes::{Changes, Scope};
-pub use cidr::{Cidr, CidrError};
 pub use config::{Config, KNOWN_SCHEDULERS, NodePortAddress, SCHEDULER_ANNOTATION, is_known_scheduler};
 pub use desired::{DesiredState, DesiredVirtualServer, Masquerade, ServiceInfo, VirtualServerKind};
-pub use filter::{cidr_prefix, filter_config, filter_state, filter_updates, service_filter};
 pub use graceful::GracefulRemovals;
 pub use model::{Model, ModelStats};
 pub use names::{ServiceKey, ServicePortRef};
 pub use observed::{Observed, ObservedRealServer, ObservedVirtualServer};
 pub use plan::{Plan, PlanPolicy, Step, operation_target, plan};
+pub use prefix::{PrefixError, parse_prefix};
+pub use update::{Change, SERVICE_NAME_LABEL, Update};
 pub use warning::Warning;

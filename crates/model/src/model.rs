@@ -61,13 +61,12 @@ pub struct Model {
 }
 
 impl Model {
-    /// An empty model with `config`; `config.node_addresses` are the initial node addresses.
+    /// An empty model with `config`, no node address yet ([`Model::set_node_addresses`]).
     pub fn new(config: Config) -> Model {
-        let node = NodeFacts { addresses: config.node_addresses.clone(), ..NodeFacts::default() };
         Model {
-            node_addresses_seen: config.node_addresses.iter().copied().collect(),
+            node: NodeFacts::default(),
+            node_addresses_seen: BTreeSet::new(),
             config,
-            node,
             services: HashMap::new(),
             slice_owner: HashMap::new(),
             slices_by_service: HashMap::new(),
@@ -229,13 +228,17 @@ impl Model {
             return;
         }
         self.node_addresses_seen.extend(addresses.iter().copied());
-        self.config.node_addresses = addresses.clone();
         self.node.addresses = addresses;
         let keys: Vec<ServiceKey> =
             self.services.iter().filter(|(_, s)| s.depends_on_node_addresses()).map(|(k, _)| k.clone()).collect();
         for key in keys {
             self.recompute(&key, &mut Vec::new());
         }
+    }
+
+    /// The node addresses NodePorts listen on, as last set.
+    pub fn node_addresses(&self) -> &[IpAddr] {
+        &self.node.addresses
     }
 
     /// The desired state.

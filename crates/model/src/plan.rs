@@ -9,11 +9,11 @@ use ipvs::{Operation, Protocol, RealServer, VirtualServer, VirtualServerId};
 use serde::{Deserialize, Serialize};
 
 use crate::changes::Scope;
-use crate::cidr::Cidr;
 use crate::config::Config;
 use crate::desired::{DesiredState, DesiredVirtualServer};
 use crate::graceful::GracefulRemovals;
 use crate::observed::{Observed, ObservedVirtualServer};
+use ipnet::IpNet;
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,16 +84,16 @@ pub struct PlanPolicy {
     /// Node addresses, present and past: NodePort virtual servers on them are this proxy's.
     pub node_addresses: BTreeSet<IpAddr>,
     /// Never touched, desired or not.
-    pub exclude_cidrs: Vec<Cidr>,
+    pub exclude_cidrs: Vec<IpNet>,
     /// How long a removed TCP real server with connections stays at weight 0 before deletion.
     pub graceful_termination: Duration,
 }
 
 impl PlanPolicy {
-    /// The policy of `config`.
+    /// The policy of `config`, with no node address yet (the model adds those it has seen).
     pub fn from_config(config: &Config) -> PlanPolicy {
         PlanPolicy {
-            node_addresses: config.node_addresses.iter().copied().collect(),
+            node_addresses: BTreeSet::new(),
             exclude_cidrs: config.exclude_cidrs.clone(),
             graceful_termination: config.graceful_termination,
         }

@@ -5,9 +5,11 @@ use std::net::IpAddr;
 use ipvs::{Family, Protocol};
 use k8s_openapi::api::core::v1::Service;
 
-use crate::cidr::Cidr;
+use ipnet::IpNet;
+
 use crate::config::{Config, SCHEDULER_ANNOTATION, is_known_scheduler};
 use crate::names::ServiceKey;
+use crate::prefix::parse_prefix;
 use crate::warning::Warning;
 
 /// Label that hands a Service to another proxy (upstream skips such Services).
@@ -49,7 +51,7 @@ pub(crate) struct ServiceSpec {
     pub external_local: bool,
     pub internal_local: bool,
     pub health_check_node_port: Option<u16>,
-    pub source_ranges: Vec<Cidr>,
+    pub source_ranges: Vec<IpNet>,
 }
 
 impl ServiceSpec {
@@ -202,7 +204,7 @@ fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Wa
     };
     let mut source_ranges = Vec::new();
     for text in spec.load_balancer_source_ranges.iter().flatten() {
-        let cidr: Cidr = text.parse().map_err(|e| format!("loadBalancerSourceRanges: {e}"))?;
+        let cidr = parse_prefix(text).map_err(|e| format!("loadBalancerSourceRanges: {e}"))?;
         source_ranges.push(cidr);
     }
 

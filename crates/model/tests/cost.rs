@@ -7,12 +7,12 @@ mod fixtures;
 
 use std::time::Duration;
 
-use model::{GracefulRemovals, Model, Observed, Scope};
+use model::{GracefulRemovals, Observed, Scope};
 
 #[test]
 fn one_slice_update_in_10k_services_recomputes_one_service_and_plans_only_its_virtual_servers() {
     let (services, slices) = fixtures::cluster(10_000);
-    let (mut m, warnings) = Model::from_objects(fixtures::config(), &services, &slices, None);
+    let (mut m, warnings) = fixtures::build(&services, &slices);
     assert!(warnings.is_empty());
     assert_eq!(m.desired().len(), 10_000 + 2 * 2_000 + 2_000, "ClusterIPs, 2 ports on every fifth, NodePorts");
     assert_eq!(m.desired().real_server_count(), m.desired().len() * 10);
@@ -52,7 +52,7 @@ fn one_slice_update_in_10k_services_recomputes_one_service_and_plans_only_its_vi
 #[test]
 fn node_address_change_recomputes_only_services_on_node_addresses() {
     let (services, slices) = fixtures::cluster(2_000);
-    let (mut m, _) = Model::from_objects(fixtures::config(), &services, &slices, None);
+    let (mut m, _) = fixtures::build(&services, &slices);
     let before = m.stats().services_recomputed;
     m.set_node_addresses(vec!["192.168.0.11".parse().unwrap()]);
     assert_eq!(m.stats().services_recomputed - before, 400, "the NodePort fifth only");

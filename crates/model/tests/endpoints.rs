@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use model::{Config, Masquerade, Model};
+use model::{Config, Masquerade};
 use serde_json::{Value, json};
 
 fn lb_local(etp: &str, itp: &str) -> k8s_openapi::api::core::v1::Service {
@@ -116,7 +116,7 @@ fn topology_hints_prefer_node_then_zone_only_when_all_ready_are_hinted_and_one_m
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
     for (what, eps, expected) in cases {
         let s = slice("web-1", "web", "IPv4", json!([{"port": 80}]), Value::Array(eps));
-        let (m, w) = Model::from_objects(config(), [&svc], [&s], Some(&node("zone-a", NODE_V4)));
+        let (m, w) = from_objects(config(), [&svc], [&s], Some(&node("zone-a", NODE_V4)));
         assert!(w.is_empty());
         assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), expected, "{what}");
     }
@@ -133,7 +133,7 @@ fn zone_change_of_the_node_recomputes_hinted_services() {
         json!([hinted("10.0.1.1", "n1", &[], &["zone-a"]), hinted("10.0.1.2", "n2", &[], &["zone-b"])]),
     );
     let unhinted = service("plain", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}));
-    let (mut m, _) = Model::from_objects(config(), [&svc, &unhinted], [&s], Some(&node("zone-a", NODE_V4)));
+    let (mut m, _) = from_objects(config(), [&svc, &unhinted], [&s], Some(&node("zone-a", NODE_V4)));
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:80"]);
     let before = m.stats().services_recomputed;
     m.set_node(&node("zone-b", NODE_V4));
@@ -228,7 +228,7 @@ fn several_slices_per_service_are_merged_and_an_endpoint_in_two_counts_once() {
 
 #[test]
 fn slices_arriving_before_their_service_are_used_when_it_comes() {
-    let mut m = Model::new(config());
+    let mut m = new_model(config());
     m.upsert_endpoint_slice(&slice("web-1", "web", "IPv4", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)])));
     assert!(m.desired().is_empty());
     m.upsert_service(&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]})));
@@ -249,12 +249,8 @@ fn cluster_ip_masquerade_follows_settings() {
         let mut c = Config::new(NODE);
         c.masquerade_all = all;
         c.cluster_cidrs = cidrs.iter().map(|s| s.parse().unwrap()).collect();
-        let (m, _) = Model::from_objects(
-            c,
-            [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))],
-            [],
-            None,
-        );
+        let (m, _) =
+            from_objects(c, [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], [], None);
         assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().masquerade, expected);
     }
 }
@@ -285,7 +281,7 @@ fn malformed_slices_are_skipped_with_a_reason_and_others_unaffected() {
         );
     }
     let fqdn = slice("web-fqdn", "web", "FQDN", json!([{"port": 80}]), json!([{"addresses": ["example.com"]}]));
-    let mut m = Model::new(config());
+    let mut m = new_model(config());
     assert!(m.upsert_endpoint_slice(&fqdn).is_empty(), "FQDN slices are ignored silently");
 }
 

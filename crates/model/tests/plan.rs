@@ -163,7 +163,7 @@ fn graceful_removal_deletes_when_connections_end_or_time_is_up() {
         let mut c = config();
         c.graceful_termination = grace;
         let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
-        let (mut m, _) = Model::from_objects(c, [&svc], [&web_slice(&["10.0.0.1", "10.0.0.2"])], None);
+        let (mut m, _) = from_objects(c, [&svc], [&web_slice(&["10.0.0.1", "10.0.0.2"])], None);
         let vs = tcp("10.96.0.10", 80);
         let mut observed = programmed(&m);
         observed.set_connections(&vs, &rs("10.0.0.2", 8080), conns(4, 0));
@@ -240,7 +240,7 @@ fn only_owned_virtual_servers_are_ever_deleted() {
     let m = model_of(&[web(json!({}))], &[web_slice(&["10.0.0.1"])]);
     let mut c = config();
     c.exclude_cidrs = vec!["10.200.0.0/16".parse().unwrap()];
-    let (m_excl, _) = Model::from_objects(c, [&web(json!({}))], [&web_slice(&["10.0.0.1"])], None);
+    let (m_excl, _) = from_objects(c, [&web(json!({}))], [&web_slice(&["10.0.0.1"])], None);
     // (virtual server in the kernel, bound on kube-ipvs0, deleted?)
     let cases = [
         (tcp("10.96.0.99", 80), true, true),   // stale, on a bound address: ours
@@ -327,9 +327,7 @@ fn node_port_on_a_lost_node_address_is_deleted_only_when_the_address_is_known_to
     let now = vec![ip("192.168.0.11")];
     // (how the model learnt its addresses, whether the stale NodePort is deleted)
     let restarted = |remember: bool| {
-        let mut c = config();
-        c.node_addresses = now.clone();
-        let (mut m, _) = Model::from_objects(c, [&objects.0], [&objects.1], None);
+        let (mut m, _) = from_objects_on(now.clone(), config(), [&objects.0], [&objects.1], None);
         if remember {
             m.remember_node_addresses(running.node_addresses_seen().copied());
         }

@@ -13,7 +13,7 @@ use ipvs::{
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use model::{Config, GracefulRemovals, Model, Observed, Scope};
+use model::{Config, GracefulRemovals, Observed, Scope};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -178,7 +178,12 @@ fn same_config(a: &VirtualServer, b: &VirtualServer) -> bool {
 }
 
 fn excluded(config: &Config, id: &VirtualServerId) -> bool {
-    id.addr().is_none_or(|a| config.is_excluded(&a))
+    id.addr().is_none_or(|a| is_excluded(config, &a))
+}
+
+/// Whether `addr` lies in an excluded prefix.
+fn is_excluded(config: &Config, addr: &IpAddr) -> bool {
+    config.exclude_cidrs.iter().any(|c| c.contains(addr))
 }
 
 proptest! {
@@ -192,7 +197,7 @@ proptest! {
         slices in proptest::collection::vec(arb_slice(), 0..6),
         before in arb_kernel(),
     ) {
-        let (m, _) = Model::from_objects(prop_config(), &services, &slices, None);
+        let (m, _) = from_objects(prop_config(), &services, &slices, None);
         let mut graceful = GracefulRemovals::new();
         let plan = m.plan(&before, &Scope::All, &mut graceful, Duration::from_secs(1));
         let mut after = before.clone();
@@ -229,19 +234,19 @@ proptest! {
             // are tuple virtual servers on an address bound (or to be bound) on kube-ipvs0 or on
             // a node address, outside the excluded prefixes.
             let owned = id.addr().is_some_and(|a| {
-                !m.config().is_excluded(&a)
-                    && (before.is_bound(&a) || desired.wants_address(&a) || m.config().node_addresses.contains(&a))
+                !is_excluded(m.config(), &a)
+                    && (before.is_bound(&a) || desired.wants_address(&a) || m.node_addresses().contains(&a))
             });
             prop_assert_eq!(after.virtual_server(id).is_some(), !owned, "{}", id);
             if !owned {
                 prop_assert_eq!(after.virtual_server(id), Some(o), "foreign {} touched", id);
             }
         }
-        for addr in desired.addresses().filter(|a| !m.config().is_excluded(a)) {
+        for addr in desired.addresses().filter(|a| !is_excluded(m.config(), a)) {
             prop_assert!(after.is_bound(addr));
         }
         for addr in after.bound() {
-            prop_assert!(desired.wants_address(addr) || m.config().is_excluded(addr), "{} still bound", addr);
+            prop_assert!(desired.wants_address(addr) || is_excluded(m.config(), addr), "{} still bound", addr);
         }
         // Once converged, nothing more to do (draining real servers wait for their counters).
         let again = m.plan(&after, &Scope::All, &mut graceful, Duration::from_secs(2));
@@ -254,7 +259,7 @@ proptest! {
         services in proptest::collection::vec(arb_service(), 0..6),
         slices in proptest::collection::vec(arb_slice(), 0..6),
     ) {
-        let (m, _) = Model::from_objects(prop_config(), &services, &slices, None);
+        let (m, _) = from_objects(prop_config(), &services, &slices, None);
         let mut observed = Observed::new();
         let mut graceful = GracefulRemovals::new();
         let plan = m.plan(&observed, &Scope::All, &mut graceful, Duration::ZERO);
@@ -282,12 +287,12 @@ proptest! {
             0..25,
         ),
     ) {
-        let mut m = Model::new(prop_config());
+        let mut m = new_model(prop_config());
         let mut kernel = Observed::new();
         let mut graceful = GracefulRemovals::new();
         let mut services: BTreeMap<String, Service> = BTreeMap::new();
         let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
-        let mut node_addresses = prop_config().node_addresses;
+        let mut node_addresses = common::node_addresses();
         let mut zone = None;
         for op in ops {
             match op {
@@ -327,9 +332,8 @@ proptest! {
                 kernel.apply(step);
             }
         }
-        let mut c = prop_config();
-        c.node_addresses = node_addresses;
-        let (scratch, _) = Model::from_objects(c, services.values(), slices.values(), zone.as_ref());
+        let (scratch, _) =
+            from_objects_on(node_addresses, prop_config(), services.values(), slices.values(), zone.as_ref());
         prop_assert_eq!(m.desired(), scratch.desired());
         prop_assert_eq!(m.service_infos().collect::<Vec<_>>(), scratch.service_infos().collect::<Vec<_>>());
         let mut fresh = Observed::new();
@@ -412,7 +416,7 @@ proptest! {
             "ports": [{"port": ints[4], "protocol": texts[8]}, {"name": texts[2], "port": ints[5]}],
         });
         let good = service("good", json!({"clusterIP": "10.96.0.200", "ports": [{"port": 80}]}));
-        let mut m = Model::new(prop_config());
+        let mut m = new_model(prop_config());
         m.upsert_service(&good);
         // Objects that do not even deserialize are the watcher's business; the rest must not panic.
         let mut handled_or_warned = true;

@@ -59,9 +59,9 @@ fn node_port_addresses_filter_node_addresses() {
     ];
     for (filters, expected) in cases {
         let mut c = config();
-        c.node_addresses = vec![ip("192.168.0.10"), ip("192.168.1.10")];
         c.node_port_addresses = filters.iter().map(|f| f.parse::<NodePortAddress>().unwrap()).collect();
-        let (m, w) = Model::from_objects(c, [&svc], [], Some(&node("zone-a", "192.168.0.10")));
+        let addrs = vec![ip("192.168.0.10"), ip("192.168.1.10")];
+        let (m, w) = from_objects_on(addrs, c, [&svc], [], Some(&node("zone-a", "192.168.0.10")));
         assert!(w.is_empty());
         let got = node_port_addresses(&m);
         assert_eq!(got, expected, "nodePortAddresses {filters:?}");
@@ -118,7 +118,7 @@ fn external_ips_are_virtual_servers_bound_and_other_family_ones_warned() {
         json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}],
         "externalIPs": ["203.0.113.7", "2001:db8::7"]}),
     );
-    let (m, w) = Model::from_objects(config(), [&svc], [], None);
+    let (m, w) = from_objects(config(), [&svc], [], None);
     assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 203.0.113.7:80"]);
     assert_eq!(bound(&m), ["10.96.0.10", "203.0.113.7"]);
     assert_eq!(w.len(), 1);
@@ -186,7 +186,7 @@ fn services_not_for_this_proxy_are_skipped_silently() {
         ),
     ];
     for (what, svc) in cases {
-        let (m, w) = Model::from_objects(config(), [&svc], [], None);
+        let (m, w) = from_objects(config(), [&svc], [], None);
         assert!(m.desired().is_empty() && m.service_infos().len() == 0, "{what} must be skipped");
         assert!(w.is_empty(), "{what}: {w:?}");
     }
@@ -240,7 +240,7 @@ fn scheduler_annotation_picks_a_known_scheduler_and_ignores_unknown_ones() {
             None => json!({}),
         };
         let svc = service_with("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}), extra);
-        let (m, w) = Model::from_objects(config(), [&svc], [], None);
+        let (m, w) = from_objects(config(), [&svc], [], None);
         assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.scheduler, expected);
         assert_eq!(!w.is_empty(), warned, "{annotation:?}: {w:?}");
     }
@@ -250,12 +250,8 @@ fn scheduler_annotation_picks_a_known_scheduler_and_ignores_unknown_ones() {
 fn default_scheduler_comes_from_the_settings() {
     let mut c = config();
     c.default_scheduler = "lc".into();
-    let (m, _) = Model::from_objects(
-        c,
-        [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))],
-        [],
-        None,
-    );
+    let (m, _) =
+        from_objects(c, [&service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], [], None);
     assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.scheduler, "lc");
 }
 
@@ -287,7 +283,7 @@ fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
     let good = service("good", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
     for (spec, word) in cases {
         let bad = service("bad", spec.clone());
-        let mut m = Model::new(config());
+        let mut m = new_model(config());
         assert!(m.upsert_service(&good).is_empty());
         // A valid version first: the malformed update must remove it.
         m.upsert_service(&service("bad", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 81}]})));
@@ -307,7 +303,7 @@ fn load_balancer_with_bad_ingress_ip_is_skipped() {
         json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
         json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3"}]}}}),
     );
-    let (m, w) = Model::from_objects(config(), [&svc], [], None);
+    let (m, w) = from_objects(config(), [&svc], [], None);
     assert!(m.desired().is_empty());
     assert!(w[0].reason.contains("1.2.3"));
 }
@@ -317,7 +313,7 @@ fn two_services_claiming_one_virtual_server_resolve_by_name_in_any_order() {
     let a = service("a", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}], "externalIPs": ["203.0.113.7"]}));
     let b = service("b", json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}], "externalIPs": ["203.0.113.7"]}));
     for order in [[&a, &b], [&b, &a]] {
-        let (m, w) = Model::from_objects(Config::new(NODE), order, [], None);
+        let (m, w) = from_objects(Config::new(NODE), order, [], None);
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name, "a");
         let mut m = m;
@@ -346,7 +342,7 @@ fn load_balancer_without_allocated_node_ports_gets_no_node_port_virtual_servers(
 fn node_objects_of_other_nodes_are_ignored_with_a_warning() {
     let mut c = config();
     c.node_port_addresses = vec![NodePortAddress::Primary];
-    let mut m = Model::new(c);
+    let mut m = new_model(c);
     assert!(m.upsert_service(&node_port_web()).is_empty());
     assert!(m.set_node(&node("zone-a", NODE_V4)).is_empty());
     let ours = vs_names(&m);
@@ -389,9 +385,9 @@ fn primary_node_port_addresses_are_the_first_internal_ip_of_each_family_else_the
     ];
     for (addresses, expected) in cases {
         let mut c = config();
-        c.node_addresses = ["192.168.0.10", "192.168.1.10", "fd00:1::10"].map(ip).to_vec();
         c.node_port_addresses = vec![NodePortAddress::Primary];
-        let (m, w) = Model::from_objects(c, [&svc], [], Some(&node_with_addresses(addresses)));
+        let addrs = ["192.168.0.10", "192.168.1.10", "fd00:1::10"].map(ip).to_vec();
+        let (m, w) = from_objects_on(addrs, c, [&svc], [], Some(&node_with_addresses(addresses)));
         assert!(w.is_empty(), "{w:?}");
         let got = node_port_addresses(&m);
         assert_eq!(got, expected, "{addresses:?}");
@@ -407,7 +403,7 @@ fn a_new_primary_address_recomputes_node_ports_only_when_primary_is_configured()
         let mut c = config();
         c.node_port_addresses = filters.iter().map(|f| f.parse().unwrap()).collect();
         let first = node_with_addresses(&[("InternalIP", NODE_V4)]);
-        let (mut m, _) = Model::from_objects(c, [&node_port_web(), &plain], [], Some(&first));
+        let (mut m, _) = from_objects(c, [&node_port_web(), &plain], [], Some(&first));
         let before = m.stats().services_recomputed;
         m.set_node(&node_with_addresses(&[("InternalIP", "192.168.0.11")]));
         assert_eq!(m.stats().services_recomputed - before, recomputed, "{filters:?}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::duration::parse_duration;
-use super::{Cidr, ConfigError, NodePortAddress, parse_cidrs, parse_node_port_addresses};
+use super::{ConfigError, IpNet, NodePortAddress, parse_cidrs, parse_node_port_addresses};
 
 /// The API group/version this reader understands.
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
@@ -62,7 +62,7 @@ pub struct FileConfig {
     /// `metricsBindAddress`, unparsed.
     pub metrics_bind_address: Option<String>,
     /// `clusterCIDR` (comma-separated for dual-stack).
-    pub cluster_cidrs: Option<Vec<Cidr>>,
+    pub cluster_cidrs: Option<Vec<IpNet>>,
     /// `masqueradeAll` or the older `iptables.masqueradeAll`.
     pub masquerade_all: Option<bool>,
     /// `iptables.masqueradeBit` (0 to 31).
@@ -76,7 +76,7 @@ pub struct FileConfig {
     /// `ipvs.minSyncPeriod`, else `minSyncPeriod`.
     pub min_sync_period: Option<Duration>,
     /// `ipvs.excludeCIDRs`.
-    pub exclude_cidrs: Option<Vec<Cidr>>,
+    pub exclude_cidrs: Option<Vec<IpNet>>,
     /// `ipvs.strictARP`.
     pub strict_arp: Option<bool>,
     /// `ipvs.tcpTimeout`.
@@ -150,7 +150,7 @@ impl FileConfig {
             sync_period,
             min_sync_period,
             exclude_cidrs: strings(&doc, "ipvs.excludeCIDRs")?
-                .map(|list| list.iter().map(|s| s.parse()).collect::<Result<Vec<Cidr>, _>>())
+                .map(|list| list.iter().map(|s| model::parse_prefix(s)).collect::<Result<Vec<IpNet>, _>>())
                 .transpose()?,
             strict_arp: boolean(&doc, "ipvs.strictARP")?,
             tcp_timeout: duration(&doc, "ipvs.tcpTimeout")?,
@@ -372,7 +372,7 @@ winkernel:
             ("masqueradeAll: true\n", |c| c.masquerade_all == Some(true)),
             ("nodePortAddresses: [primary]\n", |c| c.node_port_addresses == Some(vec![NodePortAddress::Primary])),
             ("nodePortAddresses: [10.0.0.0/8]\n", |c| {
-                c.node_port_addresses == Some(vec![NodePortAddress::Cidr("10.0.0.0/8".parse().unwrap())])
+                c.node_port_addresses == Some(vec![NodePortAddress::Cidr(model::parse_prefix("10.0.0.0/8").unwrap())])
             }),
             ("mode: iptables\n", |c| c.mode.as_deref() == Some("iptables")),
             ("conntrack:\n  maxPerCore: 32768\n", |c| c.ignored == ["conntrack.maxPerCore"]),

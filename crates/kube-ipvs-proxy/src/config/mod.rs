@@ -10,7 +10,8 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use file::FileConfig;
-pub use model::{Cidr, NodePortAddress};
+pub use ipnet::IpNet;
+pub use model::NodePortAddress;
 
 /// Upstream's default `syncPeriod` for IPVS mode.
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -35,7 +36,7 @@ pub enum ConfigError {
     },
     /// A CIDR is malformed.
     #[error(transparent)]
-    Cidr(#[from] model::CidrError),
+    Cidr(#[from] model::PrefixError),
     /// An address (`host:port` or IP) is malformed.
     #[error("invalid address {value:?} for {setting}")]
     Address {
@@ -88,8 +89,8 @@ impl ConfigError {
 }
 
 /// Parses a comma-separated CIDR list (kube-proxy's `--cluster-cidr` form), ignoring blanks.
-pub fn parse_cidrs(text: &str) -> Result<Vec<Cidr>, ConfigError> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Ok(s.parse()?)).collect()
+pub fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, ConfigError> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Ok(model::parse_prefix(s)?)).collect()
 }
 
 /// Parses upstream's `nodePortAddresses`: CIDRs, or the single keyword `primary`.
@@ -202,13 +203,13 @@ pub struct Settings {
     /// IPVS scheduler.
     pub scheduler: String,
     /// Pod CIDRs.
-    pub cluster_cidrs: Vec<Cidr>,
+    pub cluster_cidrs: Vec<IpNet>,
     /// Masquerade everything.
     pub masquerade_all: bool,
     /// The packet mark bit asking for masquerade in the nftables table.
     pub masquerade_bit: u8,
     /// Virtual servers in these blocks are never touched.
-    pub exclude_cidrs: Vec<Cidr>,
+    pub exclude_cidrs: Vec<IpNet>,
     /// Which node addresses NodePorts listen on (empty: all).
     pub node_port_addresses: Vec<NodePortAddress>,
     /// Set the strict ARP sysctls.
@@ -312,10 +313,7 @@ impl Settings {
             scheduler,
             cluster_cidrs,
             masquerade_all: args.masquerade_all.or(file.masquerade_all).unwrap_or(false),
-            masquerade_bit: args
-                .masquerade_bit
-                .or(file.masquerade_bit)
-                .unwrap_or(ipvs::netfilter::DEFAULT_MASQUERADE_BIT),
+            masquerade_bit: args.masquerade_bit.or(file.masquerade_bit).unwrap_or(netfilter::DEFAULT_MASQUERADE_BIT),
             exclude_cidrs,
             node_port_addresses,
             strict_arp: args.ipvs_strict_arp.or(file.strict_arp).unwrap_or(false),
@@ -361,7 +359,7 @@ fn bind_address(
 }
 
 impl Settings {
-    /// The model's settings; `node_addresses` starts empty (the first full sync reads them).
+    /// The model's settings.
     pub fn model_config(&self) -> model::Config {
         let mut config = model::Config::new(self.node_name.clone());
         config.node_port_addresses = self.node_port_addresses.clone();

@@ -128,13 +128,13 @@ mod tests {
     #[tokio::test]
     async fn agrees_with_the_daemons_endpoint() {
         let shared =
-            std::sync::Arc::new(watcher::Shared::new(model::Model::new(model::Config::new("node-a")), "node-a"));
+            std::sync::Arc::new(proxier::Shared::new(model::Model::new(model::Config::new("node-a")), "node-a"));
         let svc = serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": "default", "name": "web"},
             "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}
         }))
         .unwrap();
-        shared.feed(watcher::Update::Service(watcher::Change::Apply(svc)));
+        shared.feed(model::Update::Service(model::Change::Apply(svc)));
         let endpoints = crate::serve::Endpoints {
             shared,
             metrics: std::sync::Arc::new(crate::serve::Metrics::new()),

@@ -5,15 +5,16 @@ use std::io::Read as _;
 use std::net::IpAddr;
 use std::path::Path;
 
+use ipnet::IpNet;
 use ipvs::{RealServer, RealServerEntry, Stats, Table, VirtualServer, VirtualServerEntry, VirtualServerId};
 use k8s_openapi::api::core::v1::Node;
-use model::{Cidr, Config, DesiredState, Masquerade, Model, ServicePortRef, VirtualServerKind, Warning};
+use model::{Config, DesiredState, Masquerade, Model, ServicePortRef, VirtualServerKind, Warning};
 use serde::Serialize;
-use watcher::{Objects, ObjectsError};
+use sources::{Objects, ObjectsError};
 
 use crate::cli::RenderArgs;
 use crate::debug::write_addresses;
-use crate::ipvsadm_format::{self, ListFormat};
+use ipvs::listing::{self, ListFormat};
 
 /// Why `debug render` could not read its input.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +55,14 @@ pub fn compute(args: &RenderArgs) -> Result<Rendered, RenderError> {
     let objects = Objects::parse(&text).map_err(|error| RenderError::Objects { path, error })?;
     let node = objects.nodes.iter().find(|n| n.metadata.name.as_deref() == Some(args.node_name.as_str()));
     let mut config = Config::new(args.node_name.clone());
-    config.node_addresses =
-        if args.node_ips.is_empty() { node.map(internal_ips).unwrap_or_default() } else { args.node_ips.clone() };
     config.default_scheduler = args.scheduler.clone();
     config.cluster_cidrs = args.cluster_cidrs.clone();
-    let (model, warnings) = Model::from_objects(config, &objects.services, &objects.endpoint_slices, node);
+    let (mut model, warnings) = Model::from_objects(config, &objects.services, &objects.endpoint_slices, node);
+    let mut addrs =
+        if args.node_ips.is_empty() { node.map(internal_ips).unwrap_or_default() } else { args.node_ips.clone() };
+    addrs.sort();
+    addrs.dedup();
+    model.set_node_addresses(addrs);
     Ok(Rendered { model, warnings, skipped: objects.skipped })
 }
 
@@ -91,7 +95,7 @@ pub fn listing(desired: &DesiredState, link: &str) -> String {
         Some(vs) => vec![format!("service {} ({})", vs.origin, kind_name(vs.kind))],
         None => Vec::new(),
     };
-    let mut out = ipvsadm_format::listing(&table, None, ListFormat::default(), &comments);
+    let mut out = listing::listing(&table, None, ListFormat::default(), &comments);
     out.push('\n');
     let addresses: Vec<IpAddr> = desired.addresses().copied().collect();
     write_addresses(&mut out, link, Some(&addresses));
@@ -143,7 +147,7 @@ pub struct VirtualServerJson<'a> {
     /// Which of its traffic is masqueraded.
     pub masquerade: Masquerade,
     /// `loadBalancerSourceRanges`.
-    pub source_ranges: &'a [Cidr],
+    pub source_ranges: &'a [IpNet],
     /// Whether its address is bound on kube-ipvs0.
     pub bind: bool,
 }

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::debug::{daemon, write_addresses};
-use crate::ipvsadm_format::{self, ListFormat};
 use crate::serve::VirtualServerOrigin;
+use ipvs::listing::{self, ListFormat};
 
 /// Why `debug status` could not read the kernel's state.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +117,7 @@ pub fn render(status: &Status, args: &StatusArgs) -> Result<String, serde_json::
         _ => HashMap::new(),
     };
     let comment_lines = |id: &VirtualServerId| comments.get(id.to_string().as_str()).cloned().unwrap_or_default();
-    let mut out = ipvsadm_format::listing(&status.table, Some(&status.info), format, &comment_lines);
+    let mut out = listing::listing(&status.table, Some(&status.info), format, &comment_lines);
     if !args.numeric {
         out.push('\n');
         write_addresses(&mut out, &status.link.name, status.link.addresses.as_deref());

@@ -2,11 +2,8 @@
 //! starts the sources (a cluster, or a file), the HTTP servers and the sync loop, and runs until
 //! SIGTERM or SIGINT, leaving the kernel state in place (a restart adopts it).
 
-mod filter;
-mod kernel;
 mod observer;
 mod sysctl;
-mod timeouts;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use watcher::{Shared, SyncLoop, SyncSettings, Update};
+use model::Update;
+use proxier::{NetlinkKernel, NftFilter, Shared, SyncLoop, SyncSettings};
 
-use crate::BoxError;
 use crate::config::{RunArgs, Settings, format_duration};
 use crate::serve::{self, Endpoints, HealthCheckServers, Metrics};
-
-pub use kernel::is_node_address;
+use crate::{BoxError, ResultExt};
 
 /// How often standalone mode checks its file for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
@@ -42,17 +38,21 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         "starting kube-ipvs-proxy"
     );
 
-    let client = ipvs::Client::connect().await.map_err(|e| format!("cannot open the IPVS netlink family: {e}"))?;
+    let client = ipvs::Client::connect().await.context(|| "cannot open the IPVS netlink family".into())?;
     let link = ipvs::DummyLink::ensure(&settings.interface)
         .await
-        .map_err(|e| format!("cannot ensure the dummy link {}: {e}", settings.interface))?;
+        .context(|| format!("cannot ensure the dummy link {}", settings.interface))?;
     sysctl::apply(Path::new("/proc/sys"), settings.strict_arp);
     if let Some(wanted) = settings.timeouts {
-        timeouts::apply(&client, &wanted).await;
+        proxier::ensure_timeouts(&client, &wanted).await;
     }
 
     let shared = Arc::new(Shared::new(model::Model::new(settings.model_config()), settings.node_name.clone()));
-    let updates = sources(&settings).await?;
+    // Every input is a stream of updates; the node's addresses are one like the objects.
+    let updates = futures::stream::select(
+        objects(&settings).await?,
+        sources::node_address_updates(settings.interface.clone()).boxed(),
+    );
     let feeder = shared.clone();
     tokio::spawn(async move {
         let mut updates = updates;
@@ -76,14 +76,17 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let health_checks = HealthCheckServers::new(health_check_addresses(&settings).await, proxy_healthy);
     let observer = observer::DaemonObserver::new(metrics, health_checks);
 
-    let kernel = kernel::NetlinkKernel::new(client, link);
+    let kernel = NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
     let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings);
     // Without nftables IPVS still balances, but nothing is masqueraded or filtered: say so
     // loudly rather than refuse to serve.
-    match filter::NftFilter::start(&settings.cluster_cidrs, settings.masquerade_bit) {
+    match NftFilter::start(&settings.cluster_cidrs, settings.masquerade_bit) {
         Ok(nft) => sync = sync.with_filter(Box::new(nft)),
-        Err(e) => tracing::error!("no masquerade or filtering: cannot set up the nftables table: {e}"),
+        Err(e) => tracing::error!(
+            error = &e as &dyn std::error::Error,
+            "no masquerade or filtering: cannot set up the nftables table"
+        ),
     }
     tokio::select! {
         () = sync.run() => {}
@@ -94,25 +97,23 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The stream of updates: the file in standalone mode, else the cluster.
-async fn sources(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxError> {
+/// The objects' updates: the file in standalone mode, else the cluster.
+async fn objects(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxError> {
     if let Some(path) = &settings.from_file {
-        return Ok(watcher::file_updates(path.clone(), &settings.node_name, FILE_POLL).boxed());
+        return Ok(sources::file_updates(path.clone(), &settings.node_name, FILE_POLL).boxed());
     }
     let config = match &settings.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+                .context(|| format!("cannot read kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?
+                .context(|| format!("invalid kubeconfig {}", path.display()))?
         }
-        None => {
-            kube::Config::incluster().map_err(|e| format!("no --kubeconfig and no in-cluster configuration: {e}"))?
-        }
+        None => kube::Config::incluster().context(|| "no --kubeconfig and no in-cluster configuration".into())?,
     };
-    let client = kube::Client::try_from(config).map_err(|e| format!("cannot build the API client: {e}"))?;
-    Ok(watcher::cluster_updates(client, &settings.node_name).boxed())
+    let client = kube::Client::try_from(config).context(|| "cannot build the API client".into())?;
+    Ok(sources::cluster_updates(client, &settings.node_name).boxed())
 }
 
 /// Where health-check node port servers listen: see [`serve::health_check_addresses`]. The
@@ -121,17 +122,10 @@ async fn health_check_addresses(settings: &Settings) -> Vec<std::net::IpAddr> {
     if settings.node_port_addresses.is_empty() {
         return vec![settings.bind_address];
     }
-    let node: Vec<std::net::IpAddr> = match ipvs::local_addresses().await {
-        Ok(list) => list
-            .into_iter()
-            .filter(|(ifname, addr)| is_node_address(ifname, addr, &settings.interface))
-            .map(|(_, addr)| addr)
-            .collect(),
-        Err(e) => {
-            tracing::warn!("cannot read the node's addresses: {e}");
-            Vec::new()
-        }
-    };
+    let node = sources::node_addresses(&settings.interface).await.unwrap_or_else(|e| {
+        tracing::warn!(error = &e as &dyn std::error::Error, "cannot read the node's addresses");
+        Vec::new()
+    });
     let chosen = serve::health_check_addresses(&settings.node_port_addresses, &node, settings.bind_address);
     if chosen == [settings.bind_address] && !node.contains(&settings.bind_address) {
         tracing::warn!(

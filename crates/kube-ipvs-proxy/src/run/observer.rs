@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use model::{Model, ServiceKey};
-use watcher::{SyncObserver, SyncReport};
+use proxier::{SyncObserver, SyncReport};
 
 use crate::serve::{HealthCheckServers, Metrics};
 

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
+use proxier::HealthFacts;
 use serde::Serialize;
-use watcher::HealthFacts;
 
 /// Go's zero `time.Time` in JSON, which upstream sends before the first sync.
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";

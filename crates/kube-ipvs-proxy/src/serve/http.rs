@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use proxier::Shared;
 use serde::Serialize;
-use watcher::Shared;
 
 use super::health;
 use super::metrics::Metrics;
@@ -110,7 +110,7 @@ async fn virtual_servers(State(endpoints): State<Endpoints>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use watcher::{Change, Update};
+    use model::{Change, Update};
 
     fn endpoints() -> Endpoints {
         let shared = Arc::new(Shared::new(model::Model::new(model::Config::new("node-a")), "node-a"));

@@ -15,11 +15,44 @@ pub const NODE: &str = "node-a";
 pub const NODE_V4: &str = "192.168.0.10";
 pub const NODE_V6: &str = "fd00:1::10";
 
-/// Settings for [`NODE`] with one address per family.
+/// Settings for [`NODE`].
 pub fn config() -> Config {
-    let mut c = Config::new(NODE);
-    c.node_addresses = vec![ip(NODE_V4), ip(NODE_V6)];
-    c
+    Config::new(NODE)
+}
+
+/// [`NODE`]'s addresses, one per family.
+pub fn node_addresses() -> Vec<IpAddr> {
+    vec![ip(NODE_V4), ip(NODE_V6)]
+}
+
+/// An empty model on [`NODE`] with its addresses.
+pub fn new_model(config: Config) -> Model {
+    let mut m = Model::new(config);
+    m.set_node_addresses(node_addresses());
+    m
+}
+
+/// [`Model::from_objects`] on [`NODE`] with its addresses.
+pub fn from_objects<'a>(
+    config: Config,
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: Option<&Node>,
+) -> (Model, Vec<model::Warning>) {
+    from_objects_on(node_addresses(), config, services, slices, node)
+}
+
+/// [`Model::from_objects`] with the node addresses `addresses`.
+pub fn from_objects_on<'a>(
+    addresses: Vec<IpAddr>,
+    config: Config,
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: Option<&Node>,
+) -> (Model, Vec<model::Warning>) {
+    let (mut m, warnings) = Model::from_objects(config, services, slices, node);
+    m.set_node_addresses(addresses);
+    (m, warnings)
 }
 
 pub fn ip(text: &str) -> IpAddr {
@@ -112,7 +145,7 @@ pub fn bound(model: &Model) -> Vec<String> {
 
 /// A model from a list of objects, asserting they raised no warnings.
 pub fn model_of(services: &[Service], slices: &[EndpointSlice]) -> Model {
-    let (m, warnings) = Model::from_objects(config(), services, slices, None);
+    let (m, warnings) = from_objects(config(), services, slices, None);
     assert!(warnings.is_empty(), "unexpected warnings: {warnings:?}");
     m
 }

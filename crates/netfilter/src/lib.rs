@@ -1,0 +1,33 @@
+//! Masquerade and filtering with nftables: the part of kube-proxy's IPVS mode that is not IPVS.
+//!
+//! The proxy owns one `inet` table (default `kube-ipvs-proxy`) with a fixed skeleton of chains
+//! and rules, made once; what changes with the Services is only the elements of its sets:
+//!
+//! | set (`_v4`/`_v6`) | element | effect |
+//! | --- | --- | --- |
+//! | `masq_all` | `addr . proto . port` | traffic to it is marked, then masqueraded after IPVS |
+//! | `masq_outside` | `addr . proto . port` | the same when the source is outside `cluster_prefixes` |
+//! | `hairpin` | `endpoint . proto . port . endpoint` | an endpoint reaching itself is masqueraded |
+//! | `source_restricted` / `source_allowed` | `addr . proto . port [. prefix]` | other sources are dropped |
+//! | `bound` / `service_ports` | `addr` / `addr . proto . port` | new connections to a bound address on another port are rejected |
+//!
+//! [`FilterState`] (pure) says what the sets hold per virtual server; [`FilterState::set`] and
+//! [`FilterState::diff`] give [`ElementChanges`]; the `*_script` functions turn them into
+//! `nft -f` text. With the `client` feature, [`Nft`] runs `nft` and [`Netfilter`] keeps the
+//! table in step, one transaction per update and none when no element changes.
+
+mod script;
+mod state;
+
+mod nft;
+
+#[cfg(test)]
+mod tests;
+
+pub use script::{
+    DEFAULT_MASQUERADE_BIT, DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script,
+    digest_script, full_script, parse_digest, skeleton_script, start_script, table_digest,
+};
+pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFilter, Target, disjoint_prefixes};
+
+pub use nft::{Netfilter, Nft, NftError};

@@ -1,0 +1,302 @@
+//! Running the scripts with the `nft` binary, as upstream's own nftables mode does, and keeping
+//! the kernel's sets in step with a [`FilterState`] at a cost proportional to each change.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::script::{
+    DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script, digest_script, full_script,
+    parse_digest, skeleton_script, start_script, table_digest,
+};
+use crate::state::{ElementChanges, FilterState, ServiceFilter, Target};
+
+/// Why an nftables operation failed; names the table and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The `nft` binary could not be run (missing, not executable, pipe failure).
+    #[error("table inet {table}: {operation}: cannot run {program}: {source}")]
+    Spawn {
+        /// The table concerned.
+        table: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The binary.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` ran and refused the script; the kernel applied none of it.
+    #[error("table inet {table}: {operation}: nft failed ({status}): {stderr}")]
+    Refused {
+        /// The table concerned.
+        table: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// The configured mark bit is beyond 31.
+    #[error("table inet {table}: masquerade bit {bit} is not 0..=31")]
+    MarkBit {
+        /// The table concerned.
+        table: String,
+        /// The bit asked for.
+        bit: u8,
+    },
+}
+
+impl NftError {
+    /// Whether the table (or set) the operation named does not exist: the kernel's `ENOENT`,
+    /// which `nft` reports only as its text (`No such file or directory`) on stderr.
+    pub fn is_no_such_table(&self) -> bool {
+        matches!(self, NftError::Refused { stderr, .. } if stderr.contains("No such file or directory"))
+    }
+
+    /// Whether the `nft` program is not installed (so no table of the proxy's can exist either).
+    pub fn is_program_missing(&self) -> bool {
+        matches!(self, NftError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// The `nft` binary: runs scripts as single transactions and lists the table. Each call blocks
+/// for as long as `nft` runs (milliseconds for an incremental change); async callers should
+/// wrap it in `spawn_blocking` when that matters.
+#[derive(Debug, Clone)]
+pub struct Nft {
+    program: PathBuf,
+}
+
+impl Default for Nft {
+    fn default() -> Nft {
+        Nft::new()
+    }
+}
+
+impl Nft {
+    /// `nft` from `PATH`.
+    pub fn new() -> Nft {
+        Nft { program: PathBuf::from("nft") }
+    }
+
+    /// The binary at `program`.
+    pub fn with_program(program: impl Into<PathBuf>) -> Nft {
+        Nft { program: program.into() }
+    }
+
+    /// Runs `script` with `nft -f -` as one transaction, for `operation` on `table`.
+    pub fn run(&self, table: &str, operation: &'static str, script: &str) -> Result<(), NftError> {
+        self.output(table, operation, &["-f", "-"], Some(script)).map(|_| ())
+    }
+
+    /// `nft -j list table inet <table>`: the table's JSON listing, or `None` when there is no
+    /// such table.
+    pub fn list_table_json(&self, table: &str) -> Result<Option<String>, NftError> {
+        match self.output(table, "list", &["-j", "list", "table", "inet", table], None) {
+            Ok(out) => Ok(Some(out)),
+            Err(err) if err.is_no_such_table() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The digest recorded in the table's [`DIGEST_SET`]; `None` when there is no such table or
+    /// set (another version's table), or it holds none.
+    pub fn recorded_digest(&self, table: &str) -> Option<u64> {
+        let listing = self.output(table, "read digest", &["list", "set", "inet", table, DIGEST_SET], None).ok()?;
+        parse_digest(&listing)
+    }
+
+    /// Deletes the table `table` of family `inet`, with all its sets and chains; nothing else is
+    /// touched. Deleting a table that is not there succeeds.
+    pub fn delete_table(&self, table: &str) -> Result<(), NftError> {
+        match self.run(table, "delete", &delete_table_script(table)) {
+            Err(err) if err.is_no_such_table() => Ok(()),
+            other => other,
+        }
+    }
+
+    fn output(
+        &self,
+        table: &str,
+        operation: &'static str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, NftError> {
+        let spawn_error = |source| NftError::Spawn {
+            table: table.to_string(),
+            operation,
+            program: self.program.display().to_string(),
+            source,
+        };
+        let mut child = Command::new(&self.program)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
+        }
+        let out = child.wait_with_output().map_err(spawn_error)?;
+        if !out.status.success() {
+            return Err(NftError::Refused {
+                table: table.to_string(),
+                operation,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The proxy's table, kept in step with a [`FilterState`]: the skeleton once, then only element
+/// changes. Remembers what the kernel holds, so an update that changes no element runs nothing.
+/// Every write also records the [`table_digest`] of the result, so that a restart finding the
+/// table as it wants it adopts it without a write.
+#[derive(Debug)]
+pub struct Netfilter {
+    nft: Nft,
+    config: FilterConfig,
+    /// What the sets hold, as far as this process knows.
+    applied: FilterState,
+    /// Whether the last write failed, so the kernel may differ from `applied`.
+    dirty: bool,
+    /// The digest found in the kernel at start, until the first [`Netfilter::resync`] uses it.
+    recorded: Option<u64>,
+    /// Whether the skeleton is still to be written (deferred at start, in case it is adopted).
+    skeleton_pending: bool,
+    /// The digest of `config` and `applied`, when not `dirty`.
+    digest: u64,
+}
+
+impl Netfilter {
+    /// Creates the skeleton, or adopts the table if it is already there (its elements are kept
+    /// until the first [`Netfilter::resync`]). A table that records a digest is left untouched
+    /// until that resync, which writes nothing when the digest is the desired state's. A table
+    /// of another shape (another version's) is deleted and made anew.
+    pub fn start(nft: Nft, config: FilterConfig) -> Result<Netfilter, NftError> {
+        let script = skeleton_script(&config)
+            .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
+        let recorded = nft.recorded_digest(&config.table);
+        if recorded.is_none() {
+            if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
+                tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+                nft.delete_table(&config.table)?;
+                nft.run(&config.table, "create skeleton", &script)?;
+            }
+        }
+        // Adopted elements are unknown: the first resync compares digests or rewrites the sets.
+        Ok(Netfilter {
+            nft,
+            config,
+            applied: FilterState::new(),
+            dirty: true,
+            skeleton_pending: recorded.is_some(),
+            recorded,
+            digest: 0,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// What the sets hold, as far as this process knows.
+    pub fn applied(&self) -> &FilterState {
+        &self.applied
+    }
+
+    /// Sets or removes the filters of the given virtual servers and writes the element changes
+    /// in one transaction; returns how many elements were added or deleted. Writes nothing when
+    /// no element changes. After a failed write the sets are rewritten whole.
+    pub fn update(
+        &mut self,
+        entries: impl IntoIterator<Item = (Target, Option<ServiceFilter>)>,
+    ) -> Result<usize, NftError> {
+        let changes = self.applied.update(entries);
+        if self.dirty {
+            let desired = self.applied.clone();
+            return self.resync(desired).map(|()| changes.len());
+        }
+        self.write(&changes)
+    }
+
+    /// Makes the sets hold exactly `desired`: only the differences when this process knows what
+    /// the kernel holds; at start nothing when the table records the digest of `desired`; else
+    /// (at start, after a failure, after [`Netfilter::forget`]) a flush and refill in one
+    /// transaction.
+    pub fn resync(&mut self, desired: FilterState) -> Result<(), NftError> {
+        if !self.dirty {
+            let changes = self.applied.diff(&desired);
+            self.applied = desired;
+            return self.write(&changes).map(|_| ());
+        }
+        let table = self.config.table.clone();
+        let mark_bit = |bit| NftError::MarkBit { table: table.clone(), bit };
+        let digest = table_digest(&self.config, &desired).ok_or_else(|| mark_bit(self.config.masquerade_bit))?;
+        let recorded = self.recorded.take();
+        let script = if self.skeleton_pending {
+            match start_script(&self.config, &desired, recorded).map_err(mark_bit)? {
+                None => {
+                    tracing::info!(table = %table, digest = format!("{digest:#018x}"), "nftables: adopted the table unchanged, no write");
+                    self.applied = desired;
+                    self.digest = digest;
+                    self.skeleton_pending = false;
+                    self.dirty = false;
+                    return Ok(());
+                }
+                Some(script) => script,
+            }
+        } else {
+            full_script(&table, &desired) + &digest_script(&table, digest)
+        };
+        self.applied = desired;
+        if let Err(first) = self.nft.run(&table, "rewrite sets", &script) {
+            if !self.skeleton_pending {
+                return Err(first);
+            }
+            tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+            self.nft.delete_table(&table)?;
+            self.nft.run(&table, "rewrite sets", &script)?;
+        }
+        self.skeleton_pending = false;
+        self.digest = digest;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Marks the kernel's sets as unknown, so the next [`Netfilter::resync`] rewrites them whole
+    /// (the periodic full reconcile uses this to repair changes made behind the proxy's back; it
+    /// keeps rewriting even when nothing changed, as the digest cannot see such drift).
+    pub fn forget(&mut self) {
+        self.dirty = true;
+    }
+
+    fn write(&mut self, changes: &ElementChanges) -> Result<usize, NftError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let digest = changes_digest(self.digest, changes);
+        let script = changes_script(&self.config.table, changes) + &digest_script(&self.config.table, digest);
+        match self.nft.run(&self.config.table, "update sets", &script) {
+            Ok(()) => {
+                self.digest = digest;
+                Ok(changes.len())
+            }
+            Err(err) => {
+                // A delete of a missing element refuses the whole transaction: the kernel
+                // differs from what this process believes, so rewrite the sets whole.
+                tracing::warn!(error = %err, "nftables update refused; rewriting the sets");
+                self.dirty = true;
+                let desired = self.applied.clone();
+                self.resync(desired).map(|()| changes.len())
+            }
+        }
+    }
+}

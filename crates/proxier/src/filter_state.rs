@@ -1,0 +1,76 @@
+//! The desired state translated for the netfilter side: per virtual server, which traffic is
+//! masqueraded, which sources may reach it, whether its address is bound, and its local
+//! endpoints (hairpin). Pure: the vocabulary of the model in, the `netfilter` crate's out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use ipvs::{Family, VirtualServerId};
+use model::{DesiredVirtualServer, Masquerade, Model, ServiceKey};
+use netfilter::{FilterConfig, FilterState, MasqueradeRule, ServiceFilter, Target};
+
+/// The nftables settings for `cluster_cidrs` (table `kube-ipvs-proxy`, mark bit `masquerade_bit`).
+pub fn filter_config(cluster_cidrs: &[IpNet], masquerade_bit: u8) -> FilterConfig {
+    FilterConfig { masquerade_bit, ..FilterConfig::new(cluster_cidrs.to_vec()) }
+}
+
+/// The filter of one desired virtual server, given the cluster CIDRs and the addresses of its
+/// Service's local endpoints; `None` for a firewall-mark virtual server (the proxy makes none).
+///
+/// "Outside the cluster CIDRs" needs a cluster CIDR of the virtual server's family: without
+/// one, as upstream, nothing is masqueraded for that reason.
+pub fn service_filter(
+    vs: &DesiredVirtualServer,
+    cluster_cidrs: &[IpNet],
+    local_endpoints: &BTreeSet<IpAddr>,
+) -> Option<(Target, ServiceFilter)> {
+    let VirtualServerId::Tuple { protocol, addr, port } = vs.server.id else {
+        return None;
+    };
+    let family = Family::of(&addr);
+    let masquerade = match vs.masquerade {
+        Masquerade::All => MasqueradeRule::All,
+        Masquerade::OutsideClusterCidrs if cluster_cidrs.iter().any(|c| Family::of(&c.addr()) == family) => {
+            MasqueradeRule::OutsideClusterPrefixes
+        }
+        Masquerade::OutsideClusterCidrs | Masquerade::None => MasqueradeRule::None,
+    };
+    let local_endpoints =
+        vs.real_servers.keys().filter(|r| local_endpoints.contains(&r.addr)).map(|r| (r.addr, r.port)).collect();
+    let filter = ServiceFilter { masquerade, bound: vs.bind, source_ranges: vs.source_ranges.clone(), local_endpoints };
+    Some((Target::new(addr, protocol, port), filter))
+}
+
+/// The filter of every desired virtual server: what the periodic full reconcile writes.
+pub fn filter_state(model: &Model) -> FilterState {
+    let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
+    let cidrs = &model.config().cluster_cidrs;
+    FilterState::from_services(model.desired().virtual_servers().filter_map(|(_, vs)| {
+        let local = locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
+        service_filter(vs, cidrs, local)
+    }))
+}
+
+/// The new filters of the virtual servers `ids` (a sync's changes): `None` for those no longer
+/// desired. Costs the changed virtual servers' Services only.
+pub fn filter_updates<'a>(
+    model: &Model,
+    ids: impl IntoIterator<Item = &'a VirtualServerId>,
+) -> Vec<(Target, Option<ServiceFilter>)> {
+    let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
+    let cidrs = &model.config().cluster_cidrs;
+    ids.into_iter()
+        .filter_map(|id| match (id, model.desired().virtual_server(id)) {
+            (_, Some(vs)) => {
+                let local =
+                    locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
+                service_filter(vs, cidrs, local).map(|(t, f)| (t, Some(f)))
+            }
+            (VirtualServerId::Tuple { protocol, addr, port }, None) => {
+                Some((Target::new(*addr, *protocol, *port), None))
+            }
+            (VirtualServerId::Fwmark { .. }, None) => None,
+        })
+        .collect()
+}

@@ -1,0 +1,51 @@
+//! What the sync loop needs of the kernel, as a trait so that the loop's own logic (gating,
+//! coalescing, retries) can be unit-tested with a recording implementation. The real
+//! implementation is [`NetlinkKernel`](crate::NetlinkKernel) (the `ipvs` crate's netlink client
+//! and dummy link); its behaviour against a kernel is tested in the VM, never with a stand-in.
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use ipvs::{Operation, Table};
+
+/// A kernel call that failed, naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct KernelError {
+    /// What was being done (`dump the IPVS table`, `bind 10.96.0.1 to kube-ipvs0`, ...).
+    pub what: String,
+    /// Why it failed.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl KernelError {
+    /// An error for `what`, caused by `source`.
+    pub fn new(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> KernelError {
+        KernelError { what: what.into(), source: source.into() }
+    }
+}
+
+/// The kernel as the sync loop sees it: the IPVS table and the dummy link's addresses.
+pub trait Kernel: Send {
+    /// A fresh dump: the whole IPVS table and the addresses bound on the dummy link.
+    fn observe(&mut self) -> impl Future<Output = Result<(Table, Vec<IpAddr>), KernelError>> + Send;
+
+    /// Adds each address to the dummy link (already present is success); one result per
+    /// address, in order. Implementations may run the requests concurrently.
+    fn bind(&mut self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
+
+    /// Removes each address from the dummy link (already absent is success); one result per
+    /// address, in order.
+    fn unbind(&mut self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
+
+    /// Runs `ops` as one batch; one result per operation, in order. The outer error means the
+    /// batch as a whole could not be run (e.g. the socket failed).
+    fn apply(
+        &mut self,
+        ops: &[Operation],
+    ) -> impl Future<Output = Result<Vec<Result<(), KernelError>>, KernelError>> + Send;
+}

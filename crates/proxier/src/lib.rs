@@ -1,0 +1,48 @@
+//! The proxier: keeps the kernel in step with the model. The stage of the data flow after the
+//! sources and the model (sources, model, plan, kernel).
+//!
+//! - [`Shared`] holds the [`model::Model`]; [`Shared::feed`] applies one [`model::Update`] from
+//!   a source at once (the model recomputes only the Service concerned) and wakes the loop.
+//! - [`SyncLoop`] brings the kernel in step through a [`Kernel`] and a [`Filter`]: nothing
+//!   before the first complete lists, a full adopting sync first, then incremental syncs on
+//!   changes (coalesced by `minSyncPeriod`) and a full reconcile against a fresh dump every
+//!   `syncPeriod`.
+//! - [`NetlinkKernel`] is the real [`Kernel`] (IPVS over generic netlink, the dummy link over
+//!   rtnetlink); [`NftFilter`] the real [`Filter`] (the `netfilter` crate's table);
+//!   [`filter_state`] and [`filter_updates`] translate the model's desired state into that
+//!   crate's vocabulary.
+//!
+//! ```
+//! use model::{Change, Config, Model, Update};
+//! use proxier::Shared;
+//!
+//! let shared = Shared::new(Model::new(Config::new("node-a")), "node-a");
+//! let svc = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"namespace": "default", "name": "web"},
+//!     "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}
+//! })).unwrap();
+//! shared.feed(Update::Service(Change::Apply(svc)));
+//! assert_eq!(shared.with_model(|m| m.desired().len()), 1);
+//! // The sync loop would still wait: no list is complete yet.
+//! assert!(!shared.lists_complete());
+//! ```
+#![deny(missing_docs)]
+
+mod filter;
+mod filter_state;
+mod kernel;
+mod netlink;
+mod nft;
+mod schedule;
+mod shared;
+mod sync;
+mod timeouts;
+
+pub use filter::{Filter, FilterWork};
+pub use filter_state::{filter_config, filter_state, filter_updates, service_filter};
+pub use kernel::{Kernel, KernelError};
+pub use netlink::NetlinkKernel;
+pub use nft::NftFilter;
+pub use shared::{HealthFacts, Shared, TRIGGER_TIME_ANNOTATION};
+pub use sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings, step_kind};
+pub use timeouts::ensure_timeouts;

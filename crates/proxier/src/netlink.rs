@@ -1,0 +1,69 @@
+//! The sync loop's [`Kernel`] over netlink: the `ipvs` crate's client and dummy link.
+
+use std::net::IpAddr;
+
+use crate::kernel::{Kernel, KernelError};
+use futures::{StreamExt, stream};
+use ipvs::{Client, DummyLink, Operation, Table};
+
+/// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
+/// round trip at a time would dominate a first sync.
+const ADDRESS_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// The real kernel: IPVS over generic netlink, the dummy link over rtnetlink.
+pub struct NetlinkKernel {
+    client: Client,
+    link: DummyLink,
+}
+
+impl NetlinkKernel {
+    /// Writes through `client` and `link`.
+    pub fn new(client: Client, link: DummyLink) -> NetlinkKernel {
+        NetlinkKernel { client, link }
+    }
+}
+
+impl Kernel for NetlinkKernel {
+    async fn observe(&mut self) -> Result<(Table, Vec<IpAddr>), KernelError> {
+        let table = self.client.table().await.map_err(|e| KernelError::new("dump the IPVS table", e))?;
+        let bound = self
+            .link
+            .addresses()
+            .await
+            .map_err(|e| KernelError::new(format!("list the addresses of {}", self.link.name()), e))?;
+        Ok((table, bound))
+    }
+
+    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let link = &self.link;
+        stream::iter(addrs.to_vec())
+            .map(|addr| async move {
+                link.add_address(addr).await.map_err(|e| KernelError::new(format!("bind {addr} to {}", link.name()), e))
+            })
+            .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
+            .collect()
+            .await
+    }
+
+    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let link = &self.link;
+        stream::iter(addrs.to_vec())
+            .map(|addr| async move {
+                link.remove_address(addr)
+                    .await
+                    .map_err(|e| KernelError::new(format!("unbind {addr} from {}", link.name()), e))
+            })
+            .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
+            .collect()
+            .await
+    }
+
+    async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
+        let results = self
+            .client
+            .apply(ops)
+            .await
+            .map_err(|e| KernelError::new(format!("run a batch of {} IPVS operations", ops.len()), e))?;
+        Ok(results.into_iter().zip(ops).map(|(r, op)| r.map_err(|e| KernelError::new(op.to_string(), e))).collect())
+    }
+}

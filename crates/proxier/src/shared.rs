@@ -1,0 +1,267 @@
+//! The state the watch sources and the sync loop share: the model, which lists are complete,
+//! and what changed since the last sync.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use model::{Change, Model, SERVICE_NAME_LABEL, ServiceKey, Update};
+use tokio::sync::Notify;
+/// The annotation the endpoint-slice controller sets to when the change it mirrors happened.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+/// The taint the cluster autoscaler puts on a node it is about to delete.
+const AUTOSCALER_DELETE_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Facts the health endpoints report, as upstream's `/healthz` and `/livez` use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthFacts {
+    /// The oldest change not yet applied, if any.
+    pub pending_since: Option<Instant>,
+    /// When a sync last left nothing pending.
+    pub last_synced: Option<Timestamp>,
+    /// When a change was last fed.
+    pub last_queued: Option<Timestamp>,
+    /// False while the Node is being deleted (or is gone).
+    pub node_eligible: bool,
+}
+
+/// What the sources accumulated for the next sync.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// Services touched by some change (for health-check node ports and logs).
+    pub touched: BTreeSet<ServiceKey>,
+    /// `last-change-trigger-time`s of the EndpointSlice changes, for network programming latency.
+    pub trigger_times: Vec<Timestamp>,
+    /// Service changes seen.
+    pub service_changes: u64,
+    /// EndpointSlice changes seen.
+    pub endpoint_changes: u64,
+}
+
+pub(crate) struct State {
+    pub model: Model,
+    /// Services, EndpointSlices, the Node, the node's addresses.
+    pub lists: [bool; 4],
+    pub pending: Pending,
+    pub health: HealthFacts,
+}
+
+/// The model with the bookkeeping around it, shared by the sources (which [`Shared::feed`] it)
+/// and the sync loop (which it wakes). Clone the `Arc` to share it.
+pub struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    node_name: String,
+    started: Timestamp,
+}
+
+impl Shared {
+    /// Shares `model`, for node `node_name` (other Nodes fed in are ignored).
+    pub fn new(model: Model, node_name: impl Into<String>) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                model,
+                lists: [false; 4],
+                pending: Pending::default(),
+                health: HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true },
+            }),
+            wake: Notify::new(),
+            node_name: node_name.into(),
+            started: Timestamp::now(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent model (updates are whole calls
+        // into it); keep going rather than take the proxy down.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until some change was fed since the last wait (a change fed before the wait counts).
+    pub(crate) async fn changed(&self) {
+        self.wake.notified().await
+    }
+
+    /// Runs `f` on the model (read only), e.g. to answer the debug endpoint. Keep it short: the
+    /// sources and the sync loop wait meanwhile.
+    pub fn with_model<T>(&self, f: impl FnOnce(&Model) -> T) -> T {
+        f(&self.lock().model)
+    }
+
+    /// The facts `/healthz` and `/livez` report.
+    pub fn health(&self) -> HealthFacts {
+        self.lock().health
+    }
+
+    /// Whether the first complete lists of Services, EndpointSlices, the Node and the node's
+    /// addresses are in.
+    pub fn lists_complete(&self) -> bool {
+        self.lock().lists.iter().all(|l| *l)
+    }
+
+    /// Applies one change to the model and wakes the sync loop.
+    pub fn feed(&self, update: Update) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut warnings = Vec::new();
+        let mut queued = true;
+        let mut wake = false;
+        match update {
+            Update::Service(Change::Apply(svc)) => {
+                warnings = state.model.upsert_service(&svc);
+                state.pending.service_changes += 1;
+                state.pending.touched.insert(service_key(&svc));
+            }
+            Update::Service(Change::Delete(svc)) => {
+                let key = service_key(&svc);
+                state.model.delete_service(&key.namespace, &key.name);
+                state.pending.service_changes += 1;
+                state.pending.touched.insert(key);
+            }
+            Update::EndpointSlice(Change::Apply(slice)) => {
+                warnings = state.model.upsert_endpoint_slice(&slice);
+                state.pending.endpoint_changes += 1;
+                if let Some(key) = slice_service(&slice) {
+                    state.pending.touched.insert(key);
+                }
+                if let Some(t) = trigger_time(&slice).filter(|t| *t > self.started) {
+                    state.pending.trigger_times.push(t);
+                }
+            }
+            Update::EndpointSlice(Change::Delete(slice)) => {
+                state.model.delete_endpoint_slice(slice.namespace().as_deref().unwrap_or_default(), &slice.name_any());
+                state.pending.endpoint_changes += 1;
+                if let Some(key) = slice_service(&slice) {
+                    state.pending.touched.insert(key);
+                }
+            }
+            Update::Node(Change::Apply(node)) => {
+                if node.name_any() == self.node_name {
+                    state.model.set_node(&node);
+                    state.health.node_eligible = node_eligible(&node);
+                } else {
+                    queued = false;
+                }
+            }
+            Update::Node(Change::Delete(node)) => {
+                if node.name_any() == self.node_name {
+                    state.health.node_eligible = false;
+                }
+                queued = false;
+            }
+            Update::NodeAddresses(addrs) => {
+                // Queued only when the model changed: the first list opens the gate below.
+                let before = state.model.node_addresses().to_vec();
+                state.model.set_node_addresses(addrs);
+                queued = state.model.node_addresses() != before;
+                wake = open_gate(&mut state.lists, 3);
+            }
+            Update::Service(Change::Listed) | Update::EndpointSlice(Change::Listed) | Update::Node(Change::Listed) => {
+                let index = match update {
+                    Update::Service(_) => 0,
+                    Update::EndpointSlice(_) => 1,
+                    _ => 2,
+                };
+                // A list completing changes nothing to sync, except that the first complete
+                // set opens the gate.
+                queued = false;
+                wake = open_gate(&mut state.lists, index);
+            }
+        }
+        if queued {
+            state.health.pending_since.get_or_insert_with(Instant::now);
+            state.health.last_queued = Some(Timestamp::now());
+        }
+        drop(guard);
+        for w in warnings {
+            tracing::warn!(object = %w.object, "{}", w.reason);
+        }
+        if queued || wake {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Marks list `index` complete; true when that completes the first full set.
+fn open_gate(lists: &mut [bool; 4], index: usize) -> bool {
+    let was_complete = lists.iter().all(|l| *l);
+    lists[index] = true;
+    !was_complete && lists.iter().all(|l| *l)
+}
+
+fn service_key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = slice.labels().get(SERVICE_NAME_LABEL)?;
+    Some(ServiceKey::new(slice.namespace().unwrap_or_default(), name.clone()))
+}
+
+fn trigger_time(slice: &EndpointSlice) -> Option<Timestamp> {
+    slice.annotations().get(TRIGGER_TIME_ANNOTATION)?.parse().ok()
+}
+
+/// Upstream's node eligibility: not being deleted, not marked for deletion by the autoscaler.
+fn node_eligible(node: &Node) -> bool {
+    let deleting = node.metadata.deletion_timestamp.is_some();
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == AUTOSCALER_DELETE_TAINT));
+    !deleting && !tainted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::jiff::SignedDuration;
+    use model::Config;
+
+    fn slice(annotation: Option<String>) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some("web-abc".into()),
+                namespace: Some("ns".into()),
+                labels: Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into()),
+                annotations: annotation.map(|a| [(TRIGGER_TIME_ANNOTATION.to_string(), a)].into()),
+                ..ObjectMeta::default()
+            },
+            address_type: "IPv4".into(),
+            ..EndpointSlice::default()
+        }
+    }
+
+    /// Upstream's network programming latency: from each EndpointSlice change's trigger time,
+    /// only for changes after the proxy started (older ones measure its start, not the network).
+    #[test]
+    fn trigger_times_are_collected_from_endpoint_slice_changes_after_start() {
+        let later = (Timestamp::now() + SignedDuration::from_secs(5)).to_string();
+        let earlier = (Timestamp::now() - SignedDuration::from_secs(3600)).to_string();
+        // (annotation, deleted, collected)
+        let cases: [(Option<&str>, bool, bool); 5] = [
+            (Some(&later), false, true),
+            (Some(&earlier), false, false),
+            (Some("yesterday"), false, false),
+            (None, false, false),
+            (Some(&later), true, false),
+        ];
+        for (i, (annotation, deleted, collected)) in cases.into_iter().enumerate() {
+            let shared = Shared::new(Model::new(Config::new("node-a")), "node-a");
+            let slice = slice(annotation.map(str::to_string));
+            let change = if deleted { Change::Delete(slice) } else { Change::Apply(slice) };
+            shared.feed(Update::EndpointSlice(change));
+            let state = shared.lock();
+            let want: Vec<Timestamp> =
+                annotation.filter(|_| collected).map(|a| a.parse().unwrap()).into_iter().collect();
+            assert_eq!(state.pending.trigger_times, want, "case {i}");
+            assert_eq!(state.pending.touched, [ServiceKey::new("ns", "web")].into(), "case {i}");
+        }
+    }
+}

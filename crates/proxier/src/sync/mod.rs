@@ -1,0 +1,360 @@
+//! The sync loop: keeps the kernel in step with the model, incrementally.
+//!
+//! Each sync plans only what changed since the last one against [`Observed`], the state the
+//! daemon last applied (kept current from the batch results), so one EndpointSlice change costs
+//! work proportional to its Service. At least every `syncPeriod` a full reconcile plans
+//! everything against a fresh kernel dump, which repairs drift and progresses graceful removals.
+
+mod report;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use ipvs::{Operation, Table};
+use k8s_openapi::jiff::Timestamp;
+use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
+
+pub use report::{SyncReport, step_kind};
+
+use crate::filter::{Filter, FilterWork};
+use crate::kernel::{Kernel, KernelError};
+use crate::schedule::Schedule;
+use crate::shared::Shared;
+
+/// Steps per batch call: a cold start's 100,000 operations go as a few batches, so that the
+/// encoded requests and their results never all sit in memory at once.
+const MAX_BATCH: usize = 8192;
+
+/// At most this many failures are logged one by one per sync; the rest are counted.
+const LOGGED_FAILURES: usize = 20;
+
+/// The sync periods (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// A full reconcile at least this often.
+    pub sync_period: Duration,
+    /// No sync sooner than this after the previous one began.
+    pub min_sync_period: Duration,
+}
+
+/// Told about every sync, with the model as it is after the sync (locked: be brief).
+pub trait SyncObserver: Send {
+    /// One sync finished.
+    fn synced(&mut self, report: &SyncReport, model: &Model);
+}
+
+/// The sync loop over a [`Kernel`].
+pub struct SyncLoop<K, O> {
+    kernel: K,
+    shared: Arc<Shared>,
+    observer: O,
+    settings: SyncSettings,
+    observed: Observed,
+    graceful: GracefulRemovals,
+    retry: Changes,
+    epoch: Instant,
+    real_servers: usize,
+    /// The nftables side, if the daemon runs one.
+    filter: Option<Box<dyn Filter>>,
+}
+
+impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
+    /// A loop writing through `kernel` what `shared`'s model wants.
+    pub fn new(kernel: K, shared: Arc<Shared>, observer: O, settings: SyncSettings) -> SyncLoop<K, O> {
+        SyncLoop {
+            kernel,
+            shared,
+            observer,
+            settings,
+            observed: Observed::new(),
+            graceful: GracefulRemovals::new(),
+            retry: Changes::new(),
+            epoch: Instant::now(),
+            real_servers: 0,
+            filter: None,
+        }
+    }
+
+    /// Also keeps `filter` (masquerade and filtering) in step: after each sync it gets the
+    /// changed virtual servers' filters, and on full reconciles all of them.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Box<dyn Filter>) -> SyncLoop<K, O> {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Runs forever: waits for the first complete lists (no kernel write before), adopts the
+    /// kernel's state with a full reconcile (so a restart with an unchanged cluster writes
+    /// nothing), then syncs on changes and every sync period.
+    pub async fn run(mut self) {
+        while !self.shared.lists_complete() {
+            self.shared.changed().await;
+        }
+        tracing::info!("first lists complete; adopting the kernel's state");
+        // Due at once and full: the first sync adopts the kernel's state and reads the node's
+        // addresses before anything is planned.
+        let now = Instant::now();
+        let mut schedule = Schedule { min_sync_period: self.settings.min_sync_period, last_start: now, next_full: now };
+        // A change fed while waiting for the lists is in the model already: the full sync takes it.
+        let mut dirty = false;
+        loop {
+            let next = schedule.next(dirty, !self.retry.is_empty());
+            tokio::select! {
+                _ = self.shared.changed(), if !dirty => {
+                    dirty = true;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next.at) => {}
+            }
+            schedule.last_start = Instant::now();
+            dirty = false;
+            self.sync(next.full).await;
+            schedule.finished(next.full, Instant::now(), self.settings.sync_period);
+        }
+    }
+
+    /// One sync: full (fresh dump, everything planned) or incremental (only what changed).
+    pub async fn sync(&mut self, full: bool) -> SyncReport {
+        let start = Instant::now();
+        let mut report = SyncReport::default();
+        if full {
+            match self.kernel.observe().await {
+                Ok((mut table, bound)) => {
+                    // Built while the dump is drained, and with the old record dropped first: at
+                    // 100,000 real servers each copy is tens of MiB.
+                    self.observed = Observed::new();
+                    let mut observed = Observed::from_kernel(&Table::default(), bound);
+                    for (vs, dests) in table.services.drain(..) {
+                        observed.replace_virtual_server(&vs, &dests);
+                    }
+                    self.observed = observed;
+                }
+                Err(e) => {
+                    tracing::warn!("full reconcile falls back to the last applied state: {e}");
+                    report.read_failures += 1;
+                }
+            }
+        }
+        // A failed dump still plans everything, against the last applied state: that cannot
+        // repair drift but still applies every change.
+        report.full = full;
+
+        let now = self.epoch.elapsed();
+        let (plan, pending_since, filter_work) = {
+            let mut state = self.shared.lock();
+            let mut changes = state.model.take_changes();
+            changes.merge(std::mem::take(&mut self.retry));
+            // A full sync's filter state covers every Service: built after the kernel steps,
+            // once the plan is gone, so that the two never sit in memory together.
+            let filter_work =
+                self.filter.as_ref().filter(|_| !full).map(|_| FilterWork::of(&state.model, false, &changes));
+            let scope = if full { Scope::All } else { Scope::Only(changes) };
+            let plan = state.model.plan(&self.observed, &scope, &mut self.graceful, now);
+            let pending = std::mem::take(&mut state.pending);
+            report.touched_services = pending.touched;
+            report.trigger_times = pending.trigger_times;
+            report.service_changes = pending.service_changes;
+            report.endpoint_changes = pending.endpoint_changes;
+            (plan, state.health.pending_since.take(), filter_work)
+        };
+        report.plan_steps = plan.len();
+        let planned = start.elapsed();
+
+        let mut address_time = Duration::ZERO;
+        let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
+        let executed = start.elapsed();
+        let filter_work = match (&self.filter, full) {
+            (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
+            _ => filter_work,
+        };
+        // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
+        if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
+            match filter.apply(work) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(elements = n, "nftables sets updated"),
+                Err(e) => {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "nftables update failed (repaired on the next sync)"
+                    )
+                }
+            }
+        }
+
+        report.duration = start.elapsed();
+        if full {
+            // Where a full sync's time goes (a cold start is one): rare enough for info level.
+            tracing::info!(
+                "full sync phases: observe and plan {:.3?}, IPVS {:.3?}, addresses {:.3?}, nftables {:.3?}",
+                planned,
+                (executed - planned).saturating_sub(address_time),
+                address_time,
+                report.duration - executed
+            );
+        }
+        let mut state = self.shared.lock();
+        for (step, err) in failures.iter().take(LOGGED_FAILURES) {
+            let service = match step {
+                Step::Kernel(op) => {
+                    state.model.desired().virtual_server(&operation_target(op)).map(|d| d.origin.to_string())
+                }
+                _ => None,
+            };
+            tracing::warn!(service = service.as_deref().unwrap_or("-"), "{step} failed (retrying): {err}");
+        }
+        if failures.len() > LOGGED_FAILURES {
+            tracing::warn!("{} more steps failed", failures.len() - LOGGED_FAILURES);
+        }
+        report.virtual_servers = state.model.desired().len();
+        // Counting real servers walks the whole desired state: done on full syncs only, so that
+        // an incremental sync stays proportional to its change.
+        if full {
+            self.real_servers = state.model.desired().real_server_count();
+        }
+        report.real_servers = self.real_servers;
+        if report.succeeded() {
+            state.health.last_synced = Some(Timestamp::now());
+        } else if let Some(since) = pending_since {
+            // Still not applied: the oldest unapplied change stays what health measures.
+            let newer = state.health.pending_since.unwrap_or(since);
+            state.health.pending_since = Some(since.min(newer));
+        }
+        self.observer.synced(&report, &state.model);
+        drop(state);
+        tracing::info!("{report}");
+        report
+    }
+
+    /// Runs the steps in order, each run of contiguous steps of one sort (binds, kernel
+    /// operations, unbinds) as one batch of at most [`MAX_BATCH`]; records the successful ones in `observed` and the failed
+    /// ones for a retry. Returns the failures.
+    /// `address_time` accumulates the time spent binding and unbinding.
+    async fn execute(
+        &mut self,
+        steps: Vec<Step>,
+        report: &mut SyncReport,
+        address_time: &mut Duration,
+    ) -> Vec<(Step, KernelError)> {
+        let mut failures = Vec::new();
+        // Taken from the back of the reversed plan, and the buffer shrunk as it empties: a cold
+        // start's 120,000 steps (about 12 MB) are then released batch by batch while the
+        // record of what was applied grows, instead of both peaking together at the end.
+        let mut steps = steps;
+        steps.reverse();
+        while let Some(first) = steps.pop() {
+            let sort = std::mem::discriminant(&first);
+            let mut run = vec![first];
+            while run.len() < MAX_BATCH
+                && let Some(next) = steps.pop_if(|s| std::mem::discriminant(&*s) == sort)
+            {
+                run.push(next);
+            }
+            if steps.capacity() - steps.len() >= MAX_BATCH {
+                steps.shrink_to_fit();
+            }
+            match &run[0] {
+                Step::Kernel(_) => {
+                    let ops = run
+                        .into_iter()
+                        .filter_map(|s| match s {
+                            Step::Kernel(op) => Some(op),
+                            _ => None,
+                        })
+                        .collect();
+                    self.run_batch(ops, report, &mut failures).await;
+                }
+                Step::Bind(_) | Step::Unbind(_) => {
+                    let addrs: Vec<IpAddr> = run
+                        .iter()
+                        .filter_map(|s| match s {
+                            Step::Bind(a) | Step::Unbind(a) => Some(*a),
+                            Step::Kernel(_) => None,
+                        })
+                        .collect();
+                    let began = Instant::now();
+                    let results = match &run[0] {
+                        Step::Bind(_) => self.kernel.bind(&addrs).await,
+                        _ => self.kernel.unbind(&addrs).await,
+                    };
+                    *address_time += began.elapsed();
+                    let mut results = results.into_iter();
+                    for step in run {
+                        let result = results
+                            .next()
+                            .unwrap_or_else(|| Err(KernelError::new(step.to_string(), "no result for it")));
+                        self.record(step, result, report, &mut failures);
+                    }
+                }
+            }
+        }
+        failures
+    }
+
+    async fn run_batch(
+        &mut self,
+        ops: Vec<Operation>,
+        report: &mut SyncReport,
+        failures: &mut Vec<(Step, KernelError)>,
+    ) {
+        match self.kernel.apply(&ops).await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for op in ops {
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(KernelError::new(op.to_string(), "the batch returned no result for it"))
+                    });
+                    self.record(Step::Kernel(op), result, report, failures);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for op in ops {
+                    let err = KernelError::new(op.to_string(), why.clone());
+                    self.record(Step::Kernel(op), Err(err), report, failures);
+                }
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        step: Step,
+        result: Result<(), KernelError>,
+        report: &mut SyncReport,
+        failures: &mut Vec<(Step, KernelError)>,
+    ) {
+        report.count(&step, result.is_ok());
+        match result {
+            Ok(()) => {
+                tracing::debug!("{step}");
+                self.observed.apply(&step);
+            }
+            Err(e) => {
+                match &step {
+                    Step::Kernel(op) => {
+                        self.retry.virtual_servers.insert(operation_target(op));
+                    }
+                    Step::Bind(a) | Step::Unbind(a) => {
+                        self.retry.addresses.insert(*a);
+                    }
+                }
+                failures.push((step, e));
+            }
+        }
+    }
+
+    /// The state the loop believes the kernel holds (for tests and debugging).
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// Whether failed steps wait for a retry.
+    pub fn retry_pending(&self) -> bool {
+        !self.retry.is_empty()
+    }
+}

@@ -1,0 +1,333 @@
+//! The loop's own logic (gating, adoption, incremental scope, retries, drift repair) against an
+//! in-memory table. This is not a kernel test: the loop against the real kernel is tested in the VM.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipvs::{
+    Operation, RealServer, RealServerEntry, RealServerId, Stats, Table, VirtualServer, VirtualServerEntry,
+    VirtualServerId,
+};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::{Change, Config, Model, Update};
+
+use super::*;
+
+/// An in-memory IPVS table with a call log; `fail` holds step texts to fail once.
+#[derive(Default)]
+struct Memory {
+    services: BTreeMap<VirtualServerId, (VirtualServer, BTreeMap<RealServerId, RealServer>)>,
+    bound: BTreeSet<IpAddr>,
+    writes: Vec<String>,
+    fail: HashSet<String>,
+    batches: Vec<usize>,
+}
+
+#[derive(Clone, Default)]
+struct MemoryKernel(Arc<Mutex<Memory>>);
+
+impl MemoryKernel {
+    fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.0.lock().unwrap()
+    }
+    fn writes(&self) -> Vec<String> {
+        std::mem::take(&mut self.mem().writes)
+    }
+}
+
+impl Kernel for MemoryKernel {
+    async fn observe(&mut self) -> Result<(Table, Vec<IpAddr>), KernelError> {
+        let m = self.mem();
+        let services = m
+            .services
+            .values()
+            .map(|(vs, rss)| {
+                let entry = VirtualServerEntry { server: vs.clone(), stats: Stats::default() };
+                let dests = rss
+                    .values()
+                    .map(|rs| RealServerEntry { server: *rs, connections: Default::default(), stats: Stats::default() })
+                    .collect();
+                (entry, dests)
+            })
+            .collect();
+        Ok((Table { services }, m.bound.iter().copied().collect()))
+    }
+
+    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let mut m = self.mem();
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("bind {addr}"));
+                m.bound.insert(*addr);
+                Ok(())
+            })
+            .collect()
+    }
+
+    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let mut m = self.mem();
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("unbind {addr}"));
+                m.bound.remove(addr);
+                Ok(())
+            })
+            .collect()
+    }
+
+    async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
+        let mut m = self.mem();
+        m.batches.push(ops.len());
+        let mut results = Vec::new();
+        for op in ops {
+            let text = op.to_string();
+            m.writes.push(text.clone());
+            if m.fail.remove(&text) {
+                results.push(Err(KernelError::new(text, "injected failure")));
+                continue;
+            }
+            match op {
+                Operation::AddVirtualServer(vs) | Operation::UpdateVirtualServer(vs) => {
+                    let rss = m.services.remove(&vs.id).map(|(_, r)| r).unwrap_or_default();
+                    m.services.insert(vs.id, (vs.clone(), rss));
+                }
+                Operation::DeleteVirtualServer(id) => {
+                    m.services.remove(id);
+                }
+                Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
+                    if let Some((_, rss)) = m.services.get_mut(id) {
+                        rss.insert(rs.id, *rs);
+                    }
+                }
+                Operation::DeleteRealServer(id, rs) => {
+                    if let Some((_, rss)) = m.services.get_mut(id) {
+                        rss.remove(rs);
+                    }
+                }
+            }
+            results.push(Ok(()));
+        }
+        Ok(results)
+    }
+}
+
+#[derive(Default)]
+struct Reports(Vec<SyncReport>);
+
+impl SyncObserver for Arc<Mutex<Reports>> {
+    fn synced(&mut self, report: &SyncReport, _model: &Model) {
+        self.lock().unwrap().0.push(report.clone());
+    }
+}
+
+fn service(name: &str, ip: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": name, "resourceVersion": "1"},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<_> =
+        ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": format!("{service}-x"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    }))
+    .unwrap()
+}
+
+fn listed(shared: &Shared) {
+    shared.feed(Update::Service(Change::Listed));
+    shared.feed(Update::EndpointSlice(Change::Listed));
+    shared.feed(Update::Node(Change::<Node>::Listed));
+    shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
+}
+
+fn settings() -> SyncSettings {
+    SyncSettings { sync_period: Duration::from_secs(30), min_sync_period: Duration::ZERO }
+}
+
+fn cluster(services: usize) -> Arc<Shared> {
+    let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
+    for i in 0..services {
+        let name = format!("svc{i}");
+        shared.feed(Update::Service(Change::Apply(service(&name, &format!("10.96.0.{}", i + 1)))));
+        shared.feed(Update::EndpointSlice(Change::Apply(slice(&name, &["10.244.1.1", "10.244.1.2"]))));
+    }
+    shared
+}
+
+// Paused time: the loop's sleeps advance the clock only once every task is idle, so "nothing
+// happened within a sync period" is proven without waiting for one.
+#[tokio::test(start_paused = true)]
+async fn no_kernel_access_before_the_first_complete_lists() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(2);
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let task = tokio::spawn(SyncLoop::new(kernel.clone(), shared.clone(), reports.clone(), settings()).run());
+    shared.feed(Update::Service(Change::Listed));
+    shared.feed(Update::EndpointSlice(Change::Listed));
+    shared.feed(Update::Node(Change::<Node>::Listed));
+    // The node's addresses are still missing: give the loop a whole sync period to (wrongly) run.
+    tokio::time::sleep(settings().sync_period * 2).await;
+    assert!(kernel.writes().is_empty());
+    assert!(reports.lock().unwrap().0.is_empty());
+    shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reports.lock().unwrap().0.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    let first = reports.lock().unwrap().0.first().cloned().expect("a sync after the lists");
+    assert!(first.full);
+    assert_eq!(first.virtual_servers, 2);
+    // 2 binds + 2 virtual servers + 4 real servers.
+    assert_eq!(kernel.writes().len(), 8);
+}
+
+#[tokio::test]
+async fn a_restart_with_an_unchanged_cluster_writes_nothing() {
+    let kernel = MemoryKernel::default();
+    let first = cluster(3);
+    listed(&first);
+    let mut sync = SyncLoop::new(kernel.clone(), first, Arc::new(Mutex::new(Reports::default())), settings());
+    let report = sync.sync(true).await;
+    assert_eq!((report.plan_steps, report.failed), (3 + 3 + 6, 0));
+    kernel.writes();
+
+    let restarted = cluster(3);
+    listed(&restarted);
+    let mut sync = SyncLoop::new(kernel.clone(), restarted, Arc::new(Mutex::new(Reports::default())), settings());
+    let report = sync.sync(true).await;
+    assert_eq!(report.plan_steps, 0, "{report}");
+    assert!(kernel.writes().is_empty());
+}
+
+#[tokio::test]
+async fn an_endpoint_change_plans_only_its_service() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(50);
+    listed(&shared);
+    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    sync.sync(true).await;
+    kernel.writes();
+
+    shared.feed(Update::EndpointSlice(Change::Apply(slice("svc7", &["10.244.1.1", "10.244.1.3"]))));
+    let report = sync.sync(false).await;
+    assert!(!report.full);
+    assert_eq!(report.touched_services.len(), 1);
+    assert_eq!(report.endpoint_changes, 1);
+    assert_eq!(
+        kernel.writes(),
+        vec![
+            "delete real server 10.244.1.2:8080 of TCP 10.96.0.8:80".to_string(),
+            "add real server 10.244.1.3:8080 to TCP 10.96.0.8:80".to_string(),
+        ]
+    );
+    // Nothing pending: the next incremental sync is empty.
+    assert_eq!(sync.sync(false).await.plan_steps, 0);
+}
+
+#[tokio::test]
+async fn failed_steps_are_retried_and_health_keeps_the_oldest_change() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(1);
+    listed(&shared);
+    kernel.mem().fail.insert("add real server 10.244.1.2:8080 to TCP 10.96.0.1:80".into());
+    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    let report = sync.sync(true).await;
+    assert_eq!(report.failed, 1);
+    assert_eq!(report.steps.get(&("add_real_server", false)), Some(&1));
+    assert!(sync.retry_pending());
+    assert!(shared.health().pending_since.is_some(), "unapplied change keeps health's clock running");
+    assert!(shared.health().last_synced.is_none());
+
+    let report = sync.sync(false).await;
+    assert_eq!((report.plan_steps, report.failed), (1, 0), "{report}");
+    assert!(!sync.retry_pending());
+    assert!(shared.health().pending_since.is_none());
+    assert!(shared.health().last_synced.is_some());
+    assert_eq!(kernel.mem().services.values().next().map(|(_, r)| r.len()), Some(2));
+}
+
+#[tokio::test]
+async fn a_full_reconcile_repairs_drift() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(2);
+    listed(&shared);
+    let mut sync = SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings());
+    sync.sync(true).await;
+    kernel.writes();
+    {
+        // Someone else deletes a virtual server, changes another's scheduler, removes an address.
+        let mut m = kernel.mem();
+        let first = *m.services.keys().next().unwrap();
+        m.services.remove(&first);
+        if let Some((vs, _)) = m.services.values_mut().next() {
+            vs.scheduler = "lc".into();
+        }
+        m.bound.remove(&"10.96.0.2".parse::<IpAddr>().unwrap());
+    }
+    assert_eq!(sync.sync(false).await.plan_steps, 0, "the incremental path trusts its record");
+    let report = sync.sync(true).await;
+    assert_eq!(report.failed, 0);
+    let writes = kernel.writes();
+    assert_eq!(
+        writes,
+        vec![
+            "bind 10.96.0.2".to_string(),
+            "add virtual server TCP 10.96.0.1:80".to_string(),
+            "add real server 10.244.1.1:8080 to TCP 10.96.0.1:80".to_string(),
+            "add real server 10.244.1.2:8080 to TCP 10.96.0.1:80".to_string(),
+            "update virtual server TCP 10.96.0.2:80".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn relist_completions_queue_nothing() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(1);
+    listed(&shared);
+    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    sync.sync(true).await;
+    assert!(shared.health().pending_since.is_none());
+    // A relist that found nothing new ends with its list completion only.
+    listed(&shared);
+    assert!(shared.health().pending_since.is_none(), "nothing to apply, nothing pending");
+    // The same object again (same resourceVersion) is filtered before it gets here; a real
+    // change is pending until synced.
+    shared.feed(Update::Service(Change::Apply(service("svc0", "10.96.0.100"))));
+    assert!(shared.health().pending_since.is_some());
+    sync.sync(false).await;
+    assert!(shared.health().pending_since.is_none());
+}
+
+#[tokio::test]
+async fn big_plans_go_in_bounded_batches() {
+    let kernel = MemoryKernel::default();
+    // 3,000 Services of one virtual server and two real servers: 9,000 operations.
+    let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
+    for i in 0..3000 {
+        let name = format!("svc{i}");
+        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+        shared.feed(Update::Service(Change::Apply(service(&name, &ip))));
+        shared.feed(Update::EndpointSlice(Change::Apply(slice(&name, &["10.244.1.1", "10.244.1.2"]))));
+    }
+    listed(&shared);
+    let mut sync = SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings());
+    let report = sync.sync(true).await;
+    assert_eq!((report.plan_steps, report.failed), (3000 * 4, 0));
+    assert_eq!(kernel.mem().batches, vec![MAX_BATCH, 9000 - MAX_BATCH]);
+    assert_eq!(sync.sync(true).await.plan_steps, 0, "the split batches programmed everything");
+}

@@ -1,0 +1,283 @@
+//! The node's addresses as a source: the addresses NodePorts may use, read once and then
+//! followed through rtnetlink's address and link notifications, so that a NodePort follows an
+//! address change within moments, with no polling.
+//!
+//! Each notification costs one address (or one link) of work: the dummy link's own addresses
+//! (tens of thousands of ClusterIPs, each bind a notification) are discarded by interface index
+//! without a dump. A dump is taken only at start and when the kernel says notifications were
+//! lost (`NLMSG_OVERRUN`) or the socket failed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use model::Update;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::sys::SocketAddr;
+use rtnetlink::{Handle, MulticastGroup};
+
+/// How long to wait before reconnecting after the rtnetlink socket failed.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Why the node's addresses could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressesError {
+    /// The rtnetlink socket could not be opened.
+    #[error("cannot open an rtnetlink socket")]
+    Socket(#[source] std::io::Error),
+    /// The kernel refused or broke off a dump.
+    #[error("cannot list the host's {what}")]
+    Dump {
+        /// `links` or `addresses`.
+        what: &'static str,
+        /// The rtnetlink error.
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// Whether NodePorts may listen on `addr` of interface `ifname`: not the dummy link's, not
+/// loopback, not unspecified, not IPv6 link-local (upstream's rule).
+pub fn is_node_address(ifname: &str, addr: &IpAddr, dummy: &str) -> bool {
+    let link_local_v6 = matches!(addr, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
+    ifname != dummy && !addr.is_loopback() && !addr.is_unspecified() && !link_local_v6
+}
+
+/// The node's addresses now (sorted, deduplicated): every interface's addresses that
+/// [`is_node_address`] accepts, with `dummy` the proxy's dummy link. For commands that need
+/// them once; the daemon follows them with [`node_address_updates`].
+pub async fn node_addresses(dummy: &str) -> Result<Vec<IpAddr>, AddressesError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(AddressesError::Socket)?;
+    let task = tokio::spawn(connection);
+    let host = Host::dump(&handle).await;
+    task.abort();
+    Ok(host?.node_addresses(dummy))
+}
+
+/// The node's addresses as [`Update::NodeAddresses`]: the complete list first, then the list
+/// again each time it changes. Failures are logged and retried; the stream never ends.
+pub fn node_address_updates(dummy: impl Into<String>) -> impl Stream<Item = Update> + Send + 'static {
+    let follower = Follower { dummy: dummy.into(), last: None, session: None };
+    stream::unfold(follower, |mut f| async move {
+        let addrs = f.next_change().await;
+        Some((Update::NodeAddresses(addrs), f))
+    })
+}
+
+/// What is known of the host's interfaces and addresses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Host {
+    /// Interface names by index.
+    links: HashMap<u32, String>,
+    /// Addresses by interface index, as the kernel keys them (address and prefix length), so
+    /// that applying a notification twice (one that raced the dump) changes nothing.
+    addresses: BTreeMap<u32, BTreeSet<(IpAddr, u8)>>,
+}
+
+impl Host {
+    async fn dump(handle: &Handle) -> Result<Host, AddressesError> {
+        let links: Vec<LinkMessage> = handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| AddressesError::Dump { what: "links", source })?;
+        let addresses: Vec<AddressMessage> = handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| AddressesError::Dump { what: "addresses", source })?;
+        let mut host = Host::default();
+        for link in &links {
+            host.link(link, true);
+        }
+        for address in &addresses {
+            host.address(address, true);
+        }
+        Ok(host)
+    }
+
+    /// Records a link that appeared (`present`) or went.
+    fn link(&mut self, link: &LinkMessage, present: bool) {
+        let index = link.header.index;
+        if !present {
+            self.links.remove(&index);
+            self.addresses.remove(&index);
+            return;
+        }
+        if let Some(name) = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        }) {
+            self.links.insert(index, name);
+        }
+    }
+
+    /// Records an address that appeared (`present`) or went.
+    fn address(&mut self, message: &AddressMessage, present: bool) {
+        let Some(addr) = address_of(message) else { return };
+        let index = message.header.index;
+        let key = (addr, message.header.prefix_len);
+        let on_link = self.addresses.entry(index).or_default();
+        if present {
+            on_link.insert(key);
+        } else {
+            on_link.remove(&key);
+        }
+        if on_link.is_empty() {
+            self.addresses.remove(&index);
+        }
+    }
+
+    /// The node's addresses, sorted and deduplicated.
+    fn node_addresses(&self, dummy: &str) -> Vec<IpAddr> {
+        let mut out = BTreeSet::new();
+        for (index, addrs) in &self.addresses {
+            let name = self.links.get(index).map_or("", String::as_str);
+            out.extend(addrs.iter().map(|(a, _)| *a).filter(|a| is_node_address(name, a, dummy)));
+        }
+        out.into_iter().collect()
+    }
+
+    /// Applies one notification; false when notifications were lost and a dump is needed.
+    fn notify(&mut self, message: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+        match &message.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => self.address(m, true),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => self.address(m, false),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => self.link(m, true),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => self.link(m, false),
+            NetlinkPayload::Overrun(_) => return false,
+            _ => {}
+        }
+        true
+    }
+}
+
+/// The address an address message carries: the local address (`IFA_LOCAL`), else `IFA_ADDRESS`
+/// (the peer's on point-to-point links, the local one elsewhere).
+fn address_of(message: &AddressMessage) -> Option<IpAddr> {
+    let local = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(addr) => Some(*addr),
+        _ => None,
+    });
+    local.or_else(|| {
+        message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(addr) => Some(*addr),
+            _ => None,
+        })
+    })
+}
+
+/// One subscription: the notifications and the state they update.
+struct Session {
+    notifications: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    host: Host,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Follower {
+    dummy: String,
+    last: Option<Vec<IpAddr>>,
+    session: Option<Session>,
+}
+
+impl Follower {
+    /// Waits until the node's addresses differ from the last ones yielded (the first call:
+    /// until they are known) and returns them.
+    async fn next_change(&mut self) -> Vec<IpAddr> {
+        loop {
+            let Some(session) = self.session.as_mut() else {
+                match subscribe().await {
+                    Ok(session) => self.session = Some(session),
+                    Err(e) => {
+                        tracing::warn!("cannot follow the node's addresses, retrying: {e}");
+                        tokio::time::sleep(RECONNECT_DELAY).await;
+                        continue;
+                    }
+                }
+                if let Some(change) = self.changed() {
+                    return change;
+                }
+                continue;
+            };
+            let Some((message, _)) = session.notifications.next().await else {
+                tracing::warn!("the rtnetlink notification socket closed; reconnecting");
+                self.session = None;
+                tokio::time::sleep(RECONNECT_DELAY).await;
+                continue;
+            };
+            let mut in_step = session.host.notify(&message);
+            // Whatever else is queued already: one update for a burst.
+            while let Ok((message, _)) = session.notifications.try_recv() {
+                in_step &= session.host.notify(&message);
+            }
+            if !in_step {
+                tracing::warn!("rtnetlink notifications were lost; reading the addresses again");
+                self.session = None;
+                continue;
+            }
+            if let Some(change) = self.changed() {
+                return change;
+            }
+        }
+    }
+
+    fn changed(&mut self) -> Option<Vec<IpAddr>> {
+        let now = self.session.as_ref()?.host.node_addresses(&self.dummy);
+        if self.last.as_ref() == Some(&now) {
+            return None;
+        }
+        tracing::info!(addresses = ?now, "node addresses");
+        self.last = Some(now.clone());
+        Some(now)
+    }
+}
+
+/// Subscribes to address and link notifications, then dumps: nothing is missed, and a change
+/// that raced the dump is in both, which is harmless (notifications are idempotent on [`Host`]).
+async fn subscribe() -> Result<Session, AddressesError> {
+    let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+    let (connection, handle, notifications) =
+        rtnetlink::new_multicast_connection(&groups).map_err(AddressesError::Socket)?;
+    let task = tokio::spawn(connection);
+    let mut session = Session { notifications, host: Host::default(), task };
+    session.host = Host::dump(&handle).await?;
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_follow_upstreams_rule() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("eth0", "192.0.2.10", true),
+            ("eth0", "2001:db8::10", true),
+            ("eth0", "fe80::1", false),
+            ("eth0", "febf::1", false),
+            ("eth0", "fec0::1", true),
+            ("lo", "127.0.0.1", false),
+            ("eth0", "127.0.0.2", false),
+            ("lo", "::1", false),
+            ("kube-ipvs0", "10.96.0.10", false),
+        ];
+        for (ifname, addr, want) in cases {
+            assert_eq!(is_node_address(ifname, &addr.parse().unwrap(), "kube-ipvs0"), *want, "{ifname} {addr}");
+        }
+    }
+}
