@@ -56,6 +56,7 @@ fn push_service(args: &mut Vec<String>, id: &VirtualServerId) {
                 Protocol::Tcp => "-t",
                 Protocol::Udp => "-u",
                 Protocol::Sctp => "--sctp-service",
+                Protocol::Other(n) => panic!("ipvsadm cannot name protocol {n}"),
             };
             args.extend([flag.to_string(), endpoint(&RealServerId { addr: *addr, port: *port })]);
         }
@@ -100,10 +101,12 @@ fn push_real_server(args: &mut Vec<String>, rs: &RealServer) {
     match rs.forward {
         ForwardMethod::Masquerade => args.push("-m".to_string()),
         ForwardMethod::Route | ForwardMethod::Local => args.push("-g".to_string()),
+        ForwardMethod::Other(bits) => panic!("ipvsadm cannot name forwarding method {bits:#x}"),
         ForwardMethod::Tunnel { tunnel, port, flags } => {
             args.push("-i".to_string());
             match tunnel {
                 TunnelType::IpIp => {}
+                TunnelType::Other(n) => panic!("ipvsadm cannot name tunnel type {n}"),
                 TunnelType::Gue | TunnelType::Gre => {
                     let name = if tunnel == TunnelType::Gue { "gue" } else { "gre" };
                     args.extend(["--tun-type".to_string(), name.to_string()]);

@@ -6,18 +6,28 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use serde::Deserialize;
+use serde_json::Value;
 
-fn documents(file: &str) -> Vec<serde_yaml::Value> {
+fn documents(file: &str) -> Vec<Value> {
     let path = format!("{}/../manifests/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::Deserializer::from_str(&text).map(|d| serde_yaml::Value::deserialize(d).unwrap()).collect()
+    let mut docs = Vec::new();
+    sources::yaml::each_document(
+        &text,
+        |_, d: Value| {
+            docs.push(d);
+            Ok::<(), String>(())
+        },
+        |i, e| format!("{file}: document {i}: {e}"),
+    )
+    .unwrap();
+    docs
 }
 
 fn one<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> T {
     let docs = documents(file);
     let doc = docs.iter().find(|d| d["kind"].as_str() == Some(kind)).unwrap_or_else(|| panic!("no {kind} in {file}"));
-    serde_yaml::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} in {file}: {e}"))
+    serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{kind} in {file}: {e}"))
 }
 
 #[test]
@@ -65,7 +75,7 @@ fn the_daemonset_runs_the_daemon_as_documented() {
 fn the_configmap_holds_an_ipvs_kube_proxy_configuration() {
     let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
     let text = cm.data.unwrap().remove("config.conf").unwrap();
-    let config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let config: Value = serde_saphyr::from_str(&text).unwrap();
     let cases = [
         ("apiVersion", "kubeproxy.config.k8s.io/v1alpha1"),
         ("kind", "KubeProxyConfiguration"),

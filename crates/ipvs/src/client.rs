@@ -204,8 +204,13 @@ async fn list_services(conn: &mut Connection) -> Result<Vec<VirtualServerEntry>>
     let mut out = Vec::new();
     let msg = IpvsMessage::new(IPVS_CMD_GET_SERVICE, vec![]);
     conn.exchange(Context::new(&what), msg, true, |m| {
-        if let Some(attrs) = m.service() {
-            out.push(virtual_server_entry(attrs).map_err(|e| Error::decode(what, e))?);
+        // Unknown values decode as `Other`; an entry that still cannot be read (an address
+        // family IPVS never reports) is left out, named in a warning, rather than failing the
+        // dump: it cannot be one this crate's users wrote.
+        match m.service().map(virtual_server_entry) {
+            Some(Ok(entry)) => out.push(entry),
+            Some(Err(e)) => tracing::warn!(error = %e, "{what}: skipped an entry that cannot be decoded"),
+            None => {}
         }
         Ok(())
     })
@@ -222,7 +227,10 @@ async fn list_dests(conn: &mut Connection, vs: &VirtualServerId) -> Result<Vec<R
     conn.exchange_frames(Context::new(&what), msg, true, |frame| {
         let nest = frame.attribute(IPVS_CMD_ATTR_DEST).map_err(|e| Error::decode(&what, e))?;
         if let Some(nest) = nest {
-            out.push(real_server_entry_from_nest(nest, family).map_err(|e| Error::decode(&what, e))?);
+            match real_server_entry_from_nest(nest, family) {
+                Ok(entry) => out.push(entry),
+                Err(e) => tracing::warn!(error = %e, "{what}: skipped an entry that cannot be decoded"),
+            }
         }
         Ok(())
     })

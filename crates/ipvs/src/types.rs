@@ -36,6 +36,9 @@ pub enum Protocol {
     Udp,
     /// SCTP (132).
     Sctp,
+    /// Any other `IPPROTO_*` number the kernel reports: kept, not refused, so one entry this
+    /// crate cannot name does not fail a whole dump. The proxy never makes such entries.
+    Other(u16),
 }
 
 impl fmt::Display for Protocol {
@@ -44,6 +47,7 @@ impl fmt::Display for Protocol {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
             Protocol::Sctp => "SCTP",
+            Protocol::Other(n) => return write!(f, "proto-{n}"),
         })
     }
 }
@@ -187,6 +191,8 @@ pub enum ForwardMethod {
     },
     /// Direct routing (`-g`, 3).
     Route,
+    /// A forwarding method this crate does not name: the raw `IP_VS_CONN_F_FWD_MASK` bits.
+    Other(u32),
 }
 
 /// Tunnel encapsulation of [`ForwardMethod::Tunnel`].
@@ -198,6 +204,8 @@ pub enum TunnelType {
     Gue,
     /// GRE (2).
     Gre,
+    /// A tunnel type this crate does not name, as the kernel numbers it.
+    Other(u8),
 }
 
 /// What names a real server within its virtual server.

@@ -116,7 +116,7 @@ fn bad_files_are_refused_with_the_document_and_field() {
             format!("{service}spec: {{clusterIP: 10.96.0.10}}\n---\n{slice}endpoints:\n- addresses: 10.244.1.1\n"),
             "-: document 2 (EndpointSlice web-1): endpoints[0].addresses: invalid type: string \"10.244.1.1\", expected a sequence",
         ),
-        ("---\n---\nkind: [unclosed\n".to_string(), "not YAML: did not find expected ',' or ']' at line 4 column 1"),
+        ("---\n---\nkind: [unclosed\n".to_string(), "not YAML: unclosed bracket '[' at line 3, column 7"),
         (format!("{service}spec: [1, 2]\n"), "-: document 1 (Service web): spec: invalid type: sequence"),
     ];
     for (input, expected) in cases {

@@ -107,6 +107,10 @@ impl PlanPolicy {
     /// virtual server on an address bound (or to be bound) on kube-ipvs0 or on a node address,
     /// outside the excluded prefixes. Firewall-mark virtual servers are never this proxy's.
     pub fn owns(&self, id: &VirtualServerId, desired: &DesiredState, observed: &Observed) -> bool {
+        // A protocol the proxy never programs is someone else's, wherever it listens.
+        if let VirtualServerId::Tuple { protocol: Protocol::Other(_), .. } = id {
+            return false;
+        }
         match id.addr() {
             Some(addr) => {
                 (observed.is_bound(&addr) || desired.wants_address(&addr) || self.node_addresses.contains(&addr))

@@ -248,6 +248,8 @@ fn only_owned_virtual_servers_are_ever_deleted() {
         (tcp("172.16.0.5", 80), false, false), // someone else's
         (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, false),
         (tcp("10.200.0.5", 80), true, false), // excluded CIDR, even if bound
+        // A protocol the proxy never programs (decoded as Other), on a node address: foreign.
+        (VirtualServerId::Tuple { protocol: Protocol::Other(1), addr: ip(NODE_V4), port: 31000 }, false, false),
     ];
     for (id, bind, deleted) in cases {
         let mut table = Table::default();

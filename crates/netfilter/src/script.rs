@@ -74,11 +74,13 @@ fn fam(family: Family) -> &'static Fam {
     }
 }
 
-fn protocol_name(p: Protocol) -> &'static str {
+/// The protocol as nft writes an `inet_proto` value: by name, or by number for one without.
+fn protocol_name(p: Protocol) -> std::borrow::Cow<'static, str> {
     match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
+        Protocol::Tcp => "tcp".into(),
+        Protocol::Udp => "udp".into(),
+        Protocol::Sctp => "sctp".into(),
+        Protocol::Other(n) => n.to_string().into(),
     }
 }
 

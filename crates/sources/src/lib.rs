@@ -33,6 +33,7 @@ mod cluster;
 mod file;
 mod objects;
 mod relist;
+pub mod yaml;
 
 pub use addresses::{AddressesError, is_node_address, node_address_updates, node_addresses};
 pub use cluster::{PROXY_LABEL_SELECTOR, cluster_updates};

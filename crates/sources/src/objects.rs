@@ -6,8 +6,9 @@ use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
+
+use crate::yaml;
 
 /// Why a YAML text could not be read as objects. Each variant names the document at fault.
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +83,11 @@ pub enum Object {
 /// [`Objects::parse`] one object at a time, so that a large file never has all its objects in
 /// memory at once. On an error, `f` has seen the objects before the faulty document.
 pub fn each_object(text: &str, mut f: impl FnMut(Object)) -> Result<(), ObjectsError> {
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let index = i + 1;
-        let value = Value::deserialize(document).map_err(|e| ObjectsError::Yaml { index, message: e.to_string() })?;
-        add(index, value, &mut f)?;
-    }
-    Ok(())
+    yaml::each_document(
+        text,
+        |index, value: Value| add(index, value, &mut f),
+        |index, e| ObjectsError::Yaml { index, message: e.to_string() },
+    )
 }
 
 fn add(index: usize, value: Value, f: &mut impl FnMut(Object)) -> Result<(), ObjectsError> {
@@ -104,7 +104,7 @@ fn add(index: usize, value: Value, f: &mut impl FnMut(Object)) -> Result<(), Obj
         ("discovery.k8s.io/v1", "EndpointSlice") => f(Object::EndpointSlice(with_version(decode(value).map_err(bad)?))),
         ("v1", "Node") => f(Object::Node(with_version(decode(value).map_err(bad)?))),
         (_, "List") => {
-            if let Some(Value::Sequence(items)) = value.get("items") {
+            if let Some(Value::Array(items)) = value.get("items") {
                 for item in items.clone() {
                     add(index, item, f)?;
                 }
@@ -123,7 +123,7 @@ fn add(index: usize, value: Value, f: &mut impl FnMut(Object)) -> Result<(), Obj
 }
 
 /// Decodes one object; a mismatch names the field at fault (`spec.ports[0].port: invalid
-/// type: ...`), which serde_yaml alone does not do for an already parsed document.
+/// type: ...`), which serde alone does not do for an already parsed document.
 fn decode<K: serde::de::DeserializeOwned>(value: Value) -> Result<K, String> {
     serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
         "." => e.inner().to_string(),

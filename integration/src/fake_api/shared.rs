@@ -123,9 +123,17 @@ impl Shared {
 /// or a `kind: List` whose `items` are objects. Empty documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, FakeApiError> {
     let mut objects = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = <Value as serde::Deserialize>::deserialize(document)
-            .map_err(|e| FakeApiError::BadDocument { index, reason: e.to_string() })?;
+    sources::yaml::each_document(
+        text,
+        |index, value: Value| push_document(&mut objects, index, value),
+        |index, e| FakeApiError::BadDocument { index, reason: e.to_string() },
+    )?;
+    Ok(objects)
+}
+
+/// One document of [`parse_documents`]: an object, a `kind: List`'s items, or nothing.
+fn push_document(objects: &mut Vec<Value>, index: usize, value: Value) -> Result<(), FakeApiError> {
+    {
         match value {
             Value::Null => {}
             Value::Object(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
@@ -138,7 +146,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, FakeApiError> {
             }
         }
     }
-    Ok(objects)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -224,6 +224,8 @@ fn forward_name(forward: &ForwardMethod) -> &'static str {
         ForwardMethod::Local => "Local",
         ForwardMethod::Tunnel { .. } => "Tunnel",
         ForwardMethod::Route => "Route",
+        // ipvsadm prints this for any value it does not name.
+        ForwardMethod::Other(_) => "Unknown",
     }
 }
 
@@ -244,6 +246,7 @@ fn tunnel_info(forward: &ForwardMethod) -> String {
         TunnelType::IpIp => "ipip".to_string(),
         TunnelType::Gue => format!("gue:{port}:{flags}"),
         TunnelType::Gre => format!("gre:{flags}"),
+        TunnelType::Other(n) => format!("type-{n}"),
     }
 }
 

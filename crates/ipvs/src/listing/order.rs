@@ -25,6 +25,7 @@ fn protocol_number(protocol: Protocol) -> i32 {
         Protocol::Tcp => 6,
         Protocol::Udp => 17,
         Protocol::Sctp => 132,
+        Protocol::Other(n) => i32::from(n),
     }
 }
 

@@ -63,15 +63,16 @@ pub fn protocol_number(protocol: Protocol) -> u16 {
         Protocol::Tcp => IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,
         Protocol::Sctp => IPPROTO_SCTP,
+        Protocol::Other(n) => n,
     }
 }
 
-/// The protocol an `IPPROTO_*` number names.
-pub fn protocol_from_number(n: u16) -> Result<Protocol, DecodeError> {
+/// The protocol an `IPPROTO_*` number names; an unknown one is [`Protocol::Other`].
+pub fn protocol_from_number(n: u16) -> Protocol {
     match n {
-        IPPROTO_TCP => Ok(Protocol::Tcp),
-        IPPROTO_UDP => Ok(Protocol::Udp),
-        IPPROTO_SCTP => Ok(Protocol::Sctp),
-        other => Err(DecodeError::from(format!("unsupported protocol {other}"))),
+        IPPROTO_TCP => Protocol::Tcp,
+        IPPROTO_UDP => Protocol::Udp,
+        IPPROTO_SCTP => Protocol::Sctp,
+        other => Protocol::Other(other),
     }
 }

@@ -160,6 +160,7 @@ pub fn dest_attrs(rs: &RealServer) -> Vec<DestAttr> {
         ForwardMethod::Local => IP_VS_CONN_F_LOCALNODE,
         ForwardMethod::Tunnel { .. } => IP_VS_CONN_F_TUNNEL,
         ForwardMethod::Route => IP_VS_CONN_F_DROUTE,
+        ForwardMethod::Other(bits) => bits,
     };
     attrs.push(DestAttr::ForwardMethod(method));
     attrs.push(DestAttr::Weight(rs.weight));
@@ -170,6 +171,7 @@ pub fn dest_attrs(rs: &RealServer) -> Vec<DestAttr> {
             TunnelType::IpIp => IP_VS_CONN_F_TUNNEL_TYPE_IPIP,
             TunnelType::Gue => IP_VS_CONN_F_TUNNEL_TYPE_GUE,
             TunnelType::Gre => IP_VS_CONN_F_TUNNEL_TYPE_GRE,
+            TunnelType::Other(n) => n,
         };
         attrs.extend([DestAttr::TunnelType(kind), DestAttr::TunnelPort(port), DestAttr::TunnelFlags(flags)]);
     }
@@ -258,11 +260,11 @@ impl DestFold {
                     IP_VS_CONN_F_TUNNEL_TYPE_IPIP => TunnelType::IpIp,
                     IP_VS_CONN_F_TUNNEL_TYPE_GUE => TunnelType::Gue,
                     IP_VS_CONN_F_TUNNEL_TYPE_GRE => TunnelType::Gre,
-                    other => return Err(format!("unknown tunnel type {other}").into()),
+                    other => TunnelType::Other(other),
                 };
                 ForwardMethod::Tunnel { tunnel, port: self.tun_port, flags: self.tun_flags }
             }
-            other => return Err(format!("unknown forwarding method {other}").into()),
+            other => ForwardMethod::Other(other),
         };
         let server = RealServer {
             id: RealServerId { addr, port },

@@ -223,7 +223,7 @@ pub fn virtual_server_entry(attrs: &[ServiceAttr]) -> Result<VirtualServerEntry,
     let id = match (mark, proto, addr, port) {
         (Some(mark), ..) if mark != 0 => VirtualServerId::Fwmark { family, mark },
         (_, Some(p), Some(a), Some(port)) => {
-            VirtualServerId::Tuple { protocol: protocol_from_number(p)?, addr: address_of(&a, family), port }
+            VirtualServerId::Tuple { protocol: protocol_from_number(p), addr: address_of(&a, family), port }
         }
         _ => {
             return Err("service with neither firewall mark nor protocol, address and port".into());

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::duration::parse_duration;
 use super::{ConfigError, IpNet, NodePortAddress, parse_cidrs, parse_node_port_addresses};
@@ -100,7 +100,7 @@ impl FileConfig {
     /// Parses a `KubeProxyConfiguration` document. A whole kube-proxy `ConfigMap` is accepted too:
     /// its `data["config.conf"]` is read, so an operator can use `kubectl get cm -o yaml` output.
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        let doc: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let doc: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
         if lookup(&doc, "kind").and_then(Value::as_str) == Some("ConfigMap") {
             let inner = lookup(&doc, "data")
                 .and_then(|d| d.get("config.conf"))
@@ -173,25 +173,20 @@ fn is_set(v: &Value) -> bool {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64() != Some(0.0),
         Value::String(s) => !(s.is_empty() || s == "0" || s == "0s"),
-        Value::Sequence(seq) => !seq.is_empty(),
-        Value::Mapping(m) => m.values().any(is_set),
-        Value::Tagged(t) => is_set(&t.value),
+        Value::Array(seq) => !seq.is_empty(),
+        Value::Object(m) => m.values().any(is_set),
     }
 }
 
 /// Walks mappings and records every set leaf (or set sequence) that is not honoured.
 fn collect_ignored(v: &Value, prefix: &str, out: &mut Vec<String>) {
-    if let Value::Mapping(map) = v {
+    if let Value::Object(map) = v {
         for (key, value) in map {
-            let key = match key {
-                Value::String(s) => s.clone(),
-                other => format!("{other:?}"),
-            };
-            let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             if HONOURED.contains(&path.as_str()) {
                 continue;
             }
-            if matches!(value, Value::Mapping(_)) {
+            if matches!(value, Value::Object(_)) {
                 collect_ignored(value, &path, out);
             } else if is_set(value) {
                 out.push(path);
@@ -212,8 +207,8 @@ fn string(doc: &Value, path: &str) -> Result<Option<String>, ConfigError> {
 fn strings(doc: &Value, path: &str) -> Result<Option<Vec<String>>, ConfigError> {
     match lookup(doc, path) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Sequence(seq)) if seq.is_empty() => Ok(None),
-        Some(Value::Sequence(seq)) => seq
+        Some(Value::Array(seq)) if seq.is_empty() => Ok(None),
+        Some(Value::Array(seq)) => seq
             .iter()
             .map(|v| {
                 v.as_str().map(str::to_string).ok_or_else(|| ConfigError::field(path, "expected a list of strings"))

@@ -236,15 +236,6 @@ fn malformed_entries_are_errors_naming_the_problem() {
         (vec![ServiceAttr::Protocol(IPPROTO_TCP)], "without address family"),
         (vec![ServiceAttr::AddressFamily(7)], "unsupported address family 7"),
         (vec![ServiceAttr::AddressFamily(AF_INET), ServiceAttr::Protocol(IPPROTO_TCP)], "neither firewall mark"),
-        (
-            vec![
-                ServiceAttr::AddressFamily(AF_INET),
-                ServiceAttr::Protocol(1),
-                ServiceAttr::Address([0; 16]),
-                ServiceAttr::Port(1),
-            ],
-            "unsupported protocol 1",
-        ),
     ];
     for (attrs, text) in cases {
         let err = virtual_server_entry(&attrs).unwrap_err().to_string();
@@ -253,16 +244,50 @@ fn malformed_entries_are_errors_naming_the_problem() {
     let dest_cases: Vec<(Vec<DestAttr>, &str)> = vec![
         (vec![DestAttr::Port(1)], "without address"),
         (vec![DestAttr::Address([0; 16]), DestAttr::ForwardMethod(0)], "without port"),
-        (vec![DestAttr::Address([0; 16]), DestAttr::Port(1), DestAttr::ForwardMethod(5)], "forwarding method 5"),
-        (
-            vec![DestAttr::Address([0; 16]), DestAttr::Port(1), DestAttr::ForwardMethod(2), DestAttr::TunnelType(9)],
-            "tunnel type 9",
-        ),
     ];
     for (attrs, text) in dest_cases {
         let err = real_server_entry(&attrs, Family::V4).unwrap_err().to_string();
         assert!(err.contains(text), "{err:?} should contain {text:?}");
     }
+}
+
+/// Values this crate does not name are kept as `Other`, not refused: one such entry must not
+/// fail a whole dump. `DEST_ENTRY` with its forwarding method (byte 40) and tunnel type
+/// (byte 168) patched, decoded through both paths; a service with protocol 1 (ICMP).
+#[test]
+fn unknown_kernel_values_decode_as_other() {
+    let patched = |method: u8, tunnel: u8| {
+        let mut bytes = DEST_ENTRY;
+        assert_eq!((&bytes[36..40], &bytes[164..168]), (&[0x08, 0x00, 0x03, 0x00][..], &[0x05, 0x00, 0x0d, 0x00][..]));
+        bytes[40] = method;
+        bytes[168] = tunnel;
+        bytes
+    };
+    let cases = [
+        (patched(5, 0), ForwardMethod::Other(5)),
+        (patched(2, 9), ForwardMethod::Tunnel { tunnel: crate::TunnelType::Other(9), port: 0, flags: 0 }),
+    ];
+    for (bytes, want) in cases {
+        let entry = real_server_entry_from_nest(&bytes[8..], Family::V4).unwrap();
+        assert_eq!(entry.server.forward, want);
+        assert_paths_agree(&bytes[8..]);
+        // And back: the raw values are written as they were read.
+        let built = IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(dest_attrs(&entry.server))]);
+        let mut emitted = vec![0u8; built.buffer_len()];
+        built.emit(&mut emitted);
+        let reparsed = IpvsMessage::parse_with_param(&emitted[..], GenlHeader { cmd: IPVS_CMD_NEW_DEST, version: 1 });
+        let again = real_server_entry(reparsed.unwrap().dest().unwrap(), Family::V4).unwrap();
+        assert_eq!(again.server.forward, want);
+    }
+    let icmp = vec![
+        ServiceAttr::AddressFamily(AF_INET),
+        ServiceAttr::Protocol(1),
+        ServiceAttr::Address(raw_address(&ip("10.0.0.1"))),
+        ServiceAttr::Port(7),
+    ];
+    let entry = virtual_server_entry(&icmp).unwrap();
+    assert_eq!(entry.server.id, VirtualServerId::Tuple { protocol: Protocol::Other(1), addr: ip("10.0.0.1"), port: 7 });
+    assert_eq!(entry.server.id.to_string(), "proto-1 10.0.0.1:7");
 }
 
 /// The fast path must decode exactly what the typed path decodes, and fail where it fails.
