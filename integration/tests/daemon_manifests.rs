@@ -75,7 +75,7 @@ fn the_daemonset_runs_the_daemon_as_documented() {
 fn the_configmap_holds_an_ipvs_kube_proxy_configuration() {
     let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
     let text = cm.data.unwrap().remove("config.conf").unwrap();
-    let config: Value = serde_saphyr::from_str(&text).unwrap();
+    let config: Value = serde_saphyr::from_str_with_options(&text, sources::yaml::options()).unwrap();
     let cases = [
         ("apiVersion", "kubeproxy.config.k8s.io/v1alpha1"),
         ("kind", "KubeProxyConfiguration"),

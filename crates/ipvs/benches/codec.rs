@@ -9,10 +9,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ipvs::wire::constants::{IPVS_CMD_ATTR_DEST, IPVS_CMD_NEW_DEST, IPVS_CMD_NEW_SERVICE};
 use ipvs::wire::{
-    IpvsAttr, IpvsMessage, Reply, StatsAttr, dest_attrs, encode_request, frames, operation_message,
-    real_server_entry_from_nest, service_attrs, virtual_server_entry,
+    IpvsMessage, Reply, StatsAttr, dest_attrs, encode_request, frames, operation_message, real_server_entry_from_nest,
+    service_attrs, virtual_server_entry,
 };
 use ipvs::{Family, Operation, Protocol, RealServer, VirtualServer, VirtualServerId};
 
@@ -71,14 +70,14 @@ fn dump() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let mut attrs = service_attrs(&VirtualServer::new(id(i), "rr"));
         attrs.push(ipvs::wire::ServiceAttr::Stats(stats()));
         attrs.push(ipvs::wire::ServiceAttr::Stats64(stats()));
-        IpvsMessage::new(IPVS_CMD_NEW_SERVICE, vec![IpvsAttr::Service(attrs)])
+        IpvsMessage::service_entry(attrs)
     }));
     let dests = datagrams((0..SERVICES).flat_map(|i| {
         (0..DESTS).map(move |j| {
             let mut attrs = dest_attrs(&real(i, j));
             attrs.push(ipvs::wire::DestAttr::Stats(stats()));
             attrs.push(ipvs::wire::DestAttr::Stats64(stats()));
-            IpvsMessage::new(IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(attrs)])
+            IpvsMessage::dest_entry(attrs)
         })
     }));
     (services, dests)
@@ -124,7 +123,7 @@ fn decode(c: &mut Criterion) {
             // As the client does: destination entries straight from their nest.
             for d in &dests {
                 for frame in frames(d) {
-                    let nest = frame.unwrap().attribute(IPVS_CMD_ATTR_DEST).unwrap().unwrap();
+                    let nest = frame.unwrap().dest_nest().unwrap().unwrap();
                     n += real_server_entry_from_nest(nest, Family::V4).is_ok() as usize;
                 }
             }

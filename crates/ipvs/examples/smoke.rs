@@ -129,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "  {} {} flags {:#x} -> {} real servers",
             vs.server.id,
             vs.server.scheduler,
-            vs.server.flags.0,
+            vs.server.flags.bits(),
             rss.len()
         );
     }

@@ -225,7 +225,7 @@ async fn list_dests(conn: &mut Connection, vs: &VirtualServerId) -> Result<Vec<R
     let msg = IpvsMessage::new(IPVS_CMD_GET_DEST, vec![IpvsAttr::Service(service_id_attrs(vs))]);
     // The hot path of `table()`: decode each entry straight from its bytes.
     conn.exchange_frames(Context::new(&what), msg, true, |frame| {
-        let nest = frame.attribute(IPVS_CMD_ATTR_DEST).map_err(|e| Error::decode(&what, e))?;
+        let nest = frame.dest_nest().map_err(|e| Error::decode(&what, e))?;
         if let Some(nest) = nest {
             match real_server_entry_from_nest(nest, family) {
                 Ok(entry) => out.push(entry),

@@ -44,7 +44,10 @@ mod link;
 mod socket;
 
 pub use error::{Error, ErrorKind, Result};
-pub use types::*;
+pub use types::{
+    ConnectionCounts, Family, ForwardMethod, Info, Operation, Protocol, RealServer, RealServerEntry, RealServerId,
+    ServiceFlags, Stats, Table, Timeouts, TunnelType, VirtualServer, VirtualServerEntry, VirtualServerId,
+};
 
 #[cfg(feature = "client")]
 pub use client::Client;

@@ -108,40 +108,46 @@ impl fmt::Display for VirtualServerId {
     }
 }
 
-/// Virtual server flags (`IP_VS_SVC_F_*`), written with a mask so that only the named bits change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ServiceFlags(pub u32);
-
-impl ServiceFlags {
-    /// Persistent service (session affinity); needs a timeout and netmask.
-    pub const PERSISTENT: ServiceFlags = ServiceFlags(0x0001);
-    /// Hashed entry; set by the kernel, read only.
-    pub const HASHED: ServiceFlags = ServiceFlags(0x0002);
-    /// One-packet scheduling (UDP).
-    pub const ONE_PACKET: ServiceFlags = ServiceFlags(0x0004);
-    /// Scheduler flag 1 (`sh-fallback`, `mh-fallback`).
-    pub const SCHED1: ServiceFlags = ServiceFlags(0x0008);
-    /// Scheduler flag 2 (`sh-port`, `mh-port`).
-    pub const SCHED2: ServiceFlags = ServiceFlags(0x0010);
-    /// Scheduler flag 3.
-    pub const SCHED3: ServiceFlags = ServiceFlags(0x0020);
-
-    /// Whether every bit of `other` is set here.
-    pub fn contains(self, other: ServiceFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The flags a client may set: everything but the kernel-owned `HASHED` bit. Comparing desired
-    /// and observed virtual servers must use this, or every read-back differs by `HASHED`.
-    pub fn settable(self) -> ServiceFlags {
-        ServiceFlags(self.0 & !Self::HASHED.0)
+bitflags::bitflags! {
+    /// Virtual server flags (`IP_VS_SVC_F_*`), written with a mask so that only the named bits
+    /// change. Bits this crate does not name are kept as the kernel reported them.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct ServiceFlags: u32 {
+        /// Persistent service (session affinity); needs a timeout and netmask.
+        const PERSISTENT = 0x0001;
+        /// Hashed entry; set by the kernel, read only.
+        const HASHED = 0x0002;
+        /// One-packet scheduling (UDP).
+        const ONE_PACKET = 0x0004;
+        /// Scheduler flag 1 (`sh-fallback`, `mh-fallback`).
+        const SCHED1 = 0x0008;
+        /// Scheduler flag 2 (`sh-port`, `mh-port`).
+        const SCHED2 = 0x0010;
+        /// Scheduler flag 3.
+        const SCHED3 = 0x0020;
+        // Unknown bits are the kernel's to keep.
+        const _ = !0;
     }
 }
 
-impl std::ops::BitOr for ServiceFlags {
-    type Output = ServiceFlags;
-    fn bitor(self, rhs: ServiceFlags) -> ServiceFlags {
-        ServiceFlags(self.0 | rhs.0)
+impl ServiceFlags {
+    /// The flags a client may set: everything but the kernel-owned `HASHED` bit. Comparing desired
+    /// and observed virtual servers must use this, or every read-back differs by `HASHED`.
+    pub fn settable(self) -> ServiceFlags {
+        self - ServiceFlags::HASHED
+    }
+}
+
+/// As the raw `u32` the kernel uses (the JSON of `debug status --json` and `debug render --json`).
+impl Serialize for ServiceFlags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.bits().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceFlags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ServiceFlags, D::Error> {
+        u32::deserialize(deserializer).map(ServiceFlags::from_bits_retain)
     }
 }
 
@@ -169,7 +175,14 @@ impl VirtualServer {
             Family::V4 => 0xffff_ffff,
             Family::V6 => 128,
         };
-        VirtualServer { id, scheduler: scheduler.into(), flags: ServiceFlags(0), timeout: 0, netmask, pe_name: None }
+        VirtualServer {
+            id,
+            scheduler: scheduler.into(),
+            flags: ServiceFlags::empty(),
+            timeout: 0,
+            netmask,
+            pe_name: None,
+        }
     }
 }
 

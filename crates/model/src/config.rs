@@ -20,7 +20,7 @@ pub fn is_known_scheduler(name: &str) -> bool {
 }
 
 /// The Service annotation that picks a scheduler for one Service's virtual servers.
-pub const SCHEDULER_ANNOTATION: &str = "ipvs.kube-ipvs-proxy.io/scheduler";
+pub(crate) const SCHEDULER_ANNOTATION: &str = "ipvs.kube-ipvs-proxy.io/scheduler";
 
 /// One entry of `nodePortAddresses`: a prefix, or the keyword `primary` (the node's primary
 /// addresses from its Node object: per family, the first `InternalIP`, else the first `ExternalIP`).

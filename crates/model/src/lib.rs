@@ -48,7 +48,7 @@ mod update;
 mod warning;
 
 pub use changes::{Changes, Scope};
-pub use config::{Config, KNOWN_SCHEDULERS, NodePortAddress, SCHEDULER_ANNOTATION, is_known_scheduler};
+pub use config::{Config, KNOWN_SCHEDULERS, NodePortAddress, is_known_scheduler};
 pub use desired::{DesiredState, DesiredVirtualServer, Masquerade, ServiceInfo, VirtualServerKind};
 pub use graceful::GracefulRemovals;
 pub use model::{Model, ModelStats};

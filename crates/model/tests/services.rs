@@ -146,7 +146,7 @@ fn session_affinity_client_ip_makes_persistent_virtual_servers() {
         assert_eq!((vs.timeout, vs.netmask), (timeout, netmask), "{cluster_ip}");
     }
     let plain = model_of(&[service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))], &[]);
-    assert_eq!(plain.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.flags, ServiceFlags(0));
+    assert_eq!(plain.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.flags, ServiceFlags::empty());
 }
 
 #[test]

@@ -12,9 +12,9 @@
 //! | `bound` / `service_ports` | `addr` / `addr . proto . port` | new connections to a bound address on another port are rejected |
 //!
 //! [`FilterState`] (pure) says what the sets hold per virtual server; [`FilterState::set`] and
-//! [`FilterState::diff`] give [`ElementChanges`]; the `*_script` functions turn them into
-//! `nft -f` text. With the `client` feature, [`Nft`] runs `nft` and [`Netfilter`] keeps the
-//! table in step, one transaction per update and none when no element changes.
+//! [`FilterState::diff`] give [`ElementChanges`], which the crate turns into `nft -f` text.
+//! [`Nft`] runs `nft` and [`Netfilter`] keeps the table in step, one transaction per update
+//! and none when no element changes.
 
 mod script;
 mod state;
@@ -24,10 +24,7 @@ mod nft;
 #[cfg(test)]
 mod tests;
 
-pub use script::{
-    DEFAULT_MASQUERADE_BIT, DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script,
-    digest_script, full_script, parse_digest, skeleton_script, start_script, table_digest,
-};
-pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFilter, Target, disjoint_prefixes};
+pub use script::{DEFAULT_MASQUERADE_BIT, FilterConfig};
+pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFilter, Target};
 
 pub use nft::{Netfilter, Nft, NftError};

@@ -102,7 +102,7 @@ impl Nft {
         }
     }
 
-    /// The digest recorded in the table's [`DIGEST_SET`]; `None` when there is no such table or
+    /// The digest recorded in the table's digest set (`state_digest`); `None` when there is no such table or
     /// set (another version's table), or it holds none.
     pub fn recorded_digest(&self, table: &str) -> Option<u64> {
         let listing = self.output(table, "read digest", &["list", "set", "inet", table, DIGEST_SET], None).ok()?;
@@ -156,7 +156,7 @@ impl Nft {
 
 /// The proxy's table, kept in step with a [`FilterState`]: the skeleton once, then only element
 /// changes. Remembers what the kernel holds, so an update that changes no element runs nothing.
-/// Every write also records the [`table_digest`] of the result, so that a restart finding the
+/// Every write also records the digest (skeleton and elements, FNV-1a) of the result, so that a restart finding the
 /// table as it wants it adopts it without a write.
 #[derive(Debug)]
 pub struct Netfilter {
@@ -183,12 +183,12 @@ impl Netfilter {
         let script = skeleton_script(&config)
             .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
         let recorded = nft.recorded_digest(&config.table);
-        if recorded.is_none() {
-            if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
-                tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
-                nft.delete_table(&config.table)?;
-                nft.run(&config.table, "create skeleton", &script)?;
-            }
+        if recorded.is_none()
+            && let Err(first) = nft.run(&config.table, "create skeleton", &script)
+        {
+            tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+            nft.delete_table(&config.table)?;
+            nft.run(&config.table, "create skeleton", &script)?;
         }
         // Adopted elements are unknown: the first resync compares digests or rewrites the sets.
         Ok(Netfilter {

@@ -7,6 +7,11 @@ use ipnet::IpNet;
 use ipvs::Protocol;
 
 use super::*;
+use crate::script::{
+    changes_digest, changes_script, delete_table_script, digest_script, full_script, parse_digest, skeleton_script,
+    start_script, table_digest,
+};
+use crate::state::disjoint_prefixes;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

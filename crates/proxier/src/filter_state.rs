@@ -11,7 +11,7 @@ use model::{DesiredVirtualServer, Masquerade, Model, ServiceKey};
 use netfilter::{FilterConfig, FilterState, MasqueradeRule, ServiceFilter, Target};
 
 /// The nftables settings for `cluster_cidrs` (table `kube-ipvs-proxy`, mark bit `masquerade_bit`).
-pub fn filter_config(cluster_cidrs: &[IpNet], masquerade_bit: u8) -> FilterConfig {
+pub(crate) fn filter_config(cluster_cidrs: &[IpNet], masquerade_bit: u8) -> FilterConfig {
     FilterConfig { masquerade_bit, ..FilterConfig::new(cluster_cidrs.to_vec()) }
 }
 
@@ -20,7 +20,7 @@ pub fn filter_config(cluster_cidrs: &[IpNet], masquerade_bit: u8) -> FilterConfi
 ///
 /// "Outside the cluster CIDRs" needs a cluster CIDR of the virtual server's family: without
 /// one, as upstream, nothing is masqueraded for that reason.
-pub fn service_filter(
+pub(crate) fn service_filter(
     vs: &DesiredVirtualServer,
     cluster_cidrs: &[IpNet],
     local_endpoints: &BTreeSet<IpAddr>,

@@ -39,10 +39,10 @@ mod sync;
 mod timeouts;
 
 pub use filter::{Filter, FilterWork};
-pub use filter_state::{filter_config, filter_state, filter_updates, service_filter};
+pub use filter_state::{filter_state, filter_updates};
 pub use kernel::{Kernel, KernelError};
 pub use netlink::NetlinkKernel;
 pub use nft::NftFilter;
-pub use shared::{HealthFacts, Shared, TRIGGER_TIME_ANNOTATION};
-pub use sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings, step_kind};
+pub use shared::{HealthFacts, Shared};
+pub use sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings};
 pub use timeouts::ensure_timeouts;

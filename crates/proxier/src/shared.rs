@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use model::{Change, Model, SERVICE_NAME_LABEL, ServiceKey, Update};
 use tokio::sync::Notify;
 /// The annotation the endpoint-slice controller sets to when the change it mirrors happened.
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+pub(crate) const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// The taint the cluster autoscaler puts on a node it is about to delete.
 const AUTOSCALER_DELETE_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 

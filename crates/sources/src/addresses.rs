@@ -43,13 +43,14 @@ pub enum AddressesError {
 
 /// Whether NodePorts may listen on `addr` of interface `ifname`: not the dummy link's, not
 /// loopback, not unspecified, not IPv6 link-local (upstream's rule).
-pub fn is_node_address(ifname: &str, addr: &IpAddr, dummy: &str) -> bool {
+pub(crate) fn is_node_address(ifname: &str, addr: &IpAddr, dummy: &str) -> bool {
     let link_local_v6 = matches!(addr, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80);
     ifname != dummy && !addr.is_loopback() && !addr.is_unspecified() && !link_local_v6
 }
 
-/// The node's addresses now (sorted, deduplicated): every interface's addresses that
-/// [`is_node_address`] accepts, with `dummy` the proxy's dummy link. For commands that need
+/// The node's addresses now (sorted, deduplicated): every interface's addresses except those of
+/// `dummy` (the proxy's dummy link), loopback, unspecified and IPv6 link-local ones (upstream's
+/// rule). For commands that need
 /// them once; the daemon follows them with [`node_address_updates`].
 pub async fn node_addresses(dummy: &str) -> Result<Vec<IpAddr>, AddressesError> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(AddressesError::Socket)?;

@@ -17,7 +17,8 @@ use crate::relist::Tracker;
 
 /// Upstream's selector for both Services and EndpointSlices: skip objects another proxy
 /// handles and headless Services' slices.
-pub const PROXY_LABEL_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+pub(crate) const PROXY_LABEL_SELECTOR: &str =
+    "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
 /// The updates of the cluster `client` talks to, for node `node_name`. Errors are logged and
 /// retried with kube-runtime's default backoff; the stream never ends.

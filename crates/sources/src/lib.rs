@@ -6,25 +6,20 @@
 //! - [`file_updates`]: standalone mode, a multi-document YAML file re-read when it changes.
 //! - [`node_address_updates`]: the node's addresses, followed by rtnetlink notifications.
 //!
-//! Watches and the file go through a [`Tracker`], so a relist (after 410 Gone, a reconnect, or
-//! a re-read) yields only the objects that changed and deletes for the ones that vanished.
+//! Watches and the file go through a relist tracker that keeps only each object's
+//! resourceVersion, so a relist (after 410 Gone, a reconnect, or a re-read) yields only the
+//! objects that changed and deletes for the ones that vanished.
 //!
-//! ```
-//! use k8s_openapi::api::core::v1::Service;
-//! use kube::runtime::watcher::Event;
-//! use model::Change;
-//! use sources::Tracker;
+//! ```no_run
+//! use futures::StreamExt;
 //!
-//! let svc: Service = serde_json::from_value(serde_json::json!({
-//!     "metadata": {"namespace": "default", "name": "web", "resourceVersion": "7"}
-//! })).unwrap();
-//! let mut tracker = Tracker::new();
-//! tracker.handle(Event::Init);
-//! assert!(matches!(tracker.handle(Event::InitApply(svc.clone()))[..], [Change::Apply(_)]));
-//! assert_eq!(tracker.handle(Event::InitDone), vec![Change::Listed]);
-//! // A relist repeating the same resourceVersion yields nothing for it.
-//! tracker.handle(Event::Init);
-//! assert!(tracker.handle(Event::InitApply(svc)).is_empty());
+//! # async fn demo() {
+//! let mut updates = sources::file_updates("objects.yaml".into(), "node-a", std::time::Duration::from_secs(1))
+//!     .boxed();
+//! while let Some(update) = updates.next().await {
+//!     println!("{update:?}");
+//! }
+//! # }
 //! ```
 #![deny(missing_docs)]
 
@@ -35,8 +30,7 @@ mod objects;
 mod relist;
 pub mod yaml;
 
-pub use addresses::{AddressesError, is_node_address, node_address_updates, node_addresses};
-pub use cluster::{PROXY_LABEL_SELECTOR, cluster_updates};
+pub use addresses::{AddressesError, node_address_updates, node_addresses};
+pub use cluster::cluster_updates;
 pub use file::file_updates;
 pub use objects::{Objects, ObjectsError};
-pub use relist::Tracker;

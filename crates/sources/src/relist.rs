@@ -27,7 +27,7 @@ struct Known {
 
 /// What has been seen of one kind of object, keyed by `namespace/name`.
 #[derive(Debug)]
-pub struct Tracker<K> {
+pub(crate) struct Tracker<K> {
     known: HashMap<(String, String), Known>,
     relisting: Option<HashSet<(String, String)>>,
     _kind: std::marker::PhantomData<fn() -> K>,
@@ -55,12 +55,8 @@ impl<K: Resource + Default> Tracker<K> {
         Tracker::default()
     }
 
-    /// How many objects are known.
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
     /// Whether no object is known.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
     }

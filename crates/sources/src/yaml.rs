@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 /// The largest input read, in bytes.
 pub const MAX_INPUT_BYTES: usize = 256 << 20;
 
-/// The budget: per document (the reader enforces it document by document), every limit at
+/// The options: YAML 1.2 scalars, and the budget: per document (the reader enforces it document by document), every limit at
 /// least the size of a 50 MB document can reach (a node, an event or a scalar byte costs at
 /// least one input byte), except nesting: Kubernetes objects nest about ten deep, so 64 is
 /// ample, and a file of nested `[` is refused at that depth.
@@ -21,6 +21,9 @@ pub fn options() -> serde_saphyr::Options {
     budget.flow_nesting_limit = 64;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // YAML 1.2's booleans only (`true`/`false`), as before: YAML 1.1's `n`, `no`, `off` would
+    // turn a Node named `n` into `false`.
+    options.strict_booleans = true;
     options
 }
 
@@ -70,6 +73,14 @@ mod tests {
         let err = documents(&text).unwrap_err();
         assert!(err.starts_with("document 1:"), "{err}");
         assert!(documents(&format!("{}{}", "[".repeat(30), "]".repeat(30))).is_ok(), "30 deep is fine");
+    }
+
+    /// YAML 1.2 scalars: only `true`/`false` are booleans, so a Node named `n` keeps its name.
+    #[test]
+    fn only_true_and_false_are_booleans() {
+        let docs = documents("metadata: {name: n}\nother: [no, off, yes, true]\n").unwrap();
+        assert_eq!(docs[0]["metadata"]["name"], "n");
+        assert_eq!(docs[0]["other"], serde_json::json!(["no", "off", "yes", true]));
     }
 
     /// One `kind: List` document beyond every default limit (1,024 documents, 250,000 nodes,

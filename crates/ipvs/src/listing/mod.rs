@@ -3,7 +3,7 @@
 //!
 //! The format was learnt from ipvsadm 1.31's listing code and checked against its output; it is
 //! re-implemented here, not translated. What matters for byte-for-byte equality:
-//! - services and their destinations are sorted with ipvsadm's comparators (see [`order`]), not
+//! - services and their destinations are sorted with ipvsadm's comparators (see the `order` module), not
 //!   kept in the kernel's dump order;
 //! - fixed column widths, including the trailing spaces after `InActConn` on destination lines;
 //! - numbers in `--stats`/`--rate` scaled to K/M/G/T above 8 digits unless `--exact`;

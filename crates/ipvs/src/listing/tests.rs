@@ -33,7 +33,7 @@ fn tuple(protocol: Protocol, addr: &str, port: u16) -> VirtualServerId {
 fn service(id: VirtualServerId, scheduler: &str, flags: u32, timeout: u32, netmask: Option<u32>) -> VirtualServer {
     let mut server = VirtualServer::new(id, scheduler);
     // The kernel reports HASHED on every listed service; the format must ignore it.
-    server.flags = ServiceFlags(flags) | ServiceFlags::HASHED;
+    server.flags = ServiceFlags::from_bits_retain(flags) | ServiceFlags::HASHED;
     server.timeout = timeout;
     if let Some(netmask) = netmask {
         server.netmask = netmask;
@@ -54,10 +54,10 @@ fn with_thresholds(mut entry: RealServerEntry, upper: u32, lower: u32) -> RealSe
 }
 
 const TUNNEL: ForwardMethod = ForwardMethod::Tunnel { tunnel: TunnelType::IpIp, port: 0, flags: 0 };
-const PERSISTENT: u32 = ServiceFlags::PERSISTENT.0;
-const SCHED1: u32 = ServiceFlags::SCHED1.0;
-const SCHED2: u32 = ServiceFlags::SCHED2.0;
-const SCHED3: u32 = ServiceFlags::SCHED3.0;
+const PERSISTENT: u32 = ServiceFlags::PERSISTENT.bits();
+const SCHED1: u32 = ServiceFlags::SCHED1.bits();
+const SCHED2: u32 = ServiceFlags::SCHED2.bits();
+const SCHED3: u32 = ServiceFlags::SCHED3.bits();
 
 /// The table `ipvsadm_golden.sh` programs, in the kernel's dump order for the golden run (see
 /// [`in_dump_order`]).
@@ -133,7 +133,7 @@ fn programmed_table() -> Table {
         (service(tuple(Udp, "10.0.0.5", 53), "rr", 0, 0, None), vec![]),
         (service(tuple(Udp, "200.0.0.5", 53), "rr", 0, 0, None), vec![]),
         (
-            service(tuple(Udp, "10.0.0.10", 53), "rr", ServiceFlags::ONE_PACKET.0, 0, None),
+            service(tuple(Udp, "10.0.0.10", 53), "rr", ServiceFlags::ONE_PACKET.bits(), 0, None),
             vec![
                 real("10.244.3.7", 53, ForwardMethod::Tunnel { tunnel: TunnelType::Gre, port: 0, flags: 1 }, 1),
                 real("10.244.3.6", 53, ForwardMethod::Tunnel { tunnel: TunnelType::Gue, port: 6080, flags: 2 }, 1),

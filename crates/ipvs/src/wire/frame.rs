@@ -81,9 +81,15 @@ impl<'a> Iterator for Frames<'a> {
 }
 
 impl<'a> Frame<'a> {
+    /// The `DEST` nest of a real server dump entry, if this message has one, without decoding
+    /// the rest: the hot path of a table dump ([`real_server_entry_from_nest`](super::real_server_entry_from_nest)).
+    pub fn dest_nest(&self) -> Result<Option<&'a [u8]>, DecodeError> {
+        self.attribute(super::constants::IPVS_CMD_ATTR_DEST)
+    }
+
     /// The payload of the first top-level attribute of kind `kind` of this IPVS message (e.g.
     /// the `DEST` nest of a dump entry), without decoding the rest.
-    pub fn attribute(&self, kind: u16) -> Result<Option<&'a [u8]>, DecodeError> {
+    pub(crate) fn attribute(&self, kind: u16) -> Result<Option<&'a [u8]>, DecodeError> {
         // Netlink header (16 bytes), then the generic netlink header (4 bytes).
         let attrs = self.bytes.get(20..).ok_or_else(|| DecodeError::buffer_too_small(self.bytes.len(), 20))?;
         for nla in NlasIterator::new(attrs) {

@@ -110,6 +110,16 @@ impl IpvsMessage {
         IpvsMessage { cmd, attrs }
     }
 
+    /// A virtual server dump entry as the kernel sends one (`NEW_SERVICE` with a `SERVICE` nest).
+    pub fn service_entry(attrs: Vec<ServiceAttr>) -> IpvsMessage {
+        IpvsMessage::new(super::constants::IPVS_CMD_NEW_SERVICE, vec![IpvsAttr::Service(attrs)])
+    }
+
+    /// A real server dump entry as the kernel sends one (`NEW_DEST` with a `DEST` nest).
+    pub fn dest_entry(attrs: Vec<DestAttr>) -> IpvsMessage {
+        IpvsMessage::new(super::constants::IPVS_CMD_NEW_DEST, vec![IpvsAttr::Dest(attrs)])
+    }
+
     /// The first `SERVICE` nest, if any.
     pub fn service(&self) -> Option<&[ServiceAttr]> {
         self.attrs.iter().find_map(|a| match a {

@@ -6,7 +6,7 @@
 //! Conversion functions map the attributes to and from the crate's domain types.
 
 mod address;
-pub mod constants;
+pub(crate) mod constants;
 mod dest;
 mod frame;
 mod message;

@@ -173,7 +173,7 @@ pub fn service_attrs(vs: &VirtualServer) -> Vec<ServiceAttr> {
     if let Some(pe) = &vs.pe_name {
         attrs.push(ServiceAttr::PersistenceEngine(pe.clone()));
     }
-    attrs.push(ServiceAttr::Flags(FlagsMask { flags: vs.flags.0, mask: u32::MAX }));
+    attrs.push(ServiceAttr::Flags(FlagsMask { flags: vs.flags.bits(), mask: u32::MAX }));
     attrs.push(ServiceAttr::Timeout(vs.timeout));
     attrs.push(ServiceAttr::Netmask(netmask_to_wire(vs.id.family(), vs.netmask)));
     attrs
@@ -233,7 +233,8 @@ pub fn virtual_server_entry(attrs: &[ServiceAttr]) -> Result<VirtualServerEntry,
         Some(wire) => netmask_from_wire(family, wire),
         None => VirtualServer::new(id, "").netmask,
     };
-    let server = VirtualServer { id, scheduler, flags: ServiceFlags(vs_flags), timeout, netmask, pe_name };
+    let server =
+        VirtualServer { id, scheduler, flags: ServiceFlags::from_bits_retain(vs_flags), timeout, netmask, pe_name };
     let stats = stats64.or(stats).map(|a| stats_from_attrs(a)).unwrap_or_default();
     Ok(VirtualServerEntry { server, stats })
 }

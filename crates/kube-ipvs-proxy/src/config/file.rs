@@ -100,7 +100,8 @@ impl FileConfig {
     /// Parses a `KubeProxyConfiguration` document. A whole kube-proxy `ConfigMap` is accepted too:
     /// its `data["config.conf"]` is read, so an operator can use `kubectl get cm -o yaml` output.
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        let doc: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let doc: Value = serde_saphyr::from_str_with_options(text, sources::yaml::options())
+            .map_err(|e| ConfigError::Yaml(e.to_string()))?;
         if lookup(&doc, "kind").and_then(Value::as_str) == Some("ConfigMap") {
             let inner = lookup(&doc, "data")
                 .and_then(|d| d.get("config.conf"))

@@ -19,7 +19,7 @@ use ipvs::{Operation, Table};
 use k8s_openapi::jiff::Timestamp;
 use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
 
-pub use report::{SyncReport, step_kind};
+pub use report::SyncReport;
 
 use crate::filter::{Filter, FilterWork};
 use crate::kernel::{Kernel, KernelError};

@@ -12,7 +12,7 @@ use model::{ServiceKey, Step};
 const NAMED_SERVICES: usize = 5;
 
 /// The kind of a step, as the `kind` label of the kernel operation metrics names it.
-pub fn step_kind(step: &Step) -> &'static str {
+pub(crate) fn step_kind(step: &Step) -> &'static str {
     match step {
         Step::Bind(_) => "bind_address",
         Step::Unbind(_) => "unbind_address",
@@ -32,7 +32,7 @@ pub struct SyncReport {
     pub full: bool,
     /// Steps planned.
     pub plan_steps: usize,
-    /// Steps run, by [`step_kind`] and success.
+    /// Steps run, by kind (`bind`, `add virtual server`, ...) and success.
     pub steps: BTreeMap<(&'static str, bool), usize>,
     /// Steps that failed (they are retried).
     pub failed: usize,

@@ -32,7 +32,7 @@ fn arb_vs() -> impl Strategy<Value = VirtualServer> {
         .prop_map(|(id, scheduler, flags, timeout, netmask, pe_name)| VirtualServer {
             id,
             scheduler,
-            flags: ServiceFlags(flags),
+            flags: ServiceFlags::from_bits_retain(flags),
             timeout,
             netmask,
             pe_name,
