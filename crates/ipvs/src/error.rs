@@ -49,7 +49,7 @@ impl ErrorKind {
 }
 
 /// Linux errno values: the crate is pure without the `client` feature, so it does not pull in
-/// libc for six numbers.
+/// libc for a handful of numbers.
 #[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) mod libc_errno {
     pub const EPERM: i32 = 1;

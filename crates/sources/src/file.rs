@@ -198,18 +198,41 @@ mod tests {
                 "listed nodes"
             ]
         );
-        // A broken file changes nothing; the next good one is diffed against the last good one.
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A broken file changes nothing: its read is refused (so it was read), the trackers keep
+    /// the last good objects, and the next good file is diffed against those.
+    #[test]
+    fn a_broken_file_changes_nothing() {
+        let mut source = FileSource {
+            path: PathBuf::from("objects.yaml"),
+            node_name: "node-a".into(),
+            poll: Duration::from_secs(1),
+            stamp: None,
+            services: Tracker::new(),
+            slices: Tracker::new(),
+            nodes: Tracker::new(),
+            first: true,
+            missing_reported: false,
+        };
+        let summaries = |updates: Vec<Update>| updates.iter().map(summary).collect::<Vec<_>>();
+        let good = format!("{}{}", service("b", "10.96.0.22"), service("c", "10.96.0.3"));
+        assert_eq!(
+            summaries(source.diff(&good).unwrap()),
+            ["apply service b", "apply service c", "listed services", "listed slices", "listed nodes"]
+        );
+        // Service d parses, then x does not: d must not stay applied.
         let broken = format!(
             "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: x}}\nspec: 7\n",
             service("d", "10.96.0.4")
         );
-        std::fs::write(&path, broken).unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        std::fs::write(&path, format!("{}{}{node}", service("b", "10.96.0.22"), service("e", "10.96.0.55"))).unwrap();
+        let err = source.diff(&broken).unwrap_err().to_string();
+        assert!(err.starts_with("document 2 (Service x): spec: invalid type"), "{err}");
+        let next = format!("{}{}", service("b", "10.96.0.22"), service("e", "10.96.0.55"));
         assert_eq!(
-            next(5).await,
+            summaries(source.diff(&next).unwrap()),
             ["apply service e", "delete service c", "listed services", "listed slices", "listed nodes"]
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -177,7 +177,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use std::time::Duration;
+
+    /// The samples of an exposition, by series (`name{labels}` as written) to value: a test
+    /// then compares values, where matching a line's text as a prefix would take 10 for 1.
+    fn samples(text: &str) -> BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {l:?}"));
+                (series.to_string(), value.parse().unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            })
+            .collect()
+    }
+
+    fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+        *samples.get(series).unwrap_or_else(|| panic!("no series {series:?} in {samples:#?}"))
+    }
 
     #[test]
     fn exports_upstreams_names_and_ours() {
@@ -199,51 +216,51 @@ mod tests {
             last_queued: Some(Timestamp::now()),
             node_eligible: true,
         };
-        let text = m.encode(&facts).unwrap();
+        let got = samples(&m.encode(&facts).unwrap());
         let expected = [
-            "kubeproxy_sync_proxy_rules_duration_seconds_count 1",
-            "kubeproxy_network_programming_duration_seconds_count 0",
-            "kubeproxy_sync_proxy_rules_endpoint_changes_total 2",
-            "kubeproxy_sync_proxy_rules_service_changes_total 1",
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 2",
-            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1",
-            "kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"error\"} 1",
-            "kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"success\"} 1",
-            "kubeipvsproxy_syncs_total{kind=\"full\"} 1",
-            "kubeipvsproxy_plan_steps_count 1",
-            "kubeipvsproxy_model_virtual_servers 1",
-            "kubeipvsproxy_model_real_servers 2",
+            ("kubeproxy_sync_proxy_rules_duration_seconds_count", 1.0),
+            ("kubeproxy_network_programming_duration_seconds_count", 0.0),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes_total", 2.0),
+            ("kubeproxy_sync_proxy_rules_service_changes_total", 1.0),
+            ("kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}", 2.0),
+            ("kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"error\"}", 1.0),
+            ("kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"success\"}", 1.0),
+            ("kubeipvsproxy_syncs_total{kind=\"full\"}", 1.0),
+            ("kubeipvsproxy_plan_steps_count", 1.0),
+            ("kubeipvsproxy_model_virtual_servers", 1.0),
+            ("kubeipvsproxy_model_real_servers", 2.0),
             // A sync with a failure is not a successful sync.
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds 0",
+            ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", 0.0),
         ];
-        for line in expected {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        for (series, want) in expected {
+            assert_eq!(value(&got, series), want, "{series}");
         }
+        // A Unix time in seconds, now: after 2020, before 2100.
+        let queued = value(&got, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds");
+        assert!((1.6e9..4.1e9).contains(&queued), "{queued}");
     }
 
     #[test]
     fn network_programming_is_observed_from_trigger_times_of_successful_syncs() {
         let ago = |secs: i64| Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(secs);
-        // (sync failures, trigger times' ages in s, expected count, bucket that must hold them all)
-        let cases: [(usize, &[i64], u64, &str); 3] = [
-            (0, &[3, 3], 2, "le=\"5.0\"} 2"),
-            (0, &[], 0, "le=\"5.0\"} 0"),
+        // (sync failures, trigger times' ages in s, expected count, all under 5 s)
+        let cases: [(usize, &[i64], u64); 3] = [
+            (0, &[3, 3], 2),
+            (0, &[], 0),
             // Upstream observes only after the rules are written.
-            (1, &[3], 0, "le=\"5.0\"} 0"),
+            (1, &[3], 0),
         ];
-        for (i, (failed, ages, count, bucket)) in cases.into_iter().enumerate() {
+        for (i, (failed, ages, count)) in cases.into_iter().enumerate() {
             let m = Metrics::new();
             let report =
                 SyncReport { failed, trigger_times: ages.iter().map(|a| ago(*a)).collect(), ..Default::default() };
             m.record_sync(&report);
             let facts = HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true };
-            let text = m.encode(&facts).unwrap();
-            let line = format!("kubeproxy_network_programming_duration_seconds_count {count}");
-            assert!(text.contains(&line), "case {i}: missing {line:?} in\n{text}");
-            let bucket = format!("kubeproxy_network_programming_duration_seconds_bucket{{{bucket}");
-            assert!(text.contains(&bucket), "case {i}: missing {bucket:?} in\n{text}");
-            let below = "kubeproxy_network_programming_duration_seconds_bucket{le=\"2.0\"} 0";
-            assert!(text.contains(below), "case {i}: 3 s ago is not under 2 s:\n{text}");
+            let got = samples(&m.encode(&facts).unwrap());
+            let series = |suffix: &str| format!("kubeproxy_network_programming_duration_seconds_{suffix}");
+            assert_eq!(value(&got, &series("count")), count as f64, "case {i}");
+            assert_eq!(value(&got, &series("bucket{le=\"5.0\"}")), count as f64, "case {i}: all under 5 s");
+            assert_eq!(value(&got, &series("bucket{le=\"2.0\"}")), 0.0, "case {i}: 3 s ago is not under 2 s");
         }
     }
 }
