@@ -6,7 +6,6 @@ mod cli;
 mod config;
 mod debug;
 mod run;
-mod serve;
 
 use std::error::Error;
 use std::process::ExitCode;

@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::serve::VirtualServerOrigin;
+use serve::VirtualServerOrigin;
 
 /// The daemon's endpoint naming each virtual server's Service.
 const PATH: &str = "/debug/virtual-servers";
@@ -135,12 +135,12 @@ mod tests {
         }))
         .unwrap();
         shared.feed(model::Update::Service(model::Change::Apply(svc)));
-        let endpoints = crate::serve::Endpoints {
+        let endpoints = serve::Endpoints {
             shared,
-            metrics: std::sync::Arc::new(crate::serve::Metrics::new()),
+            metrics: std::sync::Arc::new(serve::Metrics::new()),
             timeout: Duration::from_secs(60),
         };
-        let addr = serve(crate::serve::metrics_router(endpoints)).await;
+        let addr = serve(serve::metrics_router(endpoints)).await;
         let origins = origins(addr, Duration::from_secs(5)).await.unwrap();
         let comments = comments_by_virtual_server(&origins);
         let tcp = ipvs::VirtualServerId::Tuple {

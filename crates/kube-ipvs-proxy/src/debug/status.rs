@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::debug::{daemon, write_addresses};
-use crate::serve::VirtualServerOrigin;
 use ipvs::listing::{self, ListFormat};
+use serve::VirtualServerOrigin;
 
 /// Why `debug status` could not read the kernel's state.
 #[derive(Debug, thiserror::Error)]

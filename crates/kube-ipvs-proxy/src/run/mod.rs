@@ -2,7 +2,6 @@
 //! starts the sources (a cluster, or a file), the HTTP servers and the sync loop, and runs until
 //! SIGTERM or SIGINT, leaving the kernel state in place (a restart adopts it).
 
-mod observer;
 mod sysctl;
 
 use std::path::Path;
@@ -16,8 +15,8 @@ use model::Update;
 use proxier::{NetlinkKernel, NftFilter, Shared, SyncLoop, SyncSettings};
 
 use crate::config::{RunArgs, Settings, format_duration};
-use crate::serve::{self, Endpoints, HealthCheckServers, Metrics};
 use crate::{BoxError, ResultExt};
+use serve::{DaemonObserver, Endpoints, HealthCheckServers, Metrics};
 
 /// How often standalone mode checks its file for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
@@ -74,7 +73,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let health_source = shared.clone();
     let proxy_healthy = Arc::new(move || serve::proxy_healthy(&health_source.health(), Instant::now(), timeout));
     let health_checks = HealthCheckServers::new(health_check_addresses(&settings).await, proxy_healthy);
-    let observer = observer::DaemonObserver::new(metrics, health_checks);
+    let observer = DaemonObserver::new(metrics, health_checks);
 
     let kernel = NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };

@@ -127,7 +127,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
-        let (status, body) = crate::serve::test_client::get(addr, path).await.unwrap();
+        let (status, body) = crate::test_client::get(addr, path).await.unwrap();
         server.abort();
         (StatusCode::from_u16(status).unwrap(), body)
     }

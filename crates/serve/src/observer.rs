@@ -8,7 +8,8 @@ use std::sync::Arc;
 use model::{Model, ServiceKey};
 use proxier::{SyncObserver, SyncReport};
 
-use crate::serve::{HealthCheckServers, Metrics};
+use crate::metrics::Metrics;
+use crate::node_ports::HealthCheckServers;
 
 /// Per Service: (internal policy Local without local endpoints, external likewise).
 type NoLocal = (bool, bool);

@@ -52,6 +52,12 @@ fn seconds(t: Timestamp) -> f64 {
     t.as_nanosecond() as f64 / 1e9
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     /// All metrics, zero.
     pub fn new() -> Metrics {

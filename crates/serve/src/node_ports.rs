@@ -225,7 +225,7 @@ mod tests {
     }
 
     async fn get(port: u16) -> Option<(u16, serde_json::Value)> {
-        let (status, body) = crate::serve::test_client::get(([127, 0, 0, 1], port).into(), "/anything").await?;
+        let (status, body) = crate::test_client::get(([127, 0, 0, 1], port).into(), "/anything").await?;
         Some((status, serde_json::from_str(&body).ok()?))
     }
 
@@ -261,7 +261,7 @@ mod tests {
         // (address, answers)
         for (addr, answers) in [("127.0.0.1", true), ("::1", true), ("127.0.0.2", false)] {
             let addr = SocketAddr::new(addr.parse().unwrap(), port);
-            let status = crate::serve::test_client::get(addr, "/").await.map(|(status, _)| status);
+            let status = crate::test_client::get(addr, "/").await.map(|(status, _)| status);
             assert_eq!(status, answers.then_some(200), "{addr}");
         }
         servers.update(&ServiceKey::new("ns", "lb"), None);
@@ -270,7 +270,7 @@ mod tests {
         }
         for addr in ["127.0.0.1", "::1"] {
             let addr = SocketAddr::new(addr.parse().unwrap(), port);
-            assert!(crate::serve::test_client::get(addr, "/").await.is_none(), "{addr} still answers");
+            assert!(crate::test_client::get(addr, "/").await.is_none(), "{addr} still answers");
         }
     }
 
@@ -289,12 +289,12 @@ mod tests {
             assert_eq!(servers.ports(), vec![port], "bind {bind}");
             for addr in answering {
                 let addr = SocketAddr::new(addr.parse().unwrap(), port);
-                let answer = crate::serve::test_client::get(addr, "/").await;
+                let answer = crate::test_client::get(addr, "/").await;
                 assert_eq!(answer.map(|(status, _)| status), Some(200), "bind {bind}: {addr}");
             }
             for addr in silent {
                 let addr = SocketAddr::new(addr.parse().unwrap(), port);
-                assert!(crate::serve::test_client::get(addr, "/").await.is_none(), "bind {bind}: {addr}");
+                assert!(crate::test_client::get(addr, "/").await.is_none(), "bind {bind}: {addr}");
             }
         }
     }
