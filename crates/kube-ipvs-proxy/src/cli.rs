@@ -12,7 +12,7 @@ use ipvs::listing::Columns;
 #[derive(Debug, Parser)]
 #[command(name = "kube-ipvs-proxy", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,watcher=debug`); logs go to stderr.
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,proxier=debug`); logs go to stderr.
     #[arg(long, global = true, env = "KUBE_IPVS_PROXY_LOG", default_value = "info")]
     pub log_filter: String,
 

@@ -418,7 +418,7 @@ proptest! {
         let good = service("good", json!({"clusterIP": "10.96.0.200", "ports": [{"port": 80}]}));
         let mut m = new_model(prop_config());
         m.upsert_service(&good);
-        // Objects that do not even deserialize are the watcher's business; the rest must not panic.
+        // Objects that do not even deserialize are the sources' business; the rest must not panic.
         let mut handled_or_warned = true;
         if let Ok(svc) = serde_json::from_value::<Service>(svc) {
             let w = m.upsert_service(&svc);

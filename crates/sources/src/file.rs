@@ -161,7 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn rereads_yield_only_differences() {
-        let dir = std::env::temp_dir().join(format!("watcher-file-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("sources-file-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("objects.yaml");
         let node = "---\napiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: node-b}\n";
