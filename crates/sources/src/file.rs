@@ -32,17 +32,7 @@ struct FileSource {
 /// logged and skipped (the previous objects stay); until a first good read no list is complete,
 /// so nothing is written to the kernel. The stream never ends.
 pub fn file_updates(path: PathBuf, node_name: &str, poll: Duration) -> impl Stream<Item = Update> + Send + 'static {
-    let source = FileSource {
-        path,
-        node_name: node_name.to_string(),
-        poll,
-        stamp: None,
-        services: Tracker::new(),
-        slices: Tracker::new(),
-        nodes: Tracker::new(),
-        first: true,
-        missing_reported: false,
-    };
+    let source = FileSource::new(path, node_name, poll);
     stream::unfold(source, |mut source| async move {
         let updates = source.next_read().await;
         Some((stream::iter(updates), source))
@@ -51,6 +41,21 @@ pub fn file_updates(path: PathBuf, node_name: &str, poll: Duration) -> impl Stre
 }
 
 impl FileSource {
+    /// Nothing read yet.
+    fn new(path: PathBuf, node_name: &str, poll: Duration) -> FileSource {
+        FileSource {
+            path,
+            node_name: node_name.to_string(),
+            poll,
+            stamp: None,
+            services: Tracker::new(),
+            slices: Tracker::new(),
+            nodes: Tracker::new(),
+            first: true,
+            missing_reported: false,
+        }
+    }
+
     /// Waits for the file to change (not on the first call) and returns the updates it means.
     async fn next_read(&mut self) -> Vec<Update> {
         loop {
@@ -205,17 +210,7 @@ mod tests {
     /// the last good objects, and the next good file is diffed against those.
     #[test]
     fn a_broken_file_changes_nothing() {
-        let mut source = FileSource {
-            path: PathBuf::from("objects.yaml"),
-            node_name: "node-a".into(),
-            poll: Duration::from_secs(1),
-            stamp: None,
-            services: Tracker::new(),
-            slices: Tracker::new(),
-            nodes: Tracker::new(),
-            first: true,
-            missing_reported: false,
-        };
+        let mut source = FileSource::new(PathBuf::from("objects.yaml"), "node-a", Duration::from_secs(1));
         let summaries = |updates: Vec<Update>| updates.iter().map(summary).collect::<Vec<_>>();
         let good = format!("{}{}", service("b", "10.96.0.22"), service("c", "10.96.0.3"));
         assert_eq!(
