@@ -106,16 +106,23 @@ fn listen_addresses(
     out
 }
 
-/// The node addresses of `family` NodePorts listen on, filtered by `nodePortAddresses`.
+/// The node addresses of `family` NodePorts listen on, filtered by the `nodePortAddresses`
+/// entries of that family (`primary` counts for both): as upstream, a family none of them names
+/// keeps all of its addresses.
 fn node_port_addresses<'a>(
     family: Family,
     config: &'a Config,
     node: &'a NodeFacts,
 ) -> impl Iterator<Item = IpAddr> + 'a {
+    let of_family = |n: &&NodePortAddress| match n {
+        NodePortAddress::Cidr(c) => Family::of(&c.addr()) == family,
+        NodePortAddress::Primary => true,
+    };
+    let match_all = !config.node_port_addresses.iter().any(|n| of_family(&n));
     node.addresses.iter().copied().filter(move |a| {
         Family::of(a) == family
-            && (config.node_port_addresses.is_empty()
-                || config.node_port_addresses.iter().any(|n| match n {
+            && (match_all
+                || config.node_port_addresses.iter().filter(of_family).any(|n| match n {
                     NodePortAddress::Cidr(c) => c.contains(a),
                     NodePortAddress::Primary => node.primary_ips.contains(a),
                 }))

@@ -67,7 +67,8 @@ pub struct Config {
     pub cluster_cidrs: Vec<IpNet>,
     /// `masqueradeAll`: masquerade all ClusterIP traffic.
     pub masquerade_all: bool,
-    /// `ipvs.excludeCIDRs`: virtual servers on these addresses are never created, changed or deleted.
+    /// `ipvs.excludeCIDRs`: virtual servers and bound addresses in these prefixes are never
+    /// deleted (Services on them are still programmed, as upstream).
     pub exclude_cidrs: Vec<IpNet>,
     /// How long a removed TCP real server with connections keeps weight 0 before it is deleted
     /// anyway.

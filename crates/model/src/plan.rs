@@ -129,7 +129,8 @@ impl PlanPolicy {
 /// deleted by a later plan once its connections reach 0 or `policy.graceful_termination` has
 /// passed since `now` first saw it pending. UDP and SCTP ones are deleted at once. Real servers
 /// pending in `graceful` are always looked at, whatever the scope. Observed virtual servers not
-/// desired are deleted only if `policy` owns them; excluded addresses are never touched.
+/// desired are deleted only if `policy` owns them; in excluded prefixes nothing is deleted or
+/// unbound, but desired entries are created and updated as anywhere else (upstream's rule).
 pub fn plan(
     desired: &DesiredState,
     observed: &Observed,
@@ -153,12 +154,14 @@ pub fn plan(
 
     let mut steps = Vec::new();
     for addr in &addrs {
-        if desired.wants_address(addr) && !observed.is_bound(addr) && !policy.excluded(addr) {
+        if desired.wants_address(addr) && !observed.is_bound(addr) {
             steps.push(Step::Bind(*addr));
         }
     }
     for id in &ids {
-        if id.addr().is_none_or(|a| policy.excluded(&a)) {
+        // Firewall-mark virtual servers are never this proxy's. Excluded prefixes are not
+        // skipped here: as upstream, they only keep entries from deletion (`policy.owns`).
+        if id.addr().is_none() {
             graceful.finish_all(id);
             continue;
         }

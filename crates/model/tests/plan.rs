@@ -235,6 +235,29 @@ fn entry(id: VirtualServerId, dests: &[(&str, u16, u32)]) -> (VirtualServerEntry
     )
 }
 
+/// Upstream's `excludeCIDRs` only keep entries from deletion: a Service whose ClusterIP lies in
+/// an excluded prefix is programmed (bound, virtual server, real servers) and updated as usual;
+/// once gone, its virtual server and address stay.
+#[test]
+fn excluded_prefixes_keep_entries_from_deletion_only() {
+    let mut c = config();
+    c.exclude_cidrs = vec!["10.96.0.0/24".parse().unwrap()];
+    let (m, _) = from_objects(c.clone(), [&web(json!({}))], [&web_slice(&["10.0.0.1"])], None);
+    let plan = full_plan(&m, &Observed::new(), &mut GracefulRemovals::new(), T0);
+    let cip = tcp("10.96.0.10", 80);
+    assert!(plan.steps.contains(&Step::Bind(ip("10.96.0.10"))), "{plan:?}");
+    assert!(plan.steps.iter().any(|s| matches!(s, Step::Kernel(Operation::AddVirtualServer(v)) if v.id == cip)));
+    assert!(plan.steps.iter().any(|s| matches!(s, Step::Kernel(Operation::AddRealServer(id, _)) if *id == cip)));
+    let programmed = programmed(&m);
+    // The Service goes: its ClusterIP's virtual server and address stay (its NodePort, on a
+    // node address outside the prefix, goes as usual).
+    let (gone, _) = from_objects(c, [], [], None);
+    let plan = full_plan(&gone, &programmed, &mut GracefulRemovals::new(), T0);
+    assert!(!plan.touched_virtual_servers().contains(&cip), "{plan:?}");
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::Unbind(_))), "{plan:?}");
+    assert!(plan.steps.contains(&Step::Kernel(Operation::DeleteVirtualServer(tcp(NODE_V4, 30080)))), "{plan:?}");
+}
+
 #[test]
 fn only_owned_virtual_servers_are_ever_deleted() {
     let m = model_of(&[web(json!({}))], &[web_slice(&["10.0.0.1"])]);

@@ -68,6 +68,33 @@ fn node_port_addresses_filter_node_addresses() {
     }
 }
 
+/// Upstream filters `nodePortAddresses` per family: a family with no prefix listed keeps all of
+/// its node addresses (`primary` names an address of each family).
+#[test]
+fn node_port_addresses_of_one_family_leave_the_other_unfiltered() {
+    let svc = service(
+        "web",
+        json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+        "ipFamilies": ["IPv4", "IPv6"], "type": "NodePort",
+        "ports": [{"port": 80, "nodePort": 30080}]}),
+    );
+    let addrs = ["192.168.0.10", "192.168.1.10", "fd00:1::10", "fd00:2::10"].map(ip).to_vec();
+    // (nodePortAddresses, node addresses that get a NodePort)
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["192.168.1.0/24"], &["192.168.1.10", "fd00:1::10", "fd00:2::10"]),
+        (&["fd00:2::/64"], &["192.168.0.10", "192.168.1.10", "fd00:2::10"]),
+        (&["192.168.1.0/24", "fd00:2::/64"], &["192.168.1.10", "fd00:2::10"]),
+        (&["10.0.0.0/8"], &["fd00:1::10", "fd00:2::10"]),
+    ];
+    for (filters, expected) in cases {
+        let mut c = config();
+        c.node_port_addresses = filters.iter().map(|f| f.parse::<NodePortAddress>().unwrap()).collect();
+        let (m, w) = from_objects_on(addrs.clone(), c, [&svc], [], None);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(node_port_addresses(&m), expected, "nodePortAddresses {filters:?}");
+    }
+}
+
 #[test]
 fn node_address_change_recomputes_node_ports() {
     let svc = node_port_web();
