@@ -114,7 +114,7 @@ fn node_port_addresses<'a>(
     config: &'a Config,
     node: &'a NodeFacts,
 ) -> impl Iterator<Item = IpAddr> + 'a {
-    let of_family = |n: &&NodePortAddress| match n {
+    let of_family = move |n: &&NodePortAddress| match n {
         NodePortAddress::Cidr(c) => Family::of(&c.addr()) == family,
         NodePortAddress::Primary => true,
     };
@@ -129,12 +129,17 @@ fn node_port_addresses<'a>(
     })
 }
 
-/// The virtual server configuration: scheduler, and persistence for ClientIP affinity.
+/// The virtual server configuration: scheduler, persistence for ClientIP affinity, and
+/// upstream's scheduler flags: `mh` gets the source-hash port flag (`mh-port`), so that each
+/// client address is not pinned to one backend.
 fn virtual_server(id: VirtualServerId, svc: &ServiceSpec) -> VirtualServer {
     let mut vs = VirtualServer::new(id, svc.scheduler.clone());
     if let Some(timeout) = svc.affinity_timeout {
-        vs.flags = ServiceFlags::PERSISTENT;
+        vs.flags |= ServiceFlags::PERSISTENT;
         vs.timeout = timeout;
+    }
+    if svc.scheduler == "mh" {
+        vs.flags |= ServiceFlags::SCHED2;
     }
     vs
 }

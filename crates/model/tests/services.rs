@@ -282,6 +282,32 @@ fn default_scheduler_comes_from_the_settings() {
     assert_eq!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server.scheduler, "lc");
 }
 
+/// Upstream sets the source-hash port flag (`mh-port` in ipvsadm) for `mh`, so that one client
+/// address is not pinned to one backend; no other scheduler gets a flag. With ClientIP affinity
+/// the persistence flag joins it.
+#[test]
+fn schedulers_get_upstreams_flags() {
+    // (scheduler, affinity, flags)
+    let cases = [
+        ("mh", false, ServiceFlags::SCHED2),
+        ("mh", true, ServiceFlags::SCHED2 | ServiceFlags::PERSISTENT),
+        ("sh", false, ServiceFlags::empty()),
+        ("rr", false, ServiceFlags::empty()),
+        ("wlc", true, ServiceFlags::PERSISTENT),
+    ];
+    for (scheduler, affinity, flags) in cases {
+        let mut c = config();
+        c.default_scheduler = scheduler.into();
+        let mut spec = json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]});
+        if affinity {
+            spec["sessionAffinity"] = json!("ClientIP");
+        }
+        let (m, _) = from_objects(c, [&service("web", spec)], [], None);
+        let vs = &m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().server;
+        assert_eq!(vs.flags, flags, "{scheduler} affinity {affinity}");
+    }
+}
+
 #[test]
 fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
     // (spec, a word the reason must contain)
