@@ -69,21 +69,27 @@ pub(crate) enum ParsedSlice {
 /// Checks `slice` for node `node_name`; warnings name it. Malformed slices are ignored with a
 /// warning.
 pub(crate) fn parse_slice(slice: &EndpointSlice, node_name: &str, warnings: &mut Vec<Warning>) -> ParsedSlice {
-    match check(slice, node_name) {
+    let object = || {
+        format!(
+            "EndpointSlice {}/{}",
+            slice.metadata.namespace.as_deref().unwrap_or_default(),
+            slice.metadata.name.as_deref().unwrap_or_default()
+        )
+    };
+    // Only the invalid part of a slice is skipped (a port, an endpoint), as upstream does.
+    let mut skipped = Vec::new();
+    let parsed = check(slice, node_name, &mut skipped);
+    warnings.extend(skipped.into_iter().map(|reason| Warning::new(object(), reason)));
+    match parsed {
         Ok(parsed) => parsed,
         Err(reason) => {
-            let object = format!(
-                "EndpointSlice {}/{}",
-                slice.metadata.namespace.as_deref().unwrap_or_default(),
-                slice.metadata.name.as_deref().unwrap_or_default()
-            );
-            warnings.push(Warning::new(object, format!("{reason}; EndpointSlice skipped")));
+            warnings.push(Warning::new(object(), format!("{reason}; EndpointSlice skipped")));
             ParsedSlice::Ignored
         }
     }
 }
 
-fn check(slice: &EndpointSlice, node_name: &str) -> Result<ParsedSlice, String> {
+fn check(slice: &EndpointSlice, node_name: &str, skipped: &mut Vec<String>) -> Result<ParsedSlice, String> {
     let labels = slice.metadata.labels.as_ref();
     if labels.is_some_and(|l| l.contains_key(HEADLESS_LABEL)) {
         return Ok(ParsedSlice::Ignored);
@@ -102,21 +108,30 @@ fn check(slice: &EndpointSlice, node_name: &str) -> Result<ParsedSlice, String> 
     let mut ports = Vec::new();
     for (i, p) in slice.ports.iter().flatten().enumerate() {
         let name = p.name.clone().unwrap_or_default();
-        let protocol = parse_protocol(p.protocol.as_deref()).ok_or_else(|| {
-            format!("port {i} ({name:?}) has unknown protocol {:?}", p.protocol.as_deref().unwrap_or(""))
-        })?;
+        let Some(protocol) = parse_protocol(p.protocol.as_deref()) else {
+            let protocol = p.protocol.as_deref().unwrap_or("");
+            skipped.push(format!("port {i} ({name:?}) has unknown protocol {protocol:?}; port skipped"));
+            continue;
+        };
         // An unset port means "all ports", which a virtual server cannot express: skip it.
         let Some(n) = p.port else { continue };
-        let port = port_number(n).ok_or_else(|| format!("port {i} ({name:?}) has invalid port {n}"))?;
+        let Some(port) = port_number(n) else {
+            skipped.push(format!("port {i} ({name:?}) has invalid port {n}; port skipped"));
+            continue;
+        };
         ports.push(SlicePort { name, protocol, port });
     }
 
     let mut endpoints = Vec::with_capacity(slice.endpoints.len());
     for (i, e) in slice.endpoints.iter().enumerate() {
         let Some(text) = e.addresses.first() else { continue };
-        let addr: IpAddr = text.parse().map_err(|_| format!("endpoint {i}: {text:?} is not an IP address"))?;
+        let Ok(addr) = text.parse::<IpAddr>() else {
+            skipped.push(format!("endpoint {i}: {text:?} is not an IP address; endpoint skipped"));
+            continue;
+        };
         if Family::of(&addr) != family {
-            return Err(format!("endpoint {i}: {addr} is not {}", family_name(family)));
+            skipped.push(format!("endpoint {i}: {addr} is not {}; endpoint skipped", family_name(family)));
+            continue;
         }
         let conditions = e.conditions.as_ref();
         // discovery.k8s.io/v1: unset ready and unset serving mean true, unset terminating false

@@ -124,16 +124,23 @@ fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Wa
         families.push(FamilyAddresses { family, cluster_ip: ip, external_ips: vec![], load_balancer_ips: vec![] });
     }
 
+    // An entry that cannot be read is skipped, not the Service (upstream does the same).
     for text in spec.external_ips.iter().flatten() {
-        let ip: IpAddr = text.trim().parse().map_err(|_| format!("externalIP {text:?} is not an IP address"))?;
+        let Ok(ip) = text.trim().parse::<IpAddr>() else {
+            warnings.push(Warning::new(object(key), format!("externalIP {text:?} is not an IP address; ignored")));
+            continue;
+        };
         add_address(&mut families, ip, "externalIP", key, warnings, |f| &mut f.external_ips);
     }
     if type_ == "LoadBalancer" {
         let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
         for entry in ingress.into_iter().flatten() {
             let Some(text) = entry.ip.as_deref().filter(|t| !t.is_empty()) else { continue };
-            let ip: IpAddr =
-                text.parse().map_err(|_| format!("loadBalancer ingress IP {text:?} is not an IP address"))?;
+            let Ok(ip) = text.parse::<IpAddr>() else {
+                let reason = format!("loadBalancer ingress IP {text:?} is not an IP address; ignored");
+                warnings.push(Warning::new(object(key), reason));
+                continue;
+            };
             // ipMode Proxy: the load balancer proxies to the node, so the VIP must not be local.
             if entry.ip_mode.as_deref() == Some("Proxy") {
                 continue;
@@ -204,8 +211,10 @@ fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Wa
     };
     let mut source_ranges = Vec::new();
     for text in spec.load_balancer_source_ranges.iter().flatten() {
-        let cidr = parse_prefix(text).map_err(|e| format!("loadBalancerSourceRanges: {e}"))?;
-        source_ranges.push(cidr);
+        match parse_prefix(text) {
+            Ok(cidr) => source_ranges.push(cidr),
+            Err(e) => warnings.push(Warning::new(object(key), format!("loadBalancerSourceRanges: {e}; ignored"))),
+        }
     }
 
     Ok(Parsed::Handled(ServiceSpec {

@@ -258,13 +258,7 @@ fn cluster_ip_masquerade_follows_settings() {
 #[test]
 fn malformed_slices_are_skipped_with_a_reason_and_others_unaffected() {
     // (addressType, ports, endpoints, a word the reason must contain)
-    let cases = [
-        ("IPv4", json!([{"port": 80}]), json!([ep("10.0.0.256", NODE)]), "not an IP"),
-        ("IPv4", json!([{"port": 80}]), json!([ep("fd00::1", NODE)]), "IPv4"),
-        ("IPv4", json!([{"port": 0}]), json!([ep("10.0.0.1", NODE)]), "port"),
-        ("IPv4", json!([{"port": 80, "protocol": "ICMP"}]), json!([ep("10.0.0.1", NODE)]), "protocol"),
-        ("IPv5", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)]), "addressType"),
-    ];
+    let cases = [("IPv5", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)]), "addressType")];
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
     let good = slice("web-good", "web", "IPv4", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)]));
     for (family, ports, eps, word) in cases {
@@ -283,6 +277,31 @@ fn malformed_slices_are_skipped_with_a_reason_and_others_unaffected() {
     let fqdn = slice("web-fqdn", "web", "FQDN", json!([{"port": 80}]), json!([{"addresses": ["example.com"]}]));
     let mut m = new_model(config());
     assert!(m.upsert_endpoint_slice(&fqdn).is_empty(), "FQDN slices are ignored silently");
+}
+
+/// As upstream, an invalid port or endpoint of a slice is skipped with a warning naming the
+/// slice, and the rest of the slice is used.
+#[test]
+fn only_the_invalid_part_of_a_slice_is_skipped() {
+    // (ports, endpoints, a word the warning must contain)
+    let cases = [
+        (json!([{"port": 80}]), json!([ep("10.0.0.256", NODE), ep("10.0.0.2", NODE)]), "not an IP"),
+        (json!([{"port": 80}]), json!([ep("fd00::1", NODE), ep("10.0.0.2", NODE)]), "IPv4"),
+        (json!([{"port": 80}, {"name": "metrics", "port": 0}]), json!([ep("10.0.0.2", NODE)]), "invalid port 0"),
+        (json!([{"port": 80}, {"name": "big", "port": 70000}]), json!([ep("10.0.0.2", NODE)]), "invalid port 70000"),
+        (json!([{"port": 80}, {"name": "ping", "port": 7, "protocol": "ICMP"}]), json!([ep("10.0.0.2", NODE)]), "protocol"),
+    ];
+    let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
+    let good = slice("web-good", "web", "IPv4", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)]));
+    for (ports, eps, word) in cases {
+        let mut m = model_of(std::slice::from_ref(&svc), std::slice::from_ref(&good));
+        let w = m.upsert_endpoint_slice(&slice("web-bad", "web", "IPv4", ports.clone(), eps.clone()));
+        assert_eq!(w.len(), 1, "{ports} {eps} {w:?}");
+        assert_eq!(w[0].object, "EndpointSlice default/web-bad");
+        assert!(w[0].reason.contains(word) && w[0].reason.contains("skipped"), "{}", w[0]);
+        assert!(!w[0].reason.contains("EndpointSlice skipped"), "only the part: {}", w[0]);
+        assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.0.1:80", "10.0.0.2:80"], "{ports} {eps}");
+    }
 }
 
 #[test]

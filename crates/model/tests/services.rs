@@ -318,18 +318,12 @@ fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
         (json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80, "protocol": "ICMP"}]}), "protocol"),
         (json!({"clusterIP": "fd00::11", "ipFamilies": ["IPv4"], "ports": [{"port": 80}]}), "ipFamilies"),
         (json!({"clusterIPs": ["10.96.0.11", "10.96.0.12"], "ports": [{"port": 80}]}), "two"),
-        (json!({"clusterIP": "10.96.0.11", "externalIPs": ["not-an-ip"], "ports": [{"port": 80}]}), "externalIP"),
         (json!({"type": "NodePort", "clusterIP": "10.96.0.11", "ports": [{"port": 80, "nodePort": -1}]}), "nodePort"),
         (json!({"type": "Weird", "clusterIP": "10.96.0.11", "ports": [{"port": 80}]}), "type"),
         (
             json!({"clusterIP": "10.96.0.11", "ports": [{"port": 80}], "sessionAffinity": "ClientIP",
                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
             "timeout",
-        ),
-        (
-            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.11", "ports": [{"port": 80}],
-                "loadBalancerSourceRanges": ["10.0.0.0/40"]}),
-            "loadBalancerSourceRanges",
         ),
         (json!({"ports": [{"port": 80}]}), "clusterIP"),
     ];
@@ -349,16 +343,27 @@ fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
     }
 }
 
+/// An externalIP, load balancer ingress IP or source range that cannot be read is skipped with
+/// a warning naming the Service and the entry; the rest of the Service is programmed (upstream).
 #[test]
-fn load_balancer_with_bad_ingress_ip_is_skipped() {
+fn unreadable_address_entries_skip_only_themselves() {
     let svc = service_with(
         "lb",
-        json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3"}]}}}),
+        json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": [{"port": 80}],
+            "externalIPs": ["not-an-ip", "198.51.100.1"],
+            "loadBalancerSourceRanges": ["10.0.0.0/40", "192.0.2.0/24"]}),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "1.2.3"}, {"ip": "203.0.113.7"}]}}}),
     );
     let (m, w) = from_objects(config(), [&svc], [], None);
-    assert!(m.desired().is_empty());
-    assert!(w[0].reason.contains("1.2.3"));
+    let reasons: Vec<&str> = w.iter().map(|w| w.reason.as_str()).collect();
+    assert_eq!(w.len(), 3, "{reasons:?}");
+    for (warning, entry) in w.iter().zip(["not-an-ip", "1.2.3", "10.0.0.0/40"]) {
+        assert_eq!(warning.object, "Service default/lb");
+        assert!(warning.reason.contains(entry) && warning.reason.contains("ignored"), "{}", warning.reason);
+    }
+    assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 198.51.100.1:80", "TCP 203.0.113.7:80"]);
+    let lb = m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap();
+    assert_eq!(lb.source_ranges, vec!["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]);
 }
 
 #[test]
