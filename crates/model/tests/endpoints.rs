@@ -289,7 +289,11 @@ fn only_the_invalid_part_of_a_slice_is_skipped() {
         (json!([{"port": 80}]), json!([ep("fd00::1", NODE), ep("10.0.0.2", NODE)]), "IPv4"),
         (json!([{"port": 80}, {"name": "metrics", "port": 0}]), json!([ep("10.0.0.2", NODE)]), "invalid port 0"),
         (json!([{"port": 80}, {"name": "big", "port": 70000}]), json!([ep("10.0.0.2", NODE)]), "invalid port 70000"),
-        (json!([{"port": 80}, {"name": "ping", "port": 7, "protocol": "ICMP"}]), json!([ep("10.0.0.2", NODE)]), "protocol"),
+        (
+            json!([{"port": 80}, {"name": "ping", "port": 7, "protocol": "ICMP"}]),
+            json!([ep("10.0.0.2", NODE)]),
+            "protocol",
+        ),
     ];
     let svc = service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}));
     let good = slice("web-good", "web", "IPv4", json!([{"port": 80}]), json!([ep("10.0.0.1", NODE)]));

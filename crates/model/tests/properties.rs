@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use ipvs::{
-    ConnectionCounts, Family, Operation, Protocol, RealServer, RealServerEntry, ServiceFlags, Stats, Table, VirtualServer,
-    VirtualServerEntry, VirtualServerId,
+    ConnectionCounts, Family, Operation, Protocol, RealServer, RealServerEntry, ServiceFlags, Stats, Table,
+    VirtualServer, VirtualServerEntry, VirtualServerId,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -16,9 +16,15 @@ use model::{Change, Update};
 use crate::relist::Tracker;
 
 /// Upstream's selector for both Services and EndpointSlices: skip objects another proxy
-/// handles and headless Services' slices.
+/// handles and headless Services' slices. Every source applies the same selection
+/// ([`NOT_PROXIED_LABELS`]); the watches let the API server do it.
 pub(crate) const PROXY_LABEL_SELECTOR: &str =
     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+/// The labels [`PROXY_LABEL_SELECTOR`] excludes: a Service or EndpointSlice carrying one is not
+/// this proxy's, whatever the label's value.
+pub(crate) const NOT_PROXIED_LABELS: [&str; 2] =
+    ["service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"];
 
 /// The updates of the cluster `client` talks to, for node `node_name`. Errors are logged and
 /// retried with kube-runtime's default backoff; the stream never ends.
@@ -70,6 +76,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file source's selection and the watches' selector name the same labels.
+    #[test]
+    fn the_selector_excludes_exactly_the_not_proxied_labels() {
+        let excluded: Vec<&str> = PROXY_LABEL_SELECTOR.split(',').map(|t| t.trim_start_matches('!')).collect();
+        assert_eq!(excluded, NOT_PROXIED_LABELS);
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::ResourceExt;
 

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::Value;
 
+use crate::cluster::NOT_PROXIED_LABELS;
 use crate::yaml;
 
 /// Why a YAML text could not be read as objects. Each variant names the document at fault.
@@ -99,7 +100,15 @@ fn add(index: usize, value: Value, f: &mut impl FnMut(Object)) -> Result<(), Obj
     let name =
         value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("(unnamed)").to_string();
     let bad = |message: String| ObjectsError::Object { index, kind: kind.clone(), name: name.clone(), message };
+    let labels = value.get("metadata").and_then(|m| m.get("labels"));
+    let not_proxied = NOT_PROXIED_LABELS.into_iter().find(|l| labels.and_then(|m| m.get(l)).is_some());
     match (api_version.as_str(), kind.as_str()) {
+        // The cluster watches' selection, applied here too: another proxy's Services, headless
+        // Services' slices.
+        ("v1", "Service") | ("discovery.k8s.io/v1", "EndpointSlice") if let Some(label) = not_proxied => {
+            let namespace = value.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str);
+            f(Object::Skipped(format!("{api_version} {kind} {}/{name} (label {label})", namespace.unwrap_or(""))));
+        }
         ("v1", "Service") => f(Object::Service(with_version(decode(value).map_err(bad)?))),
         ("discovery.k8s.io/v1", "EndpointSlice") => f(Object::EndpointSlice(with_version(decode(value).map_err(bad)?))),
         ("v1", "Node") => f(Object::Node(with_version(decode(value).map_err(bad)?))),
@@ -200,6 +209,29 @@ items:
         assert_eq!(a.services[0].resource_version(), b.services[0].resource_version());
         assert_ne!(a.services[0].resource_version(), c.services[0].resource_version());
         assert_eq!(a.endpoint_slices[0].resource_version(), c.endpoint_slices[0].resource_version());
+    }
+
+    /// The watches' label selection holds for files too: another proxy's Service and a headless
+    /// Service's slice are skipped, named with the label; the rest is read.
+    #[test]
+    fn objects_the_watches_would_not_list_are_skipped() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: ns, labels: \
+                    {service.kubernetes.io/service-proxy-name: cilium}}\nspec: {clusterIP: 10.96.0.1}\n\
+                    ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: hl-1, namespace: ns, \
+                    labels: {service.kubernetes.io/headless: '', kubernetes.io/service-name: hl}}\naddressType: IPv4\n\
+                    endpoints: []\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns, \
+                    labels: {app: web}}\nspec: {clusterIP: 10.96.0.2}\n";
+        let objects = Objects::parse(text).unwrap();
+        let names: Vec<String> = objects.services.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+        assert_eq!(names, ["web"]);
+        assert!(objects.endpoint_slices.is_empty());
+        assert_eq!(
+            objects.skipped,
+            [
+                "v1 Service ns/other (label service.kubernetes.io/service-proxy-name)",
+                "discovery.k8s.io/v1 EndpointSlice ns/hl-1 (label service.kubernetes.io/headless)"
+            ]
+        );
     }
 
     #[test]

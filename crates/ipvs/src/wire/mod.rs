@@ -6,6 +6,8 @@
 //! Conversion functions map the attributes to and from the crate's domain types.
 
 mod address;
+// Some are used only by the client (feature `client`).
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
 pub(crate) mod constants;
 mod dest;
 mod frame;
