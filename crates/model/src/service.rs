@@ -217,6 +217,20 @@ fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Wa
         }
     }
 
+    // Upstream applies source ranges per family: a family without one is not restricted.
+    if type_ == "LoadBalancer" && !source_ranges.is_empty() {
+        for fam in &families {
+            let of_family =
+                |p: &IpNet| matches!((p, fam.family), (IpNet::V4(_), Family::V4) | (IpNet::V6(_), Family::V6));
+            if !source_ranges.iter().any(of_family) {
+                let name = family_name(fam.family);
+                warnings.push(Warning::new(
+                    object(key),
+                    format!("loadBalancerSourceRanges has no {name} range: {name} traffic is not restricted"),
+                ));
+            }
+        }
+    }
     Ok(Parsed::Handled(ServiceSpec {
         key: key.clone(),
         families,

@@ -343,6 +343,34 @@ fn malformed_services_are_skipped_with_a_reason_and_others_unaffected() {
     }
 }
 
+/// Source ranges are per family (upstream): a dual-stack LoadBalancer whose ranges are all IPv4
+/// is warned about, naming the Service; its IPv6 traffic is not restricted (the netfilter side
+/// writes no restriction for a virtual server without a range of its family).
+#[test]
+fn source_ranges_of_one_family_are_warned_about_for_the_other() {
+    let lb = |ranges: serde_json::Value| {
+        service_with(
+            "lb",
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+                "ipFamilies": ["IPv4", "IPv6"], "ports": [{"port": 80}], "loadBalancerSourceRanges": ranges}),
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}, {"ip": "2001:db8::7"}]}}}),
+        )
+    };
+    // (ranges, warnings' reasons)
+    let cases: [(serde_json::Value, &[&str]); 3] = [
+        (json!(["192.0.2.0/24"]), &["loadBalancerSourceRanges has no IPv6 range: IPv6 traffic is not restricted"]),
+        (json!(["192.0.2.0/24", "2001:db8:1::/48"]), &[]),
+        (json!([]), &[]),
+    ];
+    for (ranges, want) in cases {
+        let (m, w) = from_objects(config(), [&lb(ranges.clone())], [], None);
+        let reasons: Vec<&str> = w.iter().map(|w| w.reason.as_str()).collect();
+        assert_eq!(reasons, want, "{ranges}");
+        assert!(w.iter().all(|w| w.object == "Service default/lb"));
+        assert_eq!(m.desired().len(), 4, "{ranges}: the Service is programmed");
+    }
+}
+
 /// An externalIP, load balancer ingress IP or source range that cannot be read is skipped with
 /// a warning naming the Service and the entry; the rest of the Service is programmed (upstream).
 #[test]

@@ -259,9 +259,9 @@ fn elements_of(target: &Target, filter: &ServiceFilter) -> Vec<Element> {
     }
     let ranges: Vec<IpNet> =
         filter.source_ranges.iter().filter(|p| prefix_family(p) == target.family()).copied().collect();
-    // A virtual server whose ranges are all of the other family admits no source at all: that
-    // is what the user asked for, so it stays restricted (an empty allowed list).
-    if !filter.source_ranges.is_empty() {
+    // Ranges are per family, as upstream filters them: a virtual server none of whose ranges is
+    // of its family is not restricted (the caller warns about such a Service).
+    if !ranges.is_empty() {
         out.push(Element::SourceRestricted(*target));
         out.extend(disjoint_prefixes(ranges).into_iter().map(|p| Element::SourceAllowed(*target, p)));
     }
