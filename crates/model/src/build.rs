@@ -44,9 +44,11 @@ pub(crate) fn build_service<'a>(
             for (kind, addr, vport) in listen_addresses(fam, port.port, port.node_port, config, node) {
                 let id = VirtualServerId::Tuple { protocol: port.protocol, addr, port: vport };
                 let real = if kind.is_external() { external } else { internal };
+                // Never a node address (upstream's shouldBind): bound on kube-ipvs0, the reject
+                // rule for bound addresses would refuse every other port of the node there.
                 let bind = match kind {
-                    VirtualServerKind::ClusterIp | VirtualServerKind::ExternalIp => true,
-                    VirtualServerKind::LoadBalancer => !node.addresses.contains(&addr),
+                    VirtualServerKind::ClusterIp => true,
+                    VirtualServerKind::ExternalIp | VirtualServerKind::LoadBalancer => !node.addresses.contains(&addr),
                     VirtualServerKind::NodePort => false,
                 };
                 out.push(DesiredVirtualServer {

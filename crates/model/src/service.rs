@@ -55,10 +55,11 @@ pub(crate) struct ServiceSpec {
 }
 
 impl ServiceSpec {
-    /// Whether its virtual servers depend on the node's addresses (NodePorts, LoadBalancer IPs).
+    /// Whether its virtual servers depend on the node's addresses (NodePorts; externalIPs and
+    /// LoadBalancer IPs, which are not bound when they are node addresses).
     pub fn depends_on_node_addresses(&self) -> bool {
         self.ports.iter().any(|p| p.node_port.is_some())
-            || self.families.iter().any(|f| !f.load_balancer_ips.is_empty())
+            || self.families.iter().any(|f| !f.load_balancer_ips.is_empty() || !f.external_ips.is_empty())
     }
 }
 

@@ -138,6 +138,25 @@ fn load_balancer_ingress_ips_skip_ip_mode_proxy_and_node_addresses_are_not_bound
     assert!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().source_ranges.is_empty());
 }
 
+/// Upstream never binds a node address: bound on kube-ipvs0, the bound-address reject rule
+/// would refuse every other port of it (sshd, the kubelet, NodePorts). An externalIP equal to a
+/// node address gets its virtual server, unbound; when the node loses the address it is bound.
+#[test]
+fn external_ips_that_are_node_addresses_are_not_bound() {
+    let svc = service(
+        "web",
+        json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}], "externalIPs": [NODE_V4, "203.0.113.7"]}),
+    );
+    let mut m = model_of(&[svc], &[]);
+    assert_eq!(vs_names(&m), ["TCP 10.96.0.10:80", "TCP 192.168.0.10:80", "TCP 203.0.113.7:80"]);
+    assert_eq!(bound(&m), ["10.96.0.10", "203.0.113.7"]);
+    assert!(!m.desired().virtual_server(&tcp(NODE_V4, 80)).unwrap().bind);
+    m.take_changes();
+    m.set_node_addresses(vec![ip("192.168.0.11")]);
+    assert_eq!(bound(&m), ["10.96.0.10", "192.168.0.10", "203.0.113.7"]);
+    assert!(m.take_changes().addresses.contains(&ip(NODE_V4)), "the address change is planned");
+}
+
 #[test]
 fn external_ips_are_virtual_servers_bound_and_other_family_ones_warned() {
     let svc = service(
