@@ -82,3 +82,28 @@ fn the_daemon_keeps_its_table_in_step_and_cleanup_deletes_it() {
         assert_eq!(run("nft", &["list", "tables"], None).unwrap().trim(), "table inet foreign");
     });
 }
+
+/// Issue 7, item 1: an externalIP equal to a node address is served but not bound on
+/// kube-ipvs0, so the bound-address reject rule does not fence the node: a host listener on
+/// another port of that address still answers.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn an_external_ip_that_is_a_node_address_does_not_fence_the_node() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let with_external_ip = service_yaml("web", "10.96.0.10", Some(30080))
+            .replace("  clusterIP: 10.96.0.10\n", &format!("  clusterIP: 10.96.0.10\n  externalIPs: [{NODE_IP}]\n"));
+        assert!(with_external_ip.contains("externalIPs"), "{with_external_ip}");
+        cluster.apply(&with_external_ip);
+        let _daemon = Daemon::start(&cluster);
+        eventually("the externalIP's virtual server", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:80")));
+        assert_eq!(ask_name(format!("{NODE_IP}:80").parse().unwrap(), Duration::from_secs(5)).unwrap(), "b1");
+        assert!(!bound_addresses().contains(NODE_IP), "a node address is never bound: {:?}", bound_addresses());
+        assert!(!has("bound_v4", NODE_IP));
+        // sshd, the kubelet, anything else on the node address keeps answering.
+        let _host = TcpListener::bind(format!("{NODE_IP}:2222")).unwrap();
+        let addr: SocketAddr = format!("{NODE_IP}:2222").parse().unwrap();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("a host port of the node address is refused: {e}"));
+    });
+}
