@@ -147,3 +147,26 @@ fn the_shipped_configmap_configures_the_daemon() {
         assert!(!log.to_lowercase().contains("ignored"), "the shipped configuration has ignored fields:\n{log}");
     });
 }
+
+/// Issue 7, item 14: NodePorts follow the node's addresses as they change (rtnetlink
+/// notifications), not at the next full reconcile: with a sync period of a minute, an address
+/// added to the node gets its NodePort, and one removed loses it, within a second or two.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn node_ports_follow_the_node_addresses_at_once() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let _daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(60));
+        eventually("the first NodePort", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:30080")));
+        // Whatever the first full sync is still doing, it is over once the NodePort is there.
+        let follow = Duration::from_millis(1500);
+        ip(&["addr", "add", "192.168.100.11/24", "dev", "node0"]).unwrap();
+        let added = Instant::now();
+        eventually("the new address's NodePort", follow, || serving_reals("TCP  192.168.100.11:30080"));
+        ip(&["addr", "del", "192.168.100.11/24", "dev", "node0"]).unwrap();
+        eventually("the old address's NodePort gone", follow, || {
+            (!ipvs_table().contains_key("TCP  192.168.100.11:30080")).then_some(())
+        });
+        assert!(added.elapsed() < Duration::from_secs(60), "well before the next full reconcile");
+    });
+}
