@@ -56,6 +56,17 @@ impl Backend {
     ///
     /// Must be called on a thread inside the test's namespace (see [`crate::in_netns`]).
     pub fn start(name: &str, index: u8, port: u16) -> Result<Backend, BackendError> {
+        Backend::start_serving(name, index, port, false)
+    }
+
+    /// As [`Backend::start`], but each connection stays open after the name line: every line
+    /// the client sends is echoed back until the client closes, so a test can hold a long
+    /// connection through a virtual server and check that it still carries traffic.
+    pub fn start_holding(name: &str, index: u8, port: u16) -> Result<Backend, BackendError> {
+        Backend::start_serving(name, index, port, true)
+    }
+
+    fn start_serving(name: &str, index: u8, port: u16, hold: bool) -> Result<Backend, BackendError> {
         let link_error = |source| BackendError::Link { name: name.to_string(), source };
         let io_error = |source| BackendError::Io { name: name.to_string(), source };
         let near = format!("kipb{index}");
@@ -88,7 +99,7 @@ impl Backend {
                     match configure(&name, index, &far, port) {
                         Ok(listener) => {
                             let _ = ready_tx.send(Ok(()));
-                            serve(&name, listener, &stop, &served);
+                            serve(&name, listener, &stop, &served, hold);
                         }
                         Err(err) => {
                             let _ = ready_tx.send(Err(err));
@@ -158,7 +169,7 @@ fn configure(name: &str, index: u8, link: &str, port: u16) -> Result<TcpListener
     Ok(listener)
 }
 
-fn serve(name: &str, listener: TcpListener, stop: &AtomicBool, served: &AtomicU64) {
+fn serve(name: &str, listener: TcpListener, stop: &AtomicBool, served: &AtomicU64, hold: bool) {
     let answer = format!("{name}\n");
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {
@@ -166,11 +177,29 @@ fn serve(name: &str, listener: TcpListener, stop: &AtomicBool, served: &AtomicU6
                 served.fetch_add(1, Ordering::SeqCst);
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.write_all(answer.as_bytes());
-                let _ = stream.shutdown(std::net::Shutdown::Write);
+                if hold {
+                    // A thread per held connection: it ends when the client closes.
+                    std::thread::spawn(move || echo_lines(stream));
+                } else {
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                }
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
+    }
+}
+
+/// Echoes each line read from `stream` until end of input or an error.
+fn echo_lines(stream: TcpStream) {
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = io::BufReader::new(stream);
+    let mut line = String::new();
+    while io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+        if writer.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+        line.clear();
     }
 }
 

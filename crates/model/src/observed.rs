@@ -18,6 +18,12 @@ pub struct ObservedRealServer {
     pub server: RealServer,
     /// Its connection counters (zero for one only ever added by [`Observed::apply`]).
     pub connections: ConnectionCounts,
+    /// Whether `connections` is a fresh count (a dump, or [`Observed::set_connections`]) rather
+    /// than a guess: a real server this proxy added, or one counted by a dump since marked stale
+    /// ([`Observed::mark_counters_stale`]). Graceful removal deletes a TCP real server at once
+    /// only on a fresh count of 0.
+    #[serde(default)]
+    pub counted: bool,
 }
 
 /// A virtual server as observed, with its real servers by id.
@@ -62,7 +68,7 @@ impl Observed {
     pub fn replace_virtual_server(&mut self, vs: &VirtualServerEntry, dests: &[RealServerEntry]) {
         let real_servers = dests
             .iter()
-            .map(|d| (d.server.id, ObservedRealServer { server: d.server, connections: d.connections }))
+            .map(|d| (d.server.id, ObservedRealServer { server: d.server, connections: d.connections, counted: true }))
             .collect();
         self.virtual_servers.insert(vs.server.id, ObservedVirtualServer { server: vs.server.clone(), real_servers });
     }
@@ -76,6 +82,15 @@ impl Observed {
     pub fn set_connections(&mut self, vs: &VirtualServerId, rs: &RealServerId, connections: ConnectionCounts) {
         if let Some(r) = self.virtual_servers.get_mut(vs).and_then(|v| v.real_servers.get_mut(rs)) {
             r.connections = connections;
+            r.counted = true;
+        }
+    }
+
+    /// Marks every connection count stale, as it is once the dump that read it is older than the
+    /// sync that used it: the sync loop calls this after each sync.
+    pub fn mark_counters_stale(&mut self) {
+        for r in self.virtual_servers.values_mut().flat_map(|v| v.real_servers.values_mut()) {
+            r.counted = false;
         }
     }
 
@@ -120,7 +135,11 @@ impl Observed {
                     o.real_servers
                         .entry(rs.id)
                         .and_modify(|r| r.server = *rs)
-                        .or_insert(ObservedRealServer { server: *rs, connections: ConnectionCounts::default() });
+                        .or_insert(ObservedRealServer {
+                            server: *rs,
+                            connections: ConnectionCounts::default(),
+                            counted: false,
+                        });
                 }
             }
             Operation::DeleteRealServer(id, rs) => {

@@ -125,8 +125,9 @@ impl PlanPolicy {
 ///
 /// Contract: virtual servers are updated in place when only scheduler, flags, timeout or netmask
 /// differ, real servers when only weight, forwarding or thresholds differ. A TCP real server no
-/// longer desired that still has connections is set to weight 0 and recorded in `graceful`; it is
-/// deleted by a later plan once its connections reach 0 or `policy.graceful_termination` has
+/// longer desired that still has connections, or whose counters are not fresh
+/// ([`ObservedRealServer::counted`](crate::ObservedRealServer::counted)), is set to weight 0 and
+/// recorded in `graceful`; it is deleted by a later plan once a fresh count says 0 or `policy.graceful_termination` has
 /// passed since `now` first saw it pending. UDP and SCTP ones are deleted at once. Real servers
 /// pending in `graceful` are always looked at, whatever the scope. Observed virtual servers not
 /// desired are deleted only if `policy` owns them; in excluded prefixes nothing is deleted or
@@ -210,7 +211,9 @@ fn plan_virtual_server(
         if d.real_servers.contains_key(rs_id) {
             continue;
         }
-        if tcp && rs.connections.total() > 0 {
+        // Only a fresh count of 0 proves a TCP real server idle: one this proxy added since the
+        // last dump, or counted by a dump now stale, may carry connections nobody has counted.
+        if tcp && (rs.connections.total() > 0 || !rs.counted) {
             let since = graceful.start(id, *rs_id, now);
             if now.saturating_sub(since) >= policy.graceful_termination {
                 graceful.finish(&id, rs_id);

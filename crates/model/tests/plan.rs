@@ -183,6 +183,55 @@ fn graceful_removal_deletes_when_connections_end_or_time_is_up() {
     }
 }
 
+/// Service web without its NodePort.
+fn cluster_ip_only() -> k8s_openapi::api::core::v1::Service {
+    service("web", json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}))
+}
+
+/// Issue 7, item 5: a TCP real server whose connection counters are not known fresh (added by
+/// this proxy since the last dump, or counted by a dump that is now stale) is drained at weight 0
+/// rather than deleted on a guess of "no connections"; only a fresh count of 0 (the next full
+/// reconcile's dump) or the graceful time deletes it.
+#[test]
+fn a_real_server_without_fresh_counters_is_drained_not_deleted() {
+    let vs = tcp("10.96.0.10", 80);
+    let gone = rs("10.0.0.2", 8080);
+    let mut m = model_of(&[cluster_ip_only()], &[web_slice(&["10.0.0.1"])]);
+    let mut observed = programmed(&m);
+    // Added incrementally: recorded from our own write, counters never read.
+    m.take_changes();
+    m.upsert_endpoint_slice(&web_slice(&["10.0.0.1", "10.0.0.2"]));
+    let mut graceful = GracefulRemovals::new();
+    let changes = m.take_changes();
+    let p = m.plan(&observed, &Scope::Only(changes), &mut graceful, T0);
+    apply(&mut observed, &p);
+    assert!(observed.virtual_server(&vs).unwrap().real_servers.contains_key(&gone));
+    // Removed before any dump: weight 0, not deleted.
+    m.upsert_endpoint_slice(&web_slice(&["10.0.0.1"]));
+    let changes = m.take_changes();
+    let p = m.plan(&observed, &Scope::Only(changes), &mut graceful, T0);
+    assert_eq!(p.steps, [Step::Kernel(Operation::UpdateRealServer(vs, RealServer::new(ip("10.0.0.2"), 8080, 0)))]);
+    apply(&mut observed, &p);
+    assert!(graceful.contains(&vs, &gone));
+    // Later incremental syncs know no more: still waiting.
+    let later = T0 + Duration::from_secs(5);
+    assert!(m.plan(&observed, &Scope::Only(Changes::new()), &mut graceful, later).is_empty());
+    // A fresh dump counts 0 connections: deleted.
+    observed.set_connections(&vs, &gone, conns(0, 0));
+    let p = m.plan(&observed, &Scope::Only(Changes::new()), &mut graceful, later);
+    assert_eq!(p.steps, [Step::Kernel(Operation::DeleteRealServer(vs, gone))]);
+    // Counters read by a dump go stale after it: a count of 0 from then is no reason to delete.
+    let mut m = model_of(&[cluster_ip_only()], &[web_slice(&["10.0.0.1", "10.0.0.2"])]);
+    let mut observed = programmed(&m);
+    observed.set_connections(&vs, &gone, conns(0, 0));
+    observed.mark_counters_stale();
+    m.take_changes();
+    m.upsert_endpoint_slice(&web_slice(&["10.0.0.1"]));
+    let changes = m.take_changes();
+    let p = m.plan(&observed, &Scope::Only(changes), &mut GracefulRemovals::new(), T0);
+    assert_eq!(p.steps, [Step::Kernel(Operation::UpdateRealServer(vs, RealServer::new(ip("10.0.0.2"), 8080, 0)))]);
+}
+
 #[test]
 fn real_server_desired_again_while_draining_gets_its_weight_back() {
     let mut m = model_of(&[web(json!({}))], &[web_slice(&["10.0.0.1", "10.0.0.2"])]);

@@ -27,6 +27,8 @@ fn desired_observed_and_graceful_states_round_trip_through_json() {
     let vs = tcp("10.96.0.10", 80);
     let rs = ipvs::RealServerId { addr: ip("10.0.0.2"), port: 8080 };
     observed.set_connections(&vs, &rs, ipvs::ConnectionCounts { active: 1, inactive: 0, persistent: 0 });
+    // The NodePort's copy of it is counted idle: deleted at once, not drained.
+    observed.set_connections(&tcp(NODE_V4, 30080), &rs, ipvs::ConnectionCounts::default());
     m.upsert_endpoint_slice(&slice("web-1", "web", "IPv4", json!([{"port": 8080}]), json!([ep("10.0.0.1", NODE)])));
     for step in &m.plan(&observed, &Scope::All, &mut graceful, Duration::ZERO).steps {
         observed.apply(step);

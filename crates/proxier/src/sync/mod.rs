@@ -167,6 +167,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
 
         let mut address_time = Duration::ZERO;
         let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
+        // The connection counts this sync planned with are from now on a guess: a TCP real
+        // server removed later is drained until the next dump counts it idle.
+        self.observed.mark_counters_stale();
         let executed = start.elapsed();
         let filter_work = match (&self.filter, full) {
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
