@@ -132,14 +132,11 @@ impl Observed {
             }
             Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
                 if let Some(o) = self.virtual_servers.get_mut(id) {
-                    o.real_servers
-                        .entry(rs.id)
-                        .and_modify(|r| r.server = *rs)
-                        .or_insert(ObservedRealServer {
-                            server: *rs,
-                            connections: ConnectionCounts::default(),
-                            counted: false,
-                        });
+                    o.real_servers.entry(rs.id).and_modify(|r| r.server = *rs).or_insert(ObservedRealServer {
+                        server: *rs,
+                        connections: ConnectionCounts::default(),
+                        counted: false,
+                    });
                 }
             }
             Operation::DeleteRealServer(id, rs) => {

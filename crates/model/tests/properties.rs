@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use ipvs::{
-    ConnectionCounts, Family, Operation, Protocol, RealServer, RealServerEntry, RealServerId, ServiceFlags, Stats, Table,
-    VirtualServer, VirtualServerEntry, VirtualServerId,
+    ConnectionCounts, Family, Operation, Protocol, RealServer, RealServerEntry, RealServerId, ServiceFlags, Stats,
+    Table, VirtualServer, VirtualServerEntry, VirtualServerId,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -184,10 +184,8 @@ fn is_excluded(config: &Config, addr: &IpAddr) -> bool {
 
 /// Records a fresh count of no connections on every real server of `kernel`.
 fn count_every_real_server_idle(kernel: &mut Observed) {
-    let all: Vec<(VirtualServerId, RealServerId)> = kernel
-        .virtual_servers()
-        .flat_map(|(id, v)| v.real_servers.keys().map(move |r| (*id, *r)))
-        .collect();
+    let all: Vec<(VirtualServerId, RealServerId)> =
+        kernel.virtual_servers().flat_map(|(id, v)| v.real_servers.keys().map(move |r| (*id, *r))).collect();
     for (vs, rs) in all {
         kernel.set_connections(&vs, &rs, ConnectionCounts::default());
     }

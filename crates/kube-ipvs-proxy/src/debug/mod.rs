@@ -32,7 +32,12 @@ pub async fn run(command: DebugCommand) -> Result<ExitCode, BoxError> {
                 eprintln!("warning: {warning}");
             }
             for skipped in &rendered.skipped {
-                tracing::info!("ignored {skipped}: not a Service, EndpointSlice or Node");
+                // A Service or slice the watches' label selection leaves out says so itself.
+                if skipped.ends_with(')') {
+                    tracing::info!("ignored {skipped}: not this proxy's");
+                } else {
+                    tracing::info!("ignored {skipped}: not a Service, EndpointSlice or Node");
+                }
             }
             if args.json {
                 serde_json::to_string_pretty(&render::json(&rendered))? + "\n"
