@@ -34,17 +34,31 @@ fn cleanup_removes_what_the_daemon_made_and_nothing_else() {
         });
         drop(daemon);
 
-        // An operator's own: on an address that is not the node's, on the node's address
-        // outside the NodePort range, and a firewall-mark virtual server.
-        let foreign = ["TCP 203.0.113.7:80".to_string(), format!("TCP {NODE_IP}:8080"), "FWM 7".to_string()];
+        // An operator's own: on an address that is not the node's, on the node's address outside
+        // and inside the NodePort range, and a firewall-mark virtual server.
+        let foreign = [
+            "TCP 203.0.113.7:80".to_string(),
+            format!("TCP {NODE_IP}:8080"),
+            format!("TCP {NODE_IP}:30099"),
+            "FWM 7".to_string(),
+        ];
         ipvsadm(&["-A", "-t", "203.0.113.7:80", "-s", "rr"]).unwrap();
         ipvsadm(&["-A", "-t", &format!("{NODE_IP}:8080"), "-s", "rr"]).unwrap();
+        ipvsadm(&["-A", "-t", &format!("{NODE_IP}:30099"), "-s", "rr"]).unwrap();
         ipvsadm(&["-A", "-f", "7", "-s", "rr"]).unwrap();
 
-        // (cleanup flags, entries gone after it, entries still there)
+        // (cleanup flags, entries gone after it, entries still there): without the daemon's
+        // ownership record a NodePort cannot be told from an operator's entry and stays; with it,
+        // exactly the daemon's NodePort goes, not the operator's in the same port range.
+        let no_record = std::env::temp_dir().join(format!("kip-no-record-{}", std::process::id()));
+        let record = state_dir();
         let steps: [(&[&str], Vec<&String>, Vec<&String>); 2] = [
-            (&[], vec![&cluster_ip], foreign.iter().chain([&node_port]).collect()),
-            (&["--node-ports"], vec![&cluster_ip, &node_port], foreign.iter().collect()),
+            (
+                &["--state-dir", no_record.to_str().unwrap()],
+                vec![&cluster_ip],
+                foreign.iter().chain([&node_port]).collect(),
+            ),
+            (&["--state-dir", record.to_str().unwrap()], vec![&cluster_ip, &node_port], foreign.iter().collect()),
         ];
         for (flags, gone, kept) in steps {
             let args: Vec<&str> = std::iter::once("cleanup").chain(flags.iter().copied()).collect();

@@ -69,6 +69,19 @@ fn the_daemonset_runs_the_daemon_as_documented() {
     let key = config.rsplit('/').next().unwrap();
     assert!(cm.data.unwrap().contains_key(key), "the ConfigMap has no key {key}");
     assert!(mounts.iter().any(|m| m.mount_path == "/lib/modules" && m.read_only == Some(true)));
+    // The ownership record lives on the host's /run (the daemon's default --state-dir), so that
+    // a restarted pod still knows its NodePorts and a reboot forgets them with the IPVS table.
+    let state = mounts.iter().find(|m| m.mount_path == "/run/kube-ipvs-proxy").expect("a /run/kube-ipvs-proxy mount");
+    assert_ne!(state.read_only, Some(true));
+    let volumes = ds_volumes();
+    let host = volumes.iter().find(|v| v.name == state.name).and_then(|v| v.host_path.as_ref()).unwrap();
+    assert_eq!((host.path.as_str(), host.type_.as_deref()), ("/run/kube-ipvs-proxy", Some("DirectoryOrCreate")));
+}
+
+/// The DaemonSet's pod volumes.
+fn ds_volumes() -> Vec<k8s_openapi::api::core::v1::Volume> {
+    let ds: DaemonSet = one("daemonset.yaml", "DaemonSet");
+    ds.spec.unwrap().template.spec.unwrap().volumes.unwrap()
 }
 
 #[test]

@@ -211,3 +211,44 @@ fn a_connection_to_a_fresh_real_server_survives_its_removal() {
         assert_eq!(echo, "still there?\n");
     });
 }
+
+/// Issue 7, item 12: on the node's address only what the daemon made is its own. An operator's
+/// virtual servers there, in the NodePort range or not, survive full sync after full sync; the
+/// daemon's own NodePort, left behind when its Service goes while the daemon is down, is deleted
+/// after the restart because the ownership record (under --state-dir) names it.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn on_the_node_address_only_the_daemons_own_entries_are_deleted() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let node_port = format!("TCP  {NODE_IP}:30080");
+        let mut daemon = Daemon::start(&cluster);
+        eventually("web's NodePort", PATIENCE, || serving_reals(&node_port));
+        let foreign = [format!("{NODE_IP}:30099"), format!("{NODE_IP}:8080")];
+        for vs in &foreign {
+            ipvsadm(&["-A", "-t", vs, "-s", "rr"]).unwrap();
+        }
+        // Two full reconciles after the operator's entries appeared, counted by the daemon.
+        let full_syncs = |d: &Daemon| {
+            let text = d.metrics_text()?;
+            text.lines().find_map(|l| l.strip_prefix("kubeipvsproxy_syncs_total{kind=\"full\"} ")?.parse::<f64>().ok())
+        };
+        let before = eventually("the sync metrics", PATIENCE, || full_syncs(&daemon));
+        eventually("two more full reconciles", PATIENCE, || (full_syncs(&daemon)? >= before + 2.0).then_some(()));
+        let table = ipvs_table();
+        for vs in &foreign {
+            assert!(table.contains_key(&format!("TCP  {vs}")), "the operator's {vs} was deleted: {table:?}");
+        }
+        daemon.kill_9();
+        cluster.delete(Kind::Service, "default", "web");
+        let daemon = Daemon::start(&cluster);
+        eventually("the daemon's leftover NodePort deleted after the restart", PATIENCE, || {
+            (!ipvs_table().contains_key(&node_port)).then_some(())
+        });
+        let table = ipvs_table();
+        for vs in &foreign {
+            assert!(table.contains_key(&format!("TCP  {vs}")), "the operator's {vs} was deleted: {table:?}");
+        }
+        drop(daemon);
+    });
+}

@@ -4,8 +4,9 @@
 //! What can be proven ours from the kernel alone: the dummy link (by name), every address on it
 //! (only the proxy binds there), and every tuple virtual server on one of those addresses. A
 //! virtual server on a host address (a NodePort, or a LoadBalancer IP the node holds) looks
-//! exactly like one an operator made with `ipvsadm`, so it is removed only when asked with
-//! `--node-ports`, and then only on ports of the NodePort range. Firewall-mark virtual servers
+//! exactly like one an operator made with `ipvsadm`: the daemon's ownership record (under
+//! `--state-dir`) names the ones it made, which go; without a record, such entries are removed
+//! only when asked with `--node-ports`, and then only on ports of the NodePort range. Firewall-mark virtual servers
 //! and anything in `--ipvs-exclude-cidrs` are never touched. The nftables table
 //! `inet kube-ipvs-proxy` is the proxy's alone and is deleted whole.
 
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 
 use ipnet::IpNet;
 use ipvs::{Operation, Table, VirtualServerId};
+use proxier::OwnershipRecord;
 
 use crate::config::parse_cidrs;
 use crate::{BoxError, ResultExt};
@@ -39,6 +41,9 @@ pub struct CleanupArgs {
     /// Print what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where the daemon recorded the virtual servers it made on node addresses.
+    #[arg(long, default_value = crate::config::DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: std::path::PathBuf,
 }
 
 fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
@@ -57,6 +62,8 @@ pub struct Ownership<'a> {
     pub bound: &'a BTreeSet<IpAddr>,
     /// Host addresses and the NodePort range, when `--node-ports` is given.
     pub node_ports: Option<(&'a BTreeSet<IpAddr>, RangeInclusive<u16>)>,
+    /// What the daemon recorded as made by it.
+    pub recorded: &'a BTreeSet<VirtualServerId>,
     /// Never touched.
     pub exclude: &'a [IpNet],
 }
@@ -71,6 +78,7 @@ impl Ownership<'_> {
             return false;
         }
         self.bound.contains(addr)
+            || self.recorded.contains(id)
             || self.node_ports.as_ref().is_some_and(|(node, range)| node.contains(addr) && range.contains(port))
     }
 
@@ -100,8 +108,11 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
         BTreeSet::new()
     };
     let table = client.table().await?;
+    let record = OwnershipRecord::in_dir(&args.state_dir);
+    let recorded: BTreeSet<VirtualServerId> = record.read()?.into_iter().collect();
     let ownership = Ownership {
         bound: &bound,
+        recorded: &recorded,
         node_ports: args.node_ports.then(|| (&node, args.service_node_port_range.clone())),
         exclude: &exclude,
     };
@@ -135,6 +146,10 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
         None => println!("no link {}", args.interface),
     }
     println!("{kept} virtual servers not owned by this proxy left untouched");
+    if failed == 0 && !args.dry_run && !recorded.is_empty() {
+        // Everything it named is gone: an empty record, not a stale one.
+        record.write(&[])?;
+    }
     // The proxy's nftables rules are all in its own table: deleting the table is the cleanup.
     let nft = netfilter::Nft::new();
     let table = netfilter::FilterConfig::new(Vec::new()).table;
@@ -174,21 +189,29 @@ mod tests {
         let bound: BTreeSet<IpAddr> = ["10.96.0.10", "10.96.0.11"].iter().map(|a| a.parse().unwrap()).collect();
         let node: BTreeSet<IpAddr> = ["192.0.2.10"].iter().map(|a| a.parse().unwrap()).collect();
         let exclude = vec!["10.96.0.11/32".parse().unwrap()];
-        let conservative = Ownership { bound: &bound, node_ports: None, exclude: &exclude };
-        let with_node_ports = Ownership { bound: &bound, node_ports: Some((&node, 30000..=32767)), exclude: &exclude };
-        // (virtual server, owned by default, owned with --node-ports)
+        // The daemon's record: a NodePort it made, and (by an operator's mistake) an excluded one.
+        let recorded: BTreeSet<VirtualServerId> = [tcp("192.0.2.10", 31000), tcp("10.96.0.11", 81)].into();
+        let none = BTreeSet::new();
+        let conservative = Ownership { bound: &bound, node_ports: None, recorded: &none, exclude: &exclude };
+        let with_node_ports =
+            Ownership { bound: &bound, node_ports: Some((&node, 30000..=32767)), recorded: &none, exclude: &exclude };
+        let with_record = Ownership { bound: &bound, node_ports: None, recorded: &recorded, exclude: &exclude };
+        // (virtual server, owned by default, owned with --node-ports, owned with the record)
         let cases = [
-            (tcp("10.96.0.10", 80), true, true),
-            (tcp("10.96.0.11", 80), false, false),
-            (tcp("10.96.0.99", 80), false, false),
-            (tcp("192.0.2.10", 30080), false, true),
-            (tcp("192.0.2.10", 80), false, false),
-            (tcp("192.0.2.99", 30080), false, false),
-            (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, false),
+            (tcp("10.96.0.10", 80), true, true, true),
+            (tcp("10.96.0.11", 80), false, false, false),
+            (tcp("10.96.0.11", 81), false, false, false),
+            (tcp("10.96.0.99", 80), false, false, false),
+            (tcp("192.0.2.10", 30080), false, true, false),
+            (tcp("192.0.2.10", 31000), false, true, true),
+            (tcp("192.0.2.10", 80), false, false, false),
+            (tcp("192.0.2.99", 30080), false, false, false),
+            (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, false, false),
         ];
-        for (id, default, node_ports) in &cases {
+        for (id, default, node_ports, record) in &cases {
             assert_eq!(conservative.owns(id), *default, "{id}");
             assert_eq!(with_node_ports.owns(id), *node_ports, "{id} with --node-ports");
+            assert_eq!(with_record.owns(id), *record, "{id} with the record");
         }
         let table = Table {
             services: cases

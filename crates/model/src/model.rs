@@ -51,9 +51,6 @@ pub struct Model {
     /// Slices per Service by name, ordered so that duplicate endpoints merge the same way each time.
     slices_by_service: HashMap<ServiceKey, BTreeMap<String, Slice>>,
     infos: BTreeMap<ServiceKey, ServiceInfo>,
-    /// Every node address seen since the model was made: NodePorts on a former address are
-    /// still this proxy's to delete.
-    node_addresses_seen: BTreeSet<IpAddr>,
     /// The desired state and the claims on it.
     claims: Claims,
     changes: Changes,
@@ -65,7 +62,6 @@ impl Model {
     pub fn new(config: Config) -> Model {
         Model {
             node: NodeFacts::default(),
-            node_addresses_seen: BTreeSet::new(),
             config,
             services: HashMap::new(),
             slice_owner: HashMap::new(),
@@ -227,7 +223,6 @@ impl Model {
         if addresses == self.node.addresses {
             return;
         }
-        self.node_addresses_seen.extend(addresses.iter().copied());
         self.node.addresses = addresses;
         let keys: Vec<ServiceKey> =
             self.services.iter().filter(|(_, s)| s.depends_on_node_addresses()).map(|(k, _)| k.clone()).collect();
@@ -284,28 +279,9 @@ impl Model {
         }
     }
 
-    /// Every node address seen since the model was made or remembered, ordered: NodePort virtual
-    /// servers on them are this proxy's to delete. A daemon keeps this across its restarts (e.g.
-    /// in a file under `/run`, which lives exactly as long as the kernel's IPVS table) and hands it
-    /// back with [`Model::remember_node_addresses`].
-    pub fn node_addresses_seen(&self) -> impl ExactSizeIterator<Item = &IpAddr> {
-        self.node_addresses_seen.iter()
-    }
-
-    /// Adds addresses this proxy's node had before a restart, as [`Model::node_addresses_seen`]
-    /// gave them, so that a NodePort virtual server left on one the node lost is deleted. The
-    /// desired state does not change; only what a plan may delete. The caller must pass only
-    /// addresses this proxy really used: the plan deletes undesired virtual servers on them.
-    pub fn remember_node_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
-        self.node_addresses_seen.extend(addresses);
-    }
-
-    /// What a plan may touch: the settings, with every node address seen since the model was
-    /// made (so a NodePort on an address the node lost is still deleted).
+    /// What a plan may touch: the settings' exclusions and graceful time.
     pub fn plan_policy(&self) -> PlanPolicy {
-        let mut policy = PlanPolicy::from_config(&self.config);
-        policy.node_addresses.extend(self.node_addresses_seen.iter().copied());
-        policy
+        PlanPolicy::from_config(&self.config)
     }
 
     /// [`plan`] from `observed` to this model's desired state with this model's policy.

@@ -45,6 +45,10 @@ pub struct Observed {
     #[serde(with = "crate::serde_pairs")]
     virtual_servers: BTreeMap<VirtualServerId, ObservedVirtualServer>,
     bound: BTreeSet<IpAddr>,
+    /// Virtual servers this proxy created or manages: on an address not bound on kube-ipvs0 (a
+    /// node address) nothing else proves them this proxy's, so the plan deletes only these there.
+    #[serde(default)]
+    ours: BTreeSet<VirtualServerId>,
 }
 
 impl Observed {
@@ -56,7 +60,8 @@ impl Observed {
     /// The state read from the kernel: the whole IPVS `table` (foreign entries included) and the
     /// addresses `bound` on kube-ipvs0.
     pub fn from_kernel(table: &Table, bound: impl IntoIterator<Item = IpAddr>) -> Observed {
-        let mut observed = Observed { virtual_servers: BTreeMap::new(), bound: bound.into_iter().collect() };
+        let mut observed =
+            Observed { virtual_servers: BTreeMap::new(), bound: bound.into_iter().collect(), ours: BTreeSet::new() };
         for (vs, dests) in &table.services {
             observed.replace_virtual_server(vs, dests);
         }
@@ -117,6 +122,7 @@ impl Observed {
     fn apply_operation(&mut self, op: &Operation) {
         match op {
             Operation::AddVirtualServer(vs) => {
+                self.ours.insert(vs.id);
                 self.virtual_servers
                     .entry(vs.id)
                     .and_modify(|o| o.server = vs.clone())
@@ -129,6 +135,7 @@ impl Observed {
             }
             Operation::DeleteVirtualServer(id) => {
                 self.virtual_servers.remove(id);
+                self.ours.remove(id);
             }
             Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
                 if let Some(o) = self.virtual_servers.get_mut(id) {
@@ -165,5 +172,37 @@ impl Observed {
     /// Whether `addr` is bound on kube-ipvs0.
     pub fn is_bound(&self, addr: &IpAddr) -> bool {
         self.bound.contains(addr)
+    }
+
+    /// Records `ids` as this proxy's: virtual servers it made before a restart (kept in a file
+    /// that lives as long as the kernel's table) or that it manages now. Returns how many were
+    /// not recorded yet.
+    pub fn claim(&mut self, ids: impl IntoIterator<Item = VirtualServerId>) -> usize {
+        ids.into_iter().filter(|id| self.ours.insert(*id)).count()
+    }
+
+    /// Claims every virtual server that is both desired and observed: this proxy manages it
+    /// from now on (an adopted one included), so it may delete it once it is no longer desired.
+    /// Returns how many were not recorded yet.
+    pub fn claim_desired(&mut self, desired: &crate::DesiredState) -> usize {
+        let managed: Vec<VirtualServerId> =
+            desired.virtual_servers().map(|(id, _)| *id).filter(|id| self.virtual_servers.contains_key(id)).collect();
+        self.claim(managed)
+    }
+
+    /// Every virtual server recorded as this proxy's.
+    pub fn ours(&self) -> impl ExactSizeIterator<Item = &VirtualServerId> {
+        self.ours.iter()
+    }
+
+    /// Whether virtual server `id` was created or claimed by this proxy.
+    pub fn is_ours(&self, id: &VirtualServerId) -> bool {
+        self.ours.contains(id)
+    }
+
+    /// This proxy's virtual servers on addresses not bound on kube-ipvs0 (node addresses):
+    /// what a restart must be told, as nothing in the kernel proves them this proxy's.
+    pub fn ours_unbound(&self) -> impl Iterator<Item = &VirtualServerId> {
+        self.ours.iter().filter(|id| id.addr().is_some_and(|a| !self.bound.contains(&a)))
     }
 }

@@ -81,8 +81,6 @@ pub fn operation_target(op: &Operation) -> VirtualServerId {
 /// What the plan may touch and how long graceful removal lasts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanPolicy {
-    /// Node addresses, present and past: NodePort virtual servers on them are this proxy's.
-    pub node_addresses: BTreeSet<IpAddr>,
     /// Never touched, desired or not.
     pub exclude_cidrs: Vec<IpNet>,
     /// How long a removed TCP real server with connections stays at weight 0 before deletion.
@@ -90,13 +88,9 @@ pub struct PlanPolicy {
 }
 
 impl PlanPolicy {
-    /// The policy of `config`, with no node address yet (the model adds those it has seen).
+    /// The policy of `config`.
     pub fn from_config(config: &Config) -> PlanPolicy {
-        PlanPolicy {
-            node_addresses: BTreeSet::new(),
-            exclude_cidrs: config.exclude_cidrs.clone(),
-            graceful_termination: config.graceful_termination,
-        }
+        PlanPolicy { exclude_cidrs: config.exclude_cidrs.clone(), graceful_termination: config.graceful_termination }
     }
 
     fn excluded(&self, addr: &IpAddr) -> bool {
@@ -104,8 +98,10 @@ impl PlanPolicy {
     }
 
     /// Whether the plan may delete observed virtual server `id` when it is not desired: a tuple
-    /// virtual server on an address bound (or to be bound) on kube-ipvs0 or on a node address,
-    /// outside the excluded prefixes. Firewall-mark virtual servers are never this proxy's.
+    /// virtual server outside the excluded prefixes, on an address bound (or to be bound) on
+    /// kube-ipvs0, or one this proxy created or manages ([`Observed::is_ours`]). On a node
+    /// address the kernel cannot tell this proxy's NodePort from an operator's virtual server:
+    /// only the record says. Firewall-mark virtual servers are never this proxy's.
     pub fn owns(&self, id: &VirtualServerId, desired: &DesiredState, observed: &Observed) -> bool {
         // A protocol the proxy never programs is someone else's, wherever it listens.
         if let VirtualServerId::Tuple { protocol: Protocol::Other(_), .. } = id {
@@ -113,7 +109,7 @@ impl PlanPolicy {
         }
         match id.addr() {
             Some(addr) => {
-                (observed.is_bound(&addr) || desired.wants_address(&addr) || self.node_addresses.contains(&addr))
+                (observed.is_bound(&addr) || desired.wants_address(&addr) || observed.is_ours(id))
                     && !self.excluded(&addr)
             }
             None => false,

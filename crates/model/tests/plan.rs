@@ -307,42 +307,55 @@ fn excluded_prefixes_keep_entries_from_deletion_only() {
     assert!(plan.steps.contains(&Step::Kernel(Operation::DeleteVirtualServer(tcp(NODE_V4, 30080)))), "{plan:?}");
 }
 
+/// The kernel table holding what `observed` records, as a dump would return it.
+fn table_of(observed: &Observed) -> Table {
+    let mut table = Table::default();
+    for (vs, dests) in observed.virtual_servers() {
+        let d: Vec<(String, u16, u32)> = dests
+            .real_servers
+            .values()
+            .map(|r| (r.server.id.addr.to_string(), r.server.id.port, r.server.weight))
+            .collect();
+        let d: Vec<(&str, u16, u32)> = d.iter().map(|(a, p, w)| (a.as_str(), *p, *w)).collect();
+        table.services.push(entry(*vs, &d));
+    }
+    table
+}
+
 #[test]
 fn only_owned_virtual_servers_are_ever_deleted() {
     let m = model_of(&[web(json!({}))], &[web_slice(&["10.0.0.1"])]);
     let mut c = config();
     c.exclude_cidrs = vec!["10.200.0.0/16".parse().unwrap()];
     let (m_excl, _) = from_objects(c, [&web(json!({}))], [&web_slice(&["10.0.0.1"])], None);
-    // (virtual server in the kernel, bound on kube-ipvs0, deleted?)
+    // (virtual server in the kernel, bound on kube-ipvs0, recorded as this proxy's, deleted?)
     let cases = [
-        (tcp("10.96.0.99", 80), true, true),   // stale, on a bound address: ours
-        (tcp(NODE_V4, 31000), false, true),    // stale NodePort on a node address: ours
-        (tcp("172.16.0.5", 80), false, false), // someone else's
-        (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, false),
-        (tcp("10.200.0.5", 80), true, false), // excluded CIDR, even if bound
+        (tcp("10.96.0.99", 80), true, false, true), // stale, on a bound address: ours
+        (tcp(NODE_V4, 31000), false, true, true),   // stale NodePort this proxy made: ours
+        // Issue 7, item 12: on a node address, whatever its port, an entry this proxy did not
+        // make is someone else's, full sync after full sync.
+        (tcp(NODE_V4, 31000), false, false, false),
+        (tcp(NODE_V4, 8080), false, false, false),
+        (tcp("172.16.0.5", 80), false, false, false), // someone else's
+        (VirtualServerId::Fwmark { family: Family::V4, mark: 7 }, false, true, false),
+        (tcp("10.200.0.5", 80), true, true, false), // excluded CIDR, even if bound or recorded
         // A protocol the proxy never programs (decoded as Other), on a node address: foreign.
-        (VirtualServerId::Tuple { protocol: Protocol::Other(1), addr: ip(NODE_V4), port: 31000 }, false, false),
+        (VirtualServerId::Tuple { protocol: Protocol::Other(1), addr: ip(NODE_V4), port: 31000 }, false, true, false),
     ];
-    for (id, bind, deleted) in cases {
-        let mut table = Table::default();
-        for (vs, dests) in programmed(&m).virtual_servers() {
-            let d: Vec<(String, u16, u32)> = dests
-                .real_servers
-                .values()
-                .map(|r| (r.server.id.addr.to_string(), r.server.id.port, r.server.weight))
-                .collect();
-            let d: Vec<(&str, u16, u32)> = d.iter().map(|(a, p, w)| (a.as_str(), *p, *w)).collect();
-            table.services.push(entry(*vs, &d));
-        }
+    for (id, bind, recorded, deleted) in cases {
+        let mut table = table_of(&programmed(&m));
         table.services.push(entry(id, &[("10.1.1.1", 80, 1)]));
         let mut bound_addrs = vec![ip("10.96.0.10")];
         if bind {
             bound_addrs.extend(id.addr());
         }
-        let observed = Observed::from_kernel(&table, bound_addrs);
+        let mut observed = Observed::from_kernel(&table, bound_addrs);
+        if recorded {
+            observed.claim([id]);
+        }
         let plan = full_plan(&m_excl, &observed, &mut GracefulRemovals::new(), T0);
         let touched = plan.touched_virtual_servers();
-        assert_eq!(touched.contains(&id), deleted, "{id}: {plan:?}");
+        assert_eq!(touched.contains(&id), deleted, "{id} recorded {recorded}: {plan:?}");
         if deleted {
             assert!(plan.steps.contains(&Step::Kernel(Operation::DeleteVirtualServer(id))));
         }
@@ -390,32 +403,33 @@ fn incremental_plan_touches_only_the_changed_service() {
     assert!(full.touched_virtual_servers().contains(&tcp("10.96.0.20", 80)), "the full reconcile repairs drift");
 }
 
+/// A NodePort left on an address the node lost is deleted when the record of what this proxy
+/// made says it is its own: while running (the record is the applied steps), and after a
+/// restart when the record was kept (the daemon's file under /run); a fresh record knows
+/// nothing, and then the entry is left as possibly someone else's.
 #[test]
-fn node_port_on_a_lost_node_address_is_deleted_only_when_the_address_is_known_to_be_ours() {
+fn node_port_on_a_lost_node_address_is_deleted_only_when_recorded_as_ours() {
     let objects = (web(json!({})), web_slice(&["10.0.0.1"]));
     let mut running = model_of(std::slice::from_ref(&objects.0), std::slice::from_ref(&objects.1));
-    let observed = programmed(&running);
     let stale = tcp(NODE_V4, 30080);
     let delete_stale = Step::Kernel(Operation::DeleteVirtualServer(stale));
     // The node's address changes from .10 to .11.
     let now = vec![ip("192.168.0.11")];
-    // (how the model learnt its addresses, whether the stale NodePort is deleted)
-    let restarted = |remember: bool| {
-        let (mut m, _) = from_objects_on(now.clone(), config(), [&objects.0], [&objects.1], None);
-        if remember {
-            m.remember_node_addresses(running.node_addresses_seen().copied());
-        }
-        m
-    };
-    let fresh = restarted(false);
-    let remembered = restarted(true);
+    let (restarted, _) = from_objects_on(now.clone(), config(), [&objects.0], [&objects.1], None);
     running.set_node_addresses(now.clone());
-    let cases =
-        [("while running", &running, true), ("after a restart", &fresh, false), ("remembered", &remembered, true)];
-    for (what, m, deleted) in cases {
-        let plan = full_plan(m, &observed, &mut GracefulRemovals::new(), T0);
+    let applied = programmed(&model_of(std::slice::from_ref(&objects.0), std::slice::from_ref(&objects.1)));
+    let mut dumped = Observed::from_kernel(&table_of(&applied), applied.bound().copied());
+    let forgotten = dumped.clone();
+    dumped.claim(applied.ours_unbound().copied());
+    // (case, model, record, deleted?)
+    let cases = [
+        ("while running", &running, &applied, true),
+        ("after a restart, record kept", &restarted, &dumped, true),
+        ("after a restart, record lost", &restarted, &forgotten, false),
+    ];
+    for (what, m, observed, deleted) in cases {
+        let plan = full_plan(m, observed, &mut GracefulRemovals::new(), T0);
         assert_eq!(plan.steps.contains(&delete_stale), deleted, "{what}: {plan:?}");
         assert!(plan.touched_virtual_servers().contains(&tcp("192.168.0.11", 30080)), "{what}: the new NodePort");
-        assert_eq!(m.desired(), running.desired(), "{what}: remembering changes only ownership");
     }
 }

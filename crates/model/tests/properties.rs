@@ -130,8 +130,9 @@ fn arb_kernel() -> impl Strategy<Value = Observed> {
         ),
         proptest::collection::vec(pick(addrs), 0..4),
         any::<bool>(),
+        any::<u8>(),
     )
-        .prop_map(|(vss, bound, fwmark)| {
+        .prop_map(|(vss, bound, fwmark, claimed)| {
             let mut t = Table::default();
             let mut seen = BTreeSet::new();
             for (addr, p, port, sched, dests) in vss {
@@ -168,7 +169,12 @@ fn arb_kernel() -> impl Strategy<Value = Observed> {
                     vec![],
                 ));
             }
-            Observed::from_kernel(&t, bound.iter().map(|a| ip(a)))
+            // Some of them recorded as this proxy's (made before a restart).
+            let mut observed = Observed::from_kernel(&t, bound.iter().map(|a| ip(a)));
+            let ids: Vec<VirtualServerId> = t.services.iter().map(|(vs, _)| vs.server.id).collect();
+            observed
+                .claim(ids.into_iter().enumerate().filter(|(i, _)| claimed & (1 << (i % 8)) != 0).map(|(_, id)| id));
+            observed
         })
 }
 
@@ -234,11 +240,12 @@ proptest! {
                 continue;
             }
             // The rule, restated here rather than asked of the plan's own policy: ours
-            // are tuple virtual servers on an address bound (or to be bound) on kube-ipvs0 or on
-            // a node address, outside the excluded prefixes.
+            // are tuple virtual servers outside the excluded prefixes on an address bound (or to
+            // be bound) on kube-ipvs0, or recorded as made by this proxy (on node addresses
+            // nothing else tells).
             let owned = id.addr().is_some_and(|a| {
                 !is_excluded(m.config(), &a)
-                    && (before.is_bound(&a) || desired.wants_address(&a) || m.node_addresses().contains(&a))
+                    && (before.is_bound(&a) || desired.wants_address(&a) || before.is_ours(id))
             });
             prop_assert_eq!(after.virtual_server(id).is_some(), !owned, "{}", id);
             if !owned {

@@ -34,6 +34,17 @@ pub const NODE_IP: &str = "192.168.100.10";
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Each test runs on a thread of its own ([`integration::in_netns`]), so this is the test's
+    /// own: a daemon restarted within a test finds the record its predecessor left.
+    static STATE_DIR: PathBuf = scratch("state");
+}
+
+/// The daemon's `--state-dir` (its ownership record) in the current test.
+pub fn state_dir() -> PathBuf {
+    STATE_DIR.with(|dir| dir.clone())
+}
+
 fn scratch(name: &str) -> PathBuf {
     let n = UNIQUE.fetch_add(1, Ordering::SeqCst);
     std::env::temp_dir().join(format!("kip-daemon-test-{}-{n}-{name}", std::process::id()))
@@ -207,6 +218,8 @@ impl Daemon {
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
             .args(["--hostname-override", NODE])
+            .arg("--state-dir")
+            .arg(state_dir())
             .args(flags)
             .env("KUBE_IPVS_PROXY_LOG", "info")
             .stdin(Stdio::null())

@@ -178,6 +178,10 @@ pub struct RunArgs {
     /// Name of the dummy link holding Service addresses.
     #[arg(long, default_value = "kube-ipvs0", value_name = "NAME")]
     pub interface: String,
+    /// Where the record of the virtual servers this proxy made on node addresses is kept across
+    /// restarts; a tmpfs such as /run, which lives exactly as long as the kernel's IPVS table.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
     /// How long a removed TCP destination with open connections keeps weight 0 before it is
     /// deleted anyway (default 15m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -186,6 +190,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE")]
     pub proxy_mode: Option<String>,
 }
+
+/// Where `run` keeps, and `cleanup` reads, the record of what the proxy made on node addresses.
+pub const DEFAULT_STATE_DIR: &str = "/run/kube-ipvs-proxy";
 
 /// The resolved configuration `run` works with.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +231,8 @@ pub struct Settings {
     pub bind_address: IpAddr,
     /// The dummy link's name.
     pub interface: String,
+    /// The ownership record's directory.
+    pub state_dir: PathBuf,
     /// How long a removed TCP destination with connections may drain.
     pub graceful_termination: Duration,
 }
@@ -322,6 +331,7 @@ impl Settings {
             metrics_bind_address,
             bind_address: args.bind_address.or(file.bind_address).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             interface: args.interface.clone(),
+            state_dir: args.state_dir.clone(),
             graceful_termination: args.graceful_termination.unwrap_or(DEFAULT_GRACEFUL_TERMINATION),
         };
         if settings.min_sync_period > settings.sync_period {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use model::Update;
-use proxier::{NetlinkKernel, NftFilter, Shared, SyncLoop, SyncSettings};
+use proxier::{NetlinkKernel, NftFilter, OwnershipRecord, Shared, SyncLoop, SyncSettings};
 
 use crate::config::{RunArgs, Settings, format_duration};
 use crate::{BoxError, ResultExt};
@@ -77,7 +77,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
 
     let kernel = NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
-    let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings);
+    let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings)
+        .with_ownership_record(OwnershipRecord::in_dir(&settings.state_dir));
     // Without nftables IPVS still balances, but nothing is masqueraded or filtered: say so
     // loudly rather than refuse to serve.
     match NftFilter::start(&settings.cluster_cidrs, settings.masquerade_bit) {

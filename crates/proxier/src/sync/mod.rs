@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use ipvs::{Operation, Table};
+use ipvs::{Operation, Table, VirtualServerId};
 use k8s_openapi::jiff::Timestamp;
 use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
 
@@ -23,6 +23,7 @@ pub use report::SyncReport;
 
 use crate::filter::{Filter, FilterWork};
 use crate::kernel::{Kernel, KernelError};
+use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
 use crate::shared::Shared;
 
@@ -61,6 +62,10 @@ pub struct SyncLoop<K, O> {
     real_servers: usize,
     /// The nftables side, if the daemon runs one.
     filter: Option<Box<dyn Filter>>,
+    /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
+    ownership: Option<OwnershipRecord>,
+    /// Whether the record must be written after this sync.
+    ownership_changed: bool,
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -77,7 +82,26 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             epoch: Instant::now(),
             real_servers: 0,
             filter: None,
+            ownership: None,
+            ownership_changed: false,
         }
+    }
+
+    /// Keeps `record` of the virtual servers this proxy makes on addresses it does not bind
+    /// (node addresses), and starts from what it holds: after a restart those are this proxy's
+    /// to delete when no longer desired, and nothing else on a node address is. An unreadable
+    /// record is logged and treated as empty (entries are then left, never wrongly deleted).
+    #[must_use]
+    pub fn with_ownership_record(mut self, record: OwnershipRecord) -> SyncLoop<K, O> {
+        match record.read() {
+            Ok(ids) => {
+                tracing::info!(recorded = ids.len(), path = %record.path().display(), "ownership record read");
+                self.observed.claim(ids);
+            }
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "ownership record ignored"),
+        }
+        self.ownership = Some(record);
+        self
     }
 
     /// Also keeps `filter` (masquerade and filtering) in step: after each sync it gets the
@@ -127,8 +151,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 Ok((mut table, bound)) => {
                     // Built while the dump is drained, and with the old record dropped first: at
                     // 100,000 real servers each copy is tens of MiB.
+                    let ours: Vec<VirtualServerId> = self.observed.ours().copied().collect();
                     self.observed = Observed::new();
                     let mut observed = Observed::from_kernel(&Table::default(), bound);
+                    observed.claim(ours);
                     for (vs, dests) in table.services.drain(..) {
                         observed.replace_virtual_server(&vs, &dests);
                     }
@@ -155,6 +181,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 self.filter.as_ref().filter(|_| !full).map(|_| FilterWork::of(&state.model, false, &changes));
             let scope = if full { Scope::All } else { Scope::Only(changes) };
             let plan = state.model.plan(&self.observed, &scope, &mut self.graceful, now);
+            if full {
+                // What this proxy manages from now on (adopted entries included) is its own.
+                self.ownership_changed |= self.observed.claim_desired(state.model.desired()) > 0;
+            }
             let pending = std::mem::take(&mut state.pending);
             report.touched_services = pending.touched;
             report.trigger_times = pending.trigger_times;
@@ -170,6 +200,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // The connection counts this sync planned with are from now on a guess: a TCP real
         // server removed later is drained until the next dump counts it idle.
         self.observed.mark_counters_stale();
+        self.write_ownership();
         let executed = start.elapsed();
         let filter_work = match (&self.filter, full) {
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
@@ -335,6 +366,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         match result {
             Ok(()) => {
                 tracing::debug!("{step}");
+                if let Step::Kernel(Operation::AddVirtualServer(_) | Operation::DeleteVirtualServer(_)) = step {
+                    self.ownership_changed = true;
+                }
                 self.observed.apply(&step);
             }
             Err(e) => {
@@ -348,6 +382,18 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 }
                 failures.push((step, e));
             }
+        }
+    }
+
+    /// Writes the ownership record when this sync made, deleted or claimed a virtual server.
+    fn write_ownership(&mut self) {
+        let Some(record) = self.ownership.as_ref().filter(|_| std::mem::take(&mut self.ownership_changed)) else {
+            return;
+        };
+        if let Err(e) = record.write(self.observed.ours_unbound()) {
+            // Next time, then; meanwhile a restart would leave (not wrongly delete) NodePorts.
+            self.ownership_changed = true;
+            tracing::warn!(error = &e as &dyn std::error::Error, "cannot write the ownership record");
         }
     }
 

@@ -333,3 +333,33 @@ async fn big_plans_go_in_bounded_batches() {
     assert_eq!(kernel.mem().batches, vec![MAX_BATCH, 9000 - MAX_BATCH]);
     assert_eq!(sync.sync(true).await.plan_steps, 0, "the split batches programmed everything");
 }
+
+/// Issue 7, item 12: on a node address only what this proxy recorded as made is deleted; an
+/// operator's virtual server there survives every full sync, whatever its port; after a restart
+/// the record (a file under /run in the daemon) still names this proxy's leftovers.
+#[tokio::test]
+async fn on_node_addresses_only_recorded_virtual_servers_are_deleted() {
+    let node =
+        |port| VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: "192.0.2.10".parse().unwrap(), port };
+    let (foreign, leftover) = (node(31000), node(31001));
+    let kernel = MemoryKernel::default();
+    for id in [foreign, leftover] {
+        kernel.mem().services.insert(id, (VirtualServer::new(id, "rr"), BTreeMap::new()));
+    }
+    let dir = std::env::temp_dir().join(format!("kip-sync-ownership-{}", std::process::id()));
+    let record = crate::OwnershipRecord::in_dir(&dir);
+    record.write(&[leftover]).unwrap();
+    let shared = cluster(1);
+    listed(&shared);
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let mut sync = SyncLoop::new(kernel.clone(), shared, reports, settings()).with_ownership_record(record.clone());
+    sync.sync(true).await;
+    let writes = kernel.writes();
+    assert!(writes.contains(&format!("delete virtual server {leftover}")), "{writes:?}");
+    assert!(!writes.iter().any(|w| w.contains("31000")), "{writes:?}");
+    sync.sync(true).await;
+    assert!(kernel.writes().is_empty(), "the operator's entry survives the next full sync too");
+    assert!(kernel.mem().services.contains_key(&foreign));
+    assert!(record.read().unwrap().is_empty(), "the deleted leftover left the record");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
