@@ -265,3 +265,33 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
         assert_eq!(tables, BTreeSet::from(["table inet foreign".to_string()]));
     });
 }
+
+/// Issue 7, item 3: without a cluster prefix of its family the table cannot tell pods by
+/// source, but the node's own traffic to a service address leaves with that address as its
+/// source (the kernel picks a local destination as source). Unmasqueraded, an endpoint on
+/// another node would answer the service address, which that node does not route back: lost.
+/// As upstream without a local detector, such traffic is masqueraded; a pod's is not.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_nodes_own_traffic_is_masqueraded_without_a_cluster_prefix() {
+    for v6 in [false, true] {
+        in_netns(move || async move {
+            let backend = source_echo_pod();
+            let inside = Peer::pod(3);
+            let target = virtual_server(vip(v6, 10), 80, &[backend.addr(v6)]).await;
+            let no_prefixes = FilterConfig::new(Vec::new());
+            let mut netfilter = Netfilter::start(Nft::new(), no_prefixes).unwrap();
+            netfilter
+                .resync(FilterState::from_services([(
+                    target,
+                    filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[]),
+                )]))
+                .unwrap();
+            let to = SocketAddr::new(target.addr, 80);
+            let from_node = ask_name(to, TIMEOUT).unwrap_or_else(|e| panic!("v6={v6}: {e}"));
+            assert_eq!(from_node, backend.gateway(v6).to_string(), "v6={v6}: the node's request masqueraded");
+            let from_pod = ask_from(&inside, to, TIMEOUT).unwrap();
+            assert_eq!(from_pod, inside.addr(v6).to_string(), "v6={v6}: a pod's request keeps its source");
+        });
+    }
+}

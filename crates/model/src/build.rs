@@ -152,9 +152,9 @@ fn masquerade(kind: VirtualServerKind, svc: &ServiceSpec, config: &Config) -> Ma
         if svc.external_local { Masquerade::None } else { Masquerade::All }
     } else if config.masquerade_all {
         Masquerade::All
-    } else if !config.cluster_cidrs.is_empty() {
-        Masquerade::OutsideClusterCidrs
     } else {
-        Masquerade::None
+        // Without a cluster CIDR of the family the netfilter side still masquerades what it can
+        // tell is not a pod's: host-originated traffic (upstream's fallback).
+        Masquerade::OutsideClusterCidrs
     }
 }

@@ -35,9 +35,10 @@ impl VirtualServerKind {
 pub enum Masquerade {
     /// All of it (`masqueradeAll`, or external traffic with `externalTrafficPolicy: Cluster`).
     All,
-    /// Traffic whose source is outside the configured cluster CIDRs.
+    /// Traffic not from a local pod: whose source is outside the configured cluster CIDRs, or,
+    /// for a family without one, host-originated traffic (source: the service address itself).
     OutsideClusterCidrs,
-    /// None (source IPs are kept: `externalTrafficPolicy: Local`, or no cluster CIDR known).
+    /// None (source IPs are kept: `externalTrafficPolicy: Local`).
     None,
 }
 

@@ -241,7 +241,9 @@ fn slices_arriving_before_their_service_are_used_when_it_comes() {
 fn cluster_ip_masquerade_follows_settings() {
     // (masqueradeAll, cluster CIDRs, expected)
     let cases = [
-        (false, vec![], Masquerade::None),
+        // No cluster CIDR: still "not from a local pod"; the netfilter side tells host-originated
+        // traffic by its source (the service address), as upstream does (issue 7, item 3).
+        (false, vec![], Masquerade::OutsideClusterCidrs),
         (false, vec!["10.0.0.0/16"], Masquerade::OutsideClusterCidrs),
         (true, vec!["10.0.0.0/16"], Masquerade::All),
     ];

@@ -6,7 +6,7 @@
 //! | set (`_v4`/`_v6`) | element | effect |
 //! | --- | --- | --- |
 //! | `masq_all` | `addr . proto . port` | traffic to it is marked, then masqueraded after IPVS |
-//! | `masq_outside` | `addr . proto . port` | the same when the source is outside `cluster_prefixes` |
+//! | `masq_outside` | `addr . proto . port` | the same when the source is outside `cluster_prefixes` (a family without any: when the source is the address itself, the node's own traffic) |
 //! | `hairpin` | `endpoint . proto . port . endpoint` | an endpoint reaching itself is masqueraded |
 //! | `source_restricted` / `source_allowed` | `addr . proto . port [. prefix]` | other sources are dropped |
 //! | `bound` / `service_ports` | `addr` / `addr . proto . port` | new connections to a bound address on another port are rejected |

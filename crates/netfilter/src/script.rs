@@ -151,16 +151,21 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
     };
     rule(&mut s, "mark_prerouting", "jump mark_masquerade");
     rule(&mut s, "mark_output", "jump mark_masquerade");
-    for (_, f) in &FAMILIES {
+    for (family, f) in &FAMILIES {
         let (sx, p) = (f.suffix, f.proto);
         let dst = format!("{p} daddr . meta l4proto . th dport");
         let set_mark = format!("meta mark set meta mark | {mark:#x}");
         rule(&mut s, "mark_masquerade", &format!("{dst} @masq_all_{sx} {set_mark}"));
-        rule(
-            &mut s,
-            "mark_masquerade",
-            &format!("{p} saddr != @cluster_prefixes_{sx} {dst} @masq_outside_{sx} {set_mark}"),
-        );
+        // Not from a local pod: outside the cluster prefixes; for a family without one (no
+        // way to tell pods by source), upstream's fallback: traffic whose source is the service
+        // address itself, i.e. the node's own (the kernel picks a local destination as source).
+        let has_prefixes = config.cluster_prefixes.iter().any(|p| crate::state::prefix_family(p) == *family);
+        let non_local = if has_prefixes {
+            format!("{p} saddr != @cluster_prefixes_{sx} {dst} @masq_outside_{sx} {set_mark}")
+        } else {
+            format!("{p} saddr . meta l4proto . th dport @masq_outside_{sx} {set_mark}")
+        };
+        rule(&mut s, "mark_masquerade", &non_local);
         rule(
             &mut s,
             "filter_input",

@@ -224,6 +224,22 @@ fn skeleton_text() {
     assert_eq!(script, include_str!("fixtures/skeleton.nft"));
 }
 
+/// Issue 7, item 3: a family without cluster prefixes cannot tell pods from the rest by source;
+/// as upstream without a local detector, host-originated traffic to a service address (whose
+/// source the kernel picks as that address itself) is marked, so that replies from endpoints on
+/// other nodes come back through this node.
+#[test]
+fn a_family_without_cluster_prefixes_masquerades_traffic_from_the_service_address() {
+    let config = FilterConfig::new(vec![prefix("10.244.0.0/16")]);
+    let script = skeleton_script(&config).unwrap();
+    let mark = "meta mark set meta mark | 0x4000";
+    let v4 = format!("ip saddr != @cluster_prefixes_v4 ip daddr . meta l4proto . th dport @masq_outside_v4 {mark}");
+    let v6 = format!("ip6 saddr . meta l4proto . th dport @masq_outside_v6 {mark}");
+    assert!(script.contains(&v4), "{script}");
+    assert!(script.contains(&v6), "{script}");
+    assert!(!script.contains("ip6 saddr != @cluster_prefixes_v6"), "{script}");
+}
+
 #[test]
 fn changes_and_full_text() {
     let lb = Target::new(ip("203.0.113.10"), Protocol::Udp, 53);

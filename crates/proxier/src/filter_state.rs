@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use ipvs::{Family, VirtualServerId};
+use ipvs::VirtualServerId;
 use model::{DesiredVirtualServer, Masquerade, Model, ServiceKey};
 use netfilter::{FilterConfig, FilterState, MasqueradeRule, ServiceFilter, Target};
 
@@ -18,23 +18,21 @@ pub(crate) fn filter_config(cluster_cidrs: &[IpNet], masquerade_bit: u8) -> Filt
 /// The filter of one desired virtual server, given the cluster CIDRs and the addresses of its
 /// Service's local endpoints; `None` for a firewall-mark virtual server (the proxy makes none).
 ///
-/// "Outside the cluster CIDRs" needs a cluster CIDR of the virtual server's family: without
-/// one, as upstream, nothing is masqueraded for that reason.
+/// "Outside the cluster CIDRs" becomes the table's non-local rule, which for a family without
+/// a cluster prefix is upstream's fallback (traffic whose source is the service address).
 pub(crate) fn service_filter(
     vs: &DesiredVirtualServer,
-    cluster_cidrs: &[IpNet],
     local_endpoints: &BTreeSet<IpAddr>,
 ) -> Option<(Target, ServiceFilter)> {
     let VirtualServerId::Tuple { protocol, addr, port } = vs.server.id else {
         return None;
     };
-    let family = Family::of(&addr);
     let masquerade = match vs.masquerade {
         Masquerade::All => MasqueradeRule::All,
-        Masquerade::OutsideClusterCidrs if cluster_cidrs.iter().any(|c| Family::of(&c.addr()) == family) => {
-            MasqueradeRule::OutsideClusterPrefixes
-        }
-        Masquerade::OutsideClusterCidrs | Masquerade::None => MasqueradeRule::None,
+        // For a family without a cluster prefix the table's rule is upstream's fallback (traffic
+        // whose source is the service address itself: the node's own).
+        Masquerade::OutsideClusterCidrs => MasqueradeRule::OutsideClusterPrefixes,
+        Masquerade::None => MasqueradeRule::None,
     };
     let local_endpoints =
         vs.real_servers.keys().filter(|r| local_endpoints.contains(&r.addr)).map(|r| (r.addr, r.port)).collect();
@@ -45,10 +43,9 @@ pub(crate) fn service_filter(
 /// The filter of every desired virtual server: what the periodic full reconcile writes.
 pub fn filter_state(model: &Model) -> FilterState {
     let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
-    let cidrs = &model.config().cluster_cidrs;
     FilterState::from_services(model.desired().virtual_servers().filter_map(|(_, vs)| {
         let local = locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
-        service_filter(vs, cidrs, local)
+        service_filter(vs, local)
     }))
 }
 
@@ -59,13 +56,12 @@ pub fn filter_updates<'a>(
     ids: impl IntoIterator<Item = &'a VirtualServerId>,
 ) -> Vec<(Target, Option<ServiceFilter>)> {
     let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
-    let cidrs = &model.config().cluster_cidrs;
     ids.into_iter()
         .filter_map(|id| match (id, model.desired().virtual_server(id)) {
             (_, Some(vs)) => {
                 let local =
                     locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
-                service_filter(vs, cidrs, local).map(|(t, f)| (t, Some(f)))
+                service_filter(vs, local).map(|(t, f)| (t, Some(f)))
             }
             (VirtualServerId::Tuple { protocol, addr, port }, None) => {
                 Some((Target::new(*addr, *protocol, *port), None))

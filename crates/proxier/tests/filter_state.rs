@@ -55,11 +55,20 @@ fn masquerade_follows_kind_policy_and_cluster_cidrs() {
             vec![(tcp("10.96.0.10", 80), MasqueradeRule::All)],
         ),
         (
-            "IPv6 ClusterIP with only an IPv4 cluster CIDR: nothing to compare with",
+            // Issue 7, item 3: the netfilter side then masquerades host-originated traffic (whose
+            // source is the service address), as upstream does without a local detector.
+            "IPv6 ClusterIP with only an IPv4 cluster CIDR: still the non-local rule",
             &["10.244.0.0/16"],
             false,
             json!({"clusterIP": "fd00:96::10", "ipFamilies": ["IPv6"], "ports": [{"port": 80}]}),
-            vec![(tcp("fd00:96::10", 80), MasqueradeRule::None)],
+            vec![(tcp("fd00:96::10", 80), MasqueradeRule::OutsideClusterPrefixes)],
+        ),
+        (
+            "ClusterIP without any cluster CIDR: still the non-local rule",
+            &[],
+            false,
+            json!({"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}),
+            vec![(tcp("10.96.0.10", 80), MasqueradeRule::OutsideClusterPrefixes)],
         ),
         (
             "NodePort, policy Cluster: all of it",
