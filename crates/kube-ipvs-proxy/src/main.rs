@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod cli;
+mod compat;
 mod config;
 mod debug;
 mod run;
@@ -49,8 +50,16 @@ fn main() -> ExitCode {
 
 fn try_main() -> Result<ExitCode, BoxError> {
     tune_malloc();
-    let cli = cli::Cli::parse();
+    let normalized = compat::normalize(std::env::args_os().collect());
+    if normalized.version {
+        println!("{}", compat::version_line());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cli = cli::Cli::parse_from(normalized.args);
     init_logging(&cli.log_filter)?;
+    if !normalized.ignored.is_empty() {
+        tracing::warn!("kube-proxy flags accepted but not applied by this proxy: {}", normalized.ignored.join(", "));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(dispatch(cli.command))
 }

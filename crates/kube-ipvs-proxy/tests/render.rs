@@ -228,3 +228,36 @@ fn renders_what_upstream_programs_but_for_the_deliberate_differences() {
     their_addresses.sort_unstable();
     assert_eq!(our_addresses, their_addresses, "kube-ipvs0 addresses");
 }
+
+/// kube-proxy's command line as kubeadm and operators write it reaches the daemon: no
+/// subcommand, Go-style flags of upstream's that do not apply named in one warning, never the
+/// usage error (exit status 2) that put every node in CrashLoopBackOff. A configuration file
+/// that does not exist stops it right after parsing (exit status 1), before any kernel access.
+#[test]
+fn kube_proxys_command_line_is_accepted() {
+    let out = run(
+        &[
+            "--config=/nonexistent/kube-proxy/config.conf",
+            "--hostname-override=node-a",
+            "--v=2",
+            "--feature-gates=SomeGate=true",
+            "--conntrack-max-per-core=0",
+            "--oom-score-adj=-999",
+            "--profiling",
+        ],
+        "",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "kube-proxy flags accepted but not applied by this proxy: --feature-gates, --conntrack-max-per-core, \
+             --oom-score-adj, --profiling"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/nonexistent/kube-proxy/config.conf"), "{stderr}");
+    let version = run(&["--version"], "");
+    assert_eq!(version.status.code(), Some(0));
+    assert!(text(&version.stdout).starts_with("kube-ipvs-proxy "), "this binary's own --version");
+}
