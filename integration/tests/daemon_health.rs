@@ -118,3 +118,41 @@ fn the_health_check_node_port_listens_where_node_port_addresses_say() {
         }
     });
 }
+
+/// Issue 8, item 4: readiness tells the truth. With the API server down at start the daemon is
+/// alive but not ready; once the lists arrive it programs IPVS, but without `nft` (masquerade
+/// and filtering missing) every sync fails: still not ready, and the failure is exported; once
+/// `nft` can run, the retried setup succeeds and the daemon turns ready.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn readiness_waits_for_the_api_server_and_for_nftables() {
+    in_netns(|| async {
+        let (b1, cluster) = web_with_one_backend();
+        cluster.stop();
+        let bin = std::env::temp_dir().join(format!("kip-no-nft-{}", std::process::id()));
+        std::fs::create_dir_all(&bin).unwrap();
+        let path = bin.to_str().unwrap().to_string();
+        let flags: Vec<String> =
+            ["--sync-period=2s", "--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256"]
+                .map(String::from)
+                .to_vec();
+        let daemon = Daemon::start_with_env(&cluster, &flags, &[("PATH", &path)]);
+        let (status, _) = eventually("/healthz answers", PATIENCE, || get("http://127.0.0.1:10256/healthz"));
+        assert_eq!(status, 503, "no lists yet: not ready");
+        assert_eq!(get("http://127.0.0.1:10256/livez").map(|(s, _)| s), Some(200), "but alive");
+
+        cluster.resume();
+        eventually("web programmed", PATIENCE, || {
+            (serving_reals("TCP  10.96.0.10:80")? == reals(&[&b1])).then_some(())
+        });
+        eventually("the nftables failure exported", PATIENCE, || {
+            (daemon.metric_sum("kubeproxy_sync_proxy_rules_iptables_restore_failures_total")? >= 1.0).then_some(())
+        });
+        assert_eq!(daemon.healthz_status(), 503, "IPVS programmed, nftables missing: not ready");
+
+        std::os::unix::fs::symlink("/usr/sbin/nft", bin.join("nft")).unwrap();
+        eventually("ready once nftables can be set up", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
+        assert!(run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).is_ok(), "the table is there");
+        std::fs::remove_dir_all(&bin).unwrap();
+    });
+}

@@ -28,6 +28,10 @@ impl FilterWork {
     }
 }
 
+/// Makes the nftables keeper (e.g. creates or adopts the table); the loop retries it on every
+/// sync until it succeeds.
+pub type FilterStarter = Box<dyn FnMut() -> Result<Box<dyn Filter>, NftError> + Send>;
+
 /// The nftables keeper the sync loop drives after each sync. A failure is logged by the loop;
 /// the keeper repairs itself on the next call.
 pub trait Filter: Send {

@@ -39,7 +39,7 @@ mod shared;
 mod sync;
 mod timeouts;
 
-pub use filter::{Filter, FilterWork};
+pub use filter::{Filter, FilterStarter, FilterWork};
 pub use filter_state::{filter_state, filter_updates};
 pub use kernel::{Kernel, KernelError};
 pub use netlink::NetlinkKernel;

@@ -27,6 +27,8 @@ pub struct HealthFacts {
     pub last_queued: Option<Timestamp>,
     /// False while the Node is being deleted (or is gone).
     pub node_eligible: bool,
+    /// Whether the last sync failed (a kernel step, a dump, or the nftables side).
+    pub sync_failing: bool,
 }
 
 /// What the sources accumulated for the next sync.
@@ -67,7 +69,13 @@ impl Shared {
                 model,
                 lists: [false; 4],
                 pending: Pending::default(),
-                health: HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true },
+                health: HealthFacts {
+                    pending_since: None,
+                    last_synced: None,
+                    last_queued: None,
+                    node_eligible: true,
+                    sync_failing: false,
+                },
             }),
             wake: Notify::new(),
             node_name: node_name.into(),

@@ -137,7 +137,8 @@ mod tests {
         let e = endpoints();
         // (router, path, status, text the body must contain)
         let cases: Vec<(Router, &str, StatusCode, &str)> = vec![
-            (health_router(e.clone()), "/healthz", StatusCode::OK, "\"nodeEligible\":true"),
+            // Nothing synced yet: not ready (issue 8, item 4), though alive.
+            (health_router(e.clone()), "/healthz", StatusCode::SERVICE_UNAVAILABLE, "\"nodeEligible\":true"),
             (health_router(e.clone()), "/livez", StatusCode::OK, "\"lastUpdated\":\"0001-01-01T00:00:00Z\""),
             (health_router(e.clone()), "/metrics", StatusCode::NOT_FOUND, ""),
             (metrics_router(e.clone()), "/metrics", StatusCode::OK, "kubeproxy_sync_proxy_rules_duration_seconds"),

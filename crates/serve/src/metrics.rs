@@ -40,6 +40,7 @@ pub struct Metrics {
     last_queued: Gauge<f64, AtomicU64>,
     endpoint_changes: Counter,
     service_changes: Counter,
+    restore_failures: Counter,
     no_local_endpoints: Family<PolicyLabels, Gauge>,
     operations: Family<OperationLabels, Counter>,
     syncs: Family<SyncLabels, Counter>,
@@ -77,6 +78,7 @@ impl Metrics {
             last_queued: Gauge::default(),
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
+            restore_failures: Counter::default(),
             no_local_endpoints: Family::default(),
             operations: Family::default(),
             syncs: Family::default(),
@@ -116,6 +118,13 @@ impl Metrics {
             "Cumulative proxy rules Service changes",
             m.service_changes.clone(),
         );
+        // Upstream's IPVS mode counts its failed iptables-restore runs here; this proxy's
+        // equivalent is a failed nftables setup or update (the dashboards' alert on it holds).
+        registry.register(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy nftables (upstream: iptables-restore) failures",
+            m.restore_failures.clone(),
+        );
         // Upstream's name ends in _total although it is a gauge.
         registry.register(
             "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
@@ -149,6 +158,9 @@ impl Metrics {
         }
         self.endpoint_changes.inc_by(report.endpoint_changes);
         self.service_changes.inc_by(report.service_changes);
+        if report.filter_failed {
+            self.restore_failures.inc();
+        }
         self.virtual_servers.set(i64::try_from(report.virtual_servers).unwrap_or(i64::MAX));
         self.real_servers.set(i64::try_from(report.real_servers).unwrap_or(i64::MAX));
         if report.succeeded() {
@@ -211,6 +223,7 @@ mod tests {
         report.steps.insert(("add_real_server", true), 1);
         report.steps.insert(("add_real_server", false), 1);
         report.failed = 1;
+        report.filter_failed = true;
         report.duration = Duration::from_millis(3);
         report.virtual_servers = 1;
         report.real_servers = 2;
@@ -221,6 +234,7 @@ mod tests {
             last_synced: None,
             last_queued: Some(Timestamp::now()),
             node_eligible: true,
+            sync_failing: false,
         };
         let got = samples(&m.encode(&facts).unwrap());
         let expected = [
@@ -228,6 +242,7 @@ mod tests {
             ("kubeproxy_network_programming_duration_seconds_count", 0.0),
             ("kubeproxy_sync_proxy_rules_endpoint_changes_total", 2.0),
             ("kubeproxy_sync_proxy_rules_service_changes_total", 1.0),
+            ("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", 1.0),
             ("kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}", 2.0),
             ("kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"error\"}", 1.0),
             ("kubeipvsproxy_kernel_operations_total{kind=\"add_real_server\",result=\"success\"}", 1.0),
@@ -261,7 +276,13 @@ mod tests {
             let report =
                 SyncReport { failed, trigger_times: ages.iter().map(|a| ago(*a)).collect(), ..Default::default() };
             m.record_sync(&report);
-            let facts = HealthFacts { pending_since: None, last_synced: None, last_queued: None, node_eligible: true };
+            let facts = HealthFacts {
+                pending_since: None,
+                last_synced: None,
+                last_queued: None,
+                node_eligible: true,
+                sync_failing: false,
+            };
             let got = samples(&m.encode(&facts).unwrap());
             let series = |suffix: &str| format!("kubeproxy_network_programming_duration_seconds_{suffix}");
             assert_eq!(value(&got, &series("count")), count as f64, "case {i}");

@@ -209,6 +209,11 @@ impl Daemon {
     /// `run --kubeconfig (the cluster's) --hostname-override NODE` plus `flags`; metrics and
     /// health are looked for on 127.0.0.1:10249 and 127.0.0.1:10256 (upstream's ports).
     pub fn start_with_flags(cluster: &Cluster, flags: &[String]) -> Daemon {
+        Daemon::start_with_env(cluster, flags, &[])
+    }
+
+    /// [`Daemon::start_with_flags`] with extra environment variables (e.g. a `PATH` without `nft`).
+    pub fn start_with_env(cluster: &Cluster, flags: &[String], env: &[(&str, &str)]) -> Daemon {
         let log = scratch("daemon.log");
         let (metrics, healthz): (SocketAddr, SocketAddr) =
             ("127.0.0.1:10249".parse().unwrap(), "127.0.0.1:10256".parse().unwrap());
@@ -222,6 +227,7 @@ impl Daemon {
             .arg(state_dir())
             .args(flags)
             .env("KUBE_IPVS_PROXY_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -79,15 +79,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
     let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings)
         .with_ownership_record(OwnershipRecord::in_dir(&settings.state_dir));
-    // Without nftables IPVS still balances, but nothing is masqueraded or filtered: say so
-    // loudly rather than refuse to serve.
-    match NftFilter::start(&settings.cluster_cidrs, settings.masquerade_bit) {
-        Ok(nft) => sync = sync.with_filter(Box::new(nft)),
-        Err(e) => tracing::error!(
-            error = &e as &dyn std::error::Error,
-            "no masquerade or filtering: cannot set up the nftables table"
-        ),
-    }
+    // Without nftables IPVS still balances, but nothing is masqueraded or filtered: the loop
+    // retries the setup on every sync, and until it succeeds every sync counts as failed (so
+    // /healthz says 503 and the failure is exported) rather than refusing to serve.
+    let (cidrs, bit) = (settings.cluster_cidrs.clone(), settings.masquerade_bit);
+    sync = sync.with_filter_starter(Box::new(move || {
+        NftFilter::start(&cidrs, bit).map(|nft| Box::new(nft) as Box<dyn proxier::Filter>)
+    }));
     tokio::select! {
         () = sync.run() => {}
         signal = shutdown_signal() => {

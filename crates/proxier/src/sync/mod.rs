@@ -21,7 +21,7 @@ use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_t
 
 pub use report::SyncReport;
 
-use crate::filter::{Filter, FilterWork};
+use crate::filter::{Filter, FilterStarter, FilterWork};
 use crate::kernel::{Kernel, KernelError};
 use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
@@ -62,6 +62,10 @@ pub struct SyncLoop<K, O> {
     real_servers: usize,
     /// The nftables side, if the daemon runs one.
     filter: Option<Box<dyn Filter>>,
+    /// Sets the nftables side up; tried on every sync until it succeeds.
+    filter_starter: Option<FilterStarter>,
+    /// Whether the next filter work must be the whole state (new keeper, or a failed update).
+    filter_full: bool,
     /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
@@ -82,9 +86,20 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             epoch: Instant::now(),
             real_servers: 0,
             filter: None,
+            filter_starter: None,
+            filter_full: false,
             ownership: None,
             ownership_changed: false,
         }
+    }
+
+    /// Like [`SyncLoop::with_filter`], with the keeper made by `start`, which is tried before
+    /// every sync's filter work until it succeeds: until then each sync fails (the data path
+    /// misses masquerade and filtering), which health and metrics report.
+    #[must_use]
+    pub fn with_filter_starter(mut self, start: FilterStarter) -> SyncLoop<K, O> {
+        self.filter_starter = Some(start);
+        self
     }
 
     /// Keeps `record` of the virtual servers this proxy makes on addresses it does not bind
@@ -127,7 +142,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // A change fed while waiting for the lists is in the model already: the full sync takes it.
         let mut dirty = false;
         loop {
-            let next = schedule.next(dirty, !self.retry.is_empty());
+            let next = schedule.next(dirty, self.retry_pending());
             tokio::select! {
                 _ = self.shared.changed(), if !dirty => {
                     dirty = true;
@@ -177,8 +192,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             changes.merge(std::mem::take(&mut self.retry));
             // A full sync's filter state covers every Service: built after the kernel steps,
             // once the plan is gone, so that the two never sit in memory together.
-            let filter_work =
-                self.filter.as_ref().filter(|_| !full).map(|_| FilterWork::of(&state.model, false, &changes));
+            let wants_filter = self.filter.is_some() || self.filter_starter.is_some();
+            let filter_work = (wants_filter && !full).then(|| FilterWork::of(&state.model, false, &changes));
             let scope = if full { Scope::All } else { Scope::Only(changes) };
             let plan = state.model.plan(&self.observed, &scope, &mut self.graceful, now);
             if full {
@@ -202,20 +217,26 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         self.observed.mark_counters_stale();
         self.write_ownership();
         let executed = start.elapsed();
-        let filter_work = match (&self.filter, full) {
+        self.start_filter(&mut report);
+        let filter_work = match (&self.filter, full || self.filter_full) {
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
-            _ => filter_work,
+            (Some(_), false) => filter_work,
+            (None, _) => None,
         };
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             match filter.apply(work) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(elements = n, "nftables sets updated"),
+                Ok(n) => {
+                    self.filter_full = false;
+                    if n > 0 {
+                        tracing::debug!(elements = n, "nftables sets updated");
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(
-                        error = &e as &dyn std::error::Error,
-                        "nftables update failed (repaired on the next sync)"
-                    )
+                    // The whole state next time: what this update carried is not lost.
+                    self.filter_full = true;
+                    report.filter_failed = true;
+                    tracing::warn!(error = &e as &dyn std::error::Error, "nftables update failed (retried)")
                 }
             }
         }
@@ -251,6 +272,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             self.real_servers = state.model.desired().real_server_count();
         }
         report.real_servers = self.real_servers;
+        state.health.sync_failing = !report.succeeded();
         if report.succeeded() {
             state.health.last_synced = Some(Timestamp::now());
         } else if let Some(since) = pending_since {
@@ -385,6 +407,25 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
     }
 
+    /// Sets the nftables side up if it is not yet (see [`SyncLoop::with_filter_starter`]).
+    fn start_filter(&mut self, report: &mut SyncReport) {
+        let (None, Some(start)) = (&self.filter, self.filter_starter.as_mut()) else { return };
+        match start() {
+            Ok(filter) => {
+                tracing::info!("nftables table set up");
+                self.filter = Some(filter);
+                self.filter_full = true;
+            }
+            Err(e) => {
+                report.filter_failed = true;
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "no masquerade or filtering: cannot set up the nftables table (retried)"
+                );
+            }
+        }
+    }
+
     /// Writes the ownership record when this sync made, deleted or claimed a virtual server.
     fn write_ownership(&mut self) {
         let Some(record) = self.ownership.as_ref().filter(|_| std::mem::take(&mut self.ownership_changed)) else {
@@ -402,8 +443,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         &self.observed
     }
 
-    /// Whether failed steps wait for a retry.
+    /// Whether failed steps, or the nftables side, wait for a retry.
     pub fn retry_pending(&self) -> bool {
-        !self.retry.is_empty()
+        !self.retry.is_empty() || self.filter_full || (self.filter.is_none() && self.filter_starter.is_some())
     }
 }

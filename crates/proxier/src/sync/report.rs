@@ -38,6 +38,9 @@ pub struct SyncReport {
     pub failed: usize,
     /// Kernel reads that failed (the dump, the host's addresses).
     pub read_failures: usize,
+    /// Whether the nftables side could not be set up or updated: masquerade or filtering is
+    /// then missing or stale, which makes the sync a failed one (retried, and unhealthy).
+    pub filter_failed: bool,
     /// Wall time from the sync's start to its end.
     pub duration: Duration,
     /// Desired virtual servers after the sync.
@@ -57,7 +60,7 @@ pub struct SyncReport {
 impl SyncReport {
     /// Whether nothing failed, reads included.
     pub fn succeeded(&self) -> bool {
-        self.failed == 0 && self.read_failures == 0
+        self.failed == 0 && self.read_failures == 0 && !self.filter_failed
     }
 
     pub(crate) fn count(&mut self, step: &Step, ok: bool) {

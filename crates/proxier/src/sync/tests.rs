@@ -363,3 +363,55 @@ async fn on_node_addresses_only_recorded_virtual_servers_are_deleted() {
     assert!(record.read().unwrap().is_empty(), "the deleted leftover left the record");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A filter that records what it was asked.
+#[derive(Clone, Default)]
+struct RecordingFilter(Arc<Mutex<Vec<&'static str>>>);
+
+impl Filter for RecordingFilter {
+    fn apply(&mut self, work: FilterWork) -> Result<usize, netfilter::NftError> {
+        self.0.lock().unwrap().push(match work {
+            FilterWork::Full(_) => "full",
+            FilterWork::Only(_) => "only",
+        });
+        Ok(1)
+    }
+}
+
+/// Issue 8, item 4: a nftables side that cannot be set up is retried on every sync; until it
+/// is, each sync fails (health reports it) and a retry stays due; once it is, it gets the whole
+/// state first, then the changes only.
+#[tokio::test]
+async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(2);
+    listed(&shared);
+    let works = RecordingFilter::default();
+    let attempts = Arc::new(Mutex::new(0));
+    let (w, a) = (works.clone(), attempts.clone());
+    let starter: FilterStarter = Box::new(move || {
+        let mut n = a.lock().unwrap();
+        *n += 1;
+        if *n < 3 {
+            Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
+        } else {
+            Ok(Box::new(w.clone()) as Box<dyn Filter>)
+        }
+    });
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let mut sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
+    for attempt in 1..=2 {
+        let report = sync.sync(attempt == 1).await;
+        assert!(report.filter_failed && !report.succeeded(), "attempt {attempt}: {report}");
+        assert!(shared.health().sync_failing);
+        assert!(sync.retry_pending(), "attempt {attempt}: a retry is due");
+    }
+    assert!(works.0.lock().unwrap().is_empty());
+    let report = sync.sync(false).await;
+    assert!(report.succeeded(), "{report}");
+    assert!(!shared.health().sync_failing && shared.health().last_synced.is_some());
+    shared.feed(Update::Service(Change::Apply(service("svc9", "10.96.0.99"))));
+    sync.sync(false).await;
+    assert_eq!(*works.0.lock().unwrap(), ["full", "only"]);
+    assert!(!sync.retry_pending());
+}
