@@ -76,14 +76,16 @@ impl FileSource {
             if self.stamp == Some(stamp) {
                 continue;
             }
-            self.stamp = Some(stamp);
             let text = match tokio::fs::read_to_string(&self.path).await {
                 Ok(text) => text,
                 Err(e) => {
+                    // Not recorded as read: the next poll tries again, changed or not.
                     tracing::warn!(path = %self.path.display(), "cannot read objects file: {e}");
                     continue;
                 }
             };
+            // A file read but refused (not valid objects) is not parsed again until it changes.
+            self.stamp = Some(stamp);
             match self.diff(&text) {
                 Ok(updates) => return updates,
                 Err(e) => tracing::warn!(
@@ -203,6 +205,27 @@ mod tests {
                 "listed nodes"
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 8, item 8: a read that failed is retried at the next poll even when the file's
+    /// modification time and size stay the same (they were recorded before the read).
+    #[tokio::test]
+    async fn a_failed_read_is_retried() {
+        let dir = std::env::temp_dir().join(format!("sources-retry-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("objects.yaml");
+        let good = service("a", "10.96.0.1");
+        // Not UTF-8, the same length as the good text: the read fails, the stamp would not change.
+        std::fs::write(&path, vec![0xff; good.len()]).unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut updates = Box::pin(file_updates(path.clone(), "node-a", Duration::from_millis(20)));
+        let first = tokio::time::timeout(Duration::from_millis(200), updates.next()).await;
+        assert!(first.is_err(), "nothing from an unreadable file: {first:?}");
+        std::fs::write(&path, &good).unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), updates.next()).await;
+        assert_eq!(next.ok().flatten().as_ref().map(summary), Some("apply service a".to_string()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
