@@ -138,6 +138,11 @@ fn readiness_waits_for_the_api_server_and_for_nftables() {
                 .to_vec();
         let daemon = Daemon::start_with_env(&cluster, &flags, &[("PATH", &path)]);
         let (status, _) = eventually("/healthz answers", PATIENCE, || get("http://127.0.0.1:10256/healthz"));
+        // Issue 8, item 7: the open-file limit raised to the hard limit, as Go's runtime does.
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+        let files: Vec<&str> =
+            limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+        assert_eq!(files[3], files[4], "soft = hard: {limits}");
         assert_eq!(status, 503, "no lists yet: not ready");
         assert_eq!(get("http://127.0.0.1:10256/livez").map(|(s, _)| s), Some(200), "but alive");
 
@@ -154,5 +159,55 @@ fn readiness_waits_for_the_api_server_and_for_nftables() {
         eventually("ready once nftables can be set up", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         assert!(run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).is_ok(), "the table is there");
         std::fs::remove_dir_all(&bin).unwrap();
+    });
+}
+
+/// Issue 8, item 7: 1,100 idle connections and 500 slowloris connections (headers never
+/// finished) to a health-check node port, which listens on node addresses by design, starve
+/// nothing: /healthz, /livez and the health-check port itself answer, and a change is still
+/// programmed.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn held_connections_starve_neither_health_nor_the_sync() {
+    use std::io::Write;
+    // This test holds 1,600 sockets itself.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    in_netns(|| async {
+        node_link();
+        let b: Vec<Backend> = (1..=2).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
+        let cluster = Cluster::start();
+        cluster.apply(&lb_service());
+        cluster.apply(&slice(&[&b[0]], &[]));
+        let daemon = Daemon::start(&cluster);
+        let url = format!("http://{NODE_IP}:{HEALTH_PORT}/");
+        eventually("the health-check port", PATIENCE, || get(&url).filter(|(s, _)| *s == 200));
+        let target: std::net::SocketAddr = format!("{NODE_IP}:{HEALTH_PORT}").parse().unwrap();
+        let mut held = Vec::new();
+        for i in 0..1_600 {
+            // Over the daemon's per-listener limit the connection is closed at once; keep going.
+            let Ok(mut stream) = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+                continue;
+            };
+            if i >= 1_100 {
+                let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n");
+            }
+            held.push(stream);
+        }
+        assert!(held.len() >= 1_000, "the connections were made: {}", held.len());
+        assert_eq!(daemon.healthz_status(), 200, "/healthz answers");
+        assert_eq!(get("http://127.0.0.1:10256/livez").map(|(s, _)| s), Some(200), "/livez answers");
+        cluster.apply(&slice(&[&b[0], &b[1]], &[]));
+        eventually("the change programmed", PATIENCE, || {
+            (serving_reals("TCP  10.96.0.20:80")? == reals(&[&b[0], &b[1]])).then_some(())
+        });
+        // Held connections time out (10 s without headers): the port serves again.
+        eventually("the health-check port answers again", PATIENCE, || get(&url).filter(|(s, _)| *s == 200));
+        drop(held);
     });
 }

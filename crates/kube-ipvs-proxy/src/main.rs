@@ -57,6 +57,7 @@ fn try_main() -> Result<ExitCode, BoxError> {
     }
     let cli = cli::Cli::parse_from(normalized.args);
     init_logging(&cli.log_filter)?;
+    raise_open_file_limit();
     if !normalized.ignored.is_empty() {
         tracing::warn!("kube-proxy flags accepted but not applied by this proxy: {}", normalized.ignored.join(", "));
     }
@@ -90,6 +91,22 @@ fn tune_malloc() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
+/// Raises the soft limit of open files to the hard one, as Go's runtime does for upstream: the
+/// default 1,024 is what a thousand idle connections to a health-check node port exhaust.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            tracing::warn!("cannot raise the open-file limit from {}", limit.rlim_cur);
+        }
     }
 }
 

@@ -57,11 +57,7 @@ pub async fn spawn(what: &'static str, addr: SocketAddr, router: Router) -> Resu
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for {what}: {e}")))?;
     tracing::info!("serving {what} on {addr}");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("{what} server on {addr} stopped: {e}");
-        }
-    });
+    tokio::spawn(crate::listener::serve(listener, router, what));
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 mod health;
 mod http;
+mod listener;
 mod metrics;
 mod node_ports;
 mod observer;
@@ -14,6 +15,7 @@ mod test_client;
 
 pub use health::proxy_healthy;
 pub use http::{Endpoints, VirtualServerOrigin, health_router, metrics_router, spawn};
+pub use listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 pub use metrics::Metrics;
 pub use node_ports::{HealthCheckServers, health_check_addresses};
 pub use observer::DaemonObserver;

@@ -64,6 +64,8 @@ pub struct HealthCheckServers {
     proxy_healthy: ProxyHealthy,
     servers: HashMap<u16, Server>,
     ports: HashMap<ServiceKey, u16>,
+    /// Services whose port could not be bound: (port, local endpoints), retried each sync.
+    unbound: HashMap<ServiceKey, (u16, usize)>,
 }
 
 impl HealthCheckServers {
@@ -73,7 +75,13 @@ impl HealthCheckServers {
     /// alone when the node has IPv6 disabled.
     pub fn new(binds: Vec<IpAddr>, proxy_healthy: ProxyHealthy) -> HealthCheckServers {
         let binds = if binds.is_empty() { vec![Ipv4Addr::UNSPECIFIED.into()] } else { binds };
-        HealthCheckServers { binds, proxy_healthy, servers: HashMap::new(), ports: HashMap::new() }
+        HealthCheckServers {
+            binds,
+            proxy_healthy,
+            servers: HashMap::new(),
+            ports: HashMap::new(),
+            unbound: HashMap::new(),
+        }
     }
 
     /// The ports served now, sorted.
@@ -84,9 +92,19 @@ impl HealthCheckServers {
         ports
     }
 
+    /// Tries again every port that could not be bound (upstream retries on every sync: until
+    /// then the load balancer sees the node as unhealthy for that Service).
+    pub fn retry_unbound(&mut self) {
+        let unbound: Vec<(ServiceKey, (u16, usize))> = self.unbound.drain().collect();
+        for (key, (port, local_endpoints)) in unbound {
+            self.serve(&key, port, Entry { service: key.clone(), local_endpoints });
+        }
+    }
+
     /// Brings Service `key`'s server in step with `info` (`None`: the Service is gone). A port
-    /// that cannot be bound is logged and tried again at the Service's next change.
+    /// that cannot be bound is logged and tried again by [`HealthCheckServers::retry_unbound`].
     pub fn update(&mut self, key: &ServiceKey, info: Option<&ServiceInfo>) {
+        self.unbound.remove(key);
         let wanted = info.and_then(|i| i.health_check_node_port.filter(|_| i.external_traffic_local));
         if let Some(old) = self.ports.get(key).copied()
             && Some(old) != wanted
@@ -110,6 +128,11 @@ impl HealthCheckServers {
             *current = entry;
             return;
         }
+        self.serve(key, port, entry);
+    }
+
+    fn serve(&mut self, key: &ServiceKey, port: u16, entry: Entry) {
+        let local_endpoints = entry.local_endpoints;
         match self.spawn(port, entry) {
             Ok(server) => {
                 tracing::info!(service = %key, port, "health-check node port serving");
@@ -117,7 +140,8 @@ impl HealthCheckServers {
                 self.ports.insert(key.clone(), port);
             }
             Err(e) => {
-                tracing::warn!(service = %key, port, "cannot serve health-check node port: {e}")
+                tracing::warn!(service = %key, port, "cannot serve health-check node port (retried): {e}");
+                self.unbound.insert(key.clone(), (port, local_endpoints));
             }
         }
     }
@@ -142,11 +166,7 @@ impl HealthCheckServers {
             .into_iter()
             .map(|listener| {
                 let app = app.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, app).await {
-                        tracing::warn!(port, "health-check node port server stopped: {e}");
-                    }
-                })
+                tokio::spawn(crate::listener::serve(listener, app, "health-check node port"))
             })
             .collect();
         Ok(Server { entry, tasks })
@@ -212,7 +232,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    fn info(port: Option<u16>, local: usize) -> ServiceInfo {
+    pub(super) fn info(port: Option<u16>, local: usize) -> ServiceInfo {
         ServiceInfo {
             service: ServiceKey::new("ns", "lb"),
             health_check_node_port: port,
@@ -331,5 +351,33 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(get(p2).await.is_none(), "a gone Service's port no longer answers");
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::Arc;
+
+    use model::ServiceKey;
+
+    use super::HealthCheckServers;
+
+    /// Issue 8, item 7: a health-check node port that could not be bound (someone held it) is
+    /// bound by a later sync's retry, without the Service changing.
+    #[tokio::test]
+    async fn a_port_that_could_not_be_bound_is_retried() {
+        let bind: IpAddr = "127.0.0.1".parse().unwrap();
+        let taken = std::net::TcpListener::bind((bind, 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let mut servers = HealthCheckServers::new(vec![bind], Arc::new(|| true));
+        let key = ServiceKey::new("ns", "lb");
+        servers.update(&key, Some(&super::tests::info(Some(port), 1)));
+        assert!(servers.ports().is_empty(), "the port is taken");
+        drop(taken);
+        servers.retry_unbound();
+        assert_eq!(servers.ports(), [port]);
+        let answer = crate::test_client::get(SocketAddr::new(bind, port), "/").await;
+        assert_eq!(answer.map(|(status, _)| status), Some(200));
     }
 }

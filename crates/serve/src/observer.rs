@@ -53,6 +53,7 @@ impl SyncObserver for DaemonObserver {
             self.set_no_local(key, now);
         }
         self.metrics.set_no_local_endpoints(self.counts.0, self.counts.1);
+        self.health_checks.retry_unbound();
     }
 }
 
