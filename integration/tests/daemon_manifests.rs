@@ -84,6 +84,32 @@ fn ds_volumes() -> Vec<k8s_openapi::api::core::v1::Volume> {
     ds.spec.unwrap().template.spec.unwrap().volumes.unwrap()
 }
 
+/// Issue 8, bootstrap: nothing the daemon needs before its first sync goes through a ClusterIP
+/// or cluster DNS. The configuration names a kubeconfig in the same ConfigMap whose server is
+/// the control-plane endpoint (not the in-cluster `kubernetes` Service), authenticated by the
+/// pod's service account files; the pod keeps the node's DNS.
+#[test]
+fn the_daemon_reaches_the_api_server_without_a_cluster_ip_or_cluster_dns() {
+    let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
+    let data = cm.data.unwrap();
+    let config: Value = serde_saphyr::from_str_with_options(&data["config.conf"], sources::yaml::options()).unwrap();
+    let kubeconfig_path = config["clientConnection"]["kubeconfig"].as_str().unwrap();
+    let ds: DaemonSet = one("daemonset.yaml", "DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    let mount = mounts.iter().find(|m| kubeconfig_path.starts_with(&format!("{}/", m.mount_path))).unwrap();
+    let key = kubeconfig_path.strip_prefix(&format!("{}/", mount.mount_path)).unwrap();
+    let kubeconfig: Value = serde_saphyr::from_str_with_options(&data[key], sources::yaml::options()).unwrap();
+    let cluster = &kubeconfig["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().unwrap();
+    assert!(!server.contains("kubernetes.default") && !server.contains("10.96.0.1"), "{server}");
+    assert_eq!(server, "https://CONTROL_PLANE_ENDPOINT:6443", "a placeholder the README tells to set");
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(cluster["certificate-authority"], format!("{sa}/ca.crt"));
+    assert_eq!(kubeconfig["users"][0]["user"]["tokenFile"], format!("{sa}/token"));
+    assert_ne!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"), "cluster DNS needs a ClusterIP");
+}
+
 #[test]
 fn the_configmap_holds_an_ipvs_kube_proxy_configuration() {
     let cm: ConfigMap = one("configmap.yaml", "ConfigMap");
