@@ -10,6 +10,7 @@ mod listener;
 mod metrics;
 mod node_ports;
 mod observer;
+mod process;
 #[cfg(test)]
 mod test_client;
 

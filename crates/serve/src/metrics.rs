@@ -144,6 +144,7 @@ impl Metrics {
             m.virtual_servers.clone(),
         );
         registry.register("kubeipvsproxy_model_real_servers", "Real servers the model wants", m.real_servers.clone());
+        registry.register_collector(Box::new(crate::process::ProcessCollector));
         Metrics { registry, ..m }
     }
 
