@@ -252,3 +252,45 @@ fn on_the_node_address_only_the_daemons_own_entries_are_deleted() {
         drop(daemon);
     });
 }
+
+/// Issue 8, item 6: every series the kubernetes-mixin "Proxy" dashboard and kube-proxy alerts
+/// query (kube-prometheus-stack ships them) is exported by the running daemon, with upstream's
+/// type. `go_goroutines`, a Go runtime gauge, has no meaning here and is left out.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_standard_dashboards_series_are_exported() {
+    in_netns(|| async {
+        let (b1, cluster) = web_with_one_backend();
+        let daemon = Daemon::start(&cluster);
+        eventually("web programmed", PATIENCE, || {
+            (serving_reals("TCP  10.96.0.10:80")? == reals(&[&b1])).then_some(())
+        });
+        // (series, as the dashboard's queries name it; the family's type)
+        let series = [
+            ("kubeproxy_sync_proxy_rules_duration_seconds_bucket", "histogram"),
+            ("kubeproxy_sync_proxy_rules_duration_seconds_count", "histogram"),
+            ("kubeproxy_network_programming_duration_seconds_bucket", "histogram"),
+            ("kubeproxy_network_programming_duration_seconds_count", "histogram"),
+            ("rest_client_requests_total", "counter"),
+            ("rest_client_request_duration_seconds_bucket", "histogram"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_cpu_seconds_total", "counter"),
+            ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge"),
+            ("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "counter"),
+        ];
+        let text = daemon.metrics_text().expect("metrics answer");
+        for (name, kind) in series {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+                "no series {name}:\n{text}"
+            );
+            let family = name.trim_end_matches("_bucket").trim_end_matches("_count").trim_end_matches("_total");
+            assert!(text.contains(&format!("# TYPE {family} {kind}")), "{family} is not a {kind}:\n{text}");
+        }
+        // The client's requests to the API server were counted with their codes.
+        assert!(
+            text.lines().any(|l| l.starts_with("rest_client_requests_total{code=\"200\",method=\"GET\"")),
+            "{text}"
+        );
+    });
+}

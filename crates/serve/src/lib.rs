@@ -11,6 +11,7 @@ mod metrics;
 mod node_ports;
 mod observer;
 mod process;
+mod rest_client;
 #[cfg(test)]
 mod test_client;
 
@@ -20,3 +21,4 @@ pub use listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 pub use metrics::Metrics;
 pub use node_ports::{HealthCheckServers, health_check_addresses};
 pub use observer::DaemonObserver;
+pub use rest_client::{RestClientLayer, RestClientService};

@@ -12,6 +12,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, line
 use prometheus_client::registry::Registry;
 use proxier::{HealthFacts, SyncReport};
 
+use crate::rest_client::{RestClientLayer, duration_family};
+
 /// Labels of `kubeipvsproxy_kernel_operations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
@@ -41,6 +43,7 @@ pub struct Metrics {
     endpoint_changes: Counter,
     service_changes: Counter,
     restore_failures: Counter,
+    rest_client: RestClientLayer,
     no_local_endpoints: Family<PolicyLabels, Gauge>,
     operations: Family<OperationLabels, Counter>,
     syncs: Family<SyncLabels, Counter>,
@@ -79,6 +82,7 @@ impl Metrics {
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
             restore_failures: Counter::default(),
+            rest_client: RestClientLayer { requests: Family::default(), duration: duration_family() },
             no_local_endpoints: Family::default(),
             operations: Family::default(),
             syncs: Family::default(),
@@ -145,6 +149,17 @@ impl Metrics {
         );
         registry.register("kubeipvsproxy_model_real_servers", "Real servers the model wants", m.real_servers.clone());
         registry.register_collector(Box::new(crate::process::ProcessCollector));
+        // client-go's names for the Kubernetes client's requests.
+        registry.register(
+            "rest_client_requests",
+            "Number of HTTP requests, partitioned by status code, method, and host.",
+            m.rest_client.requests.clone(),
+        );
+        registry.register(
+            "rest_client_request_duration_seconds",
+            "Request latency in seconds. Broken down by verb, and host.",
+            m.rest_client.duration.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -171,6 +186,12 @@ impl Metrics {
                 self.network_programming.observe(now.duration_since(*t).as_secs_f64().max(0.0));
             }
         }
+    }
+
+    /// The layer that records the Kubernetes client's requests in these metrics (give it to
+    /// kube's `ClientBuilder::with_layer`).
+    pub fn rest_client_layer(&self) -> RestClientLayer {
+        self.rest_client.clone()
     }
 
     /// Sets the Services with a Local traffic policy and no local endpoint.

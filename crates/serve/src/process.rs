@@ -82,7 +82,8 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         let value = |name: &str| -> f64 {
-            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{text}"));
+            let line =
+                text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{text}"));
             line.rsplit(' ').next().unwrap().parse().unwrap()
         };
         // OpenMetrics names the counter family without its `_total` sample suffix.

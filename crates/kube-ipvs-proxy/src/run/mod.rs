@@ -46,10 +46,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         proxier::ensure_timeouts(&client, &wanted).await;
     }
 
+    let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared::new(model::Model::new(settings.model_config()), settings.node_name.clone()));
     // Every input is a stream of updates; the node's addresses are one like the objects.
     let updates = futures::stream::select(
-        objects(&settings).await?,
+        objects(&settings, &metrics).await?,
         sources::node_address_updates(settings.interface.clone()).boxed(),
     );
     let feeder = shared.clone();
@@ -61,7 +62,6 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         tracing::error!("the object source ended; no further changes will be applied");
     });
 
-    let metrics = Arc::new(Metrics::new());
     let timeout = settings.sync_period.saturating_mul(2);
     let endpoints = Endpoints { shared: shared.clone(), metrics: metrics.clone(), timeout };
     if let Some(addr) = settings.healthz_bind_address {
@@ -96,7 +96,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
 }
 
 /// The objects' updates: the file in standalone mode, else the cluster.
-async fn objects(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxError> {
+async fn objects(settings: &Settings, metrics: &Metrics) -> Result<BoxStream<'static, Update>, BoxError> {
     if let Some(path) = &settings.from_file {
         return Ok(sources::file_updates(path.clone(), &settings.node_name, FILE_POLL).boxed());
     }
@@ -110,7 +110,11 @@ async fn objects(settings: &Settings) -> Result<BoxStream<'static, Update>, BoxE
         }
         None => kube::Config::incluster().context(|| "no --kubeconfig and no in-cluster configuration".into())?,
     };
-    let client = kube::Client::try_from(config).context(|| "cannot build the API client".into())?;
+    // client-go's request metrics, for the standard dashboards.
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context(|| "cannot build the API client".into())?
+        .with_layer(&metrics.rest_client_layer())
+        .build();
     Ok(sources::cluster_updates(client, &settings.node_name).boxed())
 }
 
