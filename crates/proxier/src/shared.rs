@@ -105,6 +105,12 @@ impl Shared {
         self.lock().health
     }
 
+    /// Changes fed since the last sync took them: (Service changes, EndpointSlice changes).
+    pub fn pending_changes(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.pending.service_changes, state.pending.endpoint_changes)
+    }
+
     /// Whether the first complete lists of Services, EndpointSlices, the Node and the node's
     /// addresses are in.
     pub fn lists_complete(&self) -> bool {

@@ -25,6 +25,8 @@ pub struct Endpoints {
     pub metrics: Arc<Metrics>,
     /// Health timeout (twice the sync period).
     pub timeout: Duration,
+    /// `/configz`'s answer: the configuration in use, as upstream shows it.
+    pub configz: Arc<serde_json::Value>,
 }
 
 /// One line of `/debug/virtual-servers`: which Service port a virtual server serves.
@@ -45,8 +47,12 @@ pub fn health_router(endpoints: Endpoints) -> Router {
 
 /// The router of the metrics address.
 pub fn metrics_router(endpoints: Endpoints) -> Router {
+    // Upstream's metrics server also answers /healthz, /proxyMode and /configz.
     Router::new()
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/proxyMode", get(|| async { "ipvs" }))
+        .route("/configz", get(configz))
         .route("/debug/virtual-servers", get(virtual_servers))
         .with_state(endpoints)
 }
@@ -70,6 +76,7 @@ fn json(status: StatusCode, body: String) -> Response {
 fn health_answer(endpoints: &Endpoints, with_node: bool) -> Response {
     let report = health::report(&endpoints.shared.health(), Instant::now(), endpoints.timeout, with_node);
     let status = if report.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    endpoints.metrics.count_health(with_node, status.as_u16());
     json(status, serde_json::to_string(&report).unwrap_or_default())
 }
 
@@ -82,11 +89,16 @@ async fn livez(State(endpoints): State<Endpoints>) -> Response {
 }
 
 async fn metrics(State(endpoints): State<Endpoints>) -> Response {
+    endpoints.metrics.set_pending_changes(endpoints.shared.pending_changes());
     match endpoints.metrics.encode(&endpoints.shared.health()) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
     }
+}
+
+async fn configz(State(endpoints): State<Endpoints>) -> Response {
+    json(StatusCode::OK, endpoints.configz.to_string())
 }
 
 async fn virtual_servers(State(endpoints): State<Endpoints>) -> Response {
@@ -116,7 +128,8 @@ mod tests {
         }))
         .unwrap();
         shared.feed(Update::Service(Change::Apply(svc)));
-        Endpoints { shared, metrics: Arc::new(Metrics::new()), timeout: Duration::from_secs(60) }
+        let configz = Arc::new(serde_json::json!({"kubeproxy.config.k8s.io": {"mode": "ipvs"}}));
+        Endpoints { shared, metrics: Arc::new(Metrics::new()), timeout: Duration::from_secs(60), configz }
     }
 
     async fn call(router: Router, path: &str) -> (StatusCode, String) {
@@ -138,6 +151,18 @@ mod tests {
             (health_router(e.clone()), "/livez", StatusCode::OK, "\"lastUpdated\":\"0001-01-01T00:00:00Z\""),
             (health_router(e.clone()), "/metrics", StatusCode::NOT_FOUND, ""),
             (metrics_router(e.clone()), "/metrics", StatusCode::OK, "kubeproxy_sync_proxy_rules_duration_seconds"),
+            (metrics_router(e.clone()), "/healthz", StatusCode::SERVICE_UNAVAILABLE, "\"nodeEligible\":true"),
+            (metrics_router(e.clone()), "/proxyMode", StatusCode::OK, "ipvs"),
+            (metrics_router(e.clone()), "/configz", StatusCode::OK, r#"{"kubeproxy.config.k8s.io":{"mode":"ipvs"}}"#),
+            // Counted by code: the two /healthz answers above, one /livez.
+            (metrics_router(e.clone()), "/metrics", StatusCode::OK, "kubeproxy_proxy_healthz_total{code=\"503\"} 2\n"),
+            (metrics_router(e.clone()), "/metrics", StatusCode::OK, "kubeproxy_proxy_livez_total{code=\"200\"} 1\n"),
+            (
+                metrics_router(e.clone()),
+                "/metrics",
+                StatusCode::OK,
+                "kubeproxy_sync_proxy_rules_service_changes_pending 1\n",
+            ),
             (
                 metrics_router(e.clone()),
                 "/debug/virtual-servers",

@@ -27,6 +27,19 @@ struct PolicyLabels {
     traffic_policy: &'static str,
 }
 
+/// Labels of `kubeproxy_proxy_healthz_total` and `kubeproxy_proxy_livez_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+/// Labels of `kubernetes_build_info` (the ones that have a meaning for this binary).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    git_version: String,
+    platform: String,
+}
+
 /// Labels of `kubeipvsproxy_syncs_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SyncLabels {
@@ -43,6 +56,13 @@ pub struct Metrics {
     endpoint_changes: Counter,
     service_changes: Counter,
     restore_failures: Counter,
+    full_sync_duration: Histogram,
+    partial_sync_duration: Histogram,
+    service_changes_pending: Gauge,
+    endpoint_changes_pending: Gauge,
+    healthz: Family<CodeLabels, Counter>,
+    livez: Family<CodeLabels, Counter>,
+    build_info: Family<BuildLabels, Gauge>,
     rest_client: RestClientLayer,
     no_local_endpoints: Family<PolicyLabels, Gauge>,
     operations: Family<OperationLabels, Counter>,
@@ -82,6 +102,13 @@ impl Metrics {
             endpoint_changes: Counter::default(),
             service_changes: Counter::default(),
             restore_failures: Counter::default(),
+            full_sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            partial_sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            service_changes_pending: Gauge::default(),
+            endpoint_changes_pending: Gauge::default(),
+            healthz: Family::default(),
+            livez: Family::default(),
+            build_info: Family::default(),
             rest_client: RestClientLayer { requests: Family::default(), duration: duration_family() },
             no_local_endpoints: Family::default(),
             operations: Family::default(),
@@ -148,6 +175,39 @@ impl Metrics {
             m.virtual_servers.clone(),
         );
         registry.register("kubeipvsproxy_model_real_servers", "Real servers the model wants", m.real_servers.clone());
+        registry.register(
+            "kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs",
+            m.full_sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            m.partial_sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            m.service_changes_pending.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            m.endpoint_changes_pending.clone(),
+        );
+        registry.register("kubeproxy_proxy_healthz", "Cumulative proxy healthz HTTP status", m.healthz.clone());
+        registry.register("kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", m.livez.clone());
+        registry.register(
+            "kubernetes_build_info",
+            "A metric with a constant '1' value labeled by major, minor, git version, git commit, git tree state, build date, Go version, and compiler from which Kubernetes was built, and platform on which it is running.",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                git_version: concat!("v", env!("CARGO_PKG_VERSION"), "-kube-ipvs-proxy").to_string(),
+                platform: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+            })
+            .set(1);
         registry.register_collector(Box::new(crate::process::ProcessCollector));
         // client-go's names for the Kubernetes client's requests.
         registry.register(
@@ -166,6 +226,8 @@ impl Metrics {
     /// Records one sync.
     pub fn record_sync(&self, report: &SyncReport) {
         self.sync_duration.observe(report.duration.as_secs_f64());
+        let by_kind = if report.full { &self.full_sync_duration } else { &self.partial_sync_duration };
+        by_kind.observe(report.duration.as_secs_f64());
         self.plan_steps.observe(report.plan_steps as f64);
         self.syncs.get_or_create(&SyncLabels { kind: if report.full { "full" } else { "incremental" } }).inc();
         for ((kind, ok), n) in &report.steps {
@@ -186,6 +248,18 @@ impl Metrics {
                 self.network_programming.observe(now.duration_since(*t).as_secs_f64().max(0.0));
             }
         }
+    }
+
+    /// Counts one answer of `/healthz` (`readiness`) or `/livez` with its status code.
+    pub fn count_health(&self, readiness: bool, code: u16) {
+        let family = if readiness { &self.healthz } else { &self.livez };
+        family.get_or_create(&CodeLabels { code: code.to_string() }).inc();
+    }
+
+    /// Sets the changes waiting for the next sync: (Service changes, EndpointSlice changes).
+    pub fn set_pending_changes(&self, (services, endpoints): (u64, u64)) {
+        self.service_changes_pending.set(i64::try_from(services).unwrap_or(i64::MAX));
+        self.endpoint_changes_pending.set(i64::try_from(endpoints).unwrap_or(i64::MAX));
     }
 
     /// The layer that records the Kubernetes client's requests in these metrics (give it to

@@ -238,6 +238,40 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What `/configz` answers: the configuration in use as a `KubeProxyConfiguration`, under
+    /// the key upstream uses.
+    pub fn configz(&self) -> serde_json::Value {
+        let join = |list: &[String]| list.join(",");
+        let cidrs = |list: &[IpNet]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let timeouts = self.timeouts.unwrap_or_default();
+        serde_json::json!({
+            "kubeproxy.config.k8s.io": {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "mode": "ipvs",
+                "hostnameOverride": self.node_name,
+                "clientConnection": {"kubeconfig": self.kubeconfig.as_ref().map(|p| p.display().to_string()).unwrap_or_default()},
+                "bindAddress": self.bind_address.to_string(),
+                "healthzBindAddress": self.healthz_bind_address.map(|a| a.to_string()).unwrap_or_default(),
+                "metricsBindAddress": self.metrics_bind_address.map(|a| a.to_string()).unwrap_or_default(),
+                "clusterCIDR": join(&cidrs(&self.cluster_cidrs)),
+                "masqueradeAll": self.masquerade_all,
+                "iptables": {"masqueradeBit": self.masquerade_bit},
+                "nodePortAddresses": self.node_port_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "ipvs": {
+                    "scheduler": self.scheduler,
+                    "syncPeriod": format_duration(self.sync_period),
+                    "minSyncPeriod": format_duration(self.min_sync_period),
+                    "excludeCIDRs": cidrs(&self.exclude_cidrs),
+                    "strictARP": self.strict_arp,
+                    "tcpTimeout": format!("{}s", timeouts.tcp),
+                    "tcpFinTimeout": format!("{}s", timeouts.tcp_fin),
+                    "udpTimeout": format!("{}s", timeouts.udp),
+                },
+            }
+        })
+    }
+
     /// Resolves flags over the `--config` file over defaults. Returns the settings and the
     /// warnings to log (ignored file fields, a `mode` other than ipvs).
     pub fn resolve(args: &RunArgs) -> Result<(Settings, Vec<String>), ConfigError> {

@@ -121,3 +121,19 @@ fn bad_values_are_errors() {
     let no_host = || Err("no hostname".to_string());
     assert!(matches!(Settings::merge(&args(&[]), FileConfig::default(), no_host), Err(ConfigError::Hostname(_))));
 }
+
+/// `/configz` on the metrics address shows the configuration in use as upstream does: a
+/// KubeProxyConfiguration under `kubeproxy.config.k8s.io`, flags applied over the file.
+#[test]
+fn configz_shows_the_configuration_in_use() {
+    let body = "mode: ipvs\nipvs:\n  scheduler: lc\n  syncPeriod: 45s\n";
+    let (settings, _) = Settings::merge(&args(&["--cluster-cidr=10.244.0.0/16"]), file(body), host).unwrap();
+    let z = settings.configz();
+    let c = &z["kubeproxy.config.k8s.io"];
+    assert_eq!(c["kind"], "KubeProxyConfiguration");
+    assert_eq!(c["mode"], "ipvs");
+    assert_eq!(c["ipvs"]["scheduler"], "lc");
+    assert_eq!(c["ipvs"]["syncPeriod"], "45s");
+    assert_eq!(c["clusterCIDR"], "10.244.0.0/16");
+    assert_eq!(c["healthzBindAddress"], "0.0.0.0:10256");
+}

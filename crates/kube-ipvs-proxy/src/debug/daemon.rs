@@ -139,6 +139,7 @@ mod tests {
             shared,
             metrics: std::sync::Arc::new(serve::Metrics::new()),
             timeout: Duration::from_secs(60),
+            configz: std::sync::Arc::new(serde_json::Value::Null),
         };
         let addr = serve(serve::metrics_router(endpoints)).await;
         let origins = origins(addr, Duration::from_secs(5)).await.unwrap();

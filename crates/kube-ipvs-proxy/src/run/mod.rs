@@ -63,7 +63,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     });
 
     let timeout = settings.sync_period.saturating_mul(2);
-    let endpoints = Endpoints { shared: shared.clone(), metrics: metrics.clone(), timeout };
+    let configz = Arc::new(settings.configz());
+    let endpoints = Endpoints { shared: shared.clone(), metrics: metrics.clone(), timeout, configz };
     if let Some(addr) = settings.healthz_bind_address {
         serve::spawn("healthz", addr, serve::health_router(endpoints.clone())).await?;
     }
