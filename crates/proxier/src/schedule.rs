@@ -33,10 +33,10 @@ impl Schedule {
     pub fn next(&self, dirty: bool, retry: bool) -> NextSync {
         let mut at = self.next_full;
         if dirty {
-            at = at.min(self.last_start + self.min_sync_period);
+            at = at.min(later(self.last_start, self.min_sync_period));
         }
         if retry {
-            at = at.min(self.last_start + self.min_sync_period.max(RETRY_DELAY));
+            at = at.min(later(self.last_start, self.min_sync_period.max(RETRY_DELAY)));
         }
         NextSync { at, full: at >= self.next_full }
     }
@@ -47,9 +47,15 @@ impl Schedule {
     /// would hold back every change meanwhile.
     pub fn finished(&mut self, full: bool, end: Instant, sync_period: Duration) {
         if full {
-            self.next_full = end + sync_period;
+            self.next_full = later(end, sync_period);
         }
     }
+}
+
+/// `at + period`, or a time past any sync when the sum is beyond the clock's range (a period
+/// of centuries means "never"), instead of a panic.
+fn later(at: Instant, period: Duration) -> Instant {
+    at.checked_add(period).unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
             .ok_or_else(|| bad("too large"))?;
         rest = after;
     }
+    // Go's time.Duration is an int64 of nanoseconds (about 292 years): upstream refuses more.
+    if total_nanos > i64::MAX as u128 {
+        return Err(bad("beyond Go's duration range (about 292 years)"));
+    }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| bad("too large"))?;
     // The remainder is below 1e9, so it always fits.
     let nanos = (total_nanos % 1_000_000_000) as u32;

@@ -16,6 +16,19 @@ pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
 
 /// Dotted paths of the fields this proxy honours. Upstream writes zero values (`0s`, `""`,
 /// `null`) for unset fields and defaults them; so do we.
+/// KubeProxyConfiguration's sections (mappings of fields).
+const SECTIONS: &[&str] = &[
+    "clientConnection",
+    "conntrack",
+    "detectLocal",
+    "featureGates",
+    "iptables",
+    "ipvs",
+    "logging",
+    "nftables",
+    "winkernel",
+];
+
 const HONOURED: &[&str] = &[
     "apiVersion",
     "kind",
@@ -120,6 +133,13 @@ impl FileConfig {
                         kind.unwrap_or("(none)")
                     ),
                 ));
+            }
+        }
+
+        // A section of another type would make every field in it silently absent.
+        for section in SECTIONS {
+            if doc.get(section).is_some_and(|v| !(v.is_object() || v.is_null())) {
+                return Err(ConfigError::field(section, "expected a mapping"));
             }
         }
 

@@ -327,11 +327,21 @@ impl Settings {
             Some(text) => parse_node_port_addresses(&text.split(',').map(str::to_string).collect::<Vec<_>>())?,
             None => file.node_port_addresses.unwrap_or_default(),
         };
-        let secs = |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+        // IPVS keeps whole seconds: a fraction would silently vanish (0 means "unchanged").
+        let secs = |field: &str, d: Option<Duration>| -> Result<u32, ConfigError> {
+            let Some(d) = d else { return Ok(0) };
+            if d.subsec_nanos() != 0 {
+                return Err(ConfigError::field(
+                    field,
+                    &format!("{}: IPVS timeouts are whole seconds", format_duration(d)),
+                ));
+            }
+            u32::try_from(d.as_secs()).map_err(|_| ConfigError::field(field, "too large for IPVS (at most 2^32-1 s)"))
+        };
         let timeouts = ipvs::Timeouts {
-            tcp: secs(args.ipvs_tcp_timeout.or(file.tcp_timeout)),
-            tcp_fin: secs(args.ipvs_tcpfin_timeout.or(file.tcp_fin_timeout)),
-            udp: secs(args.ipvs_udp_timeout.or(file.udp_timeout)),
+            tcp: secs("ipvs.tcpTimeout", args.ipvs_tcp_timeout.or(file.tcp_timeout))?,
+            tcp_fin: secs("ipvs.tcpFinTimeout", args.ipvs_tcpfin_timeout.or(file.tcp_fin_timeout))?,
+            udp: secs("ipvs.udpTimeout", args.ipvs_udp_timeout.or(file.udp_timeout))?,
         };
         let healthz_bind_address = bind_address(
             "healthz-bind-address",
@@ -368,12 +378,18 @@ impl Settings {
             state_dir: args.state_dir.clone(),
             graceful_termination: args.graceful_termination.unwrap_or(DEFAULT_GRACEFUL_TERMINATION),
         };
+        // Upstream's validation refuses these.
         if settings.min_sync_period > settings.sync_period {
-            warnings.push(format!(
-                "min sync period {} is longer than the sync period {}",
+            let why = format!(
+                "{} must be less than or equal to ipvs.syncPeriod {}",
                 format_duration(settings.min_sync_period),
                 format_duration(settings.sync_period)
-            ));
+            );
+            return Err(ConfigError::field("ipvs.minSyncPeriod", &why));
+        }
+        let v4 = settings.cluster_cidrs.iter().filter(|c| matches!(c, IpNet::V4(_))).count();
+        if settings.cluster_cidrs.len() > 2 || v4 > 1 || settings.cluster_cidrs.len() - v4 > 1 {
+            return Err(ConfigError::field("clusterCIDR", "at most one CIDR per IP family (two for dual-stack)"));
         }
         Ok((settings, warnings))
     }

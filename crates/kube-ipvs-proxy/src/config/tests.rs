@@ -95,7 +95,6 @@ fn warnings_name_what_is_ignored() {
         (&["--proxy-mode", "nftables"], "", &["--proxy-mode is \"nftables\""]),
         (&["--proxy-mode", "ipvs"], "mode: ipvs\n", &[]),
         (&[], "oomScoreAdj: -999\nconntrack:\n  maxPerCore: 1\n", &["oomScoreAdj, conntrack.maxPerCore"]),
-        (&["--min-sync-period", "1m"], "", &["longer than the sync period 30s"]),
     ];
     for (flags, body, want) in cases {
         let (_, warnings) = Settings::merge(&args(flags), file(body), host).unwrap();
@@ -136,4 +135,46 @@ fn configz_shows_the_configuration_in_use() {
     assert_eq!(c["ipvs"]["syncPeriod"], "45s");
     assert_eq!(c["clusterCIDR"], "10.244.0.0/16");
     assert_eq!(c["healthzBindAddress"], "0.0.0.0:10256");
+}
+
+/// Issue 8, item 2: what upstream's validation refuses is refused here too (with the field
+/// named), durations stay within Go's range (a longer one panicked in the schedule), and no value
+/// is silently changed.
+#[test]
+fn upstreams_refusals_are_errors() {
+    // (flags, configuration file body, the field the error names)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--ipvs-sync-period=10s", "--ipvs-min-sync-period=20s"], "", "ipvs.minSyncPeriod"),
+        (&["--cluster-cidr=10.0.0.0/8,10.1.0.0/16"], "", "clusterCIDR"),
+        (&["--cluster-cidr=10.0.0.0/8,fd00::/64,10.2.0.0/16"], "", "clusterCIDR"),
+        (&[], "clusterCIDR: 10.0.0.0/8,10.1.0.0/16\n", "clusterCIDR"),
+        (&[], "ipvs: [1, 2]\n", "ipvs"),
+        (&[], "conntrack: 5\n", "conntrack"),
+        (&["--ipvs-tcp-timeout=500ms"], "", "ipvs.tcpTimeout"),
+        (&[], "ipvs:\n  udpTimeout: 1.5s\n", "ipvs.udpTimeout"),
+    ];
+    for (flags, body, field) in cases {
+        let file = if body.is_empty() {
+            Ok(FileConfig::default())
+        } else {
+            FileConfig::parse(&format!(
+                "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n{body}"
+            ))
+        };
+        let result = file.and_then(|f| Settings::merge(&args(flags), f, host));
+        let err = result.expect_err(&format!("{flags:?} {body:?} must be refused")).to_string();
+        assert!(err.contains(field), "{flags:?} {body:?}: {err}");
+    }
+    // Go's longest duration is 2562047h47m16.854775807s; the flag that panicked is refused.
+    assert!(Cli::try_parse_from(["run", "--ipvs-sync-period", "2562047788015215h"]).is_err());
+    assert!(Cli::try_parse_from(["run", "--ipvs-sync-period", "2562047h"]).is_ok());
+    // Dual-stack is two CIDRs of two families; whole-second timeouts are kept.
+    let (s, _) = Settings::merge(
+        &args(&["--cluster-cidr=10.0.0.0/8,fd00::/64", "--ipvs-tcp-timeout=15m"]),
+        FileConfig::default(),
+        host,
+    )
+    .unwrap();
+    assert_eq!(s.cluster_cidrs.len(), 2);
+    assert_eq!(s.timeouts.unwrap().tcp, 900);
 }
