@@ -15,16 +15,10 @@ pub const KUBERNETES_VERSION: &str = "v1.35.0";
 const SUBCOMMANDS: &[&str] = &["run", "cleanup", "debug", "help"];
 
 /// Upstream flags that take a value and do not apply here (logging, API client tuning, other
-/// proxy modes, and settings this proxy does not implement yet: conntrack, local detection).
+/// proxy modes, and settings this proxy does not implement yet: local detection).
 const IGNORED_WITH_VALUE: &[&str] = &[
     "boot-id-file",
     "config-sync-period",
-    "conntrack-max-per-core",
-    "conntrack-min",
-    "conntrack-tcp-timeout-close-wait",
-    "conntrack-tcp-timeout-established",
-    "conntrack-udp-timeout",
-    "conntrack-udp-timeout-stream",
     "detect-local-mode",
     "feature-gates",
     "healthz-port",
@@ -60,7 +54,6 @@ const IGNORED_BOOLEANS: &[&str] = &[
     "add_dir_header",
     "alsologtostderr",
     "bind-address-hard-fail",
-    "conntrack-tcp-be-liberal",
     "init-only",
     "iptables-localhost-nodeports",
     "log-json-split-stream",
@@ -213,8 +206,8 @@ mod tests {
             "kube-ipvs-proxy",
             "--v=2",
             "--feature-gates=A=true",
-            "--conntrack-max-per-core",
-            "0",
+            "--log-file",
+            "/var/log/kube-proxy.log",
             "--oom-score-adj=-999",
             "--profiling",
             "--logging-format=json",
@@ -234,7 +227,7 @@ mod tests {
             ignored,
             [
                 "--feature-gates",
-                "--conntrack-max-per-core",
+                "--log-file",
                 "--oom-score-adj",
                 "--profiling",
                 "--logging-format",

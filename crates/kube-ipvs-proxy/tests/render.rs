@@ -241,7 +241,7 @@ fn kube_proxys_command_line_is_accepted() {
             "--hostname-override=node-a",
             "--v=2",
             "--feature-gates=SomeGate=true",
-            "--conntrack-max-per-core=0",
+            "--log-file=/var/log/kube-proxy.log",
             "--oom-score-adj=-999",
             "--profiling",
         ],
@@ -251,7 +251,7 @@ fn kube_proxys_command_line_is_accepted() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "kube-proxy flags accepted but not applied by this proxy: --feature-gates, --conntrack-max-per-core, \
+            "kube-proxy flags accepted but not applied by this proxy: --feature-gates, --log-file, \
              --oom-score-adj, --profiling"
         ),
         "{stderr}"

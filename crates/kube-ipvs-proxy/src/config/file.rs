@@ -14,8 +14,6 @@ use super::{ConfigError, IpNet, NodePortAddress, parse_cidrs, parse_node_port_ad
 /// The API group/version this reader understands.
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
 
-/// Dotted paths of the fields this proxy honours. Upstream writes zero values (`0s`, `""`,
-/// `null`) for unset fields and defaults them; so do we.
 /// KubeProxyConfiguration's sections (mappings of fields).
 const SECTIONS: &[&str] = &[
     "clientConnection",
@@ -29,7 +27,16 @@ const SECTIONS: &[&str] = &[
     "winkernel",
 ];
 
+/// Dotted paths of the fields this proxy honours. Upstream writes zero values (`0s`, `""`,
+/// `null`) for unset fields and defaults them; so do we.
 const HONOURED: &[&str] = &[
+    "conntrack.maxPerCore",
+    "conntrack.min",
+    "conntrack.tcpEstablishedTimeout",
+    "conntrack.tcpCloseWaitTimeout",
+    "conntrack.tcpBeLiberal",
+    "conntrack.udpTimeout",
+    "conntrack.udpStreamTimeout",
     "apiVersion",
     "kind",
     "mode",
@@ -60,6 +67,25 @@ const HONOURED: &[&str] = &[
 
 /// What a configuration file sets. `None` (or empty) means "not set": the flag or the default
 /// applies.
+/// The `conntrack` section: unset (or zero) fields take upstream's defaults later.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConntrack {
+    /// `conntrack.maxPerCore`.
+    pub max_per_core: Option<u32>,
+    /// `conntrack.min`.
+    pub min: Option<u32>,
+    /// `conntrack.tcpEstablishedTimeout`.
+    pub tcp_established: Option<Duration>,
+    /// `conntrack.tcpCloseWaitTimeout`.
+    pub tcp_close_wait: Option<Duration>,
+    /// `conntrack.tcpBeLiberal`.
+    pub tcp_be_liberal: Option<bool>,
+    /// `conntrack.udpTimeout`.
+    pub udp: Option<Duration>,
+    /// `conntrack.udpStreamTimeout`.
+    pub udp_stream: Option<Duration>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FileConfig {
     /// `mode`, when set (anything but `ipvs` is warned about by the caller).
@@ -98,6 +124,8 @@ pub struct FileConfig {
     pub tcp_fin_timeout: Option<Duration>,
     /// `ipvs.udpTimeout`.
     pub udp_timeout: Option<Duration>,
+    /// The `conntrack` section.
+    pub conntrack: FileConntrack,
     /// Dotted paths of fields that are set to something but that this proxy does not use.
     pub ignored: Vec<String>,
 }
@@ -177,6 +205,15 @@ impl FileConfig {
             tcp_timeout: duration(&doc, "ipvs.tcpTimeout")?,
             tcp_fin_timeout: duration(&doc, "ipvs.tcpFinTimeout")?,
             udp_timeout: duration(&doc, "ipvs.udpTimeout")?,
+            conntrack: FileConntrack {
+                max_per_core: count(&doc, "conntrack.maxPerCore")?,
+                min: count(&doc, "conntrack.min")?,
+                tcp_established: duration(&doc, "conntrack.tcpEstablishedTimeout")?,
+                tcp_close_wait: duration(&doc, "conntrack.tcpCloseWaitTimeout")?,
+                tcp_be_liberal: boolean(&doc, "conntrack.tcpBeLiberal")?,
+                udp: duration(&doc, "conntrack.udpTimeout")?,
+                udp_stream: duration(&doc, "conntrack.udpStreamTimeout")?,
+            },
             ignored,
         })
     }
@@ -237,6 +274,18 @@ fn strings(doc: &Value, path: &str) -> Result<Option<Vec<String>>, ConfigError> 
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(ConfigError::field(path, "expected a list of strings")),
+    }
+}
+
+/// A non-negative integer field (`null` is unset).
+fn count(doc: &Value, path: &str) -> Result<Option<u32>, ConfigError> {
+    match lookup(doc, path) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| ConfigError::field(path, "expected a non-negative integer")),
     }
 }
 
@@ -391,7 +440,8 @@ winkernel:
                 c.node_port_addresses == Some(vec![NodePortAddress::Cidr(model::parse_prefix("10.0.0.0/8").unwrap())])
             }),
             ("mode: iptables\n", |c| c.mode.as_deref() == Some("iptables")),
-            ("conntrack:\n  maxPerCore: 32768\n", |c| c.ignored == ["conntrack.maxPerCore"]),
+            // Honoured since issue 8, item 5 (conntrack tuning).
+            ("conntrack:\n  maxPerCore: 32768\n", |c| c.conntrack.max_per_core == Some(32768) && c.ignored.is_empty()),
         ];
         for (body, check) in cases {
             let cfg = FileConfig::parse(&format!("{head}{body}")).unwrap();

@@ -186,6 +186,27 @@ pub struct RunArgs {
     /// deleted anyway (default 15m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub graceful_termination: Option<Duration>,
+    /// Connection tracking table size per CPU (0: leave nf_conntrack_max alone; default 32768).
+    #[arg(long, value_name = "N")]
+    pub conntrack_max_per_core: Option<u32>,
+    /// Lower bound of nf_conntrack_max (default 131072).
+    #[arg(long, value_name = "N")]
+    pub conntrack_min: Option<u32>,
+    /// Idle timeout of established TCP connections in conntrack (0: leave; default 24h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_established: Option<Duration>,
+    /// conntrack timeout of TCP connections in CLOSE_WAIT (0: leave; default 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_close_wait: Option<Duration>,
+    /// Set nf_conntrack_tcp_be_liberal (accept out-of-window TCP packets).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub conntrack_tcp_be_liberal: Option<bool>,
+    /// conntrack timeout of UDP flows (0: leave the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_udp_timeout: Option<Duration>,
+    /// conntrack timeout of UDP streams (0: leave the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub conntrack_udp_timeout_stream: Option<Duration>,
     /// Accepted for compatibility; this proxy only does `ipvs`.
     #[arg(long, value_name = "MODE")]
     pub proxy_mode: Option<String>,
@@ -235,6 +256,36 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// How long a removed TCP destination with connections may drain.
     pub graceful_termination: Duration,
+    /// kube-proxy's conntrack tuning.
+    pub conntrack: Conntrack,
+}
+
+/// kube-proxy's conntrack tuning (`conntrack.*`, `--conntrack-*`), upstream's defaults applied;
+/// a zero leaves the kernel's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conntrack {
+    /// nf_conntrack_max per CPU (0: leave nf_conntrack_max alone).
+    pub max_per_core: u32,
+    /// Lower bound of nf_conntrack_max.
+    pub min: u32,
+    /// nf_conntrack_tcp_timeout_established.
+    pub tcp_established: Duration,
+    /// nf_conntrack_tcp_timeout_close_wait.
+    pub tcp_close_wait: Duration,
+    /// nf_conntrack_tcp_be_liberal=1.
+    pub tcp_be_liberal: bool,
+    /// nf_conntrack_udp_timeout.
+    pub udp: Duration,
+    /// nf_conntrack_udp_timeout_stream.
+    pub udp_stream: Duration,
+}
+
+impl Conntrack {
+    /// The nf_conntrack_max to set on a node with `cpus` CPUs: max(max per core x CPUs, min),
+    /// as upstream; `None` when max per core is 0 (leave it).
+    pub fn max(&self, cpus: u32) -> Option<u32> {
+        (self.max_per_core > 0).then(|| self.max_per_core.saturating_mul(cpus).max(self.min))
+    }
 }
 
 impl Settings {
@@ -377,6 +428,22 @@ impl Settings {
             interface: args.interface.clone(),
             state_dir: args.state_dir.clone(),
             graceful_termination: args.graceful_termination.unwrap_or(DEFAULT_GRACEFUL_TERMINATION),
+            conntrack: Conntrack {
+                max_per_core: args.conntrack_max_per_core.or(file.conntrack.max_per_core).unwrap_or(32 * 1024),
+                // Upstream defaults a zero min too (kubeadm's ConfigMap writes nulls and zeros).
+                min: args.conntrack_min.or(file.conntrack.min).filter(|m| *m > 0).unwrap_or(128 * 1024),
+                tcp_established: args
+                    .conntrack_tcp_timeout_established
+                    .or(file.conntrack.tcp_established)
+                    .unwrap_or(Duration::from_secs(24 * 3600)),
+                tcp_close_wait: args
+                    .conntrack_tcp_timeout_close_wait
+                    .or(file.conntrack.tcp_close_wait)
+                    .unwrap_or(Duration::from_secs(3600)),
+                tcp_be_liberal: args.conntrack_tcp_be_liberal.or(file.conntrack.tcp_be_liberal).unwrap_or(false),
+                udp: args.conntrack_udp_timeout.or(file.conntrack.udp).unwrap_or(Duration::ZERO),
+                udp_stream: args.conntrack_udp_timeout_stream.or(file.conntrack.udp_stream).unwrap_or(Duration::ZERO),
+            },
         };
         // Upstream's validation refuses these.
         if settings.min_sync_period > settings.sync_period {

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use crate::config::Conntrack;
+
 /// `conn_reuse_mode=0` avoids a 1 s stall on reused ports, but from Linux 5.9 the kernel fixed
 /// that and the setting instead drops packets to removed destinations; before 4.1 it does not
 /// exist. Upstream writes it only in between.
@@ -21,37 +23,53 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The settings to write for a kernel `release`, as (path under /proc/sys, value).
-pub fn settings(release: &str, strict_arp: bool) -> Vec<(&'static str, &'static str)> {
-    let mut out = vec![
-        ("net/ipv4/vs/conntrack", "1"),
-        ("net/ipv4/vs/expire_nodest_conn", "1"),
-        ("net/ipv4/vs/expire_quiescent_template", "1"),
-        ("net/ipv4/ip_forward", "1"),
+/// The settings to write for a kernel `release` on a node with `cpus` CPUs, as (path under
+/// /proc/sys, value): IPVS's, forwarding, strict ARP when asked, and kube-proxy's conntrack
+/// tuning (a zero leaves the kernel's value).
+pub fn settings(release: &str, strict_arp: bool, conntrack: &Conntrack, cpus: u32) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = vec![
+        ("net/ipv4/vs/conntrack", "1".into()),
+        ("net/ipv4/vs/expire_nodest_conn", "1".into()),
+        ("net/ipv4/vs/expire_quiescent_template", "1".into()),
+        ("net/ipv4/ip_forward", "1".into()),
     ];
     if wants_conn_reuse_mode_zero(release) {
-        out.push(("net/ipv4/vs/conn_reuse_mode", "0"));
+        out.push(("net/ipv4/vs/conn_reuse_mode", "0".into()));
     }
     if strict_arp {
-        out.push(("net/ipv4/conf/all/arp_ignore", "1"));
-        out.push(("net/ipv4/conf/all/arp_announce", "2"));
+        out.push(("net/ipv4/conf/all/arp_ignore", "1".into()));
+        out.push(("net/ipv4/conf/all/arp_announce", "2".into()));
+    }
+    if let Some(max) = conntrack.max(cpus) {
+        out.push(("net/netfilter/nf_conntrack_max", max.to_string()));
+    }
+    let seconds = [
+        ("net/netfilter/nf_conntrack_tcp_timeout_established", conntrack.tcp_established),
+        ("net/netfilter/nf_conntrack_tcp_timeout_close_wait", conntrack.tcp_close_wait),
+        ("net/netfilter/nf_conntrack_udp_timeout", conntrack.udp),
+        ("net/netfilter/nf_conntrack_udp_timeout_stream", conntrack.udp_stream),
+    ];
+    out.extend(seconds.into_iter().filter(|(_, d)| d.as_secs() > 0).map(|(name, d)| (name, d.as_secs().to_string())));
+    if conntrack.tcp_be_liberal {
+        out.push(("net/netfilter/nf_conntrack_tcp_be_liberal", "1".into()));
     }
     out
 }
 
 /// Writes the settings under `root` (`/proc/sys`), each only if it differs; returns how many
 /// were changed. Failures are logged as warnings naming the setting.
-pub fn apply(root: &Path, strict_arp: bool) -> usize {
+pub fn apply(root: &Path, strict_arp: bool, conntrack: &Conntrack) -> usize {
     let release = std::fs::read_to_string(root.join("kernel/osrelease")).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let mut changed = 0;
-    for (name, value) in settings(&release, strict_arp) {
+    for (name, value) in settings(&release, strict_arp, conntrack, cpus) {
         let path = root.join(name);
         let dotted = name.replace('/', ".");
         match std::fs::read_to_string(&path) {
             Ok(current) if current.trim() == value => continue,
             Ok(_) | Err(_) => {}
         }
-        match std::fs::write(&path, value) {
+        match std::fs::write(&path, &value) {
             Ok(()) => {
                 tracing::info!("set {dotted}={value}");
                 changed += 1;
@@ -64,7 +82,66 @@ pub fn apply(root: &Path, strict_arp: bool) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// Conntrack tuning that writes nothing.
+    fn leave_conntrack() -> Conntrack {
+        Conntrack {
+            max_per_core: 0,
+            min: 0,
+            tcp_established: Duration::ZERO,
+            tcp_close_wait: Duration::ZERO,
+            tcp_be_liberal: false,
+            udp: Duration::ZERO,
+            udp_stream: Duration::ZERO,
+        }
+    }
+
+    /// Issue 8, item 5: kube-proxy's conntrack tuning, as upstream computes it.
+    #[test]
+    fn conntrack_tuning_as_upstream() {
+        let defaults = Conntrack {
+            max_per_core: 32 * 1024,
+            min: 128 * 1024,
+            tcp_established: Duration::from_secs(86400),
+            tcp_close_wait: Duration::from_secs(3600),
+            tcp_be_liberal: false,
+            udp: Duration::ZERO,
+            udp_stream: Duration::ZERO,
+        };
+        let conntrack = |all: Vec<(&'static str, String)>| -> Vec<(&'static str, String)> {
+            all.into_iter().filter(|(n, _)| n.starts_with("net/netfilter")).collect()
+        };
+        // 2 CPUs: 65,536 is below the minimum; 8 CPUs: 262,144 is above it.
+        assert_eq!(
+            conntrack(settings("6.1.0", false, &defaults, 2)),
+            [
+                ("net/netfilter/nf_conntrack_max", "131072".to_string()),
+                ("net/netfilter/nf_conntrack_tcp_timeout_established", "86400".to_string()),
+                ("net/netfilter/nf_conntrack_tcp_timeout_close_wait", "3600".to_string()),
+            ]
+        );
+        assert_eq!(conntrack(settings("6.1.0", false, &defaults, 8))[0].1, "262144");
+        let tuned = Conntrack {
+            max_per_core: 0,
+            tcp_be_liberal: true,
+            udp: Duration::from_secs(30),
+            udp_stream: Duration::from_secs(120),
+            ..defaults
+        };
+        let got = conntrack(settings("6.1.0", false, &tuned, 8));
+        assert!(!got.iter().any(|(n, _)| *n == "net/netfilter/nf_conntrack_max"), "max per core 0: left alone");
+        for want in [
+            ("net/netfilter/nf_conntrack_udp_timeout", "30"),
+            ("net/netfilter/nf_conntrack_udp_timeout_stream", "120"),
+            ("net/netfilter/nf_conntrack_tcp_be_liberal", "1"),
+        ] {
+            assert!(got.contains(&(want.0, want.1.to_string())), "{want:?} in {got:?}");
+        }
+        assert!(conntrack(settings("6.1.0", false, &leave_conntrack(), 8)).is_empty());
+    }
 
     #[test]
     fn conn_reuse_mode_by_kernel_version() {
@@ -95,7 +172,7 @@ mod tests {
         std::fs::write(root.join("net/ipv4/ip_forward"), "0\n").unwrap();
         // arp_announce cannot be written: a directory stands in its way.
         std::fs::create_dir_all(root.join("net/ipv4/conf/all/arp_announce")).unwrap();
-        let changed = apply(&root, true);
+        let changed = apply(&root, true, &leave_conntrack());
         // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode, arp_ignore.
         assert_eq!(changed, 5);
         for (name, value) in
@@ -103,7 +180,7 @@ mod tests {
         {
             assert_eq!(std::fs::read_to_string(root.join(name)).unwrap().trim(), value, "{name}");
         }
-        assert_eq!(apply(&root, true), 0, "a second start writes nothing");
+        assert_eq!(apply(&root, true, &leave_conntrack()), 0, "a second start writes nothing");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
