@@ -39,6 +39,7 @@ fn filter(masquerade: MasqueradeRule, ranges: &[&str], locals: &[(IpAddr, u16)])
         bound: true,
         source_ranges: ranges.iter().map(|r| prefix(r)).collect(),
         local_endpoints: locals.iter().copied().collect(),
+        short_circuit: None,
     }
 }
 
@@ -294,4 +295,38 @@ fn the_nodes_own_traffic_is_masqueraded_without_a_cluster_prefix() {
             assert_eq!(from_pod, inside.addr(v6).to_string(), "v6={v6}: a pod's request keeps its source");
         });
     }
+}
+
+/// Issue 7, item 2: an `externalTrafficPolicy: Local` load balancer IP without a local endpoint
+/// has no real server, so an outside client gets nothing (upstream's IPVS fallback to remote
+/// endpoints is its bug); but a pod and the node itself reach the Service through it: their
+/// traffic is sent to the ClusterIP (all endpoints) before IPVS, as iptables and nftables modes
+/// do, the node's own masqueraded.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn in_cluster_clients_of_a_local_policy_address_without_local_endpoints_reach_the_cluster() {
+    in_netns(|| async {
+        let backend = source_echo_pod();
+        let (outside, pod) = (Peer::client(2), Peer::pod(3));
+        let cluster_ip = virtual_server(vip(false, 10), 80, &[backend.addr(false)]).await;
+        // The load balancer IP's virtual server, with no real server: no local endpoint.
+        let lb = virtual_server(addr("203.0.113.7"), 80, &[]).await;
+        let mut netfilter = Netfilter::start(Nft::new(), config()).unwrap();
+        let lb_filter = ServiceFilter {
+            short_circuit: Some((cluster_ip.addr, cluster_ip.port)),
+            ..filter(MasqueradeRule::None, &[], &[])
+        };
+        netfilter
+            .resync(FilterState::from_services([
+                (cluster_ip, filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[])),
+                (lb, lb_filter),
+            ]))
+            .unwrap();
+        let to = SocketAddr::new(lb.addr, 80);
+        let from_node = ask_name(to, TIMEOUT).expect("the node reaches the Service through its LB IP");
+        assert_eq!(from_node, backend.gateway(false).to_string(), "the node's own request is masqueraded");
+        let from_pod = ask_from(&pod, to, TIMEOUT).expect("a pod reaches the Service through its LB IP");
+        assert_eq!(from_pod, pod.addr(false).to_string(), "a pod keeps its source");
+        assert!(ask_from(&outside, to, TIMEOUT).is_err(), "an outside client gets no remote endpoint");
+    });
 }

@@ -66,6 +66,7 @@ pub(crate) fn build_service<'a>(
                         vec![]
                     },
                     bind,
+                    short_circuit: (kind.is_external() && svc.external_local).then_some((fam.cluster_ip, port.port)),
                 });
             }
         }

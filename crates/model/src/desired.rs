@@ -61,6 +61,12 @@ pub struct DesiredVirtualServer {
     /// Whether its address is to be bound on kube-ipvs0 (not for NodePorts, nor for a
     /// LoadBalancer IP that is already a node address).
     pub bind: bool,
+    /// For an external address of an `externalTrafficPolicy: Local` Service: the ClusterIP and
+    /// port that traffic from inside the cluster (pods, the node itself) is sent to instead, so
+    /// that it reaches every endpoint, as iptables and nftables modes do; outside clients keep
+    /// the local endpoints only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_circuit: Option<(IpAddr, u16)>,
 }
 
 /// The desired state: the virtual servers and the addresses to bind on kube-ipvs0.

@@ -138,6 +138,35 @@ fn load_balancer_ingress_ips_skip_ip_mode_proxy_and_node_addresses_are_not_bound
     assert!(m.desired().virtual_server(&tcp("10.96.0.10", 80)).unwrap().source_ranges.is_empty());
 }
 
+/// Issue 7, item 2: the external addresses of an `externalTrafficPolicy: Local` Service carry
+/// the ClusterIP and port their in-cluster traffic is sent to (all endpoints); its ClusterIP and
+/// a Cluster-policy Service's addresses carry none.
+#[test]
+fn local_policy_external_addresses_short_circuit_to_the_cluster_ip() {
+    let lb = |policy: &str| {
+        service_with(
+            "lb",
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "externalTrafficPolicy": policy,
+                "externalIPs": ["198.51.100.1"], "ports": [{"port": 80, "nodePort": 30080}]}),
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}),
+        )
+    };
+    let target = Some((ip("10.96.0.10"), 80));
+    // (policy, virtual server, short circuit)
+    let cases = [
+        ("Local", tcp("203.0.113.7", 80), target),
+        ("Local", tcp("198.51.100.1", 80), target),
+        ("Local", tcp(NODE_V4, 30080), target),
+        ("Local", tcp("10.96.0.10", 80), None),
+        ("Cluster", tcp("203.0.113.7", 80), None),
+        ("Cluster", tcp(NODE_V4, 30080), None),
+    ];
+    for (policy, id, want) in cases {
+        let m = model_of(&[lb(policy)], &[]);
+        assert_eq!(m.desired().virtual_server(&id).unwrap().short_circuit, want, "{policy} {id}");
+    }
+}
+
 /// Upstream never binds a node address: bound on kube-ipvs0, the bound-address reject rule
 /// would refuse every other port of it (sshd, the kubelet, NodePorts). An externalIP equal to a
 /// node address gets its virtual server, unbound; when the node loses the address it is bound.

@@ -25,6 +25,7 @@ fn filter(locals: &[(IpAddr, u16)], ranges: &[ipnet::IpNet]) -> ServiceFilter {
         bound: true,
         source_ranges: ranges.to_vec(),
         local_endpoints: locals.iter().copied().collect(),
+        short_circuit: None,
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `hairpin` | `endpoint . proto . port . endpoint` | an endpoint reaching itself is masqueraded |
 //! | `source_restricted` / `source_allowed` | `addr . proto . port [. prefix]` | other sources are dropped |
 //! | `bound` / `service_ports` | `addr` / `addr . proto . port` | new connections to a bound address on another port are rejected |
+//! | `short_circuit_keys` / map `short_circuit` | `addr . proto . port` / `... : addr . port` | traffic from the cluster prefixes or the node to it goes to the mapped address instead (the node's masqueraded) |
 //!
 //! [`FilterState`] (pure) says what the sets hold per virtual server; [`FilterState::set`] and
 //! [`FilterState::diff`] give [`ElementChanges`], which the crate turns into `nft -f` text.

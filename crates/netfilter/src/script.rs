@@ -39,8 +39,19 @@ impl FilterConfig {
 }
 
 /// The sets holding [`Element`]s, in the order scripts list them.
-const ELEMENT_SETS: [&str; 7] =
-    ["masq_all", "masq_outside", "bound", "service_ports", "source_restricted", "source_allowed", "hairpin"];
+const ELEMENT_SETS: [&str; 8] = [
+    "masq_all",
+    "masq_outside",
+    "bound",
+    "service_ports",
+    "source_restricted",
+    "source_allowed",
+    "hairpin",
+    "short_circuit_keys",
+];
+
+/// The maps whose elements change (flushed with `flush map`).
+const ELEMENT_MAPS: [&str; 1] = ["short_circuit"];
 
 /// The name of the set (without family suffix) an element belongs to.
 fn set_of(element: &Element) -> &'static str {
@@ -52,6 +63,8 @@ fn set_of(element: &Element) -> &'static str {
         Element::SourceRestricted(_) => "source_restricted",
         Element::SourceAllowed(..) => "source_allowed",
         Element::Hairpin(_) => "hairpin",
+        Element::ShortCircuitKey(_) => "short_circuit_keys",
+        Element::ShortCircuit(..) => "short_circuit",
     }
 }
 
@@ -94,6 +107,8 @@ fn element_text(element: &Element) -> String {
         Element::SourceAllowed(x, prefix) => format!("{} . {prefix}", t(x)),
         // Matched after IPVS rewrote the destination: the endpoint, then its own address as source.
         Element::Hairpin(x) => format!("{} . {}", t(x), x.addr),
+        Element::ShortCircuitKey(x) => t(x),
+        Element::ShortCircuit(x, addr, port) => format!("{} : {addr} . {port}", t(x)),
     }
 }
 
@@ -119,6 +134,8 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         let _ = writeln!(s, "add set inet {table} source_restricted_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add set inet {table} source_allowed_{sx} {{ type {tuple} . {at}; flags interval; }}");
         let _ = writeln!(s, "add set inet {table} hairpin_{sx} {{ type {tuple} . {at}; }}");
+        let _ = writeln!(s, "add set inet {table} short_circuit_keys_{sx} {{ type {tuple}; }}");
+        let _ = writeln!(s, "add map inet {table} short_circuit_{sx} {{ type {tuple} : {at} . inet_service; }}");
         let _ = writeln!(s, "flush set inet {table} cluster_prefixes_{sx}");
         let prefixes: Vec<String> = disjoint_prefixes(config.cluster_prefixes.iter().copied())
             .iter()
@@ -136,6 +153,8 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         ("mark_output", "type filter hook output priority mangle; policy accept;"),
         ("mark_masquerade", ""),
         ("filter_input", "type filter hook input priority filter; policy accept;"),
+        ("nat_prerouting", "type nat hook prerouting priority dstnat; policy accept;"),
+        ("nat_output", "type nat hook output priority -100; policy accept;"),
         ("nat_postrouting", "type nat hook postrouting priority srcnat; policy accept;"),
     ];
     for (name, spec) in chains {
@@ -171,6 +190,17 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
             "filter_input",
             &format!("{dst} @source_restricted_{sx} {dst} . {p} saddr != @source_allowed_{sx} drop"),
         );
+        // externalTrafficPolicy Local: in-cluster traffic to an external address goes to the
+        // ClusterIP instead (all endpoints), before IPVS sees it; the node's own is masqueraded.
+        let redirect = format!("dnat {p} to {dst} map @short_circuit_{sx}");
+        if has_prefixes {
+            rule(
+                &mut s,
+                "nat_prerouting",
+                &format!("{p} saddr @cluster_prefixes_{sx} {dst} @short_circuit_keys_{sx} {redirect}"),
+            );
+        }
+        rule(&mut s, "nat_output", &format!("{dst} @short_circuit_keys_{sx} {set_mark} {redirect}"));
         rule(
             &mut s,
             "filter_input",
@@ -210,6 +240,9 @@ pub fn full_script(table: &str, state: &FilterState) -> String {
     for (_, f) in &FAMILIES {
         for set in ELEMENT_SETS {
             let _ = writeln!(s, "flush set inet {table} {set}_{}", f.suffix);
+        }
+        for map in ELEMENT_MAPS {
+            let _ = writeln!(s, "flush map inet {table} {map}_{}", f.suffix);
         }
     }
     write_elements(&mut s, "add", table, state.elements());
@@ -292,8 +325,8 @@ fn write_elements<'a>(s: &mut String, verb: &str, table: &str, elements: impl It
     for e in elements {
         by_set.entry((set_of(e), fam(e.family()).suffix)).or_default().push(element_text(e));
     }
-    // Scripts list sets in a fixed order, whatever the element order.
-    for set in ELEMENT_SETS {
+    // Scripts list sets (then maps) in a fixed order, whatever the element order.
+    for set in ELEMENT_SETS.iter().chain(&ELEMENT_MAPS) {
         for (_, f) in &FAMILIES {
             if let Some(items) = by_set.get(&(set, f.suffix)) {
                 let _ = writeln!(s, "{verb} element inet {table} {set}_{} {{ {} }}", f.suffix, items.join(", "));

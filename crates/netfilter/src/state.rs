@@ -78,6 +78,9 @@ pub struct ServiceFilter {
     /// Its endpoints on this node (address, port), of its own family: traffic from one of them
     /// to itself (hairpin) is masqueraded. Endpoints elsewhere cannot hairpin here.
     pub local_endpoints: BTreeSet<(IpAddr, u16)>,
+    /// Where traffic to it from inside the cluster (the cluster prefixes, the node itself) is
+    /// sent instead: another target's address and port of the same family and protocol.
+    pub short_circuit: Option<(IpAddr, u16)>,
 }
 
 /// One element of one of the proxy's sets; the set is named by the variant and the family.
@@ -97,6 +100,10 @@ pub enum Element {
     SourceAllowed(Target, IpNet),
     /// A local endpoint: traffic from its address to itself is masqueraded.
     Hairpin(Target),
+    /// A target whose in-cluster traffic is sent elsewhere (the key of [`Element::ShortCircuit`]).
+    ShortCircuitKey(Target),
+    /// In-cluster traffic to the target goes to this address and port instead.
+    ShortCircuit(Target, IpAddr, u16),
 }
 
 impl Element {
@@ -109,7 +116,9 @@ impl Element {
             | Element::ServicePort(t)
             | Element::SourceRestricted(t)
             | Element::SourceAllowed(t, _)
-            | Element::Hairpin(t) => t.family(),
+            | Element::Hairpin(t)
+            | Element::ShortCircuitKey(t)
+            | Element::ShortCircuit(t, ..) => t.family(),
         }
     }
 }
@@ -264,6 +273,10 @@ fn elements_of(target: &Target, filter: &ServiceFilter) -> Vec<Element> {
     if !ranges.is_empty() {
         out.push(Element::SourceRestricted(*target));
         out.extend(disjoint_prefixes(ranges).into_iter().map(|p| Element::SourceAllowed(*target, p)));
+    }
+    if let Some((addr, port)) = filter.short_circuit.filter(|(a, _)| Family::of(a) == target.family()) {
+        out.push(Element::ShortCircuitKey(*target));
+        out.push(Element::ShortCircuit(*target, addr, port));
     }
     out.extend(
         filter

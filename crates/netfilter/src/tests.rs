@@ -31,6 +31,7 @@ fn filter(masquerade: MasqueradeRule, bound: bool, ranges: &[&str], locals: &[(&
         bound,
         source_ranges: ranges.iter().map(|r| prefix(r)).collect(),
         local_endpoints: locals.iter().map(|(a, p)| (ip(a), *p)).collect(),
+        short_circuit: None,
     }
 }
 
@@ -221,6 +222,9 @@ fn mark_bits() {
 fn skeleton_text() {
     let config = FilterConfig::new(vec![prefix("10.244.0.0/16"), prefix("10.244.3.0/24"), prefix("fd00:244::/48")]);
     let script = skeleton_script(&config).unwrap();
+    if std::env::var_os("KIP_WRITE_FIXTURES").is_some() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/fixtures/skeleton.nft"), &script).unwrap();
+    }
     assert_eq!(script, include_str!("fixtures/skeleton.nft"));
 }
 
@@ -250,6 +254,9 @@ fn changes_and_full_text() {
         (v6, filter(MasqueradeRule::None, true, &[], &[("fd00:244:1::2", 9000)])),
     ]);
     let full = full_script("kube-ipvs-proxy", &state);
+    if std::env::var_os("KIP_WRITE_FIXTURES").is_some() {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/fixtures/full.nft"), &full).unwrap();
+    }
     assert_eq!(full, include_str!("fixtures/full.nft"));
     let changes = state.diff(&FilterState::from_services([(
         tcp("10.96.0.10", 80),
@@ -353,4 +360,28 @@ fn start_writes_nothing_only_when_the_recorded_digest_matches() {
     }
     let bad = FilterConfig { masquerade_bit: 40, ..config };
     assert_eq!(start_script(&bad, &FilterState::new(), None), Err(40));
+}
+
+/// Issue 7, item 2: a target with a short circuit needs its key in the set and its redirect in
+/// the map, and both are written (the map after the sets).
+#[test]
+fn a_short_circuit_writes_its_key_and_its_map_entry() {
+    let lb = tcp("203.0.113.7", 80);
+    let filter =
+        ServiceFilter { short_circuit: Some((ip("10.96.0.10"), 80)), ..filter(MasqueradeRule::None, true, &[], &[]) };
+    let state = FilterState::from_services([(lb, filter)]);
+    let elements: BTreeSet<Element> = state.elements().copied().collect();
+    assert!(elements.contains(&Element::ShortCircuitKey(lb)));
+    assert!(elements.contains(&Element::ShortCircuit(lb, ip("10.96.0.10"), 80)));
+    let script = changes_script("kube-ipvs-proxy", &FilterState::new().diff(&state));
+    assert!(
+        script.ends_with(
+            "add element inet kube-ipvs-proxy short_circuit_v4 { 203.0.113.7 . tcp . 80 : 10.96.0.10 . 80 }\n"
+        ),
+        "{script}"
+    );
+    assert!(
+        script.contains("add element inet kube-ipvs-proxy short_circuit_keys_v4 { 203.0.113.7 . tcp . 80 }\n"),
+        "{script}"
+    );
 }

@@ -36,7 +36,13 @@ pub(crate) fn service_filter(
     };
     let local_endpoints =
         vs.real_servers.keys().filter(|r| local_endpoints.contains(&r.addr)).map(|r| (r.addr, r.port)).collect();
-    let filter = ServiceFilter { masquerade, bound: vs.bind, source_ranges: vs.source_ranges.clone(), local_endpoints };
+    let filter = ServiceFilter {
+        masquerade,
+        bound: vs.bind,
+        source_ranges: vs.source_ranges.clone(),
+        local_endpoints,
+        short_circuit: vs.short_circuit,
+    };
     Some((Target::new(addr, protocol, port), filter))
 }
 

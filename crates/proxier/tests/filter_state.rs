@@ -188,3 +188,20 @@ fn only_local_endpoint_changes_touch_the_sets() {
     applied.update(filter_updates(&m, &changes.virtual_servers));
     assert_eq!(applied, FilterState::new(), "a deleted Service leaves no element");
 }
+
+/// Issue 7, item 2: the model's short circuit reaches the netfilter side with the virtual
+/// server's filter.
+#[test]
+fn a_local_policy_load_balancer_carries_its_short_circuit() {
+    let mut m = model(&["10.244.0.0/16"], false);
+    m.upsert_service(&service_with(
+        "web",
+        json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "externalTrafficPolicy": "Local",
+               "ports": [{"port": 80, "nodePort": 30080}]}),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}),
+    ));
+    let state = filter_state(&m);
+    let lb = state.service(&tcp("203.0.113.10", 80)).unwrap();
+    assert_eq!(lb.short_circuit, Some((ip("10.96.0.10"), 80)));
+    assert_eq!(state.service(&tcp("10.96.0.10", 80)).unwrap().short_circuit, None);
+}

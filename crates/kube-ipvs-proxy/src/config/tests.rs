@@ -94,7 +94,11 @@ fn warnings_name_what_is_ignored() {
         (&[], "mode: iptables\n", &["mode is \"iptables\""]),
         (&["--proxy-mode", "nftables"], "", &["--proxy-mode is \"nftables\""]),
         (&["--proxy-mode", "ipvs"], "mode: ipvs\n", &[]),
-        (&[], "oomScoreAdj: -999\nconntrack:\n  maxPerCore: 1\n", &["ignored (they do not apply to this proxy): oomScoreAdj"]),
+        (
+            &[],
+            "oomScoreAdj: -999\nconntrack:\n  maxPerCore: 1\n",
+            &["ignored (they do not apply to this proxy): oomScoreAdj"],
+        ),
     ];
     for (flags, body, want) in cases {
         let (_, warnings) = Settings::merge(&args(flags), file(body), host).unwrap();
