@@ -16,7 +16,7 @@ use common::addr;
 use integration::{ask_name, in_netns};
 use ipnet::IpNet;
 use ipvs::{Client, DummyLink, Protocol, RealServer, VirtualServer, VirtualServerId};
-use netfilter::{FilterConfig, FilterState, MasqueradeRule, Netfilter, Nft, ServiceFilter, Target};
+use netfilter::{FilterConfig, FilterState, LocalTraffic, MasqueradeRule, Netfilter, Nft, ServiceFilter, Target};
 use netfilter_support::{Peer, serve_source};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -328,5 +328,31 @@ fn in_cluster_clients_of_a_local_policy_address_without_local_endpoints_reach_th
         let from_pod = ask_from(&pod, to, TIMEOUT).expect("a pod reaches the Service through its LB IP");
         assert_eq!(from_pod, pod.addr(false).to_string(), "a pod keeps its source");
         assert!(ask_from(&outside, to, TIMEOUT).is_err(), "an outside client gets no remote endpoint");
+    });
+}
+
+/// Issue 7, item 3: with `detectLocalMode: InterfaceNamePrefix` pods are told by the interface
+/// their traffic arrives on, not by source: the pod behind `kipn3` keeps its source, a client
+/// behind `kipn2` is masqueraded, though no cluster prefix is configured.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn pods_told_by_interface_name_prefix() {
+    in_netns(|| async {
+        let backend = source_echo_pod();
+        let (outside, pod) = (Peer::client(2), Peer::pod(3));
+        let target = virtual_server(vip(false, 10), 80, &[backend.addr(false)]).await;
+        let config =
+            FilterConfig { local: LocalTraffic::InterfaceNamePrefix("kipn3".into()), ..FilterConfig::new(Vec::new()) };
+        let mut netfilter = Netfilter::start(Nft::new(), config).unwrap();
+        netfilter
+            .resync(FilterState::from_services([(target, filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[]))]))
+            .unwrap();
+        let to = SocketAddr::new(target.addr, 80);
+        assert_eq!(ask_from(&pod, to, TIMEOUT).unwrap(), pod.addr(false).to_string(), "a pod keeps its source");
+        assert_eq!(
+            ask_from(&outside, to, TIMEOUT).unwrap(),
+            backend.gateway(false).to_string(),
+            "the rest is masqueraded"
+        );
     });
 }

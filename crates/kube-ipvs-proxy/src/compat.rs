@@ -15,11 +15,10 @@ pub const KUBERNETES_VERSION: &str = "v1.35.0";
 const SUBCOMMANDS: &[&str] = &["run", "cleanup", "debug", "help"];
 
 /// Upstream flags that take a value and do not apply here (logging, API client tuning, other
-/// proxy modes, and settings this proxy does not implement yet: local detection).
+/// proxy modes).
 const IGNORED_WITH_VALUE: &[&str] = &[
     "boot-id-file",
     "config-sync-period",
-    "detect-local-mode",
     "feature-gates",
     "healthz-port",
     "iptables-min-sync-period",
@@ -38,8 +37,6 @@ const IGNORED_WITH_VALUE: &[&str] = &[
     "machine-id-file",
     "master",
     "oom-score-adj",
-    "pod-bridge-interface",
-    "pod-interface-name-prefix",
     "proxy-port-range",
     "show-hidden-metrics-for-version",
     "stderrthreshold",

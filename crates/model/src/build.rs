@@ -21,6 +21,8 @@ pub(crate) struct NodeFacts {
     pub primary_ips: Vec<IpAddr>,
     /// The node's current addresses (NodePorts; LoadBalancer IPs that are node addresses are not bound).
     pub addresses: Vec<IpAddr>,
+    /// The node's pod CIDRs (`spec.podCIDRs`), for `detectLocalMode: NodeCIDR`.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// The desired virtual servers of `svc` given its `slices`, and its info.

@@ -188,8 +188,24 @@ impl Model {
         }
         let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).cloned();
         let primary_ips = primary_ips(node);
+        let mut warnings = Vec::new();
+        // Nothing in the desired state depends on them: the netfilter side reads them.
+        self.node.pod_cidrs = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidrs.clone().or_else(|| s.pod_cidr.clone().map(|c| vec![c])))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|text| match crate::prefix::parse_prefix(text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warnings.push(Warning::new(format!("Node {name}"), format!("spec.podCIDRs: {e}; ignored")));
+                    None
+                }
+            })
+            .collect();
         if zone == self.node.zone && primary_ips == self.node.primary_ips {
-            return Vec::new();
+            return warnings;
         }
         let zone_changed = zone != self.node.zone;
         let primary_matters =
@@ -210,7 +226,7 @@ impl Model {
             .filter(|(k, s)| (zone_changed && zone_hinted(k)) || (primary_matters && s.depends_on_node_addresses()))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut warnings = Vec::new();
+
         for key in keys {
             self.recompute(&key, &mut warnings);
         }
@@ -229,6 +245,11 @@ impl Model {
         for key in keys {
             self.recompute(&key, &mut Vec::new());
         }
+    }
+
+    /// The node's pod CIDRs from its Node object (`spec.podCIDRs`), for `detectLocalMode: NodeCIDR`.
+    pub fn node_pod_cidrs(&self) -> &[ipnet::IpNet] {
+        &self.node.pod_cidrs
     }
 
     /// The node addresses NodePorts listen on, as last set.

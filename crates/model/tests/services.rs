@@ -543,3 +543,20 @@ fn a_new_primary_address_recomputes_node_ports_only_when_primary_is_configured()
         assert_eq!(m.stats().services_recomputed - before, recomputed, "{filters:?}");
     }
 }
+
+/// Issue 7, item 3: the Node's pod CIDRs, for `detectLocalMode: NodeCIDR` (a bad one is skipped
+/// with a warning naming the Node).
+#[test]
+fn the_nodes_pod_cidrs_are_read_from_its_object() {
+    let mut n = node("zone-a", NODE_V4);
+    n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        pod_cidrs: Some(vec!["10.244.3.0/24".into(), "fd00:244:3::/64".into(), "nonsense".into()]),
+        ..Default::default()
+    });
+    let mut m = new_model(config());
+    let w = m.set_node(&n);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].reason.contains("nonsense"), "{}", w[0]);
+    let got: Vec<String> = m.node_pod_cidrs().iter().map(ToString::to_string).collect();
+    assert_eq!(got, ["10.244.3.0/24", "fd00:244:3::/64"]);
+}

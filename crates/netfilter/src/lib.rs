@@ -25,7 +25,7 @@ mod nft;
 #[cfg(test)]
 mod tests;
 
-pub use script::{DEFAULT_MASQUERADE_BIT, FilterConfig};
+pub use script::{DEFAULT_MASQUERADE_BIT, FilterConfig, LocalTraffic};
 pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFilter, Target};
 
 pub use nft::{Netfilter, Nft, NftError};

@@ -24,12 +24,46 @@ pub struct FilterConfig {
     pub masquerade_bit: u8,
     /// The cluster's pod prefixes: for [`MasqueradeRule::OutsideClusterPrefixes`](crate::MasqueradeRule).
     pub cluster_prefixes: Vec<IpNet>,
+    /// How traffic from pods is told from the rest.
+    pub local: LocalTraffic,
+}
+
+/// How traffic from the node's pods is told from the rest: upstream's `detectLocalMode`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum LocalTraffic {
+    /// By source: inside [`FilterConfig::cluster_prefixes`] (the cluster's, or the node's pod
+    /// CIDRs); a family without one has only the node's own traffic told apart.
+    #[default]
+    Prefixes,
+    /// By the interface it arrives on: this bridge.
+    BridgeInterface(String),
+    /// By the interface it arrives on: any whose name starts with this.
+    InterfaceNamePrefix(String),
+}
+
+impl LocalTraffic {
+    /// The match for traffic from pods (`from_pods`) or not from them, in a family whose cluster
+    /// prefixes exist (`has_prefixes`); `None` when pods cannot be told in that family.
+    fn matcher(&self, proto: &str, suffix: &str, has_prefixes: bool, from_pods: bool) -> Option<String> {
+        let op = if from_pods { "" } else { "!= " };
+        match self {
+            LocalTraffic::Prefixes if has_prefixes => Some(format!("{proto} saddr {op}@cluster_prefixes_{suffix}")),
+            LocalTraffic::Prefixes => None,
+            LocalTraffic::BridgeInterface(name) => Some(format!("iifname {op}\"{name}\"")),
+            LocalTraffic::InterfaceNamePrefix(prefix) => Some(format!("iifname {op}\"{prefix}*\"")),
+        }
+    }
 }
 
 impl FilterConfig {
     /// Table `kube-ipvs-proxy`, mark bit 14 (`0x4000`), the given cluster prefixes.
     pub fn new(cluster_prefixes: Vec<IpNet>) -> FilterConfig {
-        FilterConfig { table: "kube-ipvs-proxy".into(), masquerade_bit: DEFAULT_MASQUERADE_BIT, cluster_prefixes }
+        FilterConfig {
+            table: "kube-ipvs-proxy".into(),
+            masquerade_bit: DEFAULT_MASQUERADE_BIT,
+            cluster_prefixes,
+            local: LocalTraffic::Prefixes,
+        }
     }
 
     /// The mark value, e.g. `0x4000` for bit 14; `None` for a bit beyond 31.
@@ -179,10 +213,9 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         // way to tell pods by source), upstream's fallback: traffic whose source is the service
         // address itself, i.e. the node's own (the kernel picks a local destination as source).
         let has_prefixes = config.cluster_prefixes.iter().any(|p| crate::state::prefix_family(p) == *family);
-        let non_local = if has_prefixes {
-            format!("{p} saddr != @cluster_prefixes_{sx} {dst} @masq_outside_{sx} {set_mark}")
-        } else {
-            format!("{p} saddr . meta l4proto . th dport @masq_outside_{sx} {set_mark}")
+        let non_local = match config.local.matcher(p, sx, has_prefixes, false) {
+            Some(not_pods) => format!("{not_pods} {dst} @masq_outside_{sx} {set_mark}"),
+            None => format!("{p} saddr . meta l4proto . th dport @masq_outside_{sx} {set_mark}"),
         };
         rule(&mut s, "mark_masquerade", &non_local);
         rule(
@@ -193,12 +226,8 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         // externalTrafficPolicy Local: in-cluster traffic to an external address goes to the
         // ClusterIP instead (all endpoints), before IPVS sees it; the node's own is masqueraded.
         let redirect = format!("dnat {p} to {dst} map @short_circuit_{sx}");
-        if has_prefixes {
-            rule(
-                &mut s,
-                "nat_prerouting",
-                &format!("{p} saddr @cluster_prefixes_{sx} {dst} @short_circuit_keys_{sx} {redirect}"),
-            );
+        if let Some(pods) = config.local.matcher(p, sx, has_prefixes, true) {
+            rule(&mut s, "nat_prerouting", &format!("{pods} {dst} @short_circuit_keys_{sx} {redirect}"));
         }
         rule(&mut s, "nat_output", &format!("{dst} @short_circuit_keys_{sx} {set_mark} {redirect}"));
         rule(

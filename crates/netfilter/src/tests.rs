@@ -385,3 +385,26 @@ fn a_short_circuit_writes_its_key_and_its_map_entry() {
         "{script}"
     );
 }
+
+/// Issue 7, item 3: upstream's detectLocalMode. Pods are told by source (cluster or node CIDRs)
+/// or by the interface their traffic arrives on, for masquerade and for the short circuit.
+#[test]
+fn pods_are_told_as_detect_local_mode_says() {
+    let mark = "meta mark set meta mark | 0x4000";
+    let dst = "ip daddr . meta l4proto . th dport";
+    // (local detection, rule for traffic not from pods, rule for traffic from pods)
+    let cases = [
+        (LocalTraffic::Prefixes, "ip saddr != @cluster_prefixes_v4", "ip saddr @cluster_prefixes_v4"),
+        (LocalTraffic::BridgeInterface("cbr0".into()), "iifname != \"cbr0\"", "iifname \"cbr0\""),
+        (LocalTraffic::InterfaceNamePrefix("veth".into()), "iifname != \"veth*\"", "iifname \"veth*\""),
+    ];
+    for (local, not_pods, pods) in cases {
+        let config = FilterConfig { local: local.clone(), ..FilterConfig::new(vec![prefix("10.244.0.0/16")]) };
+        let script = skeleton_script(&config).unwrap();
+        assert!(script.contains(&format!("{not_pods} {dst} @masq_outside_v4 {mark}")), "{local:?}:\n{script}");
+        assert!(
+            script.contains(&format!("nat_prerouting {pods} {dst} @short_circuit_keys_v4")),
+            "{local:?}:\n{script}"
+        );
+    }
+}

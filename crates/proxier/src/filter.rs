@@ -30,7 +30,8 @@ impl FilterWork {
 
 /// Makes the nftables keeper (e.g. creates or adopts the table); the loop retries it on every
 /// sync until it succeeds.
-pub type FilterStarter = Box<dyn FnMut() -> Result<Box<dyn Filter>, NftError> + Send>;
+/// It gets the model, whose Node may say what the keeper needs (its pod CIDRs).
+pub type FilterStarter = Box<dyn FnMut(&Model) -> Result<Box<dyn Filter>, NftError> + Send>;
 
 /// The nftables keeper the sync loop drives after each sync. A failure is logged by the loop;
 /// the keeper repairs itself on the next call.

@@ -1,7 +1,7 @@
 //! The daemon's [`Filter`]: the `netfilter` crate's table kept by the `nft` binary.
 
 use ipnet::IpNet;
-use netfilter::{Netfilter, Nft, NftError};
+use netfilter::{FilterConfig, LocalTraffic, Netfilter, Nft, NftError};
 
 use crate::filter::{Filter, FilterWork};
 use crate::filter_state::filter_config;
@@ -12,9 +12,10 @@ pub struct NftFilter {
 }
 
 impl NftFilter {
-    /// Creates or adopts the table with the cluster CIDRs and the masquerade mark bit.
-    pub fn start(cluster_cidrs: &[IpNet], masquerade_bit: u8) -> Result<NftFilter, NftError> {
-        let config = filter_config(cluster_cidrs, masquerade_bit);
+    /// Creates or adopts the table with the pod prefixes (the cluster's or the node's), the
+    /// masquerade mark bit and how pods are told from the rest.
+    pub fn start(pod_prefixes: &[IpNet], masquerade_bit: u8, local: LocalTraffic) -> Result<NftFilter, NftError> {
+        let config = FilterConfig { local, ..filter_config(pod_prefixes, masquerade_bit) };
         Ok(NftFilter { netfilter: Netfilter::start(Nft::new(), config)? })
     }
 }

@@ -30,6 +30,9 @@ const SECTIONS: &[&str] = &[
 /// Dotted paths of the fields this proxy honours. Upstream writes zero values (`0s`, `""`,
 /// `null`) for unset fields and defaults them; so do we.
 const HONOURED: &[&str] = &[
+    "detectLocalMode",
+    "detectLocal.bridgeInterface",
+    "detectLocal.interfaceNamePrefix",
     "conntrack.maxPerCore",
     "conntrack.min",
     "conntrack.tcpEstablishedTimeout",
@@ -126,6 +129,12 @@ pub struct FileConfig {
     pub udp_timeout: Option<Duration>,
     /// The `conntrack` section.
     pub conntrack: FileConntrack,
+    /// `detectLocalMode`.
+    pub detect_local_mode: Option<String>,
+    /// `detectLocal.bridgeInterface`.
+    pub bridge_interface: Option<String>,
+    /// `detectLocal.interfaceNamePrefix`.
+    pub interface_name_prefix: Option<String>,
     /// Dotted paths of fields that are set to something but that this proxy does not use.
     pub ignored: Vec<String>,
 }
@@ -205,6 +214,9 @@ impl FileConfig {
             tcp_timeout: duration(&doc, "ipvs.tcpTimeout")?,
             tcp_fin_timeout: duration(&doc, "ipvs.tcpFinTimeout")?,
             udp_timeout: duration(&doc, "ipvs.udpTimeout")?,
+            detect_local_mode: string(&doc, "detectLocalMode")?,
+            bridge_interface: string(&doc, "detectLocal.bridgeInterface")?,
+            interface_name_prefix: string(&doc, "detectLocal.interfaceNamePrefix")?,
             conntrack: FileConntrack {
                 max_per_core: count(&doc, "conntrack.maxPerCore")?,
                 min: count(&doc, "conntrack.min")?,

@@ -207,6 +207,16 @@ pub struct RunArgs {
     /// conntrack timeout of UDP streams (0: leave the kernel's).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub conntrack_udp_timeout_stream: Option<Duration>,
+    /// How traffic from pods is told from the rest: ClusterCIDR (default), NodeCIDR,
+    /// BridgeInterface or InterfaceNamePrefix.
+    #[arg(long, value_name = "MODE")]
+    pub detect_local_mode: Option<String>,
+    /// The bridge pods are attached to, for --detect-local-mode=BridgeInterface.
+    #[arg(long, value_name = "NAME")]
+    pub pod_bridge_interface: Option<String>,
+    /// The name prefix of pods' interfaces, for --detect-local-mode=InterfaceNamePrefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub pod_interface_name_prefix: Option<String>,
     /// Accepted for compatibility; this proxy only does `ipvs`.
     #[arg(long, value_name = "MODE")]
     pub proxy_mode: Option<String>,
@@ -258,6 +268,45 @@ pub struct Settings {
     pub graceful_termination: Duration,
     /// kube-proxy's conntrack tuning.
     pub conntrack: Conntrack,
+    /// How traffic from pods is told from the rest.
+    pub detect_local: DetectLocal,
+}
+
+/// Upstream's `detectLocalMode`: how traffic from the node's pods is told from the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetectLocal {
+    /// Source inside `clusterCIDR`.
+    ClusterCidr,
+    /// Source inside the Node's `spec.podCIDRs`.
+    NodeCidr,
+    /// Arriving on this bridge.
+    BridgeInterface(String),
+    /// Arriving on an interface whose name starts with this.
+    InterfaceNamePrefix(String),
+}
+
+impl DetectLocal {
+    /// The mode from its name and the interface settings, as upstream validates them: an
+    /// interface mode needs its interface, a valid name (at most 15 characters, no quote or blank).
+    fn resolve(mode: Option<&str>, bridge: Option<&str>, prefix: Option<&str>) -> Result<DetectLocal, ConfigError> {
+        let interface = |field: &str, name: Option<&str>| -> Result<String, ConfigError> {
+            let name = name.map(str::trim).filter(|n| !n.is_empty());
+            let name = name.ok_or_else(|| ConfigError::field(field, "required by the detectLocalMode"))?;
+            if name.len() > 15 || name.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '*') {
+                return Err(ConfigError::field(field, &format!("{name:?} is not an interface name")));
+            }
+            Ok(name.to_string())
+        };
+        match mode.map(str::trim).unwrap_or("") {
+            "" | "ClusterCIDR" => Ok(DetectLocal::ClusterCidr),
+            "NodeCIDR" => Ok(DetectLocal::NodeCidr),
+            "BridgeInterface" => Ok(DetectLocal::BridgeInterface(interface("detectLocal.bridgeInterface", bridge)?)),
+            "InterfaceNamePrefix" => {
+                Ok(DetectLocal::InterfaceNamePrefix(interface("detectLocal.interfaceNamePrefix", prefix)?))
+            }
+            other => Err(ConfigError::field("detectLocalMode", &format!("unknown mode {other:?}"))),
+        }
+    }
 }
 
 /// kube-proxy's conntrack tuning (`conntrack.*`, `--conntrack-*`), upstream's defaults applied;
@@ -428,6 +477,11 @@ impl Settings {
             interface: args.interface.clone(),
             state_dir: args.state_dir.clone(),
             graceful_termination: args.graceful_termination.unwrap_or(DEFAULT_GRACEFUL_TERMINATION),
+            detect_local: DetectLocal::resolve(
+                args.detect_local_mode.as_deref().or(file.detect_local_mode.as_deref()),
+                args.pod_bridge_interface.as_deref().or(file.bridge_interface.as_deref()),
+                args.pod_interface_name_prefix.as_deref().or(file.interface_name_prefix.as_deref()),
+            )?,
             conntrack: Conntrack {
                 max_per_core: args.conntrack_max_per_core.or(file.conntrack.max_per_core).unwrap_or(32 * 1024),
                 // Upstream defaults a zero min too (kubeadm's ConfigMap writes nulls and zeros).

@@ -182,3 +182,38 @@ fn upstreams_refusals_are_errors() {
     assert_eq!(s.cluster_cidrs.len(), 2);
     assert_eq!(s.timeouts.unwrap().tcp, 900);
 }
+
+/// Issue 7, item 3: upstream's detectLocalMode, from flags or the file, validated as upstream.
+#[test]
+fn detect_local_mode_from_flags_and_file() {
+    // (flags, file body, mode or the field an error names)
+    let cases: &[(&[&str], &str, Result<DetectLocal, &str>)] = &[
+        (&[], "", Ok(DetectLocal::ClusterCidr)),
+        (&["--detect-local-mode=NodeCIDR"], "", Ok(DetectLocal::NodeCidr)),
+        (
+            &[],
+            "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n",
+            Ok(DetectLocal::BridgeInterface("cbr0".into())),
+        ),
+        (
+            &["--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth"],
+            "",
+            Ok(DetectLocal::InterfaceNamePrefix("veth".into())),
+        ),
+        (&["--detect-local-mode=BridgeInterface"], "", Err("detectLocal.bridgeInterface")),
+        (
+            &["--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=a b"],
+            "",
+            Err("detectLocal.interfaceNamePrefix"),
+        ),
+        (&["--detect-local-mode=Magic"], "", Err("detectLocalMode")),
+    ];
+    for (flags, body, want) in cases {
+        let result = Settings::merge(&args(flags), file(body), host).map(|(s, _)| s.detect_local);
+        match (result, want) {
+            (Ok(got), Ok(want)) => assert_eq!(&got, want, "{flags:?} {body:?}"),
+            (Err(e), Err(field)) => assert!(e.to_string().contains(field), "{flags:?}: {e}"),
+            (got, want) => panic!("{flags:?} {body:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}

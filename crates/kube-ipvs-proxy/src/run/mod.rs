@@ -14,8 +14,9 @@ use futures::stream::BoxStream;
 use model::Update;
 use proxier::{NetlinkKernel, NftFilter, OwnershipRecord, Shared, SyncLoop, SyncSettings};
 
-use crate::config::{RunArgs, Settings, format_duration};
+use crate::config::{DetectLocal, RunArgs, Settings, format_duration};
 use crate::{BoxError, ResultExt};
+use netfilter::LocalTraffic;
 use serve::{DaemonObserver, Endpoints, HealthCheckServers, Metrics};
 
 /// How often standalone mode checks its file for changes.
@@ -83,9 +84,18 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     // Without nftables IPVS still balances, but nothing is masqueraded or filtered: the loop
     // retries the setup on every sync, and until it succeeds every sync counts as failed (so
     // /healthz says 503 and the failure is exported) rather than refusing to serve.
-    let (cidrs, bit) = (settings.cluster_cidrs.clone(), settings.masquerade_bit);
-    sync = sync.with_filter_starter(Box::new(move || {
-        NftFilter::start(&cidrs, bit).map(|nft| Box::new(nft) as Box<dyn proxier::Filter>)
+    let (cidrs, bit, detect) = (settings.cluster_cidrs.clone(), settings.masquerade_bit, settings.detect_local.clone());
+    sync = sync.with_filter_starter(Box::new(move |model: &model::Model| {
+        // Pods told by source (the cluster's CIDRs, or the Node's as its object says when the
+        // table is set up: a later change needs a restart, as upstream exits for it) or by
+        // the interface their traffic arrives on.
+        let (prefixes, local) = match &detect {
+            DetectLocal::ClusterCidr => (cidrs.clone(), LocalTraffic::Prefixes),
+            DetectLocal::NodeCidr => (model.node_pod_cidrs().to_vec(), LocalTraffic::Prefixes),
+            DetectLocal::BridgeInterface(name) => (cidrs.clone(), LocalTraffic::BridgeInterface(name.clone())),
+            DetectLocal::InterfaceNamePrefix(p) => (cidrs.clone(), LocalTraffic::InterfaceNamePrefix(p.clone())),
+        };
+        NftFilter::start(&prefixes, bit, local).map(|nft| Box::new(nft) as Box<dyn proxier::Filter>)
     }));
     tokio::select! {
         () = sync.run() => {}

@@ -410,7 +410,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// Sets the nftables side up if it is not yet (see [`SyncLoop::with_filter_starter`]).
     fn start_filter(&mut self, report: &mut SyncReport) {
         let (None, Some(start)) = (&self.filter, self.filter_starter.as_mut()) else { return };
-        match start() {
+        let started = start(&self.shared.lock().model);
+        match started {
             Ok(filter) => {
                 tracing::info!("nftables table set up");
                 self.filter = Some(filter);
