@@ -336,73 +336,8 @@ mod tests {
 
     /// What `kubeadm init` writes into the kube-proxy ConfigMap (Kubernetes 1.33), switched to
     /// IPVS with a few fields set.
-    const KUBEADM_CONFIG: &str = r#"
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-bindAddress: 0.0.0.0
-bindAddressHardFail: false
-clientConnection:
-  acceptContentTypes: ""
-  burst: 0
-  contentType: ""
-  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
-  qps: 0
-clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
-configSyncPeriod: 0s
-conntrack:
-  maxPerCore: null
-  min: null
-  tcpBeLiberal: false
-  tcpCloseWaitTimeout: null
-  tcpEstablishedTimeout: null
-  udpStreamTimeout: 0s
-  udpTimeout: 0s
-detectLocal:
-  bridgeInterface: ""
-  interfaceNamePrefix: ""
-detectLocalMode: ""
-enableProfiling: false
-healthzBindAddress: ""
-hostnameOverride: ""
-iptables:
-  localhostNodePorts: null
-  masqueradeAll: false
-  masqueradeBit: null
-  minSyncPeriod: 0s
-  syncPeriod: 0s
-ipvs:
-  excludeCIDRs:
-  - 192.0.2.0/24
-  minSyncPeriod: 1s
-  scheduler: wrr
-  strictARP: true
-  syncPeriod: 1m0s
-  tcpFinTimeout: 0s
-  tcpTimeout: 15m
-  udpTimeout: 0s
-kind: KubeProxyConfiguration
-logging:
-  flushFrequency: 0
-  options:
-    json:
-      infoBufferSize: "0"
-  verbosity: 0
-metricsBindAddress: 0.0.0.0:10249
-mode: ipvs
-nftables:
-  masqueradeAll: false
-  masqueradeBit: null
-  minSyncPeriod: 0s
-  syncPeriod: 0s
-nodePortAddresses: null
-oomScoreAdj: -999
-portRange: ""
-showHiddenMetricsForVersion: ""
-featureGates:
-  SomeGate: true
-winkernel:
-  enableDSR: false
-  networkName: ""
-"#;
+    /// What kubeadm writes in its kube-proxy ConfigMap (`config.conf`), with mode ipvs.
+    const KUBEADM_CONFIG: &str = include_str!("../../tests/fixtures/kubeadm-config.conf");
 
     #[test]
     fn reads_a_kubeadm_configmap_payload() {
