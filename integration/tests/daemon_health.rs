@@ -44,6 +44,17 @@ fn slice(local: &[&Backend], remote: &[&str]) -> String {
     )
 }
 
+/// The common start: the node link, backends b1 and b2, and a fake API server holding the Local
+/// LoadBalancer Service `lb` with b1 as its one (local) endpoint.
+fn lb_with_a_local_endpoint() -> (Vec<Backend>, Cluster) {
+    node_link();
+    let b: Vec<Backend> = (1..=2).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
+    let cluster = Cluster::start();
+    cluster.apply(&lb_service());
+    cluster.apply(&slice(&[&b[0]], &[]));
+    (b, cluster)
+}
+
 /// `GET url`: (status, JSON body), or None when nothing answers.
 fn get(url: &str) -> Option<(u16, serde_json::Value)> {
     let out = run("curl", &["-sS", "--max-time", "2", "-w", "\n%{http_code}", url], None).ok()?;
@@ -55,11 +66,7 @@ fn get(url: &str) -> Option<(u16, serde_json::Value)> {
 #[ignore = "needs the VM kernel: run integration/test"]
 fn the_health_check_node_port_follows_the_local_endpoints() {
     in_netns(|| async {
-        node_link();
-        let b: Vec<Backend> = (1..=2).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
-        let cluster = Cluster::start();
-        cluster.apply(&lb_service());
-        cluster.apply(&slice(&[&b[0]], &[]));
+        let (b, cluster) = lb_with_a_local_endpoint();
         let _daemon = Daemon::start(&cluster);
         let url = format!("http://{NODE_IP}:{HEALTH_PORT}/");
 
@@ -179,11 +186,7 @@ fn held_connections_starve_neither_health_nor_the_sync() {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
     in_netns(|| async {
-        node_link();
-        let b: Vec<Backend> = (1..=2).map(|i| Backend::start(&format!("b{i}"), i, 8080).unwrap()).collect();
-        let cluster = Cluster::start();
-        cluster.apply(&lb_service());
-        cluster.apply(&slice(&[&b[0]], &[]));
+        let (b, cluster) = lb_with_a_local_endpoint();
         let daemon = Daemon::start(&cluster);
         let url = format!("http://{NODE_IP}:{HEALTH_PORT}/");
         eventually("the health-check port", PATIENCE, || get(&url).filter(|(s, _)| *s == 200));

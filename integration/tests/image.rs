@@ -46,12 +46,16 @@ fn the_image_serves_a_service_with_kubeadms_command_line_and_configuration() {
         let rootfs = bundle.join("rootfs");
         // Exactly the binary, its kube-proxy name, nft and libraries: no shell.
         assert!(!rootfs.join("bin/sh").exists() && !rootfs.join("usr/bin/sh").exists(), "a shell in the image");
-        assert_eq!(std::fs::read_link(rootfs.join("usr/local/bin/kube-proxy")).unwrap().to_str(), Some("kube-ipvs-proxy"));
+        assert_eq!(
+            std::fs::read_link(rootfs.join("usr/local/bin/kube-proxy")).unwrap().to_str(),
+            Some("kube-ipvs-proxy")
+        );
 
         // What kubeadm's DaemonSet mounts: the ConfigMap at /var/lib/kube-proxy, /proc.
         let config = rootfs.join("var/lib/kube-proxy");
         std::fs::create_dir_all(&config).unwrap();
-        let kubeadm = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/kube-ipvs-proxy/tests/fixtures/kubeadm-config.conf");
+        let kubeadm =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/kube-ipvs-proxy/tests/fixtures/kubeadm-config.conf");
         std::fs::copy(kubeadm, config.join("config.conf")).unwrap();
         std::fs::copy(&cluster.kubeconfig, config.join("kubeconfig.conf")).unwrap();
         std::fs::create_dir_all(rootfs.join("proc")).unwrap();
@@ -59,7 +63,11 @@ fn the_image_serves_a_service_with_kubeadms_command_line_and_configuration() {
         let log = dir.join("daemon.log");
         let mut daemon = Command::new("/usr/sbin/chroot")
             .arg(&rootfs)
-            .args(["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf", "--hostname-override=node-a"])
+            .args([
+                "/usr/local/bin/kube-proxy",
+                "--config=/var/lib/kube-proxy/config.conf",
+                "--hostname-override=node-a",
+            ])
             // What a container runtime gives it: the image's environment (its PATH) and no more.
             .env_clear()
             .env("PATH", image_path(&bundle))
