@@ -42,7 +42,12 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let link = ipvs::DummyLink::ensure(&settings.interface)
         .await
         .context(|| format!("cannot ensure the dummy link {}", settings.interface))?;
-    sysctl::apply(Path::new("/proc/sys"), settings.strict_arp, &settings.conntrack);
+    sysctl::apply(
+        Path::new("/proc/sys"),
+        Path::new("/sys/module/nf_conntrack/parameters/hashsize"),
+        settings.strict_arp,
+        &settings.conntrack,
+    );
     if let Some(wanted) = settings.timeouts {
         proxier::ensure_timeouts(&client, &wanted).await;
     }

@@ -56,9 +56,45 @@ pub fn settings(release: &str, strict_arp: bool, conntrack: &Conntrack, cpus: u3
     out
 }
 
-/// Writes the settings under `root` (`/proc/sys`), each only if it differs; returns how many
-/// were changed. Failures are logged as warnings naming the setting.
-pub fn apply(root: &Path, strict_arp: bool, conntrack: &Conntrack) -> usize {
+/// The conntrack hash table size upstream asks for with a table of `max` entries: a quarter of
+/// it, so that chains stay about four entries long. Only ever raised.
+fn wanted_hashsize(current: &str, max: u32) -> Option<u32> {
+    let wanted = max / 4;
+    match current.trim().parse::<u32>() {
+        Ok(have) if have >= wanted => None,
+        _ => Some(wanted),
+    }
+}
+
+/// Raises the conntrack hash table at `path` (`/sys/module/nf_conntrack/parameters/hashsize`)
+/// to a quarter of `max` when it is smaller; returns whether it was written. Best effort, as
+/// upstream: the kernel refuses the write outside the initial network namespace and a
+/// read-only /sys refuses it too, so a failure is a warning naming the file.
+fn raise_hashsize(path: &Path, max: u32) -> bool {
+    let current = match std::fs::read_to_string(path) {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}", path.display());
+            return false;
+        }
+    };
+    let Some(wanted) = wanted_hashsize(&current, max) else { return false };
+    match std::fs::write(path, wanted.to_string()) {
+        Ok(()) => {
+            tracing::info!("set {}={wanted}", path.display());
+            true
+        }
+        Err(e) => {
+            tracing::warn!("cannot set {}={wanted}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// Writes the settings under `root` (`/proc/sys`), each only if it differs, then raises the
+/// conntrack hash table at `hashsize` when nf_conntrack_max is tuned; returns how many were
+/// changed. Failures are logged as warnings naming the setting.
+pub fn apply(root: &Path, hashsize: &Path, strict_arp: bool, conntrack: &Conntrack) -> usize {
     let release = std::fs::read_to_string(root.join("kernel/osrelease")).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let mut changed = 0;
@@ -76,6 +112,9 @@ pub fn apply(root: &Path, strict_arp: bool, conntrack: &Conntrack) -> usize {
             }
             Err(e) => tracing::warn!("cannot set {dotted}={value}: {e}"),
         }
+    }
+    if let Some(max) = conntrack.max(cpus) {
+        changed += usize::from(raise_hashsize(hashsize, max));
     }
     changed
 }
@@ -143,6 +182,26 @@ mod tests {
         assert!(conntrack(settings("6.1.0", false, &leave_conntrack(), 8)).is_empty());
     }
 
+    /// Issue 8, item 5: upstream also raises the conntrack hash table to a quarter of
+    /// nf_conntrack_max, never lowers it, and a refused write is not fatal.
+    #[test]
+    fn hashsize_raised_to_a_quarter_of_max() {
+        assert_eq!(wanted_hashsize("16384\n", 262_144), Some(65_536));
+        assert_eq!(wanted_hashsize("65536\n", 262_144), None, "already enough");
+        assert_eq!(wanted_hashsize("1048576\n", 262_144), None, "never lowered");
+        assert_eq!(wanted_hashsize("garbage", 131_072), Some(32_768));
+
+        let dir = std::env::temp_dir().join(format!("hashsize-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hashsize");
+        std::fs::write(&path, "16384\n").unwrap();
+        assert!(raise_hashsize(&path, 262_144));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "65536");
+        assert!(!raise_hashsize(&path, 262_144), "a second start writes nothing");
+        assert!(!raise_hashsize(&dir.join("missing"), 262_144), "no nf_conntrack module: a warning");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn conn_reuse_mode_by_kernel_version() {
         let cases: &[(&str, bool)] = &[
@@ -172,7 +231,8 @@ mod tests {
         std::fs::write(root.join("net/ipv4/ip_forward"), "0\n").unwrap();
         // arp_announce cannot be written: a directory stands in its way.
         std::fs::create_dir_all(root.join("net/ipv4/conf/all/arp_announce")).unwrap();
-        let changed = apply(&root, true, &leave_conntrack());
+        let hashsize = root.join("hashsize");
+        let changed = apply(&root, &hashsize, true, &leave_conntrack());
         // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode, arp_ignore.
         assert_eq!(changed, 5);
         for (name, value) in
@@ -180,7 +240,8 @@ mod tests {
         {
             assert_eq!(std::fs::read_to_string(root.join(name)).unwrap().trim(), value, "{name}");
         }
-        assert_eq!(apply(&root, true, &leave_conntrack()), 0, "a second start writes nothing");
+        assert_eq!(apply(&root, &hashsize, true, &leave_conntrack()), 0, "a second start writes nothing");
+        assert!(!hashsize.exists(), "max per core 0: the hash table is left alone");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
