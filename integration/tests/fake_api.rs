@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use integration::fake_api::{FakeApiConfig, FakeApiServer, Kind};
+use integration::fake_api::{FakeApiConfig, FakeApiServer, Grants, Kind};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
@@ -331,4 +331,30 @@ async fn streaming_lists_end_their_initial_events_with_the_annotated_bookmark() 
     assert_eq!(server.requests().lists, 0, "a streaming list needs no list request");
     server.apply(service("default", "c", json!({}), 80)).unwrap();
     assert!(matches!(next(&mut stream).await, Ok(Event::Apply(s)) if s.name_any() == "c"));
+}
+
+/// With the manifests' RBAC, the fake server refuses what a real cluster would refuse the
+/// daemon (403 Forbidden) and serves what it grants: lists and watches, not gets or writes.
+#[tokio::test]
+async fn rbac_of_the_manifests_is_enforced() {
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/rbac.yaml")).unwrap();
+    let config = FakeApiConfig { rbac: Some(Grants::from_yaml(&rbac).unwrap()), ..FakeApiConfig::default() };
+    let (server, client) = server(config).await;
+    server.apply(service("default", "web", json!({}), 80)).unwrap();
+    let services: Api<Service> = Api::all(client.clone());
+    assert_eq!(services.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    let mut stream = watcher::watcher(services, watcher::Config::default()).boxed();
+    assert_eq!(initial_names(&mut stream).await, ["web"]);
+
+    let forbidden = |result: Result<_, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => status.code == 403 && status.reason == "Forbidden",
+        _ => false,
+    };
+    let namespaced: Api<Service> = Api::namespaced(client.clone(), "default");
+    assert!(forbidden(namespaced.get("web").await.map(|_| ())), "get is not granted");
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert!(forbidden(nodes.delete("node-a", &Default::default()).await.map(|_| ())), "delete is not granted");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let event = serde_json::from_value(json!({"metadata": {"name": "e"}, "involvedObject": {}})).unwrap();
+    assert!(forbidden(events.create(&Default::default(), &event).await.map(|_| ())), "no Events are granted");
 }

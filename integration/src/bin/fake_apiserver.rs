@@ -50,6 +50,7 @@ async fn run(args: Args) -> Result<(), String> {
     let config = FakeApiConfig {
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms),
         history_limit: args.history_limit,
+        ..FakeApiConfig::default()
     };
     let server = FakeApiServer::start(args.listen, config).await.map_err(|e| e.to_string())?;
     for file in &args.files {

@@ -75,6 +75,14 @@ pub(crate) async fn resource(
     let Some(target) = parse_path(path) else {
         return not_found(path);
     };
+    if let Some(grants) = &shared.config.rbac {
+        let watching = query.get("watch").is_some_and(|w| w == "1" || w == "true");
+        let verb = super::rbac::verb(&method, target.name.is_some(), watching);
+        let group = target.group_version.rsplit_once('/').map_or("", |(group, _)| group);
+        if !grants.allows(group, target.plural, verb) {
+            return failure(&FakeApiError::Forbidden { verb, group: group.into(), resource: target.plural.into() });
+        }
+    }
     // Writes of Events (core or events.k8s.io) are accepted and dropped: the daemon may
     // record events, and nothing here reads them back.
     if target.plural == "events" && method == Method::POST {

@@ -66,6 +66,18 @@ pub enum FakeApiError {
         /// Its value.
         value: String,
     },
+    /// The RBAC rules the server was given do not grant this request.
+    #[error(
+        "{resource} is forbidden: User \"system:serviceaccount:kube-system:kube-ipvs-proxy\" cannot {verb} resource \"{resource}\" in API group \"{group}\""
+    )]
+    Forbidden {
+        /// The request's RBAC verb (`get`, `list`, `watch`, `create`...).
+        verb: &'static str,
+        /// The API group, empty for the core group.
+        group: String,
+        /// The resource (`services`).
+        resource: String,
+    },
     /// The listening socket could not be opened.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -87,6 +99,7 @@ impl FakeApiError {
             | FakeApiError::UnknownKind { .. } => (StatusCode::BAD_REQUEST, "BadRequest"),
             FakeApiError::MissingName { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             FakeApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
+            FakeApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
             FakeApiError::Expired { .. } => (StatusCode::GONE, "Expired"),
             FakeApiError::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }

@@ -14,6 +14,8 @@
 //!   version, `BOOKMARK`s when `allowWatchBookmarks=true`, the stream ends after
 //!   `timeoutSeconds`; a version older than the retained history (or newer than any issued)
 //!   gets an `ERROR` event with a 410 `Expired` Status, which makes kube-runtime relist;
+//! - with [`FakeApiConfig::rbac`], a request its ClusterRole rules do not grant gets 403
+//!   `Forbidden`;
 //! - a watch from version 0 (or none) starts with an `ADDED` per current object; with
 //!   `sendInitialEvents=true` (streaming lists) they end with a bookmark annotated
 //!   `k8s.io/initial-events-end`, as kube-runtime's `streaming_lists()` expects.
@@ -31,6 +33,7 @@ mod api;
 mod control;
 mod error;
 mod kinds;
+mod rbac;
 mod selector;
 mod server;
 mod shared;
@@ -39,6 +42,7 @@ mod watch;
 
 pub use error::FakeApiError;
 pub use kinds::Kind;
+pub use rbac::Grants;
 pub use selector::{FieldSelector, LabelSelector};
 pub use server::FakeApiServer;
 pub use shared::{FakeApiConfig, RequestCounts, parse_documents};

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::error::FakeApiError;
 use super::kinds::Kind;
+use super::rbac::Grants;
 use super::store::{Applied, Store};
 
 /// Tunables of the fake API server.
@@ -19,11 +20,14 @@ pub struct FakeApiConfig {
     pub bookmark_interval: Duration,
     /// How many changes the history keeps for watches; older watch starts get 410 Expired.
     pub history_limit: usize,
+    /// The client's RBAC grants: a request they do not cover gets 403 Forbidden, as on a real
+    /// cluster. `None` allows everything.
+    pub rbac: Option<Grants>,
 }
 
 impl Default for FakeApiConfig {
     fn default() -> Self {
-        FakeApiConfig { bookmark_interval: Duration::from_secs(5), history_limit: 100_000 }
+        FakeApiConfig { bookmark_interval: Duration::from_secs(5), history_limit: 100_000, rbac: None }
     }
 }
 

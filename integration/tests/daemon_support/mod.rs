@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-use integration::fake_api::{FakeApiConfig, FakeApiServer, Kind};
+use integration::fake_api::{FakeApiConfig, FakeApiServer, Grants, Kind};
 use integration::{Backend, ip, ipvsadm, proxy_binary};
 
 /// Why the tests are ignored on the host.
@@ -93,12 +93,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts an empty cluster with the node object [`NODE`].
+    /// Starts an empty cluster with the node object [`NODE`]. The server grants the daemon
+    /// exactly what `manifests/rbac.yaml` grants, so every daemon test also proves the
+    /// manifests' RBAC is enough.
     pub fn start() -> Cluster {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let server =
-            Self::block_on(&runtime, FakeApiServer::start("127.0.0.1:0".parse().unwrap(), FakeApiConfig::default()))
-                .unwrap();
+        let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/rbac.yaml")).unwrap();
+        let config = FakeApiConfig { rbac: Some(Grants::from_yaml(&rbac).unwrap()), ..FakeApiConfig::default() };
+        let server = Self::block_on(&runtime, FakeApiServer::start("127.0.0.1:0".parse().unwrap(), config)).unwrap();
         let kubeconfig = scratch("kubeconfig");
         std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
         let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig };
