@@ -108,3 +108,54 @@ fn debug_status_names_services_from_the_daemon_and_lists_the_kernel_without_it()
         }
     });
 }
+
+/// What `/proc/sys/{name}` holds in this namespace.
+fn sysctl(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap().trim().to_string()
+}
+
+/// Issue 9, least privilege: `node-settings` (the privileged init container) writes the node's
+/// settings, and the daemon then runs with CAP_NET_ADMIN alone, writes no setting, and programs
+/// and serves the Service.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_daemon_runs_with_net_admin_alone_after_node_settings() {
+    in_netns(|| async {
+        let (b1, cluster) = web_with_one_backend();
+        ipvsadm(&["-Ln"]).unwrap(); // IPVS loaded: its settings exist in every namespace.
+        // A fresh namespace has them off, as a fresh node has.
+        for name in ["net/ipv4/vs/conntrack", "net/ipv4/ip_forward"] {
+            std::fs::write(format!("/proc/sys/{name}"), "0").unwrap();
+        }
+        // nf_conntrack_max is the initial namespace's alone (read-only here): left alone.
+        let out = run(
+            proxy_binary().to_str().unwrap(),
+            &["node-settings", "--hostname-override", NODE, "--conntrack-max-per-core=0"],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("node-settings failed: {e}"));
+        for name in ["net/ipv4/vs/conntrack", "net/ipv4/vs/expire_nodest_conn", "net/ipv4/ip_forward"] {
+            assert_eq!(sysctl(name), "1", "{name} after node-settings:\n{out}");
+        }
+        assert_eq!(sysctl("net/netfilter/nf_conntrack_tcp_timeout_established"), "86400");
+
+        // Every capability but NET_ADMIN out of the bounding set: as root, that is all it gets.
+        let flags = [
+            "--sync-period=30s".to_string(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+            "--conntrack-max-per-core=0".into(),
+        ];
+        let wrapper = ["setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all", "--no-new-privs"];
+        let daemon = Daemon::start_under(&cluster, &wrapper, &flags, &[]);
+        eventually("the Service served and the daemon ready", PATIENCE, || {
+            let served = ask_many("10.96.0.10:80", 4).iter().all(|who| who == b1.name());
+            (served && daemon.healthz_status() == 200).then_some(())
+        });
+        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+        let effective = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+        assert_eq!(u64::from_str_radix(&effective, 16).unwrap(), 1 << 12, "CAP_NET_ADMIN (12) alone");
+        let log = daemon.log();
+        assert!(!log.contains("set net."), "the daemon wrote or tried a setting:\n{log}");
+    });
+}

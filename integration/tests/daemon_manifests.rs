@@ -46,10 +46,22 @@ fn the_daemonset_runs_the_daemon_as_documented() {
     let node_name = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
     let field = node_name.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
     assert_eq!(field.field_path, "spec.nodeName");
-    // The sysctls written at start (net.ipv4.vs.conntrack, which masquerade needs) live under
-    // /proc/sys, which container runtimes mount read-only unless the container is privileged.
+    // Least privilege: the daemon has NET_ADMIN alone and a read-only root; the node's
+    // settings under /proc/sys (read-only unless privileged) are written by a privileged init
+    // container running `node-settings` with the daemon's own configuration.
     let security = container.security_context.as_ref().unwrap();
-    assert_eq!(security.privileged, Some(true), "the daemon writes /proc/sys/net");
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    let capabilities = security.capabilities.as_ref().unwrap();
+    assert_eq!(capabilities.add.as_deref(), Some(&["NET_ADMIN".to_string()][..]));
+    assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    let init = pod.init_containers.as_ref().and_then(|c| c.first()).expect("the node-settings init container");
+    assert_eq!(init.security_context.as_ref().and_then(|s| s.privileged), Some(true));
+    assert_eq!((&init.image, &init.command), (&container.image, &container.command), "the same binary");
+    let init_args = init.args.clone().unwrap();
+    assert_eq!(init_args[0], "node-settings");
+    assert_eq!(init_args[1..], args[1..], "the daemon's own configuration");
 
     // (probe, path) on the healthz port 10256.
     for (probe, path) in [(&container.liveness_probe, "/livez"), (&container.readiness_probe, "/healthz")] {
@@ -68,7 +80,7 @@ fn the_daemonset_runs_the_daemon_as_documented() {
     assert_eq!(cm.metadata.name, Some(configmap_name));
     let key = config.rsplit('/').next().unwrap();
     assert!(cm.data.unwrap().contains_key(key), "the ConfigMap has no key {key}");
-    assert!(mounts.iter().any(|m| m.mount_path == "/lib/modules" && m.read_only == Some(true)));
+    assert!(!mounts.iter().any(|m| m.mount_path == "/lib/modules"), "the kernel loads modules on request");
     // The ownership record lives on the host's /run (the daemon's default --state-dir), so that
     // a restarted pod still knows its NodePorts and a reboot forgets them with the IPVS table.
     let state = mounts.iter().find(|m| m.mount_path == "/run/kube-ipvs-proxy").expect("a /run/kube-ipvs-proxy mount");

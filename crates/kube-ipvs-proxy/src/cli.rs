@@ -28,6 +28,10 @@ pub enum Command {
     /// Run the proxy: watch the cluster (or a file, with --from-file) and keep the kernel's
     /// IPVS tables and the dummy link in step with its Services.
     Run(crate::config::RunArgs),
+    /// Write the node's kernel settings as `run` does at start (IPVS's, forwarding, strict ARP,
+    /// conntrack tuning) and exit: for a privileged init container, so that the daemon itself
+    /// needs only CAP_NET_ADMIN. Takes the same configuration as `run`.
+    NodeSettings(crate::config::RunArgs),
     /// Remove what this proxy programmed (its virtual servers, addresses and dummy link) and
     /// nothing else; never flushes.
     Cleanup(crate::cleanup::CleanupArgs),

@@ -69,6 +69,7 @@ fn try_main() -> Result<ExitCode, BoxError> {
 async fn dispatch(command: cli::Command) -> Result<ExitCode, BoxError> {
     match command {
         cli::Command::Run(args) => run::run(args).await,
+        cli::Command::NodeSettings(args) => run::node_settings(args).await,
         cli::Command::Cleanup(args) => cleanup::run(args).await,
         cli::Command::Debug(args) => debug::run(args).await,
     }

@@ -216,11 +216,25 @@ impl Daemon {
 
     /// [`Daemon::start_with_flags`] with extra environment variables (e.g. a `PATH` without `nft`).
     pub fn start_with_env(cluster: &Cluster, flags: &[String], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_under(cluster, &[], flags, env)
+    }
+
+    /// [`Daemon::start_with_env`] run by `wrapper` (a command and its arguments, e.g. `setpriv`
+    /// with a capability set), which is given the daemon's command line to run.
+    pub fn start_under(cluster: &Cluster, wrapper: &[&str], flags: &[String], env: &[(&str, &str)]) -> Daemon {
         let log = scratch("daemon.log");
         let (metrics, healthz): (SocketAddr, SocketAddr) =
             ("127.0.0.1:10249".parse().unwrap(), "127.0.0.1:10256".parse().unwrap());
         let binary = proxy_binary();
-        let child = Command::new(&binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .arg("run")
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)

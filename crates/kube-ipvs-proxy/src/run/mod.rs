@@ -22,6 +22,26 @@ use serve::{DaemonObserver, Endpoints, HealthCheckServers, Metrics};
 /// How often standalone mode checks its file for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
+/// `node-settings`: the kernel settings `run` writes at start, written once. IPVS is opened
+/// first because its settings (`net.ipv4.vs.*`) exist only once the kernel has loaded it.
+pub async fn node_settings(args: RunArgs) -> Result<ExitCode, BoxError> {
+    let (settings, _) = Settings::resolve(&args)?;
+    ipvs::Client::connect().await.context(|| "cannot open the IPVS netlink family".into())?;
+    let failed = write_node_settings(&settings);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Writes the node's kernel settings; returns how many could not be written.
+fn write_node_settings(settings: &Settings) -> usize {
+    sysctl::apply(
+        Path::new("/proc/sys"),
+        Path::new("/sys/module/nf_conntrack/parameters/hashsize"),
+        settings.strict_arp,
+        &settings.conntrack,
+    )
+    .failed
+}
+
 /// Runs the daemon until a termination signal.
 pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let (settings, warnings) = Settings::resolve(&args)?;
@@ -42,12 +62,9 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let link = ipvs::DummyLink::ensure(&settings.interface)
         .await
         .context(|| format!("cannot ensure the dummy link {}", settings.interface))?;
-    sysctl::apply(
-        Path::new("/proc/sys"),
-        Path::new("/sys/module/nf_conntrack/parameters/hashsize"),
-        settings.strict_arp,
-        &settings.conntrack,
-    );
+    // Writes nothing when an init container (`node-settings`) already did; a setting that
+    // differs and cannot be written (read-only /proc/sys) is a warning naming it.
+    write_node_settings(&settings);
     if let Some(wanted) = settings.timeouts {
         proxier::ensure_timeouts(&client, &wanted).await;
     }

@@ -91,13 +91,23 @@ fn raise_hashsize(path: &Path, max: u32) -> bool {
     }
 }
 
+/// What [`apply`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Settings written because they differed.
+    pub changed: usize,
+    /// Settings that differ and could not be written (the hash table, best effort, is not
+    /// counted).
+    pub failed: usize,
+}
+
 /// Writes the settings under `root` (`/proc/sys`), each only if it differs, then raises the
-/// conntrack hash table at `hashsize` when nf_conntrack_max is tuned; returns how many were
-/// changed. Failures are logged as warnings naming the setting.
-pub fn apply(root: &Path, hashsize: &Path, strict_arp: bool, conntrack: &Conntrack) -> usize {
+/// conntrack hash table at `hashsize` when nf_conntrack_max is tuned. Failures are logged as
+/// warnings naming the setting.
+pub fn apply(root: &Path, hashsize: &Path, strict_arp: bool, conntrack: &Conntrack) -> Applied {
     let release = std::fs::read_to_string(root.join("kernel/osrelease")).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
-    let mut changed = 0;
+    let mut applied = Applied::default();
     for (name, value) in settings(&release, strict_arp, conntrack, cpus) {
         let path = root.join(name);
         let dotted = name.replace('/', ".");
@@ -108,15 +118,18 @@ pub fn apply(root: &Path, hashsize: &Path, strict_arp: bool, conntrack: &Conntra
         match std::fs::write(&path, &value) {
             Ok(()) => {
                 tracing::info!("set {dotted}={value}");
-                changed += 1;
+                applied.changed += 1;
             }
-            Err(e) => tracing::warn!("cannot set {dotted}={value}: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot set {dotted}={value}: {e}");
+                applied.failed += 1;
+            }
         }
     }
     if let Some(max) = conntrack.max(cpus) {
-        changed += usize::from(raise_hashsize(hashsize, max));
+        applied.changed += usize::from(raise_hashsize(hashsize, max));
     }
-    changed
+    applied
 }
 
 #[cfg(test)]
@@ -232,15 +245,18 @@ mod tests {
         // arp_announce cannot be written: a directory stands in its way.
         std::fs::create_dir_all(root.join("net/ipv4/conf/all/arp_announce")).unwrap();
         let hashsize = root.join("hashsize");
-        let changed = apply(&root, &hashsize, true, &leave_conntrack());
-        // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode, arp_ignore.
-        assert_eq!(changed, 5);
+        let applied = apply(&root, &hashsize, true, &leave_conntrack());
+        // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode, arp_ignore
+        // written; arp_announce failed.
+        assert_eq!(applied, Applied { changed: 5, failed: 1 });
         for (name, value) in
             [("net/ipv4/ip_forward", "1"), ("net/ipv4/vs/conn_reuse_mode", "0"), ("net/ipv4/conf/all/arp_ignore", "1")]
         {
             assert_eq!(std::fs::read_to_string(root.join(name)).unwrap().trim(), value, "{name}");
         }
-        assert_eq!(apply(&root, &hashsize, true, &leave_conntrack()), 0, "a second start writes nothing");
+        std::fs::remove_dir(root.join("net/ipv4/conf/all/arp_announce")).unwrap();
+        std::fs::write(root.join("net/ipv4/conf/all/arp_announce"), "2\n").unwrap();
+        assert_eq!(apply(&root, &hashsize, true, &leave_conntrack()), Applied::default(), "nothing left to write");
         assert!(!hashsize.exists(), "max per core 0: the hash table is left alone");
         std::fs::remove_dir_all(&root).unwrap();
     }
