@@ -11,8 +11,12 @@ use std::ffi::OsString;
 /// The Kubernetes release whose kube-proxy command line and configuration this binary takes.
 pub const KUBERNETES_VERSION: &str = "v1.35.0";
 
-/// The subcommands of this binary's own command line.
-const SUBCOMMANDS: &[&str] = &["run", "cleanup", "debug", "help"];
+/// Whether `word` is a subcommand of this binary's own command line (read from the parser, so
+/// that a new subcommand is never taken for kube-proxy's arguments).
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help" || crate::cli::Cli::command().get_subcommands().any(|c| c.get_name() == word)
+}
 
 /// Upstream flags that take a value and do not apply here (logging, API client tuning, other
 /// proxy modes).
@@ -84,14 +88,14 @@ pub fn normalize(args: Vec<OsString>) -> Normalized {
     let program = args.first().cloned().unwrap_or_else(|| OsString::from("kube-proxy"));
     let named_kube_proxy = std::path::Path::new(&program).file_name().is_some_and(|n| n == "kube-proxy");
     let first = args.get(1).and_then(|a| a.to_str());
-    let own = !named_kube_proxy && first.is_some_and(|a| SUBCOMMANDS.contains(&a) || a == "--help" || a == "-h");
+    let own = !named_kube_proxy && first.is_some_and(|a| is_subcommand(a) || a == "--help" || a == "-h");
     // This binary's own top-level flags keep their meaning.
     let own = own || (!named_kube_proxy && matches!(first, Some("--version" | "-V")));
     if own {
         return Normalized { args, ignored: Vec::new(), version: false };
     }
     let mut rest: Vec<OsString> = args.into_iter().skip(1).collect();
-    if named_kube_proxy && rest.first().and_then(|a| a.to_str()).is_some_and(|a| SUBCOMMANDS.contains(&a)) {
+    if named_kube_proxy && rest.first().and_then(|a| a.to_str()).is_some_and(is_subcommand) {
         // `kube-proxy run ...`: the link called with this binary's own command line.
         let mut out = vec![program];
         out.append(&mut rest);
@@ -188,6 +192,7 @@ mod tests {
         for args in [
             &["kube-ipvs-proxy", "run", "--config", "x"][..],
             &["kube-ipvs-proxy", "debug", "status"],
+            &["kube-ipvs-proxy", "node-settings", "--config", "x"],
             &["kube-ipvs-proxy", "--version"],
             &["kube-ipvs-proxy", "--help"],
         ] {
