@@ -1,0 +1,143 @@
+//! Issue 9, migration: a node that ran upstream kube-proxy 1.30.3 in IPVS mode (its kernel state
+//! restored from `crates/kube-ipvs-proxy/tests/fixtures/upstream-1.30`: IPVS table, kube-ipvs0's
+//! addresses, ipsets, iptables and ip6tables rules) switches to this daemon while requests flow
+//! without pause through a Service's ClusterIP and NodePort: no request fails, and the table is
+//! adopted, not rebuilt.
+
+mod daemon_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use daemon_support::*;
+use integration::{in_netns, ip, ipvsadm, run};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/kube-ipvs-proxy/tests/fixtures/upstream-1.30");
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{FIXTURE}/{name}")).unwrap()
+}
+
+/// Restores what upstream left: kube-ipvs0 and its addresses, the IPVS table, the ipsets and
+/// both families' iptables rules.
+fn restore_upstream_state() {
+    ip(&["link", "add", "kube-ipvs0", "type", "dummy"]).unwrap();
+    for line in fixture("kube-ipvs0.txt").lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("inet" | "inet6"), Some(address)) = (words.next(), words.next()) {
+            ip(&["addr", "add", address, "dev", "kube-ipvs0"]).unwrap();
+        }
+    }
+    ipvsadm(&["-C"]).unwrap();
+    run("ipvsadm", &["-R"], Some(&fixture("ipvsadm-Sn.txt"))).unwrap();
+    run("ipset", &["restore"], Some(&fixture("ipset-save.txt"))).unwrap();
+    run("iptables-restore", &[], Some(&fixture("iptables-save.txt"))).unwrap();
+    run("ip6tables-restore", &[], Some(&fixture("ip6tables-save.txt"))).unwrap();
+}
+
+/// The `Conns` counter of virtual server `vs` (`TCP 10.96.1.2:80`): it only grows while the
+/// kernel keeps the virtual server, and restarts from zero if it is deleted and added again.
+fn connections(vs: &str) -> u64 {
+    let want: Vec<&str> = vs.split_whitespace().collect();
+    let listing = ipvsadm(&["-Ln", "--stats", "--exact"]).unwrap();
+    let line = listing.lines().find(|l| l.split_whitespace().take(2).eq(want.iter().copied()));
+    line.and_then(|l| l.split_whitespace().nth(2)).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Requests without pause, alternating between `targets`, until told to stop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(targets: &[&str]) -> Load {
+        let targets: Vec<SocketAddr> = targets.iter().map(|t| t.parse().unwrap()).collect();
+        let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::default());
+        let (s, o, f): (_, _, Arc<std::sync::Mutex<Vec<String>>>) = (stop.clone(), ok.clone(), Arc::clone(&failed));
+        // A thread made here shares the test thread's network namespace.
+        let thread = std::thread::spawn(move || {
+            for target in targets.iter().cycle() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                match integration::ask_name(*target, Duration::from_secs(2)) {
+                    Ok(_) => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => f.lock().unwrap().push(format!("{target}: {e}")),
+                }
+            }
+        });
+        Load { stop, ok, failed, thread: Some(thread) }
+    }
+
+    /// Waits until `more` further requests have succeeded.
+    fn wait_for(&self, more: u64) {
+        let until = self.ok.load(Ordering::SeqCst) + more;
+        eventually("requests answered", PATIENCE, || (self.ok.load(Ordering::SeqCst) >= until).then_some(()));
+    }
+
+    fn stop(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        (self.ok.load(Ordering::SeqCst), self.failed.lock().unwrap().clone())
+    }
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
+    in_netns(|| async {
+        ipvsadm(&["-Ln"]).unwrap(); // IPVS loaded: its settings exist in this namespace.
+        for name in ["net/ipv4/vs/conntrack", "net/ipv4/ip_forward"] {
+            std::fs::write(format!("/proc/sys/{name}"), "1").unwrap();
+        }
+        node_link();
+        // Service diff/nodeport (ClusterIP 10.96.1.2:80, NodePort 30080): backends 10.244.1.2
+        // and 10.244.2.2 on 8080.
+        let b1 = integration::Backend::start("b1", 1, 8080).unwrap();
+        let b2 = integration::Backend::start("b2", 2, 8080).unwrap();
+        restore_upstream_state();
+        let cluster_ip = "TCP 10.96.1.2:80";
+        let node_port = format!("TCP {NODE_IP}:30080");
+
+        // Upstream's state serves on its own before the switch.
+        let load = Load::start(&["10.96.1.2:80", &format!("{NODE_IP}:30080")]);
+        load.wait_for(20);
+        let before = (connections(cluster_ip), connections(&node_port));
+
+        let cluster = Cluster::start();
+        cluster.apply(&fixture("cluster.yaml"));
+        let flags = [
+            "--sync-period=2s".to_string(),
+            "--min-sync-period=0s".into(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+            "--cluster-cidr=10.244.0.0/16,fd00:244::/64".into(),
+            "--conntrack-max-per-core=0".into(),
+        ];
+        let daemon = Daemon::start_with_flags(&cluster, &flags);
+        eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
+        // Requests through several of its syncs, with its nftables table in place.
+        load.wait_for(200);
+        let (ok, failed) = load.stop();
+        assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}\n{}", failed.len(), ok, daemon.log());
+        assert!(b1.served() > 0 && b2.served() > 0, "both backends served");
+
+        // Adopted: the same virtual servers, never deleted (their counters kept growing).
+        let after = (connections(cluster_ip), connections(&node_port));
+        assert!(after.0 > before.0 && after.1 > before.1, "counters restarted: {before:?} -> {after:?}");
+        assert!(
+            run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).is_ok(),
+            "the daemon's own nftables table is in place"
+        );
+    });
+}
