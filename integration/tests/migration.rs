@@ -2,9 +2,12 @@
 //! restored from `crates/kube-ipvs-proxy/tests/fixtures/upstream-1.30`: IPVS table, kube-ipvs0's
 //! addresses, ipsets, iptables and ip6tables rules) switches to this daemon while requests flow
 //! without pause through a Service's ClusterIP and NodePort: no request fails, and the table is
-//! adopted, not rebuilt.
+//! adopted, not rebuilt. Then upstream's iptables leftovers, which reject an outside client's
+//! connection to a Service port added after the switch, are removed with
+//! `cleanup --upstream-leftovers`.
 
 mod daemon_support;
+mod netfilter_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use daemon_support::*;
-use integration::{in_netns, ip, ipvsadm, run};
+use integration::{in_netns, ip, ipvsadm, proxy_binary, run};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/kube-ipvs-proxy/tests/fixtures/upstream-1.30");
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -139,5 +142,37 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
             run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).is_ok(),
             "the daemon's own nftables table is in place"
         );
+
+        // A port added after the switch: programmed, but upstream's frozen KUBE-IPVS-FILTER
+        // rejects new connections to it (its address is in KUBE-IPVS-IPS, the port in no set).
+        let moved = fixture("cluster.yaml").replace("{name: http, port: 80,", "{name: http, port: 81,");
+        cluster.apply(&moved);
+        eventually("port 81 listed", PATIENCE, || {
+            ipvsadm(&["-Ln"]).unwrap().contains("TCP  10.96.1.2:81 rr").then_some(())
+        });
+        let ask = |target: &str| integration::ask_name(target.parse().unwrap(), Duration::from_secs(2));
+        // A client outside the node (192.168.5.2): its connections pass the INPUT hook.
+        let client = netfilter_support::Peer::client(5);
+        let ask_outside = |target: &str| {
+            let to: SocketAddr = target.parse().unwrap();
+            client.run(move || integration::ask_name(to, Duration::from_secs(2)))
+        };
+        let node_port_target = format!("{NODE_IP}:30080");
+        ask_outside(&node_port_target).expect("the outside client reaches the NodePort");
+        let refused = ask_outside("10.96.1.2:81").expect_err("upstream's leftovers let the new port through");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "rejected: {refused}");
+
+        let out = run(proxy_binary().to_str().unwrap(), &["cleanup", "--upstream-leftovers"], None).unwrap();
+        for save in ["iptables-save", "ip6tables-save"] {
+            let rules = run(save, &[], None).unwrap();
+            assert!(!rules.contains("KUBE-"), "{save} after cleanup --upstream-leftovers:\n{rules}\n{out}");
+        }
+        for target in ["10.96.1.2:81", &format!("{NODE_IP}:30080")] {
+            let who = ask(target).unwrap_or_else(|e| panic!("{target} after the leftovers went: {e}\n{out}"));
+            assert!(who == b1.name() || who == b2.name(), "{target} answered {who}");
+        }
+        let who = ask_outside("10.96.1.2:81").unwrap_or_else(|e| panic!("outside client, new port: {e}\n{out}"));
+        assert!(who == b1.name() || who == b2.name(), "the outside client got {who}");
+        assert!(connections(&node_port) > after.1, "the adopted table is untouched");
     });
 }

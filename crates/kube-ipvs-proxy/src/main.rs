@@ -7,6 +7,7 @@ mod compat;
 mod config;
 mod debug;
 mod run;
+mod upstream;
 
 use std::error::Error;
 use std::process::ExitCode;

@@ -15,9 +15,9 @@ use crate::state::{ElementChanges, FilterState, ServiceFilter, Target};
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     /// The `nft` binary could not be run (missing, not executable, pipe failure).
-    #[error("table inet {table}: {operation}: cannot run {program}: {source}")]
+    #[error("{table}: {operation}: cannot run {program}: {source}")]
     Spawn {
-        /// The table concerned.
+        /// What was concerned: `table inet NAME`, or `ruleset`.
         table: String,
         /// What was being done.
         operation: &'static str,
@@ -28,9 +28,9 @@ pub enum NftError {
         source: std::io::Error,
     },
     /// `nft` ran and refused the script; the kernel applied none of it.
-    #[error("table inet {table}: {operation}: nft failed ({status}): {stderr}")]
+    #[error("{table}: {operation}: nft failed ({status}): {stderr}")]
     Refused {
-        /// The table concerned.
+        /// What was concerned: `table inet NAME`, or `ruleset`.
         table: String,
         /// What was being done.
         operation: &'static str,
@@ -89,23 +89,35 @@ impl Nft {
 
     /// Runs `script` with `nft -f -` as one transaction, for `operation` on `table`.
     pub fn run(&self, table: &str, operation: &'static str, script: &str) -> Result<(), NftError> {
-        self.output(table, operation, &["-f", "-"], Some(script)).map(|_| ())
+        self.output(&format!("table inet {table}"), operation, &["-f", "-"], Some(script)).map(|_| ())
     }
 
     /// `nft -j list table inet <table>`: the table's JSON listing, or `None` when there is no
     /// such table.
     pub fn list_table_json(&self, table: &str) -> Result<Option<String>, NftError> {
-        match self.output(table, "list", &["-j", "list", "table", "inet", table], None) {
+        match self.output(&format!("table inet {table}"), "list", &["-j", "list", "table", "inet", table], None) {
             Ok(out) => Ok(Some(out)),
             Err(err) if err.is_no_such_table() => Ok(None),
             Err(err) => Err(err),
         }
     }
 
+    /// `nft -j list ruleset`: every table of every family, as JSON (rule handles included).
+    pub fn list_ruleset_json(&self) -> Result<String, NftError> {
+        self.output("ruleset", "list", &["-j", "list", "ruleset"], None)
+    }
+
+    /// Runs `script` with `nft -f -` as one transaction, on any tables: `operation` names it
+    /// in an error.
+    pub fn run_on_ruleset(&self, operation: &'static str, script: &str) -> Result<(), NftError> {
+        self.output("ruleset", operation, &["-f", "-"], Some(script)).map(|_| ())
+    }
+
     /// The digest recorded in the table's digest set (`state_digest`); `None` when there is no such table or
     /// set (another version's table), or it holds none.
     pub fn recorded_digest(&self, table: &str) -> Option<u64> {
-        let listing = self.output(table, "read digest", &["list", "set", "inet", table, DIGEST_SET], None).ok()?;
+        let subject = format!("table inet {table}");
+        let listing = self.output(&subject, "read digest", &["list", "set", "inet", table, DIGEST_SET], None).ok()?;
         parse_digest(&listing)
     }
 
