@@ -3,8 +3,6 @@
 
 mod daemon_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use daemon_support::*;
@@ -22,53 +20,6 @@ const SYNCS: &str = "kubeipvsproxy_syncs_total";
 fn nft_table() -> String {
     integration::run("nft", &["-j", "list", "table", "inet", "kube-ipvs-proxy"], None)
         .expect("the proxy's nftables table")
-}
-
-/// Sends requests to `addr` back to back until stopped; counts answers and failures.
-struct Client {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<Vec<String>>>,
-}
-
-impl Client {
-    fn start(addr: &'static str) -> Client {
-        let (stop, ok, failed) =
-            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let thread = {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    match integration::ask_name(addr.parse().unwrap(), Duration::from_secs(2)) {
-                        Ok(name) if name.starts_with('b') => ok.fetch_add(1, Ordering::SeqCst),
-                        Ok(other) => {
-                            errors.push(format!("answer {other:?}"));
-                            failed.fetch_add(1, Ordering::SeqCst)
-                        }
-                        Err(e) => {
-                            errors.push(e.to_string());
-                            failed.fetch_add(1, Ordering::SeqCst)
-                        }
-                    };
-                }
-                errors
-            })
-        };
-        Client { stop, ok, failed, thread: Some(thread) }
-    }
-
-    /// Stops it; returns (answers, failures, failure messages).
-    fn finish(mut self) -> (u64, u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let errors = self.thread.take().map(|t| t.join().unwrap()).unwrap_or_default();
-        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst), errors)
-    }
-
-    fn answered(&self) -> u64 {
-        self.ok.load(Ordering::SeqCst)
-    }
 }
 
 #[test]
@@ -90,7 +41,7 @@ fn a_killed_daemon_restarts_without_a_failed_request_or_a_kernel_write() {
         eventually("the first daemon's first sync", PATIENCE, || (first.metric_sum(SYNCS)? >= 1.0).then_some(()));
         let nft_before = nft_table();
 
-        let client = Client::start("10.96.0.10:80");
+        let client = Client::start(&["10.96.0.10:80"]);
         eventually("traffic flowing", PATIENCE, || (client.answered() > 20).then_some(()));
         first.kill_9();
         let second = Daemon::start(&cluster);
@@ -138,7 +89,7 @@ fn an_api_server_outage_keeps_the_kernel_and_changes_apply_when_it_is_back() {
         cluster.stop();
         // The change happens while the daemon cannot see it.
         cluster.apply(&slice_yaml("web", &[&b[1]]));
-        let client = Client::start("10.96.0.10:80");
+        let client = Client::start(&["10.96.0.10:80"]);
         std::thread::sleep(SYNC_PERIOD * 3);
         let (ok, failed, errors) = client.finish();
         assert!(daemon.running(), "the daemon exited during the outage:\n{}", daemon.log());

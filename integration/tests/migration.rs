@@ -10,8 +10,6 @@ mod daemon_support;
 mod netfilter_support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use daemon_support::*;
@@ -50,51 +48,6 @@ fn connections(vs: &str) -> u64 {
     line.and_then(|l| l.split_whitespace().nth(2)).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
-/// Requests without pause, alternating between `targets`, until told to stop.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<std::sync::Mutex<Vec<String>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(targets: &[&str]) -> Load {
-        let targets: Vec<SocketAddr> = targets.iter().map(|t| t.parse().unwrap()).collect();
-        let (stop, ok, failed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::default());
-        let (s, o, f): (_, _, Arc<std::sync::Mutex<Vec<String>>>) = (stop.clone(), ok.clone(), Arc::clone(&failed));
-        // A thread made here shares the test thread's network namespace.
-        let thread = std::thread::spawn(move || {
-            for target in targets.iter().cycle() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                match integration::ask_name(*target, Duration::from_secs(2)) {
-                    Ok(_) => {
-                        o.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => f.lock().unwrap().push(format!("{target}: {e}")),
-                }
-            }
-        });
-        Load { stop, ok, failed, thread: Some(thread) }
-    }
-
-    /// Waits until `more` further requests have succeeded.
-    fn wait_for(&self, more: u64) {
-        let until = self.ok.load(Ordering::SeqCst) + more;
-        eventually("requests answered", PATIENCE, || (self.ok.load(Ordering::SeqCst) >= until).then_some(()));
-    }
-
-    fn stop(mut self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        (self.ok.load(Ordering::SeqCst), self.failed.lock().unwrap().clone())
-    }
-}
-
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
@@ -113,8 +66,8 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
         let node_port = format!("TCP {NODE_IP}:30080");
 
         // Upstream's state serves on its own before the switch.
-        let load = Load::start(&["10.96.1.2:80", &format!("{NODE_IP}:30080")]);
-        load.wait_for(20);
+        let load = Client::start(&["10.96.1.2:80", &format!("{NODE_IP}:30080")]);
+        eventually("upstream's state serving", PATIENCE, || (load.answered() >= 20).then_some(()));
         let before = (connections(cluster_ip), connections(&node_port));
 
         let cluster = Cluster::start();
@@ -130,9 +83,10 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
         let daemon = Daemon::start_with_flags(&cluster, &flags);
         eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         // Requests through several of its syncs, with its nftables table in place.
-        load.wait_for(200);
-        let (ok, failed) = load.stop();
-        assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}\n{}", failed.len(), ok, daemon.log());
+        let ready_at = load.answered();
+        eventually("requests answered", PATIENCE, || (load.answered() >= ready_at + 200).then_some(()));
+        let (ok, failed, errors) = load.finish();
+        assert_eq!(failed, 0, "{failed} of {} requests failed: {errors:?}\n{}", ok + failed, daemon.log());
         assert!(b1.served() > 0 && b2.served() > 0, "both backends served");
 
         // Adopted: the same virtual servers, never deleted (their counters kept growing).

@@ -63,6 +63,11 @@ fn not_found(path: &str) -> Response {
     (StatusCode::NOT_FOUND, Json(status)).into_response()
 }
 
+/// Whether the request asks for a watch (`?watch=true` or `?watch=1`).
+fn is_watch(query: &HashMap<String, String>) -> bool {
+    query.get("watch").is_some_and(|w| w == "1" || w == "true")
+}
+
 /// Every path under `/api` and `/apis` that is not discovery.
 pub(crate) async fn resource(
     State(shared): State<Arc<Shared>>,
@@ -76,8 +81,7 @@ pub(crate) async fn resource(
         return not_found(path);
     };
     if let Some(grants) = &shared.config.rbac {
-        let watching = query.get("watch").is_some_and(|w| w == "1" || w == "true");
-        let verb = super::rbac::verb(&method, target.name.is_some(), watching);
+        let verb = super::rbac::verb(&method, target.name.is_some(), is_watch(&query));
         let group = target.group_version.rsplit_once('/').map_or("", |(group, _)| group);
         if !grants.allows(group, target.plural, verb) {
             return failure(&FakeApiError::Forbidden { verb, group: group.into(), resource: target.plural.into() });
@@ -135,8 +139,7 @@ fn answer(
         }
     };
     let resource_version = number("resourceVersion")?;
-    let watching = query.get("watch").is_some_and(|w| w == "1" || w == "true");
-    if watching {
+    if is_watch(query) {
         let request = WatchRequest {
             kind,
             filter,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -410,4 +410,59 @@ pub fn ask_many(addr: &str, count: usize) -> Vec<String> {
     (0..count)
         .map(|_| integration::ask_name(addr, Duration::from_secs(2)).unwrap_or_else(|e| format!("error: {e}")))
         .collect()
+}
+
+/// Sends requests back to back, in turn to each of its targets, until stopped; counts answers
+/// (from a backend: a name starting with `b`) and failures. Its thread shares the calling
+/// thread's network namespace.
+pub struct Client {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Client {
+    /// Starts asking `targets` (`address:port`), one after the other, round and round.
+    pub fn start(targets: &[&str]) -> Client {
+        let targets: Vec<SocketAddr> = targets.iter().map(|t| t.parse().unwrap()).collect();
+        let (stop, ok, failed) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let thread = {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut errors = Vec::new();
+                for target in targets.iter().cycle() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match integration::ask_name(*target, Duration::from_secs(2)) {
+                        Ok(name) if name.starts_with('b') => ok.fetch_add(1, Ordering::SeqCst),
+                        Ok(other) => {
+                            errors.push(format!("{target}: answer {other:?}"));
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                        Err(e) => {
+                            errors.push(format!("{target}: {e}"));
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+                errors
+            })
+        };
+        Client { stop, ok, failed, thread: Some(thread) }
+    }
+
+    /// Stops it; returns (answers, failures, failure messages).
+    pub fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.thread.take().map(|t| t.join().unwrap()).unwrap_or_default();
+        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst), errors)
+    }
+
+    /// Answers so far.
+    pub fn answered(&self) -> u64 {
+        self.ok.load(Ordering::SeqCst)
+    }
 }
