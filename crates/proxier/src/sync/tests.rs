@@ -157,6 +157,11 @@ fn settings() -> SyncSettings {
     SyncSettings { sync_period: Duration::from_secs(30), min_sync_period: Duration::ZERO }
 }
 
+/// A loop over `kernel` and `shared` whose reports nobody reads.
+fn sync_loop(kernel: &MemoryKernel, shared: Arc<Shared>) -> SyncLoop<MemoryKernel, Arc<Mutex<Reports>>> {
+    SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings())
+}
+
 fn cluster(services: usize) -> Arc<Shared> {
     let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
     for i in 0..services {
@@ -200,14 +205,14 @@ async fn a_restart_with_an_unchanged_cluster_writes_nothing() {
     let kernel = MemoryKernel::default();
     let first = cluster(3);
     listed(&first);
-    let mut sync = SyncLoop::new(kernel.clone(), first, Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, first);
     let report = sync.sync(true).await;
     assert_eq!((report.plan_steps, report.failed), (3 + 3 + 6, 0));
     kernel.writes();
 
     let restarted = cluster(3);
     listed(&restarted);
-    let mut sync = SyncLoop::new(kernel.clone(), restarted, Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, restarted);
     let report = sync.sync(true).await;
     assert_eq!(report.plan_steps, 0, "{report}");
     assert!(kernel.writes().is_empty());
@@ -218,7 +223,7 @@ async fn an_endpoint_change_plans_only_its_service() {
     let kernel = MemoryKernel::default();
     let shared = cluster(50);
     listed(&shared);
-    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, shared.clone());
     sync.sync(true).await;
     kernel.writes();
 
@@ -246,7 +251,7 @@ async fn failed_steps_are_retried_and_health_keeps_the_oldest_change() {
     let shared = cluster(1);
     listed(&shared);
     kernel.mem().fail.insert("add real server 10.244.1.2:8080 to TCP 10.96.0.1:80".into());
-    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, shared.clone());
     let report = sync.sync(true).await;
     assert_eq!(report.failed, 1);
     assert_eq!(report.steps.get(&("add_real_server", false)), Some(&1));
@@ -267,7 +272,7 @@ async fn a_full_reconcile_repairs_drift() {
     let kernel = MemoryKernel::default();
     let shared = cluster(2);
     listed(&shared);
-    let mut sync = SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, shared);
     sync.sync(true).await;
     kernel.writes();
     {
@@ -301,7 +306,7 @@ async fn relist_completions_queue_nothing() {
     let kernel = MemoryKernel::default();
     let shared = cluster(1);
     listed(&shared);
-    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, shared.clone());
     sync.sync(true).await;
     assert!(shared.health().pending_since.is_none());
     // A relist that found nothing new ends with its list completion only.
@@ -327,7 +332,7 @@ async fn big_plans_go_in_bounded_batches() {
         shared.feed(Update::EndpointSlice(Change::Apply(slice(&name, &["10.244.1.1", "10.244.1.2"]))));
     }
     listed(&shared);
-    let mut sync = SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings());
+    let mut sync = sync_loop(&kernel, shared);
     let report = sync.sync(true).await;
     assert_eq!((report.plan_steps, report.failed), (3000 * 4, 0));
     assert_eq!(kernel.mem().batches, vec![MAX_BATCH, 9000 - MAX_BATCH]);
