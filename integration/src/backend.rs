@@ -1,11 +1,12 @@
-//! Backends: network namespaces behind veth pairs, each serving a TCP port with its own name.
+//! Backends: network namespaces behind veth pairs, each serving a TCP and a UDP port with its
+//! own name.
 //!
 //! A backend stands in for a pod: it has its own namespace and address, reachable from the
 //! test's namespace only through the veth pair, so traffic that reaches it really went through
 //! the kernel's forwarding (and IPVS, when the test sends it to a virtual server).
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -51,7 +52,8 @@ pub struct Backend {
 impl Backend {
     /// Starts backend number `index` (1 to 254) named `name`, serving TCP `port` on
     /// `10.244.<index>.2` and `fd00:244:<index>::2`, answering each connection with its name
-    /// and a newline. Its veth peer in the caller's namespace is `kipb<index>`, holding
+    /// and a newline, and UDP `port`, answering each datagram with its name, a space and the
+    /// datagram's source address (so that a test sees whether it was masqueraded). Its veth peer in the caller's namespace is `kipb<index>`, holding
     /// `10.244.<index>.1/24` and `fd00:244:<index>::1/64`, the backend's default gateways.
     ///
     /// Must be called on a thread inside the test's namespace (see [`crate::in_netns`]).
@@ -97,9 +99,9 @@ impl Backend {
                         return;
                     }
                     match configure(&name, index, &far, port) {
-                        Ok(listener) => {
+                        Ok((listener, udp)) => {
                             let _ = ready_tx.send(Ok(()));
-                            serve(&name, listener, &stop, &served, hold);
+                            serve(&name, listener, &udp, &stop, &served, hold);
                         }
                         Err(err) => {
                             let _ = ready_tx.send(Err(err));
@@ -138,7 +140,7 @@ impl Backend {
         self.port
     }
 
-    /// How many connections it has answered so far.
+    /// How many connections and datagrams it has answered so far.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
     }
@@ -153,8 +155,8 @@ impl Drop for Backend {
     }
 }
 
-/// Inside the backend's namespace: addresses, routes, and the listener.
-fn configure(name: &str, index: u8, link: &str, port: u16) -> Result<TcpListener, BackendError> {
+/// Inside the backend's namespace: addresses, routes, the listener and the UDP socket.
+fn configure(name: &str, index: u8, link: &str, port: u16) -> Result<(TcpListener, UdpSocket), BackendError> {
     let link_error = |source| BackendError::Link { name: name.to_string(), source };
     ip(&["link", "set", "lo", "up"]).map_err(link_error)?;
     ip(&["addr", "add", &format!("10.244.{index}.2/24"), "dev", link]).map_err(link_error)?;
@@ -166,12 +168,20 @@ fn configure(name: &str, index: u8, link: &str, port: u16) -> Result<TcpListener
     let listener = TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).map_err(io_error)?;
     // Polling lets drop stop the loop without a connection from inside this namespace.
     listener.set_nonblocking(true).map_err(io_error)?;
-    Ok(listener)
+    let udp = UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).map_err(io_error)?;
+    udp.set_nonblocking(true).map_err(io_error)?;
+    Ok((listener, udp))
 }
 
-fn serve(name: &str, listener: TcpListener, stop: &AtomicBool, served: &AtomicU64, hold: bool) {
+fn serve(name: &str, listener: TcpListener, udp: &UdpSocket, stop: &AtomicBool, served: &AtomicU64, hold: bool) {
     let answer = format!("{name}\n");
+    let mut datagram = [0u8; 512];
     while !stop.load(Ordering::SeqCst) {
+        while let Ok((_, from)) = udp.recv_from(&mut datagram) {
+            served.fetch_add(1, Ordering::SeqCst);
+            let source = from.ip().to_canonical();
+            let _ = udp.send_to(format!("{name} {source}").as_bytes(), from);
+        }
         match listener.accept() {
             Ok((mut stream, _)) => {
                 served.fetch_add(1, Ordering::SeqCst);
