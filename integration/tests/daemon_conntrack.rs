@@ -75,19 +75,22 @@ impl Resolver {
         Resolver { answers, stop }
     }
 
-    /// Waits until the answer `answer` arrives after `since`, at most `limit`; panics naming
+    /// Waits until the answer `answer` arrives after `since`, at most `limit`; the error names
     /// what it got.
-    fn answered(&self, answer: &str, since: Instant, limit: Duration) {
+    fn answered(&self, answer: &str, since: Instant, limit: Duration) -> Result<(), String> {
         let answered = || self.answers.lock().unwrap().iter().any(|(at, n)| *at >= since && n == answer);
         let start = Instant::now();
         while !answered() {
             if start.elapsed() > limit {
                 let got: Vec<String> = self.answers.lock().unwrap().iter().map(|(_, n)| n.clone()).collect();
                 let got = &got[got.len().saturating_sub(5)..];
-                panic!("no answer {answer:?} within {limit:?} of the kernel change; last answers: {got:?}");
+                return Err(format!(
+                    "no answer {answer:?} within {limit:?} of the kernel change; last answers: {got:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 }
 
@@ -106,9 +109,26 @@ fn a_udp_flow_older_than_its_service_is_masqueraded_once_the_service_has_endpoin
         let b2 = Backend::start("b2", 2, 8080).unwrap();
         let outside = Peer::client(9);
         let cluster = Cluster::start();
-        let daemon = Daemon::start_with_sync_period(&cluster, LONG_SYNC_PERIOD);
+        let daemon = Daemon::start_with_env(
+            &cluster,
+            &[
+                format!("--sync-period={}s", LONG_SYNC_PERIOD.as_secs()),
+                "--min-sync-period=0s".into(),
+                "--metrics-bind-address=127.0.0.1:10249".into(),
+                "--healthz-bind-address=127.0.0.1:10256".into(),
+            ],
+            &[("KUBE_IPVS_PROXY_LOG", "info,netfilter=debug")],
+        );
         let node_port = format!("UDP  {NODE_IP}:30053");
 
+        // The node tracks connections before the proxy runs, as every node does (kubelet, CNI,
+        // a host firewall): here a host firewall's table.
+        integration::run(
+            "nft",
+            &["-f", "-"],
+            Some("add table inet host\nadd chain inet host input { type filter hook input priority 0; }\nadd rule inet host input ct state established,related accept\n"),
+        )
+        .unwrap();
         // The client sends before the Service exists: its datagrams reach the node, no socket
         // takes them, and the kernel keeps their conntrack entry, with no masquerade.
         let resolver = Resolver::start(&outside, &format!("{NODE_IP}:30053"));
@@ -118,14 +138,22 @@ fn a_udp_flow_older_than_its_service_is_masqueraded_once_the_service_has_endpoin
             (serving_reals(&node_port)? == reals(&[&b1])).then_some(())
         });
         // Masqueraded: b1 sees the node's address on its link, not the client's.
-        resolver.answered("b1 10.244.1.1", Instant::now(), ONE_SYNC);
+        resolver.answered("b1 10.244.1.1", Instant::now(), ONE_SYNC).unwrap_or_else(|e| {
+            panic!(
+                "{e}\nconntrack:\n{}\ndaemon log:\n{}",
+                std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").unwrap_or_else(|e| e.to_string()),
+                daemon.log()
+            )
+        });
 
         // The endpoint is replaced; the same flow reaches the new one, masqueraded.
         cluster.apply(&dns(&[&b2]));
         eventually("b2 replaces b1 in IPVS", Duration::from_secs(30), || {
             (serving_reals(&node_port)? == reals(&[&b2])).then_some(())
         });
-        resolver.answered("b2 10.244.2.1", Instant::now(), ONE_SYNC);
+        resolver
+            .answered("b2 10.244.2.1", Instant::now(), ONE_SYNC)
+            .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));
         drop(resolver);
         drop(daemon);
     });

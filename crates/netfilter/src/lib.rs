@@ -15,8 +15,12 @@
 //! [`FilterState`] (pure) says what the sets hold per virtual server; [`FilterState::set`] and
 //! [`FilterState::diff`] give [`ElementChanges`], which the crate turns into `nft -f` text.
 //! [`Nft`] runs `nft` and [`Netfilter`] keeps the table in step, one transaction per update
-//! and none when no element changes.
+//! and none when no element changes. [`Conntrack`] forgets the conntrack entries of stale
+//! connectionless flows ([`StaleFlows`]) over ctnetlink. [`ForwardAccept`] lets service traffic
+//! through a host's iptables `FORWARD` chain whose policy is drop.
 
+mod conntrack;
+mod forward;
 mod script;
 mod state;
 
@@ -28,4 +32,6 @@ mod tests;
 pub use script::{DEFAULT_MASQUERADE_BIT, FilterConfig, LocalTraffic};
 pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFilter, Target};
 
+pub use conntrack::{Conntrack, ConntrackError, StaleFlows};
+pub use forward::{FORWARD_CHAIN, ForwardAccept, ForwardError, accept_forwarded};
 pub use nft::{Netfilter, Nft, NftError};

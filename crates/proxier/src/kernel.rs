@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::IpAddr;
 
 use ipvs::{Operation, Table};
+use netfilter::StaleFlows;
 
 /// A kernel call that failed, naming what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +30,8 @@ impl KernelError {
     }
 }
 
-/// The kernel as the sync loop sees it: the IPVS table and the dummy link's addresses.
+/// The kernel as the sync loop sees it: the IPVS table, the dummy link's addresses and the
+/// conntrack entries of stale flows.
 pub trait Kernel: Send {
     /// A fresh dump: the whole IPVS table and the addresses bound on the dummy link.
     fn observe(&mut self) -> impl Future<Output = Result<(Table, Vec<IpAddr>), KernelError>> + Send;
@@ -48,4 +50,8 @@ pub trait Kernel: Send {
         &mut self,
         ops: &[Operation],
     ) -> impl Future<Output = Result<Vec<Result<(), KernelError>>, KernelError>> + Send;
+
+    /// Deletes the conntrack entries each of `flows` names; one result per item (how many
+    /// entries went).
+    fn forget(&mut self, flows: &[StaleFlows]) -> impl Future<Output = Vec<Result<usize, KernelError>>> + Send;
 }

@@ -6,7 +6,8 @@
 //! - [`SyncLoop`] brings the kernel in step through a [`Kernel`] and a [`Filter`]: nothing
 //!   before the first complete lists, a full adopting sync first, then incremental syncs on
 //!   changes (coalesced by `minSyncPeriod`) and a full reconcile against a fresh dump every
-//!   `syncPeriod`.
+//!   `syncPeriod`. After each sync it forgets the conntrack entries its changes made stale
+//!   (connectionless flows only, as upstream).
 //! - [`NetlinkKernel`] is the real [`Kernel`] (IPVS over generic netlink, the dummy link over
 //!   rtnetlink); [`NftFilter`] the real [`Filter`] (the `netfilter` crate's table);
 //!   [`filter_state`] and [`filter_updates`] translate the model's desired state into that
@@ -36,6 +37,7 @@ mod nft;
 mod ownership;
 mod schedule;
 mod shared;
+mod stale;
 mod sync;
 mod timeouts;
 

@@ -5,21 +5,25 @@ use std::net::IpAddr;
 use crate::kernel::{Kernel, KernelError};
 use futures::{StreamExt, stream};
 use ipvs::{Client, DummyLink, Operation, Table};
+use netfilter::{Conntrack, StaleFlows};
 
 /// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
 /// round trip at a time would dominate a first sync.
 const ADDRESS_REQUESTS_IN_FLIGHT: usize = 64;
 
-/// The real kernel: IPVS over generic netlink, the dummy link over rtnetlink.
+/// The real kernel: IPVS over generic netlink, the dummy link over rtnetlink, conntrack over
+/// ctnetlink.
 pub struct NetlinkKernel {
     client: Client,
     link: DummyLink,
+    /// Opened at the first stale flow (most nodes seldom have one), again after a failure.
+    conntrack: Option<Conntrack>,
 }
 
 impl NetlinkKernel {
     /// Writes through `client` and `link`.
     pub fn new(client: Client, link: DummyLink) -> NetlinkKernel {
-        NetlinkKernel { client, link }
+        NetlinkKernel { client, link, conntrack: None }
     }
 }
 
@@ -65,5 +69,28 @@ impl Kernel for NetlinkKernel {
             .await
             .map_err(|e| KernelError::new(format!("run a batch of {} IPVS operations", ops.len()), e))?;
         Ok(results.into_iter().zip(ops).map(|(r, op)| r.map_err(|e| KernelError::new(op.to_string(), e))).collect())
+    }
+
+    async fn forget(&mut self, flows: &[StaleFlows]) -> Vec<Result<usize, KernelError>> {
+        let mut results = Vec::with_capacity(flows.len());
+        for flow in flows {
+            let conntrack = match self.conntrack.take() {
+                Some(c) => Ok(c),
+                None => Conntrack::open(),
+            };
+            let result = match conntrack {
+                Ok(mut c) => {
+                    let result = c.forget(flow).await;
+                    // A socket that failed is replaced; one the kernel merely answered is kept.
+                    if !matches!(result, Err(netfilter::ConntrackError::Io { .. })) {
+                        self.conntrack = Some(c);
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
+            results.push(result.map_err(|e| KernelError::new(format!("forget the {flow}"), e)));
+        }
+        results
     }
 }

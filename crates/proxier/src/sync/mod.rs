@@ -9,6 +9,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use ipvs::{Operation, Table, VirtualServerId};
 use k8s_openapi::jiff::Timestamp;
 use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
+use netfilter::StaleFlows;
 
 pub use report::SyncReport;
 
@@ -26,6 +28,7 @@ use crate::kernel::{Kernel, KernelError};
 use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
 use crate::shared::Shared;
+use crate::stale::stale_flows;
 
 /// Steps per batch call: a cold start's 100,000 operations go as a few batches, so that the
 /// encoded requests and their results never all sit in memory at once.
@@ -70,6 +73,8 @@ pub struct SyncLoop<K, O> {
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
     ownership_changed: bool,
+    /// Conntrack entries this sync's operations made stale, forgotten once the sync applied.
+    stale: BTreeSet<StaleFlows>,
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -90,6 +95,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter_full: false,
             ownership: None,
             ownership_changed: false,
+            stale: BTreeSet::new(),
         }
     }
 
@@ -241,6 +247,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
         }
 
+        // Last: a flow whose packets passed between the IPVS change and the nftables one got an
+        // entry without the masquerade that was still missing; it is as stale as the older ones.
+        self.forget_stale_flows(&mut report).await;
+
         report.duration = start.elapsed();
         if full {
             // Where a full sync's time goes (a cold start is one): rare enough for info level.
@@ -388,6 +398,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         match result {
             Ok(()) => {
                 tracing::debug!("{step}");
+                if let Step::Kernel(op) = &step
+                    && let Some(flows) = stale_flows(&self.observed, op)
+                {
+                    self.stale.insert(flows);
+                }
                 if let Step::Kernel(Operation::AddVirtualServer(_) | Operation::DeleteVirtualServer(_)) = step {
                     self.ownership_changed = true;
                 }
@@ -403,6 +418,28 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     }
                 }
                 failures.push((step, e));
+            }
+        }
+    }
+
+    /// Deletes the conntrack entries this sync's operations made stale. A failure is logged and
+    /// counted, not retried: the entries it would delete end when their clients pause.
+    async fn forget_stale_flows(&mut self, report: &mut SyncReport) {
+        if self.stale.is_empty() {
+            return;
+        }
+        let stale: Vec<StaleFlows> = std::mem::take(&mut self.stale).into_iter().collect();
+        let results = self.kernel.forget(&stale).await;
+        for (flows, result) in stale.iter().zip(results) {
+            match result {
+                Ok(n) => {
+                    report.flows_forgotten += n;
+                    tracing::debug!(entries = n, "forgot the {flows}");
+                }
+                Err(e) => {
+                    report.forget_failures += 1;
+                    tracing::warn!(error = &e as &dyn std::error::Error, "stale conntrack entries left");
+                }
             }
         }
     }

@@ -41,6 +41,10 @@ pub struct SyncReport {
     /// Whether the nftables side could not be set up or updated: masquerade or filtering is
     /// then missing or stale, which makes the sync a failed one (retried, and unhealthy).
     pub filter_failed: bool,
+    /// Conntrack entries of stale connectionless flows deleted.
+    pub flows_forgotten: usize,
+    /// Groups of stale conntrack entries that could not be deleted (logged, not retried).
+    pub forget_failures: usize,
     /// Wall time from the sync's start to its end.
     pub duration: Duration,
     /// Desired virtual servers after the sync.
@@ -89,6 +93,9 @@ impl fmt::Display for SyncReport {
         if (1..=NAMED_SERVICES).contains(&self.touched_services.len()) {
             let names: Vec<String> = self.touched_services.iter().map(ToString::to_string).collect();
             write!(f, " ({})", names.join(" "))?;
+        }
+        if self.flows_forgotten > 0 {
+            write!(f, ", {} stale conntrack entries deleted", self.flows_forgotten)?;
         }
         write!(f, ", in {:.3?}", self.duration)
     }

@@ -114,6 +114,17 @@ impl Kernel for MemoryKernel {
         }
         Ok(results)
     }
+
+    async fn forget(&mut self, flows: &[netfilter::StaleFlows]) -> Vec<Result<usize, KernelError>> {
+        let mut m = self.mem();
+        flows
+            .iter()
+            .map(|f| {
+                m.writes.push(format!("forget {f}"));
+                Ok(0)
+            })
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -419,4 +430,48 @@ async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
     sync.sync(false).await;
     assert_eq!(*works.0.lock().unwrap(), ["full", "only"]);
     assert!(!sync.retry_pending());
+}
+
+fn udp(value: serde_json::Value) -> serde_json::Value {
+    let text = value.to_string().replace("\"TCP\"", "\"UDP\"");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Issue 7, item 4: after the sync that gives a UDP virtual server its first endpoint, and the
+/// one that removes an endpoint, the loop forgets the conntrack entries those changes made
+/// stale, once; TCP changes and changes among serving endpoints forget nothing.
+#[tokio::test]
+async fn stale_udp_flows_are_forgotten_after_the_sync_that_made_them_stale() {
+    let kernel = MemoryKernel::default();
+    let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
+    let dns: Service =
+        serde_json::from_value(udp(serde_json::to_value(service("dns", "10.96.0.53")).unwrap())).unwrap();
+    let dns_slice = |ips: &[&str]| -> EndpointSlice {
+        serde_json::from_value(udp(serde_json::to_value(slice("dns", ips)).unwrap())).unwrap()
+    };
+    shared.feed(Update::Service(Change::Apply(dns)));
+    shared.feed(Update::Service(Change::Apply(service("web", "10.96.0.80"))));
+    listed(&shared);
+    let mut sync = sync_loop(&kernel, shared.clone());
+    sync.sync(true).await;
+    let forgotten =
+        |writes: Vec<String>| -> Vec<String> { writes.into_iter().filter(|w| w.starts_with("forget")).collect() };
+    assert_eq!(forgotten(kernel.writes()), Vec::<String>::new(), "no endpoint yet: nothing stale");
+
+    shared.feed(Update::EndpointSlice(Change::Apply(dns_slice(&["10.244.1.1"]))));
+    shared.feed(Update::EndpointSlice(Change::Apply(slice("web", &["10.244.1.1"]))));
+    sync.sync(false).await;
+    assert_eq!(forgotten(kernel.writes()), ["forget conntrack entries of protocol 17 to 10.96.0.53:80"]);
+
+    shared.feed(Update::EndpointSlice(Change::Apply(dns_slice(&["10.244.1.1", "10.244.1.2"]))));
+    sync.sync(false).await;
+    assert_eq!(forgotten(kernel.writes()), Vec::<String>::new(), "a second endpoint: nothing stale");
+
+    shared.feed(Update::EndpointSlice(Change::Apply(dns_slice(&["10.244.1.2"]))));
+    shared.feed(Update::EndpointSlice(Change::Apply(slice("web", &["10.244.1.2"]))));
+    sync.sync(false).await;
+    assert_eq!(
+        forgotten(kernel.writes()),
+        ["forget conntrack entries of protocol 17 to 10.96.0.53:80 answered by 10.244.1.1:8080"]
+    );
 }
