@@ -3,6 +3,7 @@
 //! `cleanup` deletes the table and nothing else.
 
 mod daemon_support;
+mod netfilter_support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
@@ -107,5 +108,39 @@ fn an_external_ip_that_is_a_node_address_does_not_fence_the_node() {
         let addr: SocketAddr = format!("{NODE_IP}:2222").parse().unwrap();
         std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("a host port of the node address is refused: {e}"));
+    });
+}
+
+/// Issue 7, item 13: on a host whose iptables FORWARD policy is drop (as Docker sets it), the
+/// replies of masqueraded NodePort traffic are forwarded before IPVS un-NATs them: without an
+/// accept in that chain an outside client gets nothing. The daemon adds upstream's accepts in a
+/// chain of its own; iptables can still read its table; `cleanup` removes them, and the policy
+/// the host set stays.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_node_port_answers_through_a_forward_policy_of_drop() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let outside = netfilter_support::Peer::client(9);
+        run("iptables", &["-w", "-P", "FORWARD", "DROP"], None).unwrap();
+        let daemon = Daemon::start(&cluster);
+        eventually("the NodePort's virtual server", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:30080")));
+        let to: SocketAddr = format!("{NODE_IP}:30080").parse().unwrap();
+        let answer = outside.run(move || ask_name(to, Duration::from_secs(5)));
+        assert_eq!(answer.unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", daemon.log())), "b1");
+        let saved = run("iptables-save", &["-t", "filter"], None).unwrap();
+        assert!(saved.contains(":FORWARD DROP") && !saved.contains("incompatible"), "{saved}");
+        assert!(
+            saved.contains(
+                "-A FORWARD -m comment --comment \"kube-ipvs-proxy forwarding rules\" -j KUBE-IPVS-PROXY-FORWARD"
+            ),
+            "{saved}"
+        );
+        drop(daemon);
+
+        let out = run(&proxy_binary().to_string_lossy(), &["cleanup"], None).unwrap();
+        assert!(out.contains("KUBE-IPVS-PROXY-FORWARD"), "{out}");
+        let saved = run("iptables-save", &["-t", "filter"], None).unwrap();
+        assert!(saved.contains(":FORWARD DROP") && !saved.contains("KUBE-IPVS-PROXY"), "{saved}");
     });
 }

@@ -179,6 +179,24 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
             eprintln!("cannot list the nftables table: {e}");
         }
     }
+    // Its accept rules in the host's iptables FORWARD chain, if the policy there dropped.
+    for family in netfilter::ForwardAccept::all(0) {
+        let program = family.program().to_string();
+        if args.dry_run {
+            continue;
+        }
+        match family.remove() {
+            Ok(true) => println!("{verb} {program} chain {} and its jump from FORWARD", netfilter::FORWARD_CHAIN),
+            Ok(false) => {}
+            Err(e) if e.missing => {}
+            // The legacy backend without its kernel module holds nothing.
+            Err(_) if program.contains("legacy") => {}
+            Err(e) => {
+                failed += 1;
+                eprintln!("cannot remove the forwarding accepts: {e}");
+            }
+        }
+    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -39,6 +39,10 @@ pub enum NftError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// The accept rules for forwarded service traffic could not be written into the host's
+    /// iptables `FORWARD` chain, whose policy drops it.
+    #[error("forwarded service traffic: {0}")]
+    Forward(#[from] crate::ForwardError),
     /// The configured mark bit is beyond 31.
     #[error("table inet {table}: masquerade bit {bit} is not 0..=31")]
     MarkBit {

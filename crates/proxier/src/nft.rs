@@ -13,10 +13,21 @@ pub struct NftFilter {
 
 impl NftFilter {
     /// Creates or adopts the table with the pod prefixes (the cluster's or the node's), the
-    /// masquerade mark bit and how pods are told from the rest.
+    /// masquerade mark bit and how pods are told from the rest; where the host's iptables
+    /// `FORWARD` policy drops, lets service traffic through it ([`netfilter::accept_forwarded`]).
     pub fn start(pod_prefixes: &[IpNet], masquerade_bit: u8, local: LocalTraffic) -> Result<NftFilter, NftError> {
         let config = FilterConfig { local, ..filter_config(pod_prefixes, masquerade_bit) };
-        Ok(NftFilter { netfilter: Netfilter::start(Nft::new(), config)? })
+        let netfilter = Netfilter::start(Nft::new(), config)?;
+        // Where the host's FORWARD policy drops, the replies of masqueraded service traffic
+        // need an accept there too (upstream's KUBE-FORWARD); retried with the table's setup.
+        let mark = 1u32.checked_shl(u32::from(masquerade_bit)).unwrap_or(0);
+        for program in netfilter::accept_forwarded(mark)? {
+            tracing::info!(
+                "{program}: the FORWARD policy drops; service traffic accepted in chain {}",
+                netfilter::FORWARD_CHAIN
+            );
+        }
+        Ok(NftFilter { netfilter })
     }
 }
 
