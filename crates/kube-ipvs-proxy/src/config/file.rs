@@ -1,6 +1,8 @@
-//! kube-proxy's `KubeProxyConfiguration` file (`kubeproxy.config.k8s.io/v1alpha1`), read leniently:
-//! the fields that apply to an IPVS proxy are taken, every other field that is set is reported
-//! as ignored, so an operator can point `--config` at the file their kube-proxy ConfigMap holds.
+//! kube-proxy's `KubeProxyConfiguration` file (`kubeproxy.config.k8s.io/v1alpha1`), read into a
+//! typed document (`super::document`): the fields that apply to an IPVS proxy are taken, a field
+//! of the wrong type is an error naming its path, and every other field that is set is reported
+//! as ignored (`serde_ignored`), so an operator can point `--config` at the file their kube-proxy
+//! ConfigMap holds.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -8,65 +10,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::duration::parse_duration;
-use super::{ConfigError, IpNet, NodePortAddress, parse_cidrs, parse_node_port_addresses};
+use super::document::Document;
+use super::{ConfigError, IpNet, NodePortAddress};
 
 /// The API group/version this reader understands.
 pub const API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
-
-/// KubeProxyConfiguration's sections (mappings of fields).
-const SECTIONS: &[&str] = &[
-    "clientConnection",
-    "conntrack",
-    "detectLocal",
-    "featureGates",
-    "iptables",
-    "ipvs",
-    "logging",
-    "nftables",
-    "winkernel",
-];
-
-/// Dotted paths of the fields this proxy honours. Upstream writes zero values (`0s`, `""`,
-/// `null`) for unset fields and defaults them; so do we.
-const HONOURED: &[&str] = &[
-    "detectLocalMode",
-    "detectLocal.bridgeInterface",
-    "detectLocal.interfaceNamePrefix",
-    "conntrack.maxPerCore",
-    "conntrack.min",
-    "conntrack.tcpEstablishedTimeout",
-    "conntrack.tcpCloseWaitTimeout",
-    "conntrack.tcpBeLiberal",
-    "conntrack.udpTimeout",
-    "conntrack.udpStreamTimeout",
-    "apiVersion",
-    "kind",
-    "mode",
-    "clientConnection.kubeconfig",
-    "hostnameOverride",
-    "bindAddress",
-    "healthzBindAddress",
-    "metricsBindAddress",
-    "clusterCIDR",
-    "masqueradeAll",
-    // Before `masqueradeAll` moved to the top level, IPVS mode read it from here.
-    "iptables.masqueradeAll",
-    // IPVS mode's mark bit lives in the iptables section upstream.
-    "iptables.masqueradeBit",
-    "nodePortAddresses",
-    // Newer files carry the sync periods at the top level; `ipvs.*` wins when both are set.
-    "syncPeriod",
-    "minSyncPeriod",
-    "ipvs.scheduler",
-    "ipvs.syncPeriod",
-    "ipvs.minSyncPeriod",
-    "ipvs.excludeCIDRs",
-    "ipvs.strictARP",
-    "ipvs.tcpTimeout",
-    "ipvs.tcpFinTimeout",
-    "ipvs.udpTimeout",
-];
 
 /// What a configuration file sets. `None` (or empty) means "not set": the flag or the default
 /// applies.
@@ -173,61 +121,27 @@ impl FileConfig {
             }
         }
 
-        // A section of another type would make every field in it silently absent.
-        for section in SECTIONS {
-            if doc.get(section).is_some_and(|v| !(v.is_object() || v.is_null())) {
-                return Err(ConfigError::field(section, "expected a mapping"));
+        // Fields of the wrong type are errors naming their path; fields the document does not
+        // have are collected, and reported when set to something (upstream writes zero values
+        // for every field it knows).
+        let mut unknown = Vec::new();
+        let typed: Document = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+            &doc,
+            &mut |path: serde_ignored::Path| {
+                // An optional section shows as a `?` step: `ipvs.?.syncPerod`.
+                let steps: Vec<String> =
+                    path.to_string().split('.').filter(|s| *s != "?").map(str::to_string).collect();
+                unknown.push(steps.join("."))
+            },
+        ))
+        .map_err(|e| ConfigError::field(&e.path().to_string(), &e.inner().to_string()))?;
+        let mut ignored = Vec::new();
+        for path in unknown {
+            if let Some(value) = lookup(&doc, &path) {
+                collect_set(value, &path, &mut ignored);
             }
         }
-
-        let mut ignored = Vec::new();
-        collect_ignored(&doc, "", &mut ignored);
-
-        let sync_period = duration(&doc, "ipvs.syncPeriod")?.or(duration(&doc, "syncPeriod")?);
-        let min_sync_period = duration(&doc, "ipvs.minSyncPeriod")?.or(duration(&doc, "minSyncPeriod")?);
-        let masquerade_all = match (boolean(&doc, "masqueradeAll")?, boolean(&doc, "iptables.masqueradeAll")?) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
-        };
-        Ok(FileConfig {
-            mode: string(&doc, "mode")?,
-            kubeconfig: string(&doc, "clientConnection.kubeconfig")?.map(PathBuf::from),
-            hostname_override: string(&doc, "hostnameOverride")?,
-            bind_address: string(&doc, "bindAddress")?
-                .map(|s| s.parse().map_err(|_| ConfigError::field("bindAddress", "not an IP address")))
-                .transpose()?,
-            healthz_bind_address: string(&doc, "healthzBindAddress")?,
-            metrics_bind_address: string(&doc, "metricsBindAddress")?,
-            cluster_cidrs: string(&doc, "clusterCIDR")?.map(|s| parse_cidrs(&s)).transpose()?,
-            masquerade_all,
-            masquerade_bit: mark_bit(&doc, "iptables.masqueradeBit")?,
-            node_port_addresses: strings(&doc, "nodePortAddresses")?
-                .map(|list| parse_node_port_addresses(&list))
-                .transpose()?,
-            scheduler: string(&doc, "ipvs.scheduler")?,
-            sync_period,
-            min_sync_period,
-            exclude_cidrs: strings(&doc, "ipvs.excludeCIDRs")?
-                .map(|list| list.iter().map(|s| model::parse_prefix(s)).collect::<Result<Vec<IpNet>, _>>())
-                .transpose()?,
-            strict_arp: boolean(&doc, "ipvs.strictARP")?,
-            tcp_timeout: duration(&doc, "ipvs.tcpTimeout")?,
-            tcp_fin_timeout: duration(&doc, "ipvs.tcpFinTimeout")?,
-            udp_timeout: duration(&doc, "ipvs.udpTimeout")?,
-            detect_local_mode: string(&doc, "detectLocalMode")?,
-            bridge_interface: string(&doc, "detectLocal.bridgeInterface")?,
-            interface_name_prefix: string(&doc, "detectLocal.interfaceNamePrefix")?,
-            conntrack: FileConntrack {
-                max_per_core: count(&doc, "conntrack.maxPerCore")?,
-                min: count(&doc, "conntrack.min")?,
-                tcp_established: duration(&doc, "conntrack.tcpEstablishedTimeout")?,
-                tcp_close_wait: duration(&doc, "conntrack.tcpCloseWaitTimeout")?,
-                tcp_be_liberal: boolean(&doc, "conntrack.tcpBeLiberal")?,
-                udp: duration(&doc, "conntrack.udpTimeout")?,
-                udp_stream: duration(&doc, "conntrack.udpStreamTimeout")?,
-            },
-            ignored,
-        })
+        typed.into_file_config(ignored)
     }
 }
 
@@ -248,85 +162,16 @@ fn is_set(v: &Value) -> bool {
     }
 }
 
-/// Walks mappings and records every set leaf (or set sequence) that is not honoured.
-fn collect_ignored(v: &Value, prefix: &str, out: &mut Vec<String>) {
-    if let Value::Object(map) = v {
-        for (key, value) in map {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-            if HONOURED.contains(&path.as_str()) {
-                continue;
-            }
-            if matches!(value, Value::Object(_)) {
-                collect_ignored(value, &path, out);
-            } else if is_set(value) {
-                out.push(path);
+/// Records `v` at `path` if it is set; a mapping is walked, so that each set leaf is named.
+fn collect_set(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map {
+                collect_set(value, &format!("{path}.{key}"), out);
             }
         }
-    }
-}
-
-fn string(doc: &Value, path: &str) -> Result<Option<String>, ConfigError> {
-    match lookup(doc, path) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(_) => Err(ConfigError::field(path, "expected a string")),
-    }
-}
-
-fn strings(doc: &Value, path: &str) -> Result<Option<Vec<String>>, ConfigError> {
-    match lookup(doc, path) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(seq)) if seq.is_empty() => Ok(None),
-        Some(Value::Array(seq)) => seq
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| ConfigError::field(path, "expected a list of strings"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(ConfigError::field(path, "expected a list of strings")),
-    }
-}
-
-/// A non-negative integer field (`null` is unset).
-fn count(doc: &Value, path: &str) -> Result<Option<u32>, ConfigError> {
-    match lookup(doc, path) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| ConfigError::field(path, "expected a non-negative integer")),
-    }
-}
-
-fn boolean(doc: &Value, path: &str) -> Result<Option<bool>, ConfigError> {
-    match lookup(doc, path) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ConfigError::field(path, "expected true or false")),
-    }
-}
-
-/// A mark bit, 0 to 31; upstream's field is a pointer, so an explicit 0 is bit 0.
-fn mark_bit(doc: &Value, path: &str) -> Result<Option<u8>, ConfigError> {
-    match lookup(doc, path) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64().and_then(|n| u8::try_from(n).ok()).filter(|n| *n <= 31) {
-            Some(bit) => Ok(Some(bit)),
-            None => Err(ConfigError::field(path, "expected a bit number from 0 to 31")),
-        },
-    }
-}
-
-fn duration(doc: &Value, path: &str) -> Result<Option<Duration>, ConfigError> {
-    match string(doc, path)? {
-        None => Ok(None),
-        Some(text) => {
-            let d = parse_duration(&text).map_err(|e| ConfigError::field(path, &e.to_string()))?;
-            Ok((!d.is_zero()).then_some(d))
-        }
+        v if is_set(v) => out.push(path.to_string()),
+        _ => {}
     }
 }
 
@@ -396,6 +241,18 @@ mod tests {
         }
     }
 
+    /// A misspelt field is not silently dropped: it is reported with its path, as is a field
+    /// of a newer upstream this reader does not know; zero values are not.
+    #[test]
+    fn unknown_fields_are_reported_by_path() {
+        let head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
+        let body = "ipvs:\n  syncPerod: 10s\n  scheduler: rr\nwinkernel:\n  enableDSR: false\nfutureSection:\n  a: 1\n  b: \"\"\n";
+        let cfg = FileConfig::parse(&format!("{head}{body}")).unwrap();
+        assert_eq!(cfg.ignored, ["ipvs.syncPerod", "futureSection.a"]);
+        assert_eq!(cfg.scheduler.as_deref(), Some("rr"));
+        assert_eq!(cfg.sync_period, None);
+    }
+
     #[test]
     fn bad_files_are_errors_naming_the_field() {
         let head = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n";
@@ -409,6 +266,10 @@ mod tests {
             ("iptables:\n  masqueradeBit: -1\n", "iptables.masqueradeBit"),
             ("iptables:\n  masqueradeBit: \"14\"\n", "iptables.masqueradeBit"),
             ("nodePortAddresses: [primary, 10.0.0.0/8]\n", "nodePortAddresses"),
+            // A section of another type would otherwise make every field in it absent.
+            ("ipvs: [1, 2]\n", "ipvs"),
+            ("conntrack:\n  maxPerCore: -1\n", "conntrack.maxPerCore"),
+            ("clientConnection:\n  kubeconfig: [a]\n", "clientConnection.kubeconfig"),
         ];
         for (body, named) in cases {
             let err = FileConfig::parse(&format!("{head}{body}")).unwrap_err().to_string();

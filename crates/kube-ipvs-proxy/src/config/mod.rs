@@ -1,6 +1,7 @@
 //! The daemon's configuration: `run`'s flags (kube-proxy's names, so operators' arguments keep
 //! working) over an optional `--config` KubeProxyConfiguration file over upstream's defaults.
 
+mod document;
 mod duration;
 mod file;
 
