@@ -358,3 +358,53 @@ async fn rbac_of_the_manifests_is_enforced() {
     let event = serde_json::from_value(json!({"metadata": {"name": "e"}, "involvedObject": {}})).unwrap();
     assert!(forbidden(events.create(&Default::default(), &event).await.map(|_| ())), "no Events are granted");
 }
+
+/// A kubeconfig as kubeadm writes for kube-proxy: the server's CA and the service account's
+/// token as files, the control-plane endpoint as the server.
+fn kubeadm_style_kubeconfig(dir: &std::path::Path, server: &str, ca_pem: &str, token: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+    std::fs::write(dir.join("token"), token).unwrap();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    certificate-authority: {}\n    server: {server}\n\
+         contexts:\n- name: default\n  context:\n    cluster: default\n    namespace: default\n    user: default\n\
+         current-context: default\nusers:\n- name: default\n  user:\n    tokenFile: {}\n",
+        dir.join("ca.crt").display(),
+        dir.join("token").display()
+    );
+    let path = dir.join("kubeconfig.conf");
+    std::fs::write(&path, kubeconfig).unwrap();
+    path
+}
+
+async fn client_from(path: &std::path::Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// With a TLS identity the server speaks HTTPS with its own CA and wants the bearer token, as a
+/// real API server behind kubeadm's kube-proxy kubeconfig: such a client lists; a client with
+/// another token gets 401, one that does not trust the CA cannot connect.
+#[tokio::test]
+async fn tls_and_a_bearer_token_as_a_kubeadm_kubeconfig_expects() {
+    let identity = integration::fake_api::TlsIdentity::new("127.0.0.1".parse().unwrap(), "s3cret").unwrap();
+    let config = FakeApiConfig { tls: Some(identity.clone()), ..FakeApiConfig::default() };
+    let (server, _) = server(config).await;
+    server.apply_text("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n").unwrap();
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+    let dir = std::env::temp_dir().join(format!("fake-api-tls-{}", std::process::id()));
+
+    let good = kubeadm_style_kubeconfig(&dir.join("good"), &server.url(), identity.ca_pem(), "s3cret");
+    let nodes = Api::<Node>::all(client_from(&good).await).list(&ListParams::default()).await.unwrap();
+    assert_eq!(nodes.items.len(), 1);
+
+    let wrong = kubeadm_style_kubeconfig(&dir.join("wrong"), &server.url(), identity.ca_pem(), "guess");
+    let refused = Api::<Node>::all(client_from(&wrong).await).list(&ListParams::default()).await.unwrap_err();
+    assert!(matches!(&refused, kube::Error::Api(s) if s.code == 401), "{refused:?}");
+
+    let other_ca = integration::fake_api::TlsIdentity::new("127.0.0.1".parse().unwrap(), "s3cret").unwrap();
+    let untrusted = kubeadm_style_kubeconfig(&dir.join("untrusted"), &server.url(), other_ca.ca_pem(), "s3cret");
+    assert!(Api::<Node>::all(client_from(&untrusted).await).list(&ListParams::default()).await.is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -78,6 +78,12 @@ pub enum FakeApiError {
         /// The resource (`services`).
         resource: String,
     },
+    /// The request carried no valid bearer token (the server serves TLS with a token).
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// The TLS identity could not be made.
+    #[error("cannot make the TLS identity: {0}")]
+    Tls(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -101,7 +107,8 @@ impl FakeApiError {
             FakeApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
             FakeApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
             FakeApiError::Expired { .. } => (StatusCode::GONE, "Expired"),
-            FakeApiError::Bind { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            FakeApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            FakeApiError::Bind { .. } | FakeApiError::Tls(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
 

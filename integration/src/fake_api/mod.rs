@@ -18,7 +18,9 @@
 //!   `Forbidden`;
 //! - a watch from version 0 (or none) starts with an `ADDED` per current object; with
 //!   `sendInitialEvents=true` (streaming lists) they end with a bookmark annotated
-//!   `k8s.io/initial-events-end`, as kube-runtime's `streaming_lists()` expects.
+//!   `k8s.io/initial-events-end`, as kube-runtime's `streaming_lists()` expects;
+//! - with [`FakeApiConfig::tls`], HTTPS with a CA of its own, and 401 `Unauthorized` for an
+//!   API request without the bearer token (`/version` and health stay anonymous).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), integration::fake_api::FakeApiError> {
@@ -38,6 +40,7 @@ mod selector;
 mod server;
 mod shared;
 mod store;
+mod tls;
 mod watch;
 
 pub use error::FakeApiError;
@@ -47,3 +50,4 @@ pub use selector::{FieldSelector, LabelSelector};
 pub use server::FakeApiServer;
 pub use shared::{FakeApiConfig, RequestCounts, parse_documents};
 pub use store::Applied;
+pub use tls::TlsIdentity;

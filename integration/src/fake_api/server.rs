@@ -15,9 +15,10 @@ use super::error::FakeApiError;
 use super::kinds::Kind;
 use super::shared::{FakeApiConfig, RequestCounts, Shared, parse_documents};
 use super::store::Applied;
-use super::{api, control};
+use super::{api, control, tls};
 
-/// A running fake Kubernetes API server on plain HTTP, and the handle to change its objects.
+/// A running fake Kubernetes API server (plain HTTP, or HTTPS with a token when its config has
+/// a TLS identity), and the handle to change its objects.
 ///
 /// The objects outlive [`FakeApiServer::stop`]: [`FakeApiServer::resume`] serves the same
 /// state (and resourceVersions) on the same address again, as an API server coming back.
@@ -44,6 +45,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/fake/compact", post(control::compact))
         .route("/fake/hangup", post(control::hangup))
         .route("/fake/state", get(control::state))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), tls::authenticate))
         .with_state(shared)
 }
 
@@ -60,12 +62,14 @@ impl FakeApiServer {
         self.address
     }
 
-    /// `http://address`, the `server` of a kubeconfig.
+    /// `http://address` (`https://` with TLS), the `server` of a kubeconfig.
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.shared.config.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
-    /// A kubeconfig (YAML) whose current context points at this server without credentials.
+    /// A kubeconfig (YAML) whose current context points at this server without credentials
+    /// (for a plain HTTP server; with TLS, write the CA and token to files and name them).
     pub fn kubeconfig(&self) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
@@ -137,26 +141,34 @@ impl FakeApiServer {
         let bind = |source| FakeApiError::Bind { address: self.address, source };
         let listener = TcpListener::bind(self.address).await.map_err(bind)?;
         self.address = listener.local_addr().map_err(bind)?;
-        // As the real API server (Go sets TCP_NODELAY on every connection): with Nagle on, a
-        // watch event written while the previous one awaits the client's delayed ACK is held
-        // for up to 40 ms, which the daemon's change latency would wrongly include.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "cannot set TCP_NODELAY on a fake API connection");
-            }
-        });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let app = router(self.shared.clone());
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let task = match self.shared.config.tls.clone() {
+            Some(identity) => {
+                let tls = identity.listener(listener);
+                tokio::spawn(async move {
+                    if let Err(error) = axum::serve(tls, app).with_graceful_shutdown(stopped).await {
+                        tracing::warn!(%error, "fake API server stopped with an error");
+                    }
                 })
-                .await;
-            if let Err(error) = served {
-                tracing::warn!(%error, "fake API server stopped with an error");
             }
-        });
+            None => tokio::spawn(async move {
+                // As the real API server (Go sets TCP_NODELAY on every connection): with Nagle on, a
+                // watch event written while the previous one awaits the client's delayed ACK is held
+                // for up to 40 ms, which the daemon's change latency would wrongly include.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::warn!(%error, "cannot set TCP_NODELAY on a fake API connection");
+                    }
+                });
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+                    tracing::warn!(%error, "fake API server stopped with an error");
+                }
+            }),
+        };
         self.serving = Some((shutdown, task));
         Ok(())
     }

@@ -12,6 +12,7 @@ use super::error::FakeApiError;
 use super::kinds::Kind;
 use super::rbac::Grants;
 use super::store::{Applied, Store};
+use super::tls::TlsIdentity;
 
 /// Tunables of the fake API server.
 #[derive(Clone, Debug)]
@@ -23,11 +24,15 @@ pub struct FakeApiConfig {
     /// The client's RBAC grants: a request they do not cover gets 403 Forbidden, as on a real
     /// cluster. `None` allows everything.
     pub rbac: Option<Grants>,
+    /// Serve HTTPS with this identity and require its bearer token on the API's paths (the
+    /// anonymous ones, `/version` and health, and the `/fake` control paths excepted), as a
+    /// real API server does. `None` serves plain HTTP to anyone.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for FakeApiConfig {
     fn default() -> Self {
-        FakeApiConfig { bookmark_interval: Duration::from_secs(5), history_limit: 100_000, rbac: None }
+        FakeApiConfig { bookmark_interval: Duration::from_secs(5), history_limit: 100_000, rbac: None, tls: None }
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-use integration::fake_api::{FakeApiConfig, FakeApiServer, Grants, Kind};
+use integration::fake_api::{FakeApiConfig, FakeApiServer, Grants, Kind, TlsIdentity};
 use integration::{Backend, ip, ipvsadm, proxy_binary};
 
 /// Why the tests are ignored on the host.
@@ -97,12 +97,38 @@ impl Cluster {
     /// exactly what `manifests/rbac.yaml` grants, so every daemon test also proves the
     /// manifests' RBAC is enough.
     pub fn start() -> Cluster {
+        Cluster::start_at("127.0.0.1:0".parse().unwrap(), None)
+    }
+
+    /// [`Cluster::start`] serving at `address`; with `tls`, HTTPS requiring its token, and a
+    /// kubeconfig as kubeadm writes for kube-proxy (the CA and the token as files).
+    pub fn start_at(address: SocketAddr, tls: Option<TlsIdentity>) -> Cluster {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/rbac.yaml")).unwrap();
-        let config = FakeApiConfig { rbac: Some(Grants::from_yaml(&rbac).unwrap()), ..FakeApiConfig::default() };
-        let server = Self::block_on(&runtime, FakeApiServer::start("127.0.0.1:0".parse().unwrap(), config)).unwrap();
+        let config = FakeApiConfig {
+            rbac: Some(Grants::from_yaml(&rbac).unwrap()),
+            tls: tls.clone(),
+            ..FakeApiConfig::default()
+        };
+        let server = Self::block_on(&runtime, FakeApiServer::start(address, config)).unwrap();
         let kubeconfig = scratch("kubeconfig");
-        std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+        let text = match &tls {
+            None => server.kubeconfig(),
+            Some(identity) => {
+                let (ca, token) = (scratch("ca.crt"), scratch("token"));
+                std::fs::write(&ca, identity.ca_pem()).unwrap();
+                std::fs::write(&token, identity.token()).unwrap();
+                format!(
+                    "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    certificate-authority: {}\n\
+                     \x20   server: {}\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\n\
+                     current-context: default\nusers:\n- name: default\n  user:\n    tokenFile: {}\n",
+                    ca.display(),
+                    server.url(),
+                    token.display()
+                )
+            }
+        };
+        std::fs::write(&kubeconfig, text).unwrap();
         let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig };
         cluster.apply(&node_yaml());
         cluster
