@@ -25,6 +25,13 @@ fn fixture(name: &str) -> String {
 /// Restores what upstream left: kube-ipvs0 and its addresses, the IPVS table, the ipsets and
 /// both families' iptables rules.
 fn restore_upstream_state() {
+    ipvsadm(&["-C"]).unwrap();
+    lay_down_upstream_state();
+}
+
+/// What upstream kube-proxy writes for the fixture's cluster, on a node that must hold none of
+/// it yet: every step fails on a leftover (the link exists, a virtual server exists, ...).
+fn lay_down_upstream_state() {
     ip(&["link", "add", "kube-ipvs0", "type", "dummy"]).unwrap();
     for line in fixture("kube-ipvs0.txt").lines() {
         let mut words = line.split_whitespace();
@@ -32,7 +39,6 @@ fn restore_upstream_state() {
             ip(&["addr", "add", address, "dev", "kube-ipvs0"]).unwrap();
         }
     }
-    ipvsadm(&["-C"]).unwrap();
     run("ipvsadm", &["-R"], Some(&fixture("ipvsadm-Sn.txt"))).unwrap();
     run("ipset", &["restore"], Some(&fixture("ipset-save.txt"))).unwrap();
     run("iptables-restore", &[], Some(&fixture("iptables-save.txt"))).unwrap();
@@ -121,6 +127,8 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
             let rules = run(save, &[], None).unwrap();
             assert!(!rules.contains("KUBE-"), "{save} after cleanup --upstream-leftovers:\n{rules}\n{out}");
         }
+        let sets = run("ipset", &["list", "-n"], None).unwrap();
+        assert!(!sets.contains("KUBE-"), "ipsets after cleanup --upstream-leftovers:\n{sets}\n{out}");
         for target in ["10.96.1.2:81", &format!("{NODE_IP}:30080")] {
             let who = ask(target).unwrap_or_else(|e| panic!("{target} after the leftovers went: {e}\n{out}"));
             assert!(who == b1.name() || who == b2.name(), "{target} answered {who}");
@@ -128,5 +136,86 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
         let who = ask_outside("10.96.1.2:81").unwrap_or_else(|e| panic!("outside client, new port: {e}\n{out}"));
         assert!(who == b1.name() || who == b2.name(), "the outside client got {who}");
         assert!(connections(&node_port) > after.1, "the adopted table is untouched");
+    });
+}
+
+/// Issue 9: on a node whose iptables use the legacy backend (`x_tables`, invisible to
+/// nftables), `cleanup --upstream-leftovers` removes upstream's chains there too, and then its
+/// ipsets, which those rules referenced; kubelet's chains and the host's policy stay.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn upstreams_leftovers_in_the_legacy_backend_and_its_ipsets_are_removed() {
+    in_netns(|| async {
+        run("ipset", &["restore"], Some(&fixture("ipset-save.txt"))).unwrap();
+        run("iptables-legacy-restore", &[], Some(&fixture("iptables-save.txt"))).unwrap();
+        run("ip6tables-legacy-restore", &[], Some(&fixture("ip6tables-save.txt"))).unwrap();
+        run("iptables-legacy", &["-N", "KUBE-KUBELET-CANARY"], None).unwrap();
+        // While the rules reference them, the sets cannot go.
+        assert!(run("ipset", &["destroy", "KUBE-CLUSTER-IP"], None).is_err());
+
+        let out = run(proxy_binary().to_str().unwrap(), &["cleanup", "--upstream-leftovers"], None)
+            .unwrap_or_else(|e| panic!("cleanup --upstream-leftovers: {e}"));
+        for save in ["iptables-legacy-save", "ip6tables-legacy-save"] {
+            let rules = run(save, &[], None).unwrap();
+            let left: Vec<&str> =
+                rules.lines().filter(|l| l.contains("KUBE-") && !l.contains("KUBE-KUBELET-CANARY")).collect();
+            assert!(left.is_empty(), "{save} after cleanup --upstream-leftovers: {left:?}\n{out}");
+        }
+        assert!(
+            run("iptables-legacy-save", &[], None).unwrap().contains(":KUBE-KUBELET-CANARY"),
+            "kubelet's chain stays"
+        );
+        let sets = run("ipset", &["list", "-n"], None).unwrap();
+        assert!(!sets.contains("KUBE-"), "ipsets after cleanup --upstream-leftovers:\n{sets}\n{out}");
+        assert!(out.contains("destroyed ipset KUBE-CLUSTER-IP"), "{out}");
+    });
+}
+
+/// Issue 9, the way back: after this proxy ran (its IPVS entries, kube-ipvs0, its nftables
+/// table, its FORWARD accepts under a drop policy), `cleanup` leaves the node as upstream
+/// kube-proxy expects a node it starts on: what upstream writes for the same cluster (its IPVS
+/// table, link, ipsets and iptables rules, from the fixture) lays down without a conflict, and
+/// serves, inside the node and from outside.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn after_cleanup_upstreams_state_lays_down_and_serves() {
+    in_netns(|| async {
+        node_link();
+        let b1 = integration::Backend::start("b1", 1, 8080).unwrap();
+        let b2 = integration::Backend::start("b2", 2, 8080).unwrap();
+        run("iptables", &["-w", "-P", "FORWARD", "DROP"], None).unwrap();
+        let cluster = Cluster::start();
+        cluster.apply(&fixture("cluster.yaml"));
+        let daemon = Daemon::start_with_flags(
+            &cluster,
+            &[
+                "--sync-period=2s".into(),
+                "--cluster-cidr=10.244.0.0/16,fd00:244::/64".into(),
+                "--conntrack-max-per-core=0".into(),
+            ],
+        );
+        eventually("the daemon serving", PATIENCE, || (ask_many("10.96.1.2:80", 1)[0].starts_with('b')).then_some(()));
+        drop(daemon);
+
+        // The record of what the daemon made on node addresses is where the daemon kept it.
+        let state = state_dir();
+        let out =
+            run(proxy_binary().to_str().unwrap(), &["cleanup", "--state-dir", state.to_str().unwrap()], None).unwrap();
+        assert_eq!(ipvsadm(&["-Sn"]).unwrap().trim(), "", "IPVS entries left:\n{out}");
+        assert!(ip(&["link", "show", "kube-ipvs0"]).is_err(), "kube-ipvs0 left:\n{out}");
+        let tables = run("nft", &["list", "tables"], None).unwrap();
+        assert!(!tables.contains("kube-ipvs-proxy"), "{tables}\n{out}");
+        assert!(!run("iptables-save", &[], None).unwrap().contains("KUBE-IPVS-PROXY"), "{out}");
+
+        lay_down_upstream_state();
+        for target in ["10.96.1.2:80", &format!("{NODE_IP}:30080")] {
+            let who = integration::ask_name(target.parse().unwrap(), Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("{target} on upstream's state: {e}"));
+            assert!(who == b1.name() || who == b2.name(), "{target} answered {who}");
+        }
+        let client = netfilter_support::Peer::client(5);
+        let to: SocketAddr = format!("{NODE_IP}:30080").parse().unwrap();
+        let who = client.run(move || integration::ask_name(to, Duration::from_secs(2))).unwrap();
+        assert!(who == b1.name() || who == b2.name(), "the outside client got {who}");
     });
 }

@@ -42,7 +42,7 @@ pub struct CleanupArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Instead of this proxy's state, remove upstream kube-proxy's IPVS-mode iptables chains
-    /// (and the rules jumping to them), after switching a node to this proxy.
+    /// (and the rules jumping to them) and its ipsets, after switching a node to this proxy.
     #[arg(long)]
     pub upstream_leftovers: bool,
     /// Where the daemon recorded the virtual servers it made on node addresses.
@@ -95,7 +95,7 @@ impl Ownership<'_> {
 /// Runs the cleanup; fails (exit status 1) when some removal failed.
 pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
     if args.upstream_leftovers {
-        return upstream_leftovers(args.dry_run);
+        return crate::upstream::remove(args.dry_run).await;
     }
     let exclude = match &args.ipvs_exclude_cidrs {
         Some(text) => parse_cidrs(text)?,
@@ -198,27 +198,6 @@ pub async fn run(args: CleanupArgs) -> Result<ExitCode, BoxError> {
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// `--upstream-leftovers`: see [`crate::upstream`].
-fn upstream_leftovers(dry_run: bool) -> Result<ExitCode, BoxError> {
-    let nft = netfilter::Nft::new();
-    let listing = nft.list_ruleset_json().context(|| "cannot list the nftables ruleset".into())?;
-    let listing: serde_json::Value =
-        serde_json::from_str(&listing).context(|| "cannot read nft's JSON listing of the ruleset".into())?;
-    let Some((script, chains)) = crate::upstream::removal(&listing) else {
-        println!("no chains of upstream kube-proxy found in nftables (iptables' legacy backend is not visible there)");
-        return Ok(ExitCode::SUCCESS);
-    };
-    if !dry_run {
-        nft.run_on_ruleset("remove upstream kube-proxy's chains", &script)
-            .context(|| "cannot remove upstream kube-proxy's chains".into())?;
-    }
-    let verb = if dry_run { "would delete" } else { "deleted" };
-    for chain in chains {
-        println!("{verb} chain {chain}");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

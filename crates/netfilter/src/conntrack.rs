@@ -8,17 +8,13 @@
 //! service address costs the matching entries, not a copy of the table; the matches are checked
 //! again here, so a kernel that ignores the filter costs more but deletes nothing else.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use netlink_packet_core::{
-    DecodeError, DefaultNla, Emitable, NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_netfilter::conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
-use netlink_sys::protocols::NETLINK_NETFILTER;
-use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
+
+use crate::nfnetlink::{NfSocket, NfnetlinkError};
 
 /// `CTA_FILTER` and its members (`linux/netfilter/nfnetlink_conntrack.h`): the crate has no
 /// variant for them.
@@ -30,9 +26,6 @@ const FILTER_IP_DST: u32 = 1 << 1;
 const FILTER_PROTO_NUM: u32 = 1 << 3;
 const FILTER_PROTO_SRC_PORT: u32 = 1 << 4;
 const FILTER_PROTO_DST_PORT: u32 = 1 << 5;
-
-/// Big enough for any dump datagram the kernel sends.
-const RECV_BUF_SIZE: usize = 64 * 1024;
 
 /// The entries of flows to one service address: those whose original destination is
 /// `destination`, and, when `reply_source` is set, whose replies come from it (one real server).
@@ -56,139 +49,47 @@ impl std::fmt::Display for StaleFlows {
     }
 }
 
-/// A conntrack request that failed, naming the entries it was about.
-#[derive(Debug, thiserror::Error)]
-pub enum ConntrackError {
-    /// The socket failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel's reply could not be decoded.
-    #[error("{what}: undecodable reply: {source}")]
-    Decode {
-        /// What was being done.
-        what: String,
-        /// Why.
-        #[source]
-        source: DecodeError,
-    },
-    /// The kernel refused the request.
-    #[error("{what}: {source}")]
-    Kernel {
-        /// What was being done.
-        what: String,
-        /// The kernel's error number, as an I/O error.
-        #[source]
-        source: io::Error,
-    },
-}
-
 /// A ctnetlink socket.
 pub struct Conntrack {
-    socket: TokioSocket,
-    seq: u32,
-    recv_buf: Vec<u8>,
+    socket: NfSocket,
 }
 
 impl Conntrack {
     /// Opens a socket (needs `CAP_NET_ADMIN` to delete; the module `nf_conntrack_netlink`).
-    pub fn open() -> Result<Conntrack, ConntrackError> {
-        let io = |source| ConntrackError::Io { what: "open a ctnetlink socket".into(), source };
-        let mut socket = TokioSocket::new(NETLINK_NETFILTER).map_err(io)?;
-        socket.socket_mut().bind_auto().map_err(io)?;
-        socket.socket_mut().connect(&NetlinkAddr::new(0, 0)).map_err(io)?;
-        Ok(Conntrack { socket, seq: 0, recv_buf: Vec::with_capacity(RECV_BUF_SIZE) })
+    pub fn open() -> Result<Conntrack, NfnetlinkError> {
+        Ok(Conntrack { socket: NfSocket::open("ctnetlink")? })
     }
 
     /// Deletes the entries `flows` names; returns how many. An entry that goes away by itself
     /// meanwhile is not an error.
-    pub async fn forget(&mut self, flows: &StaleFlows) -> Result<usize, ConntrackError> {
+    pub async fn forget(&mut self, flows: &StaleFlows) -> Result<usize, NfnetlinkError> {
         let family = family_of(flows.destination.ip());
         let what = flows.to_string();
         let request = dump_request(flows);
         let (mut entries, mut dumped) = (Vec::new(), 0usize);
-        self.exchange(family, request, NLM_F_REQUEST | NLM_F_DUMP, &what, |message| {
-            dumped += 1;
-            if let ConntrackMessage::New(attributes) = message
-                && let Some(original) = matching_original(&attributes, flows)
-            {
-                entries.push(original);
-            }
-        })
-        .await?;
+        let request = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), request);
+        self.socket
+            .exchange(request, NLM_F_REQUEST | NLM_F_DUMP, &what, |message| {
+                dumped += 1;
+                if let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)) = message
+                    && let Some(original) = matching_original(&attributes, flows)
+                {
+                    entries.push(original);
+                }
+            })
+            .await?;
         tracing::debug!(dumped, matching = entries.len(), "{what}");
         let mut deleted = 0;
         for original in entries {
             let request = ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(original)]);
-            match self.exchange(family, request, NLM_F_REQUEST | NLM_F_ACK, &what, |_| {}).await {
+            let request = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), request);
+            match self.socket.exchange(request, NLM_F_REQUEST | NLM_F_ACK, &what, |_| {}).await {
                 Ok(()) => deleted += 1,
-                Err(ConntrackError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(NfnetlinkError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(deleted)
-    }
-
-    /// Sends one request and reads its replies up to the acknowledgement or the dump's end,
-    /// giving each conntrack message to `each`.
-    async fn exchange(
-        &mut self,
-        family: NetfilterProtoFamily,
-        request: ConntrackMessage,
-        flags: u16,
-        what: &str,
-        mut each: impl FnMut(ConntrackMessage),
-    ) -> Result<(), ConntrackError> {
-        let io = |source| ConntrackError::Io { what: what.to_string(), source };
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut message = NetlinkMessage::from(NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), request));
-        message.header.flags = flags;
-        message.header.sequence_number = seq;
-        message.finalize();
-        let mut send_buf = vec![0; message.buffer_len()];
-        message.serialize(&mut send_buf);
-        self.socket.send(&send_buf).await.map_err(io)?;
-        loop {
-            self.recv_buf.clear();
-            self.socket.recv(&mut self.recv_buf).await.map_err(io)?;
-            let mut offset = 0;
-            while offset < self.recv_buf.len() {
-                let bytes = &self.recv_buf[offset..];
-                let length = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|source| ConntrackError::Decode { what: what.to_string(), source })?
-                    .length() as usize;
-                let frame = &bytes[..length.min(bytes.len())];
-                offset += length.max(1).next_multiple_of(4);
-                let reply = NetlinkMessage::<NetfilterMessage>::deserialize(frame)
-                    .map_err(|source| ConntrackError::Decode { what: what.to_string(), source })?;
-                if reply.header.sequence_number != seq {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner: NetfilterMessageInner::Conntrack(message),
-                        ..
-                    }) => each(message),
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(code) => Err(ConntrackError::Kernel {
-                                what: what.to_string(),
-                                source: io::Error::from_raw_os_error(-code.get()),
-                            }),
-                        };
-                    }
-                    _ => {}
-                }
-            }
-        }
     }
 }
 

@@ -21,6 +21,8 @@
 
 mod conntrack;
 mod forward;
+mod ipset;
+mod nfnetlink;
 mod script;
 mod state;
 
@@ -32,6 +34,8 @@ mod tests;
 pub use script::{DEFAULT_MASQUERADE_BIT, FilterConfig, LocalTraffic};
 pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFilter, Target};
 
-pub use conntrack::{Conntrack, ConntrackError, StaleFlows};
+pub use conntrack::{Conntrack, StaleFlows};
 pub use forward::{FORWARD_CHAIN, ForwardAccept, ForwardError, accept_forwarded};
+pub use ipset::{Ipsets, SetRemoval};
+pub use nfnetlink::NfnetlinkError;
 pub use nft::{Netfilter, Nft, NftError};

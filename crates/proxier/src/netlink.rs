@@ -82,7 +82,7 @@ impl Kernel for NetlinkKernel {
                 Ok(mut c) => {
                     let result = c.forget(flow).await;
                     // A socket that failed is replaced; one the kernel merely answered is kept.
-                    if !matches!(result, Err(netfilter::ConntrackError::Io { .. })) {
+                    if !matches!(result, Err(netfilter::NfnetlinkError::Io { .. })) {
                         self.conntrack = Some(c);
                     }
                     result

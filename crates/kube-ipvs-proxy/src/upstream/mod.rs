@@ -4,14 +4,21 @@
 //! They must go: their sets are frozen at the switch, so, for example, `KUBE-IPVS-FILTER`
 //! rejects new connections to a Service port added afterwards on an existing ClusterIP. They
 //! are removed through nftables, which is where iptables' nf_tables backend (the default of
-//! current distributions) keeps them; rules of the legacy backend are not visible there and are
-//! reported as not found. kubelet's own `KUBE-*` chains are not in the list and stay.
+//! current distributions) keeps them, and from the legacy backend with its own programs
+//! (`legacy`). kubelet's own `KUBE-*` chains are not in the list and stay.
 //! `KUBE-FORWARD` (accepting forwarded Service traffic) stays while the family's FORWARD policy
-//! is drop. Upstream's ipsets are left (unreferenced once the rules are gone, and harmless).
+//! is drop. Then upstream's ipsets, unreferenced once the rules are gone, are destroyed by name
+//! over netlink; one still referenced (by rules of the legacy backend) is reported and kept.
 
 use std::collections::BTreeSet;
+use std::process::ExitCode;
 
+use netfilter::{Ipsets, NfnetlinkError, SetRemoval};
 use serde_json::Value;
+
+use crate::{BoxError, ResultExt};
+
+mod legacy;
 
 /// The chains upstream kube-proxy 1.30's IPVS mode creates (as its `iptables-save` shows).
 const CHAINS: &[&str] = &[
@@ -26,6 +33,97 @@ const CHAINS: &[&str] = &[
     "KUBE-SERVICES",
     "KUBE-SOURCE-RANGES-FIREWALL",
 ];
+
+/// The ipsets upstream kube-proxy 1.30's IPVS mode creates, both families (as its `ipset save`
+/// shows; IPv6 names are prefixed `KUBE-6-` and cut at ipset's 31 bytes).
+const SETS: &[&str] = &[
+    "KUBE-CLUSTER-IP",
+    "KUBE-EXTERNAL-IP",
+    "KUBE-EXTERNAL-IP-LOCAL",
+    "KUBE-HEALTH-CHECK-NODE-PORT",
+    "KUBE-IPVS-IPS",
+    "KUBE-LOAD-BALANCER",
+    "KUBE-LOAD-BALANCER-FW",
+    "KUBE-LOAD-BALANCER-LOCAL",
+    "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+    "KUBE-LOAD-BALANCER-SOURCE-IP",
+    "KUBE-LOOP-BACK",
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+    "KUBE-NODE-PORT-LOCAL-TCP",
+    "KUBE-NODE-PORT-LOCAL-UDP",
+    "KUBE-NODE-PORT-SCTP-HASH",
+    "KUBE-NODE-PORT-TCP",
+    "KUBE-NODE-PORT-UDP",
+    "KUBE-6-CLUSTER-IP",
+    "KUBE-6-EXTERNAL-IP",
+    "KUBE-6-EXTERNAL-IP-LOCAL",
+    "KUBE-6-HEALTH-CHECK-NODE-PORT",
+    "KUBE-6-IPVS-IPS",
+    "KUBE-6-LOAD-BALANCER",
+    "KUBE-6-LOAD-BALANCER-FW",
+    "KUBE-6-LOAD-BALANCER-LOCAL",
+    "KUBE-6-LOAD-BALANCER-SOURCE-CID",
+    "KUBE-6-LOAD-BALANCER-SOURCE-IP",
+    "KUBE-6-LOOP-BACK",
+    "KUBE-6-NODE-PORT-LOCAL-SCTP-HAS",
+    "KUBE-6-NODE-PORT-LOCAL-TCP",
+    "KUBE-6-NODE-PORT-LOCAL-UDP",
+    "KUBE-6-NODE-PORT-SCTP-HASH",
+    "KUBE-6-NODE-PORT-TCP",
+    "KUBE-6-NODE-PORT-UDP",
+];
+
+/// `cleanup --upstream-leftovers`: the chains (one nft transaction), then the sets. Fails (exit
+/// status 1) when a set could not be destroyed for another reason than being absent.
+pub async fn remove(dry_run: bool) -> Result<ExitCode, BoxError> {
+    let nft = netfilter::Nft::new();
+    let listing = nft.list_ruleset_json().context(|| "cannot list the nftables ruleset".into())?;
+    let listing: Value =
+        serde_json::from_str(&listing).context(|| "cannot read nft's JSON listing of the ruleset".into())?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    match removal(&listing) {
+        None => println!("no chains of upstream kube-proxy found in nftables"),
+        Some((script, chains)) => {
+            if !dry_run {
+                nft.run_on_ruleset("remove upstream kube-proxy's chains", &script)
+                    .context(|| "cannot remove upstream kube-proxy's chains".into())?;
+            }
+            for chain in chains {
+                println!("{verb} chain {chain}");
+            }
+        }
+    }
+    // Then iptables' legacy backend, where older nodes keep them; before the sets, which
+    // rules there may still reference.
+    let mut failed = legacy::remove(dry_run);
+    if dry_run {
+        println!("would destroy upstream kube-proxy's ipsets that exist and nothing references");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ipsets = Ipsets::open().context(|| "cannot open an ipset socket".into())?;
+    for name in SETS {
+        match ipsets.destroy(name).await {
+            Ok(SetRemoval::Destroyed) => println!("destroyed ipset {name}"),
+            Ok(SetRemoval::Absent) => {}
+            Ok(SetRemoval::InUse) => {
+                failed += 1;
+                eprintln!("ipset {name} is still referenced (by iptables-legacy rules?): kept");
+            }
+            // No ipset in this kernel (nfnetlink has no such subsystem): no set to destroy.
+            Err(NfnetlinkError::Kernel { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) =>
+            {
+                println!("no ipset support in this kernel: no ipsets to destroy");
+                break;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("cannot destroy ipset {name}: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
 
 /// The iptables tables (nftables family and table name) upstream writes to.
 const TABLES: &[(&str, &str)] =
@@ -106,6 +204,14 @@ mod tests {
 
     fn rule(family: &str, table: &str, chain: &str, handle: u64, expr: Value) -> Value {
         json!({"rule": {"family": family, "table": table, "chain": chain, "handle": handle, "expr": expr}})
+    }
+
+    #[test]
+    fn the_sets_are_exactly_those_upstream_made() {
+        let save = include_str!("../../tests/fixtures/upstream-1.30/ipset-save.txt");
+        let made: BTreeSet<&str> =
+            save.lines().filter_map(|l| l.strip_prefix("create ")).filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(made, SETS.iter().copied().collect::<BTreeSet<_>>());
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! One nfnetlink socket: a request and its replies (acknowledgement, or a dump to its end),
+//! framed by netlink-packet-core and netlink-packet-netfilter. Shared by the conntrack and
+//! ipset clients.
+
+use std::io;
+
+use netlink_packet_core::{DecodeError, NetlinkBuffer, NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
+
+/// Big enough for any dump datagram the kernel sends.
+const RECV_BUF_SIZE: usize = 64 * 1024;
+
+/// An nfnetlink request that failed, naming what it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum NfnetlinkError {
+    /// The socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel's reply could not be decoded.
+    #[error("{what}: undecodable reply: {source}")]
+    Decode {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// The kernel refused the request.
+    #[error("{what}: {source}")]
+    Kernel {
+        /// What was being done.
+        what: String,
+        /// The kernel's error number, as an I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A `NETLINK_NETFILTER` socket with its sequence numbers and receive buffer.
+pub(crate) struct NfSocket {
+    socket: TokioSocket,
+    seq: u32,
+    recv_buf: Vec<u8>,
+}
+
+impl NfSocket {
+    /// Opens a socket; `name` names it in errors.
+    pub(crate) fn open(name: &str) -> Result<NfSocket, NfnetlinkError> {
+        let io = |source| NfnetlinkError::Io { what: format!("open a {name} socket"), source };
+        let mut socket = TokioSocket::new(NETLINK_NETFILTER).map_err(io)?;
+        socket.socket_mut().bind_auto().map_err(io)?;
+        socket.socket_mut().connect(&NetlinkAddr::new(0, 0)).map_err(io)?;
+        Ok(NfSocket { socket, seq: 0, recv_buf: Vec::with_capacity(RECV_BUF_SIZE) })
+    }
+
+    /// Sends one request and reads its replies up to the acknowledgement or the dump's end,
+    /// giving each message's payload to `each`.
+    pub(crate) async fn exchange(
+        &mut self,
+        request: NetfilterMessage,
+        flags: u16,
+        what: &str,
+        mut each: impl FnMut(NetfilterMessageInner),
+    ) -> Result<(), NfnetlinkError> {
+        let io = |source| NfnetlinkError::Io { what: what.to_string(), source };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut message = NetlinkMessage::from(request);
+        message.header.flags = flags;
+        message.header.sequence_number = seq;
+        message.finalize();
+        let mut send_buf = vec![0; message.buffer_len()];
+        message.serialize(&mut send_buf);
+        self.socket.send(&send_buf).await.map_err(io)?;
+        loop {
+            self.recv_buf.clear();
+            self.socket.recv(&mut self.recv_buf).await.map_err(io)?;
+            let mut offset = 0;
+            while offset < self.recv_buf.len() {
+                let bytes = &self.recv_buf[offset..];
+                let length = NetlinkBuffer::new_checked(bytes)
+                    .map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?
+                    .length() as usize;
+                let frame = &bytes[..length.min(bytes.len())];
+                offset += length.max(1).next_multiple_of(4);
+                let reply = NetlinkMessage::<NetfilterMessage>::deserialize(frame)
+                    .map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?;
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(NetfilterMessage { inner, .. }) => each(inner),
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(code) => Err(NfnetlinkError::Kernel {
+                                what: what.to_string(),
+                                source: io::Error::from_raw_os_error(-code.get()),
+                            }),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
