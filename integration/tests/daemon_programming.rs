@@ -294,3 +294,22 @@ fn the_standard_dashboards_series_are_exported() {
         );
     });
 }
+
+/// Issue 10: a ClusterIP that someone removes from kube-ipvs0 is bound again on the removal's
+/// rtnetlink notification, not at the next full reconcile (five minutes away here).
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_cluster_ip_removed_from_the_link_is_bound_again_at_once() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(300));
+        eventually("the ClusterIP bound", PATIENCE, || bound_addresses().contains("10.96.0.10").then_some(()));
+        let removed = Instant::now();
+        ip(&["addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"]).unwrap();
+        eventually("the ClusterIP bound again", Duration::from_secs(10), || {
+            bound_addresses().contains("10.96.0.10").then_some(())
+        });
+        eprintln!("bound again {:?} after the removal", removed.elapsed());
+        assert_eq!(ask_many("10.96.0.10:80", 1), ["b1"], "{}", daemon.log());
+    });
+}

@@ -54,6 +54,14 @@ fn node_addresses_are_followed_by_notification() {
         ip(&["addr", "del", "192.0.2.10/24", "dev", "eth9"]).unwrap();
         assert_eq!(next_addresses(&mut updates).await, [addr("198.51.100.7"), addr("2001:db8::10")]);
 
+        // An address removed from the dummy link is reported, whoever removed it, so that the
+        // proxy can bind it again.
+        link.remove_address(IpAddr::from([10, 96, 0, 2])).await.unwrap();
+        match tokio::time::timeout(FOLLOW, updates.next()).await {
+            Ok(Some(Update::Unbound(addrs))) => assert_eq!(addrs, [IpAddr::from([10, 96, 0, 2])]),
+            other => panic!("no unbound address within {FOLLOW:?}: {other:?}"),
+        }
+
         // A link that goes takes its addresses with it.
         ip(&["link", "del", "eth9"]).unwrap();
         assert_eq!(next_addresses(&mut updates).await, Vec::<IpAddr>::new());

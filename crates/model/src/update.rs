@@ -34,4 +34,7 @@ pub enum Update {
     /// The node's addresses NodePorts may use, all of them, sorted and deduplicated: the first
     /// one delivered is the complete list, as a watch's first `Listed` is.
     NodeAddresses(Vec<IpAddr>),
+    /// These addresses were just removed from the proxy's dummy link, by anyone (this proxy
+    /// included): those still wanted there are bound again at the next sync.
+    Unbound(Vec<IpAddr>),
 }

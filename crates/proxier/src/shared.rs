@@ -2,6 +2,7 @@
 //! and what changed since the last sync.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -46,6 +47,8 @@ pub(crate) struct Pending {
 
 pub(crate) struct State {
     pub model: Model,
+    /// Addresses removed from the dummy link since the last sync (see [`Update::Unbound`]).
+    pub unbound: BTreeSet<IpAddr>,
     /// Services, EndpointSlices, the Node, the node's addresses.
     pub lists: [bool; 4],
     pub pending: Pending,
@@ -67,6 +70,7 @@ impl Shared {
         Shared {
             state: Mutex::new(State {
                 model,
+                unbound: BTreeSet::new(),
                 lists: [false; 4],
                 pending: Pending::default(),
                 health: HealthFacts {
@@ -173,6 +177,14 @@ impl Shared {
                 state.model.set_node_addresses(addrs);
                 queued = state.model.node_addresses() != before;
                 wake = open_gate(&mut state.lists, 3);
+            }
+            Update::Unbound(addrs) => {
+                // Only an address still wanted is work: the proxy's own unbinds, and a foreign
+                // removal of an address no longer wanted, wake nothing.
+                let wanted: Vec<IpAddr> =
+                    addrs.into_iter().filter(|a| state.model.desired().wants_address(a)).collect();
+                queued = !wanted.is_empty();
+                state.unbound.extend(wanted);
             }
             Update::Service(Change::Listed) | Update::EndpointSlice(Change::Listed) | Update::Node(Change::Listed) => {
                 let index = match update {

@@ -4,7 +4,8 @@
 //!
 //! Each notification costs one address (or one link) of work: the dummy link's own addresses
 //! (tens of thousands of ClusterIPs, each bind a notification) are discarded by interface index
-//! without a dump. A dump is taken only at start and when the kernel says notifications were
+//! without a dump, except that one removed from it is reported ([`Update::Unbound`]) so that the
+//! proxy binds it again at once if it is still wanted. A dump is taken only at start and when the kernel says notifications were
 //! lost (`NLMSG_OVERRUN`) or the socket failed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -65,9 +66,10 @@ pub async fn node_addresses(dummy: &str) -> Result<Vec<IpAddr>, AddressesError> 
 pub fn node_address_updates(dummy: impl Into<String>) -> impl Stream<Item = Update> + Send + 'static {
     let follower = Follower { dummy: dummy.into(), last: None, session: None };
     stream::unfold(follower, |mut f| async move {
-        let addrs = f.next_change().await;
-        Some((Update::NodeAddresses(addrs), f))
+        let updates = f.next_change().await;
+        Some((stream::iter(updates), f))
     })
+    .flatten()
 }
 
 /// What is known of the host's interfaces and addresses.
@@ -148,11 +150,24 @@ impl Host {
         out.into_iter().collect()
     }
 
-    /// Applies one notification; false when notifications were lost and a dump is needed.
-    fn notify(&mut self, message: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+    /// Applies one notification; false when notifications were lost and a dump is needed. An
+    /// address removed from the link named `dummy` is added to `unbound`.
+    fn notify(
+        &mut self,
+        message: &NetlinkMessage<RouteNetlinkMessage>,
+        dummy: &str,
+        unbound: &mut Vec<IpAddr>,
+    ) -> bool {
         match &message.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => self.address(m, true),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => self.address(m, false),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
+                if self.links.get(&m.header.index).is_some_and(|name| name == dummy)
+                    && let Some(addr) = address_of(m)
+                {
+                    unbound.push(addr);
+                }
+                self.address(m, false)
+            }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => self.link(m, true),
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => self.link(m, false),
             NetlinkPayload::Overrun(_) => return false,
@@ -198,8 +213,8 @@ struct Follower {
 
 impl Follower {
     /// Waits until the node's addresses differ from the last ones yielded (the first call:
-    /// until they are known) and returns them.
-    async fn next_change(&mut self) -> Vec<IpAddr> {
+    /// until they are known), or addresses leave the dummy link, and returns the updates.
+    async fn next_change(&mut self) -> Vec<Update> {
         loop {
             let Some(session) = self.session.as_mut() else {
                 match subscribe().await {
@@ -211,7 +226,7 @@ impl Follower {
                     }
                 }
                 if let Some(change) = self.changed() {
-                    return change;
+                    return vec![Update::NodeAddresses(change)];
                 }
                 continue;
             };
@@ -221,18 +236,31 @@ impl Follower {
                 tokio::time::sleep(RECONNECT_DELAY).await;
                 continue;
             };
-            let mut in_step = session.host.notify(&message);
+            let mut unbound = Vec::new();
+            let mut in_step = session.host.notify(&message, &self.dummy, &mut unbound);
             // Whatever else is queued already: one update for a burst.
             while let Ok((message, _)) = session.notifications.try_recv() {
-                in_step &= session.host.notify(&message);
+                in_step &= session.host.notify(&message, &self.dummy, &mut unbound);
+            }
+            let mut updates = Vec::new();
+            if !unbound.is_empty() {
+                updates.push(Update::Unbound(unbound));
             }
             if !in_step {
+                // Lost notifications may have been removals too: the periodic full sync, which
+                // reads the link's addresses, repairs those.
                 tracing::warn!("rtnetlink notifications were lost; reading the addresses again");
                 self.session = None;
+                if !updates.is_empty() {
+                    return updates;
+                }
                 continue;
             }
             if let Some(change) = self.changed() {
-                return change;
+                updates.push(Update::NodeAddresses(change));
+            }
+            if !updates.is_empty() {
+                return updates;
             }
         }
     }

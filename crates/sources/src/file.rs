@@ -157,6 +157,7 @@ mod tests {
             Update::EndpointSlice(Change::Listed) => "listed slices".into(),
             Update::Node(Change::Listed) => "listed nodes".into(),
             Update::NodeAddresses(a) => format!("node addresses {a:?}"),
+            Update::Unbound(a) => format!("unbound {a:?}"),
         }
     }
 

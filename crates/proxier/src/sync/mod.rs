@@ -196,6 +196,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             let mut state = self.shared.lock();
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
+            // Removed from the dummy link behind the proxy's back (or by its own unbind, then
+            // no longer wanted): no longer bound, and planned again.
+            for addr in std::mem::take(&mut state.unbound) {
+                self.observed.set_bound(addr, false);
+                changes.addresses.insert(addr);
+            }
             // A full sync's filter state covers every Service: built after the kernel steps,
             // once the plan is gone, so that the two never sit in memory together.
             let wants_filter = self.filter.is_some() || self.filter_starter.is_some();

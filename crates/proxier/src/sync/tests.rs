@@ -475,3 +475,26 @@ async fn stale_udp_flows_are_forgotten_after_the_sync_that_made_them_stale() {
         ["forget conntrack entries of protocol 17 to 10.96.0.53:80 answered by 10.244.1.1:8080"]
     );
 }
+
+/// Issue 10: an address someone removes from kube-ipvs0 is bound again by the next incremental
+/// sync, which the removal's notification triggers, not at the next full reconcile. A removal
+/// of an address no longer wanted (the proxy's own unbind) is no work at all.
+#[tokio::test]
+async fn a_wanted_address_removed_from_the_link_is_bound_again_incrementally() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(1);
+    listed(&shared);
+    let mut sync = sync_loop(&kernel, shared.clone());
+    sync.sync(true).await;
+    kernel.writes();
+
+    kernel.mem().bound.remove(&"10.96.0.1".parse::<IpAddr>().unwrap());
+    shared.feed(Update::Unbound(vec!["10.96.0.1".parse().unwrap()]));
+    let report = sync.sync(false).await;
+    assert!(!report.full);
+    assert_eq!(kernel.writes(), ["bind 10.96.0.1"]);
+
+    shared.feed(Update::Unbound(vec!["10.96.9.9".parse().unwrap()]));
+    assert!(shared.lock().unbound.is_empty(), "an address not wanted is not queued");
+    assert_eq!(sync.sync(false).await.plan_steps, 0);
+}
