@@ -194,7 +194,9 @@ fn after_cleanup_upstreams_state_lays_down_and_serves() {
                 "--conntrack-max-per-core=0".into(),
             ],
         );
-        eventually("the daemon serving", PATIENCE, || (ask_many("10.96.1.2:80", 1)[0].starts_with('b')).then_some(()));
+        // Ready: its first sync has ended, the record of its NodePorts written.
+        eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
+        assert!(ask_many("10.96.1.2:80", 1)[0].starts_with('b'));
         drop(daemon);
 
         // The record of what the daemon made on node addresses is where the daemon kept it.
