@@ -144,3 +144,58 @@ fn a_node_port_answers_through_a_forward_policy_of_drop() {
         assert!(saved.contains(":FORWARD DROP") && !saved.contains("KUBE-IPVS-PROXY"), "{saved}");
     });
 }
+
+/// Rules of one chain of the daemon's table (`nft list chain`), one per line.
+fn chain_rules(chain: &str) -> usize {
+    let listing = run("nft", &["list", "chain", "inet", "kube-ipvs-proxy", chain], None).unwrap_or_default();
+    listing
+        .lines()
+        .filter(|l| !l.contains('{') && !l.contains('}') && !l.contains("type ") && !l.trim().is_empty())
+        .count()
+}
+
+/// Issue 10: edits of the daemon's table by someone else (an element deleted, a chain flushed)
+/// are undone on nftables' own notifications, not at the next full reconcile (five minutes
+/// away here); the daemon's own writes set off no such repair.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn edits_of_the_table_by_others_are_undone_at_once() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let daemon = Daemon::start_with_env(
+            &cluster,
+            &[
+                "--sync-period=300s".into(),
+                "--min-sync-period=0s".into(),
+                "--metrics-bind-address=127.0.0.1:10249".into(),
+                "--healthz-bind-address=127.0.0.1:10256".into(),
+            ],
+            &[("KUBE_IPVS_PROXY_LOG", "info,netfilter=debug")],
+        );
+        let (set, element) = ("service_ports_v4", "10.96.0.10 . tcp . 80");
+        eventually("the Service's element", PATIENCE, || has(set, element).then_some(()));
+        let rules = chain_rules("nat_postrouting");
+        assert!(rules > 0, "the masquerade chain has rules");
+
+        // The daemon's own change is no foreign edit.
+        cluster.apply(&service_yaml("api", "10.96.0.11", None));
+        eventually("api's element", PATIENCE, || has(set, "10.96.0.11 . tcp . 80").then_some(()));
+        assert!(!daemon.log().contains("edited by someone else"), "{}", daemon.log());
+
+        let started = std::time::Instant::now();
+        let script = format!("delete element inet kube-ipvs-proxy {set} {{ {element} }}\n");
+        run("nft", &["-f", "-"], Some(&script)).unwrap();
+        let back = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            has(set, element)
+        });
+        assert!(back, "the element not back within 10 s; daemon log:\n{}", daemon.log());
+        eprintln!("element restored {:?} after its deletion", started.elapsed());
+
+        run("nft", &["flush", "chain", "inet", "kube-ipvs-proxy", "nat_postrouting"], None).unwrap();
+        eventually("the chain's rules back", Duration::from_secs(10), || {
+            (chain_rules("nat_postrouting") == rules).then_some(())
+        });
+        assert_eq!(ask_name("10.96.0.10:80".parse().unwrap(), Duration::from_secs(5)).unwrap(), "b1");
+    });
+}

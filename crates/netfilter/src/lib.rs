@@ -22,6 +22,7 @@
 mod conntrack;
 mod forward;
 mod ipset;
+mod monitor;
 mod nfnetlink;
 mod script;
 mod state;
@@ -37,5 +38,6 @@ pub use state::{Element, ElementChanges, FilterState, MasqueradeRule, ServiceFil
 pub use conntrack::{Conntrack, StaleFlows};
 pub use forward::{FORWARD_CHAIN, ForwardAccept, ForwardError, accept_forwarded};
 pub use ipset::{Ipsets, SetRemoval};
+pub use monitor::TableMonitor;
 pub use nfnetlink::NfnetlinkError;
 pub use nft::{Netfilter, Nft, NftError};

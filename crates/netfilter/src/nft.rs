@@ -1,9 +1,11 @@
 //! Running the scripts with the `nft` binary, as upstream's own nftables mode does, and keeping
 //! the kernel's sets in step with a [`FilterState`] at a cost proportional to each change.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use crate::script::{
     DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script, digest_script, full_script,
@@ -63,6 +65,25 @@ impl NftError {
     /// Whether the `nft` program is not installed (so no table of the proxy's can exist either).
     pub fn is_program_missing(&self) -> bool {
         matches!(self, NftError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// The process ids of the last `nft` processes this process ran: the table monitor tells the
+/// proxy's own transactions from others' by the pid the kernel reports for each (`NEWGEN`).
+static WRITERS: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
+const WRITERS_KEPT: usize = 64;
+
+/// Whether `pid` is this process or an `nft` it ran recently.
+pub(crate) fn is_own_writer(pid: u32) -> bool {
+    pid == std::process::id() || WRITERS.lock().is_ok_and(|w| w.contains(&pid))
+}
+
+fn record_writer(pid: u32) {
+    if let Ok(mut writers) = WRITERS.lock() {
+        if writers.len() == WRITERS_KEPT {
+            writers.pop_front();
+        }
+        writers.push_back(pid);
     }
 }
 
@@ -154,6 +175,7 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
+        record_writer(child.id());
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
         }
@@ -282,6 +304,28 @@ impl Netfilter {
             self.nft.run(&table, "rewrite sets", &script)?;
         }
         self.skeleton_pending = false;
+        self.digest = digest;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Replaces the table whole, chains and rules included, with one holding `desired`, in one
+    /// transaction (no moment without it): the repair after someone else edited the table, which
+    /// a rewrite of the sets alone would not undo if a rule or chain was touched.
+    pub fn rebuild(&mut self, desired: FilterState) -> Result<(), NftError> {
+        let table = self.config.table.clone();
+        let mark_bit = |bit| NftError::MarkBit { table: table.clone(), bit };
+        let digest = table_digest(&self.config, &desired).ok_or_else(|| mark_bit(self.config.masquerade_bit))?;
+        let skeleton = skeleton_script(&self.config).ok_or_else(|| mark_bit(self.config.masquerade_bit))?;
+        // `add` first, so that the `delete` finds a table even if someone deleted it.
+        let script = format!("add table inet {table}\ndelete table inet {table}\n{skeleton}")
+            + &full_script(&table, &desired)
+            + &digest_script(&table, digest);
+        self.dirty = true;
+        self.applied = desired;
+        self.nft.run(&table, "rebuild", &script)?;
+        self.skeleton_pending = false;
+        self.recorded = None;
         self.digest = digest;
         self.dirty = false;
         Ok(())

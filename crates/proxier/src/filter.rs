@@ -14,6 +14,9 @@ pub enum FilterWork {
     Full(FilterState),
     /// An incremental sync: the new filters of the changed virtual servers only (`None`: gone).
     Only(Vec<(Target, Option<ServiceFilter>)>),
+    /// Someone else edited the table: it must be replaced whole (chains and rules too) by one
+    /// holding exactly this.
+    Rebuild(FilterState),
 }
 
 impl FilterWork {

@@ -52,6 +52,10 @@ impl NftFilter {
                 self.netfilter.resync(state).map(|()| n)
             }
             FilterWork::Only(updates) => self.netfilter.update(updates),
+            FilterWork::Rebuild(state) => {
+                let n = state.elements().len();
+                self.netfilter.rebuild(state).map(|()| n)
+            }
         }
     }
 }

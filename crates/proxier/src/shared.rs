@@ -49,6 +49,8 @@ pub(crate) struct State {
     pub model: Model,
     /// Addresses removed from the dummy link since the last sync (see [`Update::Unbound`]).
     pub unbound: BTreeSet<IpAddr>,
+    /// Whether someone else edited the nftables table since the last sync.
+    pub filter_edited: bool,
     /// Services, EndpointSlices, the Node, the node's addresses.
     pub lists: [bool; 4],
     pub pending: Pending,
@@ -71,6 +73,7 @@ impl Shared {
             state: Mutex::new(State {
                 model,
                 unbound: BTreeSet::new(),
+                filter_edited: false,
                 lists: [false; 4],
                 pending: Pending::default(),
                 health: HealthFacts {
@@ -209,6 +212,15 @@ impl Shared {
         if queued || wake {
             self.wake.notify_one();
         }
+    }
+}
+
+impl Shared {
+    /// Someone else edited the nftables table (the table monitor says so): the next sync,
+    /// due at once, replaces it whole.
+    pub fn filter_edited(&self) {
+        self.lock().filter_edited = true;
+        self.wake.notify_one();
     }
 }
 

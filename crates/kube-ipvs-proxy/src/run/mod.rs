@@ -84,6 +84,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         }
         tracing::error!("the object source ended; no further changes will be applied");
     });
+    tokio::spawn(watch_table(shared.clone()));
 
     let timeout = settings.sync_period.saturating_mul(2);
     let configz = Arc::new(settings.configz());
@@ -184,5 +185,36 @@ async fn shutdown_signal() -> &'static str {
             std::future::pending::<()>().await;
             "never"
         }
+    }
+}
+
+/// Follows nftables' notifications for the proxy's table and has the sync loop replace the
+/// table whenever someone else edits it: drift repaired when it happens, not at the next full
+/// reconcile. A monitor that fails is opened again after a pause.
+async fn watch_table(shared: Arc<Shared>) {
+    let table = netfilter::FilterConfig::new(Vec::new()).table;
+    let mut reopened = false;
+    loop {
+        match netfilter::TableMonitor::open(&table) {
+            Ok(mut monitor) => loop {
+                // What happened while no monitor listened is unknown: repair once.
+                if std::mem::take(&mut reopened) {
+                    shared.filter_edited();
+                }
+                match monitor.next_foreign_edit().await {
+                    Ok(()) => shared.filter_edited(),
+                    Err(e) => {
+                        tracing::warn!(error = &e as &dyn std::error::Error, "nftables notifications lost; reopening");
+                        reopened = true;
+                        break;
+                    }
+                }
+            },
+            Err(e) => {
+                reopened = true;
+                tracing::warn!(error = &e as &dyn std::error::Error, "cannot follow nftables notifications")
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
 }

@@ -230,13 +230,22 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         self.write_ownership();
         let executed = start.elapsed();
         self.start_filter(&mut report);
+        let edited = std::mem::take(&mut self.shared.lock().filter_edited);
         let filter_work = match (&self.filter, full || self.filter_full) {
+            (Some(_), _) if edited => {
+                tracing::warn!("the nftables table was edited by someone else; replacing it");
+                match FilterWork::of(&self.shared.lock().model, true, &Changes::new()) {
+                    FilterWork::Full(state) => Some(FilterWork::Rebuild(state)),
+                    other => Some(other),
+                }
+            }
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
             (Some(_), false) => filter_work,
             (None, _) => None,
         };
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
+            let rebuilding = matches!(work, FilterWork::Rebuild(_));
             match filter.apply(work) {
                 Ok(n) => {
                     self.filter_full = false;
@@ -245,8 +254,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     }
                 }
                 Err(e) => {
-                    // The whole state next time: what this update carried is not lost.
+                    // The whole state next time: what this update carried is not lost (nor the
+                    // repair of someone's edit, which a rewrite of the sets may not undo).
                     self.filter_full = true;
+                    if rebuilding {
+                        self.shared.lock().filter_edited = true;
+                    }
                     report.filter_failed = true;
                     tracing::warn!(error = &e as &dyn std::error::Error, "nftables update failed (retried)")
                 }

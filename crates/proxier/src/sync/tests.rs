@@ -389,6 +389,7 @@ impl Filter for RecordingFilter {
         self.0.lock().unwrap().push(match work {
             FilterWork::Full(_) => "full",
             FilterWork::Only(_) => "only",
+            FilterWork::Rebuild(_) => "rebuild",
         });
         Ok(1)
     }
@@ -497,4 +498,22 @@ async fn a_wanted_address_removed_from_the_link_is_bound_again_incrementally() {
     shared.feed(Update::Unbound(vec!["10.96.9.9".parse().unwrap()]));
     assert!(shared.lock().unbound.is_empty(), "an address not wanted is not queued");
     assert_eq!(sync.sync(false).await.plan_steps, 0);
+}
+
+/// Issue 10: when someone else edits the nftables table, the next sync (incremental, woken by
+/// the edit) replaces the table whole; the syncs before and after carry only their changes.
+#[tokio::test]
+async fn a_foreign_edit_of_the_table_is_repaired_by_the_next_sync() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(1);
+    listed(&shared);
+    let works = RecordingFilter::default();
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let mut sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter(Box::new(works.clone()));
+    sync.sync(true).await;
+    shared.filter_edited();
+    assert!(!sync.sync(false).await.full);
+    shared.feed(Update::Service(Change::Apply(service("svc9", "10.96.0.99"))));
+    sync.sync(false).await;
+    assert_eq!(*works.0.lock().unwrap(), ["full", "rebuild", "only"]);
 }

@@ -1,0 +1,167 @@
+//! Watching the proxy's table for edits by others, through nftables' own notifications
+//! (`NFNLGRP_NFTABLES`), so that drift is repaired when it happens, with no polling.
+//!
+//! The kernel announces every committed change: one message per object (table, chain, rule,
+//! set, element), each naming its table, then `NEWGEN` with the pid of the process that made
+//! the transaction. A transaction that touched the table and came from neither this process nor
+//! an `nft` it ran is an edit by someone else. Lost notifications (the socket's buffer
+//! overran) count as one too: the repair is idempotent, a missed edit is not.
+
+use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
+
+use crate::nfnetlink::NfnetlinkError;
+use crate::nft::is_own_writer;
+
+const NFNLGRP_NFTABLES: u32 = 7;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+/// Every nftables object message names its table in attribute 1 (`NFTA_TABLE_NAME`,
+/// `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, `NFTA_SET_TABLE`, `NFTA_SET_ELEM_LIST_TABLE`, ...).
+const NFTA_TABLE: u16 = 1;
+const NFTA_GEN_PROC_PID: u16 = 2;
+const NFPROTO_INET: u8 = 1;
+const NFGENMSG_LEN: usize = 4;
+const RECV_BUF_SIZE: usize = 256 * 1024;
+
+/// Notifications about one `inet` table.
+pub struct TableMonitor {
+    socket: TokioSocket,
+    table: String,
+    recv_buf: Vec<u8>,
+    /// Whether the transaction being announced touched the table.
+    touched: bool,
+}
+
+impl TableMonitor {
+    /// Subscribes to nftables' notifications for the `inet` table `table` (needs `CAP_NET_ADMIN`).
+    pub fn open(table: &str) -> Result<TableMonitor, NfnetlinkError> {
+        let io = |source| NfnetlinkError::Io { what: "subscribe to nftables notifications".into(), source };
+        let mut socket = TokioSocket::new(NETLINK_NETFILTER).map_err(io)?;
+        socket.socket_mut().bind(&NetlinkAddr::new(0, 0)).map_err(io)?;
+        socket.socket_mut().add_membership(NFNLGRP_NFTABLES).map_err(io)?;
+        // A large buffer: a burst of someone's edits is thousands of element messages.
+        let _ = socket.socket_mut().set_rx_buf_sz(RECV_BUF_SIZE);
+        Ok(TableMonitor {
+            socket,
+            table: table.to_string(),
+            recv_buf: Vec::with_capacity(RECV_BUF_SIZE),
+            touched: false,
+        })
+    }
+
+    /// Waits until a transaction by someone else touches the table (or notifications were
+    /// lost). Errors are the socket's; the caller may open a new monitor.
+    pub async fn next_foreign_edit(&mut self) -> Result<(), NfnetlinkError> {
+        loop {
+            self.recv_buf.clear();
+            match self.socket.recv(&mut self.recv_buf).await {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.touched = false;
+                    return Ok(());
+                }
+                Err(source) => return Err(NfnetlinkError::Io { what: "read nftables notifications".into(), source }),
+            }
+            let mut foreign = false;
+            for_each_message(&self.recv_buf, |message_type, payload| {
+                let notice = classify(message_type, payload, &self.table);
+                tracing::debug!(message_type, ?notice, "nftables notification");
+                match notice {
+                    Notice::Touched => self.touched = true,
+                    Notice::Generation(pid) => {
+                        foreign |= std::mem::take(&mut self.touched) && !pid.is_some_and(is_own_writer);
+                    }
+                    Notice::Other => {}
+                }
+            });
+            if foreign {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What one notification says about the table.
+#[derive(Debug, PartialEq, Eq)]
+enum Notice {
+    /// An object of the table changed.
+    Touched,
+    /// A transaction ended, made by this pid (if the kernel said).
+    Generation(Option<u32>),
+    Other,
+}
+
+fn classify(message_type: u16, payload: &[u8], table: &str) -> Notice {
+    if message_type >> 8 != NFNL_SUBSYS_NFTABLES || payload.len() < NFGENMSG_LEN {
+        return Notice::Other;
+    }
+    let attributes = NlasIterator::new(&payload[NFGENMSG_LEN..]).filter_map(Result::ok);
+    if message_type & 0xff == NFT_MSG_NEWGEN {
+        let pid = attributes
+            .filter(|a: &NlaBuffer<&[u8]>| a.kind() == NFTA_GEN_PROC_PID)
+            .find_map(|a| a.value().try_into().ok().map(u32::from_be_bytes));
+        return Notice::Generation(pid);
+    }
+    if payload[0] != NFPROTO_INET {
+        return Notice::Other;
+    }
+    let named = attributes
+        .filter(|a| a.kind() == NFTA_TABLE)
+        .any(|a| a.value().split(|b| *b == 0).next() == Some(table.as_bytes()));
+    if named { Notice::Touched } else { Notice::Other }
+}
+
+/// Calls `each` with the type and payload of every message in a datagram.
+fn for_each_message(datagram: &[u8], mut each: impl FnMut(u16, &[u8])) {
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let Ok(message) = NetlinkBuffer::new_checked(&datagram[offset..]) else { return };
+        let length = message.length() as usize;
+        each(message.message_type(), message.payload());
+        offset += length.max(1).next_multiple_of(4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{DefaultNla, Emitable};
+
+    fn payload(family: u8, attributes: &[DefaultNla]) -> Vec<u8> {
+        let mut bytes = vec![family, 0, 0, 0];
+        let mut rest = vec![0; attributes.buffer_len()];
+        attributes.emit(&mut rest);
+        bytes.extend(rest);
+        bytes
+    }
+
+    fn name(text: &str) -> Vec<u8> {
+        let mut v = text.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+
+    #[test]
+    fn notifications_are_read_by_table_and_writer() {
+        let new_element = (10 << 8) | 12; // NFT_MSG_NEWSETELEM
+        let ours = payload(NFPROTO_INET, &[DefaultNla::new(NFTA_TABLE, name("kube-ipvs-proxy"))]);
+        assert_eq!(classify(new_element, &ours, "kube-ipvs-proxy"), Notice::Touched);
+        let other_table = payload(NFPROTO_INET, &[DefaultNla::new(NFTA_TABLE, name("kube-ipvs-proxy-2"))]);
+        assert_eq!(classify(new_element, &other_table, "kube-ipvs-proxy"), Notice::Other);
+        let other_family = payload(2, &[DefaultNla::new(NFTA_TABLE, name("kube-ipvs-proxy"))]);
+        assert_eq!(classify(new_element, &other_family, "kube-ipvs-proxy"), Notice::Other);
+
+        let generation = payload(
+            0,
+            &[DefaultNla::new(1, 7u32.to_be_bytes().to_vec()), DefaultNla::new(2, 4242u32.to_be_bytes().to_vec())],
+        );
+        assert_eq!(
+            classify((10 << 8) | NFT_MSG_NEWGEN, &generation, "kube-ipvs-proxy"),
+            Notice::Generation(Some(4242))
+        );
+        // Another subsystem (conntrack) is never about the table.
+        assert_eq!(classify(1 << 8, &ours, "kube-ipvs-proxy"), Notice::Other);
+    }
+}
