@@ -332,8 +332,8 @@ impl Netfilter {
     }
 
     /// Marks the kernel's sets as unknown, so the next [`Netfilter::resync`] rewrites them whole
-    /// (the periodic full reconcile uses this to repair changes made behind the proxy's back; it
-    /// keeps rewriting even when nothing changed, as the digest cannot see such drift).
+    /// (for a caller that learns the kernel may differ; edits of the table by others are
+    /// repaired with [`Netfilter::rebuild`], which also restores chains and rules).
     pub fn forget(&mut self) {
         self.dirty = true;
     }

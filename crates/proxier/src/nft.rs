@@ -45,10 +45,11 @@ impl NftFilter {
     fn write(&mut self, work: FilterWork) -> Result<usize, NftError> {
         match work {
             FilterWork::Full(state) => {
-                // The periodic full reconcile rewrites the sets (one transaction), repairing
-                // anything changed behind the proxy's back.
+                // The periodic full reconcile writes only what differs from what this process
+                // applied: nothing, and no `nft` run, on an idle node. Edits behind the proxy's
+                // back are repaired when they happen (the table monitor, `Rebuild`), and after a
+                // failed write the keeper rewrites the sets whole.
                 let n = state.elements().len();
-                self.netfilter.forget();
                 self.netfilter.resync(state).map(|()| n)
             }
             FilterWork::Only(updates) => self.netfilter.update(updates),
