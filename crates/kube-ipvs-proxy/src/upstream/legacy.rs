@@ -58,13 +58,18 @@ fn jump_target(rule: &str) -> Option<&str> {
 }
 
 /// Removes upstream's chains from both families' legacy backend; prints what went, returns
-/// how many removals failed. A family whose programs are missing, or whose backend has no
-/// tables (its module not loaded), has nothing to remove.
+/// how many removals failed (a backend that cannot be read counts). A family whose programs
+/// are missing, or whose backend has no tables (its module not loaded), has nothing to remove.
 pub(super) fn remove(dry_run: bool) -> usize {
     let mut failed = 0;
     for (save, restore) in PROGRAMS {
-        let Ok(listing) = Command::new(save).stderr(Stdio::null()).output() else { continue };
+        let Ok(listing) = Command::new(save).output() else { continue };
         if !listing.status.success() {
+            // Tables exist but cannot be read: typically a container without CAP_NET_RAW,
+            // which the legacy backend's socket needs. Said, so that nothing is left silently.
+            failed += 1;
+            let why = String::from_utf8_lossy(&listing.stderr);
+            eprintln!("{save}: cannot read iptables' legacy backend ({}); its chains, if any, are left", why.trim());
             continue;
         }
         let Some((script, chains)) = removal(&String::from_utf8_lossy(&listing.stdout)) else { continue };
