@@ -11,7 +11,7 @@ use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
 
-use crate::nfnetlink::NfnetlinkError;
+use crate::nfnetlink::{NfnetlinkError, frames};
 use crate::nft::is_own_writer;
 
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -65,8 +65,11 @@ impl TableMonitor {
                 Err(source) => return Err(NfnetlinkError::Io { what: "read nftables notifications".into(), source }),
             }
             let mut foreign = false;
-            for_each_message(&self.recv_buf, |message_type, payload| {
-                let notice = classify(message_type, payload, &self.table);
+            // A malformed message ends the datagram's walk: the rest cannot be framed.
+            for frame in frames(&self.recv_buf).map_while(Result::ok) {
+                let message = NetlinkBuffer::new(frame);
+                let message_type = message.message_type();
+                let notice = classify(message_type, message.payload(), &self.table);
                 tracing::debug!(message_type, ?notice, "nftables notification");
                 match notice {
                     Notice::Touched => self.touched = true,
@@ -75,7 +78,7 @@ impl TableMonitor {
                     }
                     Notice::Other => {}
                 }
-            });
+            }
             if foreign {
                 return Ok(());
             }
@@ -111,17 +114,6 @@ fn classify(message_type: u16, payload: &[u8], table: &str) -> Notice {
         .filter(|a| a.kind() == NFTA_TABLE)
         .any(|a| a.value().split(|b| *b == 0).next() == Some(table.as_bytes()));
     if named { Notice::Touched } else { Notice::Other }
-}
-
-/// Calls `each` with the type and payload of every message in a datagram.
-fn for_each_message(datagram: &[u8], mut each: impl FnMut(u16, &[u8])) {
-    let mut offset = 0;
-    while offset < datagram.len() {
-        let Ok(message) = NetlinkBuffer::new_checked(&datagram[offset..]) else { return };
-        let length = message.length() as usize;
-        each(message.message_type(), message.payload());
-        offset += length.max(1).next_multiple_of(4);
-    }
 }
 
 #[cfg(test)]

@@ -83,14 +83,8 @@ impl NfSocket {
         loop {
             self.recv_buf.clear();
             self.socket.recv(&mut self.recv_buf).await.map_err(io)?;
-            let mut offset = 0;
-            while offset < self.recv_buf.len() {
-                let bytes = &self.recv_buf[offset..];
-                let length = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?
-                    .length() as usize;
-                let frame = &bytes[..length.min(bytes.len())];
-                offset += length.max(1).next_multiple_of(4);
+            for frame in frames(&self.recv_buf) {
+                let frame = frame.map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?;
                 let reply = NetlinkMessage::<NetfilterMessage>::deserialize(frame)
                     .map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?;
                 if reply.header.sequence_number != seq {
@@ -112,5 +106,43 @@ impl NfSocket {
                 }
             }
         }
+    }
+}
+
+/// The messages of one datagram, each as its own bytes (header included); a malformed length
+/// ends the walk with an error.
+pub(crate) fn frames(datagram: &[u8]) -> impl Iterator<Item = Result<&[u8], DecodeError>> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let bytes = datagram.get(offset..).filter(|b| !b.is_empty())?;
+        let length = match NetlinkBuffer::new_checked(bytes) {
+            Ok(message) => message.length() as usize,
+            Err(e) => {
+                offset = datagram.len();
+                return Some(Err(e));
+            }
+        };
+        offset += length.max(1).next_multiple_of(4);
+        Some(Ok(&bytes[..length.min(bytes.len())]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two messages of 20 and 18 bytes (the second padded to 20) then a truncated header.
+    #[test]
+    fn a_datagram_is_split_at_each_aligned_length() {
+        let mut datagram = Vec::new();
+        for (length, kind) in [(20u32, 1u16), (18, 2)] {
+            let mut message = vec![0u8; length.next_multiple_of(4) as usize];
+            message[..4].copy_from_slice(&length.to_ne_bytes());
+            message[4..6].copy_from_slice(&kind.to_ne_bytes());
+            datagram.extend(message);
+        }
+        datagram.extend([9, 0, 0]);
+        let got: Vec<Result<usize, ()>> = frames(&datagram).map(|f| f.map(<[u8]>::len).map_err(|_| ())).collect();
+        assert_eq!(got, [Ok(20), Ok(18), Err(())]);
     }
 }

@@ -24,6 +24,7 @@ use netfilter::StaleFlows;
 pub use report::SyncReport;
 
 use crate::filter::{Filter, FilterStarter, FilterWork};
+use crate::filter_state::filter_state;
 use crate::kernel::{Kernel, KernelError};
 use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
@@ -234,10 +235,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let filter_work = match (&self.filter, full || self.filter_full) {
             (Some(_), _) if edited => {
                 tracing::warn!("the nftables table was edited by someone else; replacing it");
-                match FilterWork::of(&self.shared.lock().model, true, &Changes::new()) {
-                    FilterWork::Full(state) => Some(FilterWork::Rebuild(state)),
-                    other => Some(other),
-                }
+                Some(FilterWork::Rebuild(filter_state(&self.shared.lock().model)))
             }
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
             (Some(_), false) => filter_work,
