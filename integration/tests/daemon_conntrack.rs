@@ -26,21 +26,11 @@ const ONE_SYNC: Duration = Duration::from_secs(5);
 /// A UDP Service `dns` (ClusterIP 10.96.0.53:53, NodePort 30053, to target port 8080) and its
 /// slice of `backends`.
 fn dns(backends: &[&Backend]) -> String {
-    let mut endpoints = String::new();
-    for b in backends {
-        endpoints.push_str(&format!(
-            "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: {NODE}\n",
-            b.addr_v4()
-        ));
-    }
-    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: dns\n  namespace: default\nspec:\n  type: NodePort\n\
          \x20 clusterIP: 10.96.0.53\n  clusterIPs: [10.96.0.53]\n  ipFamilies: [IPv4]\n  ports:\n\
-         \x20 - name: dns\n    port: 53\n    targetPort: 8080\n    protocol: UDP\n    nodePort: 30053\n\
-         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: dns-slice\n  namespace: default\n\
-         \x20 labels:\n    kubernetes.io/service-name: dns\naddressType: IPv4\nports:\n\
-         - name: dns\n  port: 8080\n  protocol: UDP\nendpoints: {endpoints}"
+         \x20 - name: dns\n    port: 53\n    targetPort: 8080\n    protocol: UDP\n    nodePort: 30053\n---\n{}",
+        slice_yaml_of("dns", "dns", "UDP", backends)
     )
 }
 
@@ -109,14 +99,9 @@ fn a_udp_flow_older_than_its_service_is_masqueraded_once_the_service_has_endpoin
         let b2 = Backend::start("b2", 2, 8080).unwrap();
         let outside = Peer::client(9);
         let cluster = Cluster::start();
-        let daemon = Daemon::start_with_env(
+        let daemon = Daemon::start_with_sync_period_and_env(
             &cluster,
-            &[
-                format!("--sync-period={}s", LONG_SYNC_PERIOD.as_secs()),
-                "--min-sync-period=0s".into(),
-                "--metrics-bind-address=127.0.0.1:10249".into(),
-                "--healthz-bind-address=127.0.0.1:10256".into(),
-            ],
+            LONG_SYNC_PERIOD,
             &[("KUBE_IPVS_PROXY_LOG", "info,netfilter=debug")],
         );
         let node_port = format!("UDP  {NODE_IP}:30053");

@@ -162,14 +162,9 @@ fn chain_rules(chain: &str) -> usize {
 fn edits_of_the_table_by_others_are_undone_at_once() {
     in_netns(|| async {
         let (_b1, cluster) = web_with_one_backend();
-        let daemon = Daemon::start_with_env(
+        let daemon = Daemon::start_with_sync_period_and_env(
             &cluster,
-            &[
-                "--sync-period=300s".into(),
-                "--min-sync-period=0s".into(),
-                "--metrics-bind-address=127.0.0.1:10249".into(),
-                "--healthz-bind-address=127.0.0.1:10256".into(),
-            ],
+            Duration::from_secs(300),
             &[("KUBE_IPVS_PROXY_LOG", "info,netfilter=debug")],
         );
         let (set, element) = ("service_ports_v4", "10.96.0.10 . tcp . 80");

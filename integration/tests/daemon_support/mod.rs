@@ -223,7 +223,12 @@ impl Daemon {
 
     /// [`Daemon::start`] with another sync period (whole seconds).
     pub fn start_with_sync_period(cluster: &Cluster, sync_period: Duration) -> Daemon {
-        Daemon::start_with_flags(
+        Daemon::start_with_sync_period_and_env(cluster, sync_period, &[])
+    }
+
+    /// [`Daemon::start_with_sync_period`] with extra environment variables (a log filter).
+    pub fn start_with_sync_period_and_env(cluster: &Cluster, sync_period: Duration, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_env(
             cluster,
             &[
                 format!("--sync-period={}s", sync_period.as_secs()),
@@ -231,6 +236,7 @@ impl Daemon {
                 "--metrics-bind-address=127.0.0.1:10249".into(),
                 "--healthz-bind-address=127.0.0.1:10256".into(),
             ],
+            env,
         )
     }
 
@@ -365,6 +371,11 @@ pub fn service_yaml(name: &str, cluster_ip: &str, node_port: Option<u16>) -> Str
 
 /// The EndpointSlice of Service `service` listing `backends` (ready, port 8080).
 pub fn slice_yaml(service: &str, backends: &[&Backend]) -> String {
+    slice_yaml_of(service, "http", "TCP", backends)
+}
+
+/// [`slice_yaml`] with port `port_name` of `protocol` (`TCP`, `UDP`, `SCTP`) on 8080.
+pub fn slice_yaml_of(service: &str, port_name: &str, protocol: &str, backends: &[&Backend]) -> String {
     let mut endpoints = String::new();
     for backend in backends {
         endpoints.push_str(&format!(
@@ -376,7 +387,7 @@ pub fn slice_yaml(service: &str, backends: &[&Backend]) -> String {
     format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-slice\n  namespace: default\n\
          \x20 labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n\
-         - name: http\n  port: 8080\n  protocol: TCP\nendpoints: {endpoints}"
+         - name: {port_name}\n  port: 8080\n  protocol: {protocol}\nendpoints: {endpoints}"
     )
 }
 
