@@ -18,6 +18,7 @@ const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
 
 /// A dummy link, by name and index, with its own rtnetlink connection.
+#[derive(Clone)]
 pub struct DummyLink {
     name: String,
     index: u32,

@@ -53,7 +53,7 @@ pub use desired::{DesiredState, DesiredVirtualServer, Masquerade, ServiceInfo, V
 pub use graceful::GracefulRemovals;
 pub use model::{Model, ModelStats};
 pub use names::{ServiceKey, ServicePortRef};
-pub use observed::{Observed, ObservedRealServer, ObservedVirtualServer};
+pub use observed::{Observed, ObservedRealServer, ObservedVirtualServer, VerifiedVirtualServers};
 pub use plan::{Plan, PlanPolicy, Step, operation_target, plan};
 pub use prefix::{PrefixError, parse_prefix};
 pub use update::{Change, SERVICE_NAME_LABEL, Update};

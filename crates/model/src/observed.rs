@@ -36,6 +36,15 @@ pub struct ObservedVirtualServer {
     pub real_servers: BTreeMap<RealServerId, ObservedRealServer>,
 }
 
+/// What [`Observed::verify_virtual_servers`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifiedVirtualServers {
+    /// Virtual servers gone from the kernel or with another configuration there: to plan again.
+    pub changed: Vec<VirtualServerId>,
+    /// Virtual servers in the kernel that were not observed: their real servers are to be read.
+    pub unknown: Vec<VirtualServerId>,
+}
+
 /// The kernel's IPVS table and the addresses bound on kube-ipvs0, indexed for planning.
 ///
 /// Built from a kernel dump with [`Observed::from_kernel`], then kept current by the daemon with
@@ -150,6 +159,92 @@ impl Observed {
                 if let Some(o) = self.virtual_servers.get_mut(id) {
                     o.real_servers.remove(rs);
                 }
+            }
+        }
+    }
+
+    /// Takes in the kernel's list of virtual servers (a verification read), except those
+    /// `written` says were written since the read began (the read may predate the write).
+    /// A virtual server gone from the kernel is forgotten, one whose configuration differs
+    /// (as the plan compares it) takes the kernel's; both are returned in `changed`. One the
+    /// kernel holds that is not observed (someone else made it) is returned in `unknown` and
+    /// left out until its real servers are read ([`Observed::verify_real_servers`]).
+    pub fn verify_virtual_servers(
+        &mut self,
+        listed: &[VirtualServerEntry],
+        written: impl Fn(&VirtualServerId) -> bool,
+    ) -> VerifiedVirtualServers {
+        let mut verified = VerifiedVirtualServers::default();
+        let mut seen = BTreeSet::new();
+        for entry in listed {
+            let id = entry.server.id;
+            seen.insert(id);
+            if written(&id) {
+                continue;
+            }
+            match self.virtual_servers.get_mut(&id) {
+                None => verified.unknown.push(id),
+                Some(o) if !crate::plan::same_config(&o.server, &entry.server) => {
+                    o.server = entry.server.clone();
+                    verified.changed.push(id);
+                }
+                Some(_) => {}
+            }
+        }
+        let gone: Vec<VirtualServerId> =
+            self.virtual_servers.keys().filter(|id| !seen.contains(*id) && !written(id)).copied().collect();
+        for id in gone {
+            self.virtual_servers.remove(&id);
+            verified.changed.push(id);
+        }
+        verified
+    }
+
+    /// Takes in a fresh read of the real servers of `vs` (a verification read); returns whether
+    /// their configuration differed from what was observed (then the read replaces it). The
+    /// counters are taken as fresh only with `counted` (a read made right before planning): a
+    /// verification read ages while it waits, and graceful removal must not trust an old 0.
+    /// A virtual server not observed is added with `server` as its configuration.
+    pub fn verify_real_servers(&mut self, server: &VirtualServer, dests: &[RealServerEntry], counted: bool) -> bool {
+        let fresh = |d: &RealServerEntry| ObservedRealServer { server: d.server, connections: d.connections, counted };
+        let Some(o) = self.virtual_servers.get_mut(&server.id) else {
+            let real_servers = dests.iter().map(|d| (d.server.id, fresh(d))).collect();
+            self.virtual_servers.insert(server.id, ObservedVirtualServer { server: server.clone(), real_servers });
+            return true;
+        };
+        let same = o.real_servers.len() == dests.len()
+            && dests.iter().all(|d| o.real_servers.get(&d.server.id).is_some_and(|r| r.server == d.server));
+        if same {
+            for d in dests {
+                if let Some(r) = o.real_servers.get_mut(&d.server.id) {
+                    r.connections = d.connections;
+                    r.counted = counted;
+                }
+            }
+        } else {
+            o.real_servers = dests.iter().map(|d| (d.server.id, fresh(d))).collect();
+        }
+        !same
+    }
+
+    /// Takes in the kernel's list of the addresses bound on kube-ipvs0 (a verification read),
+    /// except those `written` says were bound or unbound since the read began; returns the
+    /// addresses whose state differed.
+    pub fn verify_bound(&mut self, listed: &[IpAddr], written: impl Fn(&IpAddr) -> bool) -> Vec<IpAddr> {
+        let listed: BTreeSet<IpAddr> = listed.iter().copied().collect();
+        let differ: Vec<IpAddr> = listed.symmetric_difference(&self.bound).filter(|a| !written(a)).copied().collect();
+        for addr in &differ {
+            self.set_bound(*addr, listed.contains(addr));
+        }
+        differ
+    }
+
+    /// Marks the connection counts of the real servers of `ids` stale (see
+    /// [`Observed::mark_counters_stale`]), in time proportional to them.
+    pub fn mark_counters_stale_of<'a>(&mut self, ids: impl IntoIterator<Item = &'a VirtualServerId>) {
+        for id in ids {
+            if let Some(v) = self.virtual_servers.get_mut(id) {
+                v.real_servers.values_mut().for_each(|r| r.counted = false);
             }
         }
     }

@@ -235,7 +235,7 @@ fn plan_virtual_server(
 }
 
 /// Whether two virtual server configurations agree on everything a client sets.
-fn same_config(a: &VirtualServer, b: &VirtualServer) -> bool {
+pub(crate) fn same_config(a: &VirtualServer, b: &VirtualServer) -> bool {
     a.scheduler == b.scheduler
         && a.flags.settable() == b.flags.settable()
         && a.timeout == b.timeout

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use ipvs::{Operation, Table};
+use ipvs::{Operation, RealServerEntry, Table, VirtualServerId};
 use netfilter::StaleFlows;
 
 /// A kernel call that failed, naming what it was doing.
@@ -35,6 +35,13 @@ impl KernelError {
 pub trait Kernel: Send {
     /// A fresh dump: the whole IPVS table and the addresses bound on the dummy link.
     fn observe(&mut self) -> impl Future<Output = Result<(Table, Vec<IpAddr>), KernelError>> + Send;
+
+    /// The real servers of each of `ids`, in order (one dump each; empty for one that is gone),
+    /// with counters fresh enough to plan graceful removals with.
+    fn real_servers(
+        &mut self,
+        ids: &[VirtualServerId],
+    ) -> impl Future<Output = Result<Vec<Vec<RealServerEntry>>, KernelError>> + Send;
 
     /// Adds each address to the dummy link (already present is success); one result per
     /// address, in order. Implementations may run the requests concurrently.

@@ -40,13 +40,15 @@ mod shared;
 mod stale;
 mod sync;
 mod timeouts;
+mod verify;
 
 pub use filter::{Filter, FilterStarter, FilterWork};
 pub use filter_state::{filter_state, filter_updates};
 pub use kernel::{Kernel, KernelError};
-pub use netlink::NetlinkKernel;
+pub use netlink::{NetlinkKernel, NetlinkReader};
 pub use nft::NftFilter;
 pub use ownership::{OwnershipError, OwnershipRecord};
 pub use shared::{HealthFacts, Shared};
 pub use sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings};
 pub use timeouts::ensure_timeouts;
+pub use verify::{KernelReader, VerifySettings};

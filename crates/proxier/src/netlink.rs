@@ -3,8 +3,9 @@
 use std::net::IpAddr;
 
 use crate::kernel::{Kernel, KernelError};
+use crate::verify::KernelReader;
 use futures::{StreamExt, stream};
-use ipvs::{Client, DummyLink, Operation, Table};
+use ipvs::{Client, DummyLink, Operation, RealServerEntry, Table, VirtualServerEntry, VirtualServerId};
 use netfilter::{Conntrack, StaleFlows};
 
 /// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
@@ -36,6 +37,14 @@ impl Kernel for NetlinkKernel {
             .await
             .map_err(|e| KernelError::new(format!("list the addresses of {}", self.link.name()), e))?;
         Ok((table, bound))
+    }
+
+    async fn real_servers(&mut self, ids: &[VirtualServerId]) -> Result<Vec<Vec<RealServerEntry>>, KernelError> {
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            all.push(list_real_servers(&self.client, id).await?);
+        }
+        Ok(all)
     }
 
     async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
@@ -92,5 +101,47 @@ impl Kernel for NetlinkKernel {
             results.push(result.map_err(|e| KernelError::new(format!("forget the {flow}"), e)));
         }
         results
+    }
+}
+
+async fn list_real_servers(client: &Client, id: &VirtualServerId) -> Result<Vec<RealServerEntry>, KernelError> {
+    client.list_real_servers(id).await.map_err(|e| KernelError::new(format!("list the real servers of {id}"), e))
+}
+
+/// The verification's reads over netlink, on an IPVS socket of its own (the loop's writes and
+/// these reads never wait for each other) and an rtnetlink handle to the dummy link.
+pub struct NetlinkReader {
+    client: Client,
+    link: DummyLink,
+}
+
+impl NetlinkReader {
+    /// Reads through `client` (open it for this reader alone) and `link`.
+    pub fn new(client: Client, link: DummyLink) -> NetlinkReader {
+        NetlinkReader { client, link }
+    }
+}
+
+impl KernelReader for NetlinkReader {
+    async fn virtual_servers(&mut self) -> Result<Vec<VirtualServerEntry>, KernelError> {
+        self.client.list_virtual_servers().await.map_err(|e| KernelError::new("list the IPVS virtual servers", e))
+    }
+
+    async fn real_servers(&mut self, vs: &VirtualServerId) -> Result<Option<Vec<RealServerEntry>>, KernelError> {
+        let dests = list_real_servers(&self.client, vs).await?;
+        // Only an empty answer is ambiguous: ask for the virtual server then (seldom: a
+        // Service without endpoints).
+        if dests.is_empty() {
+            let present = self.client.is_present(vs).await.map_err(|e| KernelError::new(format!("get {vs}"), e))?;
+            return Ok(present.then_some(dests));
+        }
+        Ok(Some(dests))
+    }
+
+    async fn addresses(&mut self) -> Result<Vec<IpAddr>, KernelError> {
+        self.link
+            .addresses()
+            .await
+            .map_err(|e| KernelError::new(format!("list the addresses of {}", self.link.name()), e))
     }
 }

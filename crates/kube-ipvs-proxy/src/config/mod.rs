@@ -16,6 +16,8 @@ pub use model::NodePortAddress;
 
 /// Upstream's default `syncPeriod` for IPVS mode.
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
+/// Issue 10's bound on repairing a real server someone else deleted or altered.
+pub const DEFAULT_REAL_SERVER_VERIFY_PERIOD: Duration = Duration::from_secs(300);
 /// How long removed TCP destinations may drain by default (upstream has no limit; its
 /// graceful-termination manager retries every minute for as long as connections remain).
 pub const DEFAULT_GRACEFUL_TERMINATION: Duration = Duration::from_secs(15 * 60);
@@ -127,9 +129,15 @@ pub struct RunArgs {
     /// This node's name (default: the hostname).
     #[arg(long, value_name = "NAME")]
     pub hostname_override: Option<String>,
-    /// Full reconcile against a fresh kernel dump at least this often (Go duration; default 30s).
+    /// Verify the list of IPVS virtual servers against the kernel this often: one deleted by
+    /// someone else is made again within it (Go duration; default 30s).
     #[arg(long, alias = "sync-period", value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_sync_period: Option<Duration>,
+    /// Read every virtual server's real servers, and the dummy link's addresses, once this
+    /// often, a slice each second: what someone else deleted or altered there is repaired
+    /// within it (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub real_server_verify_period: Option<Duration>,
     /// Minimum time between syncs; changes arriving meanwhile are coalesced (default 0s).
     #[arg(long, alias = "min-sync-period", value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_min_sync_period: Option<Duration>,
@@ -235,8 +243,10 @@ pub struct Settings {
     pub from_file: Option<PathBuf>,
     /// This node's name.
     pub node_name: String,
-    /// Full reconcile period.
+    /// Period of the virtual servers' verification.
     pub sync_period: Duration,
+    /// Period of the real servers' verification.
+    pub real_server_verify_period: Duration,
     /// Minimum time between syncs.
     pub min_sync_period: Duration,
     /// IPVS scheduler.
@@ -463,6 +473,10 @@ impl Settings {
             from_file: args.from_file.clone(),
             node_name,
             sync_period,
+            real_server_verify_period: args
+                .real_server_verify_period
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_REAL_SERVER_VERIFY_PERIOD),
             min_sync_period: args.ipvs_min_sync_period.or(file.min_sync_period).unwrap_or(Duration::ZERO),
             scheduler,
             cluster_cidrs,

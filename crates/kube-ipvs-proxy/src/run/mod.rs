@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use model::Update;
-use proxier::{NetlinkKernel, NftFilter, OwnershipRecord, Shared, SyncLoop, SyncSettings};
+use proxier::{
+    NetlinkKernel, NetlinkReader, NftFilter, OwnershipRecord, Shared, SyncLoop, SyncSettings, VerifySettings,
+};
 
 use crate::config::{DetectLocal, RunArgs, Settings, format_duration};
 use crate::{BoxError, ResultExt};
@@ -52,6 +54,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         node = %settings.node_name,
         source = %settings.from_file.as_ref().map_or("cluster".to_string(), |p| p.display().to_string()),
         sync_period = %format_duration(settings.sync_period),
+        real_server_verify_period = %format_duration(settings.real_server_verify_period),
         min_sync_period = %format_duration(settings.min_sync_period),
         scheduler = %settings.scheduler,
         interface = %settings.interface,
@@ -100,10 +103,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let health_checks = HealthCheckServers::new(health_check_addresses(&settings).await, proxy_healthy);
     let observer = DaemonObserver::new(metrics, health_checks);
 
+    // The verification reads on an IPVS socket of its own, beside the loop's writes.
+    let reader_client = ipvs::Client::connect().await.context(|| "cannot open the IPVS netlink family".into())?;
+    let reader = NetlinkReader::new(reader_client, link.clone());
+    let verify =
+        VerifySettings { virtual_servers: settings.sync_period, real_servers: settings.real_server_verify_period };
     let kernel = NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
     let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings)
-        .with_ownership_record(OwnershipRecord::in_dir(&settings.state_dir));
+        .with_ownership_record(OwnershipRecord::in_dir(&settings.state_dir))
+        .with_verifier(reader, verify);
     // Without nftables IPVS still balances, but nothing is masqueraded or filtered: the loop
     // retries the setup on every sync, and until it succeeds every sync counts as failed (so
     // /healthz says 503 and the failure is exported) rather than refusing to serve.

@@ -8,6 +8,7 @@
 mod report;
 #[cfg(test)]
 mod tests;
+mod verification;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -30,6 +31,8 @@ use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
 use crate::shared::Shared;
 use crate::stale::stale_flows;
+use crate::verify::{KernelReader, VerifySettings};
+use verification::Verification;
 
 /// Steps per batch call: a cold start's 100,000 operations go as a few batches, so that the
 /// encoded requests and their results never all sit in memory at once.
@@ -76,6 +79,8 @@ pub struct SyncLoop<K, O> {
     ownership_changed: bool,
     /// Conntrack entries this sync's operations made stale, forgotten once the sync applied.
     stale: BTreeSet<StaleFlows>,
+    /// The verification read beside the loop, if any (else a full reconcile every period).
+    verification: Verification,
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -97,7 +102,17 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             ownership: None,
             ownership_changed: false,
             stale: BTreeSet::new(),
+            verification: Verification::default(),
         }
+    }
+
+    /// Verifies the kernel's state with `reader`, spread over time beside the loop (see
+    /// [`KernelReader`]), in place of a whole-table dump and full reconcile every `syncPeriod`:
+    /// after the adopting sync, what the reads find to differ is planned like a change.
+    #[must_use]
+    pub fn with_verifier<R: KernelReader>(mut self, reader: R, settings: VerifySettings) -> SyncLoop<K, O> {
+        self.verification = Verification::new(reader, settings);
+        self
     }
 
     /// Like [`SyncLoop::with_filter`], with the keeper made by `start`, which is tried before
@@ -136,7 +151,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
 
     /// Runs forever: waits for the first complete lists (no kernel write before), adopts the
     /// kernel's state with a full reconcile (so a restart with an unchanged cluster writes
-    /// nothing), then syncs on changes and every sync period.
+    /// nothing), then syncs on changes, on what the verification finds and every sync period
+    /// (a full reconcile when there is no verification).
     pub async fn run(mut self) {
         while !self.shared.lists_complete() {
             self.shared.changed().await;
@@ -148,6 +164,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut schedule = Schedule { min_sync_period: self.settings.min_sync_period, last_start: now, next_full: now };
         // A change fed while waiting for the lists is in the model already: the full sync takes it.
         let mut dirty = false;
+        let mut readings = None;
         loop {
             let next = schedule.next(dirty, self.retry_pending());
             tokio::select! {
@@ -155,12 +172,30 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     dirty = true;
                     continue;
                 }
+                reading = next_reading(&mut readings) => {
+                    match reading {
+                        Some(reading) => dirty |= self.verification.take_in(&mut self.observed, reading),
+                        None => {
+                            // Not expected (the task only ends with the loop): fall back to
+                            // full reconciles rather than verify nothing.
+                            tracing::error!("the verification task ended; full reconciles take its place");
+                            readings = None;
+                            schedule.next_full = Instant::now();
+                        }
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(next.at) => {}
             }
             schedule.last_start = Instant::now();
             dirty = false;
             self.sync(next.full).await;
-            schedule.finished(next.full, Instant::now(), self.settings.sync_period);
+            if next.full && readings.is_none() {
+                readings = self.verification.spawn(&self.observed);
+            }
+            // With the verification running, the adopting sync is the only whole-table one.
+            let period = if readings.is_some() { Duration::MAX } else { self.settings.sync_period };
+            schedule.finished(next.full, Instant::now(), period);
         }
     }
 
@@ -191,12 +226,17 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // A failed dump still plans everything, against the last applied state: that cannot
         // repair drift but still applies every change.
         report.full = full;
+        let verifying = !full && std::mem::take(&mut self.verification.due);
+        let counted = if verifying { self.read_counted(&mut report).await } else { Vec::new() };
+        report.full |= verifying;
+        report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
         let now = self.epoch.elapsed();
         let (plan, pending_since, filter_work) = {
             let mut state = self.shared.lock();
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
+            changes.merge(std::mem::take(&mut self.verification.found));
             // Removed from the dummy link behind the proxy's back (or by its own unbind, then
             // no longer wanted): no longer bound, and planned again.
             for addr in std::mem::take(&mut state.unbound) {
@@ -224,15 +264,23 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let planned = start.elapsed();
 
         let mut address_time = Duration::ZERO;
+        // Odd while writing: a verification read that begins now cannot vouch for these writes.
+        self.verification.clock.tick();
         let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
+        self.verification.clock.tick();
         // The connection counts this sync planned with are from now on a guess: a TCP real
-        // server removed later is drained until the next dump counts it idle.
-        self.observed.mark_counters_stale();
+        // server removed later is drained until the next read counts it idle.
+        if full {
+            self.observed.mark_counters_stale();
+        } else {
+            self.observed.mark_counters_stale_of(&counted);
+        }
         self.write_ownership();
         let executed = start.elapsed();
         self.start_filter(&mut report);
         let edited = std::mem::take(&mut self.shared.lock().filter_edited);
-        let filter_work = match (&self.filter, full || self.filter_full) {
+        let sweep = std::mem::take(&mut self.verification.sweep);
+        let filter_work = match (&self.filter, full || self.filter_full || sweep) {
             (Some(_), _) if edited => {
                 tracing::warn!("the nftables table was edited by someone else; replacing it");
                 Some(FilterWork::Rebuild(filter_state(&self.shared.lock().model)))
@@ -412,6 +460,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         failures: &mut Vec<(Step, KernelError)>,
     ) {
         report.count(&step, result.is_ok());
+        self.verification.wrote(&step);
         match result {
             Ok(()) => {
                 tracing::debug!("{step}");
@@ -435,6 +484,36 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     }
                 }
                 failures.push((step, e));
+            }
+        }
+    }
+
+    /// A verification sync's own reads, right before planning: the real servers of the virtual
+    /// servers with graceful removals pending (fresh counts, so that an idle one is deleted now)
+    /// and of those someone else made. Returns the virtual servers whose counts are fresh.
+    async fn read_counted(&mut self, report: &mut SyncReport) -> Vec<VirtualServerId> {
+        let mut servers = std::mem::take(&mut self.verification.unknown);
+        let mut pending: Vec<VirtualServerId> = self.graceful.iter().map(|(vs, _, _)| *vs).collect();
+        pending.dedup();
+        servers.extend(pending.iter().filter_map(|id| self.observed.virtual_server(id)).map(|v| v.server.clone()));
+        if servers.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<VirtualServerId> = servers.iter().map(|s| s.id).collect();
+        match self.kernel.real_servers(&ids).await {
+            Ok(all) => {
+                for (server, dests) in servers.iter().zip(all) {
+                    self.observed.verify_real_servers(server, &dests, true);
+                }
+                self.verification.found.virtual_servers.extend(ids.iter().copied());
+                ids
+            }
+            Err(e) => {
+                report.read_failures += 1;
+                tracing::warn!(error = &e as &dyn std::error::Error, "cannot count connections (retried)");
+                // Someone else's virtual servers are read again at the next verification.
+                self.verification.unknown = servers.into_iter().filter(|s| !pending.contains(&s.id)).collect();
+                Vec::new()
             }
         }
     }
@@ -501,5 +580,15 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// Whether failed steps, or the nftables side, wait for a retry.
     pub fn retry_pending(&self) -> bool {
         !self.retry.is_empty() || self.filter_full || (self.filter.is_none() && self.filter_starter.is_some())
+    }
+}
+
+/// The next verification read; never, without a verification task.
+async fn next_reading(
+    readings: &mut Option<tokio::sync::mpsc::Receiver<crate::verify::Reading>>,
+) -> Option<crate::verify::Reading> {
+    match readings {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }

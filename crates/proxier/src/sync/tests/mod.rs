@@ -1,187 +1,22 @@
 //! The loop's own logic (gating, adoption, incremental scope, retries, drift repair) against an
 //! in-memory table. This is not a kernel test: the loop against the real kernel is tested in the VM.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipvs::{
-    Operation, RealServer, RealServerEntry, RealServerId, Stats, Table, VirtualServer, VirtualServerEntry,
-    VirtualServerId,
-};
+use ipvs::{VirtualServer, VirtualServerId};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use model::{Change, Config, Model, Update};
 
 use super::*;
 
-/// An in-memory IPVS table with a call log; `fail` holds step texts to fail once.
-#[derive(Default)]
-struct Memory {
-    services: BTreeMap<VirtualServerId, (VirtualServer, BTreeMap<RealServerId, RealServer>)>,
-    bound: BTreeSet<IpAddr>,
-    writes: Vec<String>,
-    fail: HashSet<String>,
-    batches: Vec<usize>,
-}
+mod memory;
+mod verification;
 
-#[derive(Clone, Default)]
-struct MemoryKernel(Arc<Mutex<Memory>>);
-
-impl MemoryKernel {
-    fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
-        self.0.lock().unwrap()
-    }
-    fn writes(&self) -> Vec<String> {
-        std::mem::take(&mut self.mem().writes)
-    }
-}
-
-impl Kernel for MemoryKernel {
-    async fn observe(&mut self) -> Result<(Table, Vec<IpAddr>), KernelError> {
-        let m = self.mem();
-        let services = m
-            .services
-            .values()
-            .map(|(vs, rss)| {
-                let entry = VirtualServerEntry { server: vs.clone(), stats: Stats::default() };
-                let dests = rss
-                    .values()
-                    .map(|rs| RealServerEntry { server: *rs, connections: Default::default(), stats: Stats::default() })
-                    .collect();
-                (entry, dests)
-            })
-            .collect();
-        Ok((Table { services }, m.bound.iter().copied().collect()))
-    }
-
-    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
-        let mut m = self.mem();
-        addrs
-            .iter()
-            .map(|addr| {
-                m.writes.push(format!("bind {addr}"));
-                m.bound.insert(*addr);
-                Ok(())
-            })
-            .collect()
-    }
-
-    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
-        let mut m = self.mem();
-        addrs
-            .iter()
-            .map(|addr| {
-                m.writes.push(format!("unbind {addr}"));
-                m.bound.remove(addr);
-                Ok(())
-            })
-            .collect()
-    }
-
-    async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
-        let mut m = self.mem();
-        m.batches.push(ops.len());
-        let mut results = Vec::new();
-        for op in ops {
-            let text = op.to_string();
-            m.writes.push(text.clone());
-            if m.fail.remove(&text) {
-                results.push(Err(KernelError::new(text, "injected failure")));
-                continue;
-            }
-            match op {
-                Operation::AddVirtualServer(vs) | Operation::UpdateVirtualServer(vs) => {
-                    let rss = m.services.remove(&vs.id).map(|(_, r)| r).unwrap_or_default();
-                    m.services.insert(vs.id, (vs.clone(), rss));
-                }
-                Operation::DeleteVirtualServer(id) => {
-                    m.services.remove(id);
-                }
-                Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
-                    if let Some((_, rss)) = m.services.get_mut(id) {
-                        rss.insert(rs.id, *rs);
-                    }
-                }
-                Operation::DeleteRealServer(id, rs) => {
-                    if let Some((_, rss)) = m.services.get_mut(id) {
-                        rss.remove(rs);
-                    }
-                }
-            }
-            results.push(Ok(()));
-        }
-        Ok(results)
-    }
-
-    async fn forget(&mut self, flows: &[netfilter::StaleFlows]) -> Vec<Result<usize, KernelError>> {
-        let mut m = self.mem();
-        flows
-            .iter()
-            .map(|f| {
-                m.writes.push(format!("forget {f}"));
-                Ok(0)
-            })
-            .collect()
-    }
-}
-
-#[derive(Default)]
-struct Reports(Vec<SyncReport>);
-
-impl SyncObserver for Arc<Mutex<Reports>> {
-    fn synced(&mut self, report: &SyncReport, _model: &Model) {
-        self.lock().unwrap().0.push(report.clone());
-    }
-}
-
-fn service(name: &str, ip: &str) -> Service {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"namespace": "default", "name": name, "resourceVersion": "1"},
-        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
-    }))
-    .unwrap()
-}
-
-fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
-    let endpoints: Vec<_> =
-        ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"namespace": "default", "name": format!("{service}-x"),
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
-    }))
-    .unwrap()
-}
-
-fn listed(shared: &Shared) {
-    shared.feed(Update::Service(Change::Listed));
-    shared.feed(Update::EndpointSlice(Change::Listed));
-    shared.feed(Update::Node(Change::<Node>::Listed));
-    shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
-}
-
-fn settings() -> SyncSettings {
-    SyncSettings { sync_period: Duration::from_secs(30), min_sync_period: Duration::ZERO }
-}
-
-/// A loop over `kernel` and `shared` whose reports nobody reads.
-fn sync_loop(kernel: &MemoryKernel, shared: Arc<Shared>) -> SyncLoop<MemoryKernel, Arc<Mutex<Reports>>> {
-    SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings())
-}
-
-fn cluster(services: usize) -> Arc<Shared> {
-    let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
-    for i in 0..services {
-        let name = format!("svc{i}");
-        shared.feed(Update::Service(Change::Apply(service(&name, &format!("10.96.0.{}", i + 1)))));
-        shared.feed(Update::EndpointSlice(Change::Apply(slice(&name, &["10.244.1.1", "10.244.1.2"]))));
-    }
-    shared
-}
+use memory::*;
 
 // Paused time: the loop's sleeps advance the clock only once every task is idle, so "nothing
 // happened within a sync period" is proven without waiting for one.

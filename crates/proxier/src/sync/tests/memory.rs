@@ -1,0 +1,246 @@
+//! An in-memory kernel for the loop's unit tests, and the cluster fixtures they share.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipvs::{
+    Operation, RealServer, RealServerEntry, RealServerId, Stats, Table, VirtualServer, VirtualServerEntry,
+    VirtualServerId,
+};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::{Change, Config, Model, Update};
+
+use crate::kernel::{Kernel, KernelError};
+use crate::shared::Shared;
+use crate::sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings};
+use crate::verify::KernelReader;
+
+/// An in-memory IPVS table with a call log; `fail` holds step texts to fail once.
+#[derive(Default)]
+pub(super) struct Memory {
+    pub services: BTreeMap<VirtualServerId, (VirtualServer, BTreeMap<RealServerId, RealServer>)>,
+    pub bound: BTreeSet<IpAddr>,
+    pub writes: Vec<String>,
+    pub fail: HashSet<String>,
+    pub batches: Vec<usize>,
+    /// Whole-table dumps (`observe`).
+    pub dumps: usize,
+    /// Reads by the verification: lists of virtual servers, real-server reads, address lists.
+    pub reads: (usize, usize, usize),
+}
+
+#[derive(Clone, Default)]
+pub(super) struct MemoryKernel(pub Arc<Mutex<Memory>>);
+
+impl Memory {
+    pub fn real_servers(&self, id: &VirtualServerId) -> Vec<RealServerEntry> {
+        self.services
+            .get(id)
+            .map(|(_, rss)| {
+                rss.values()
+                    .map(|rs| RealServerEntry { server: *rs, connections: Default::default(), stats: Stats::default() })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl MemoryKernel {
+    pub fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.0.lock().unwrap()
+    }
+    pub fn writes(&self) -> Vec<String> {
+        std::mem::take(&mut self.mem().writes)
+    }
+}
+
+impl Kernel for MemoryKernel {
+    async fn observe(&mut self) -> Result<(Table, Vec<IpAddr>), KernelError> {
+        let mut m = self.mem();
+        m.dumps += 1;
+        let services = m
+            .services
+            .values()
+            .map(|(vs, rss)| {
+                let entry = VirtualServerEntry { server: vs.clone(), stats: Stats::default() };
+                let dests = rss
+                    .values()
+                    .map(|rs| RealServerEntry { server: *rs, connections: Default::default(), stats: Stats::default() })
+                    .collect();
+                (entry, dests)
+            })
+            .collect();
+        Ok((Table { services }, m.bound.iter().copied().collect()))
+    }
+
+    async fn real_servers(&mut self, ids: &[VirtualServerId]) -> Result<Vec<Vec<RealServerEntry>>, KernelError> {
+        let m = self.mem();
+        Ok(ids.iter().map(|id| m.real_servers(id)).collect())
+    }
+
+    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let mut m = self.mem();
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("bind {addr}"));
+                m.bound.insert(*addr);
+                Ok(())
+            })
+            .collect()
+    }
+
+    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let mut m = self.mem();
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("unbind {addr}"));
+                m.bound.remove(addr);
+                Ok(())
+            })
+            .collect()
+    }
+
+    async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
+        let mut m = self.mem();
+        m.batches.push(ops.len());
+        let mut results = Vec::new();
+        for op in ops {
+            let text = op.to_string();
+            m.writes.push(text.clone());
+            if m.fail.remove(&text) {
+                results.push(Err(KernelError::new(text, "injected failure")));
+                continue;
+            }
+            match op {
+                Operation::AddVirtualServer(vs) | Operation::UpdateVirtualServer(vs) => {
+                    let rss = m.services.remove(&vs.id).map(|(_, r)| r).unwrap_or_default();
+                    m.services.insert(vs.id, (vs.clone(), rss));
+                }
+                Operation::DeleteVirtualServer(id) => {
+                    m.services.remove(id);
+                }
+                Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
+                    if let Some((_, rss)) = m.services.get_mut(id) {
+                        rss.insert(rs.id, *rs);
+                    }
+                }
+                Operation::DeleteRealServer(id, rs) => {
+                    if let Some((_, rss)) = m.services.get_mut(id) {
+                        rss.remove(rs);
+                    }
+                }
+            }
+            results.push(Ok(()));
+        }
+        Ok(results)
+    }
+
+    async fn forget(&mut self, flows: &[netfilter::StaleFlows]) -> Vec<Result<usize, KernelError>> {
+        let mut m = self.mem();
+        flows
+            .iter()
+            .map(|f| {
+                m.writes.push(format!("forget {f}"));
+                Ok(0)
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Reports(pub Vec<SyncReport>);
+
+impl SyncObserver for Arc<Mutex<Reports>> {
+    fn synced(&mut self, report: &SyncReport, _model: &Model) {
+        self.lock().unwrap().0.push(report.clone());
+    }
+}
+
+pub(super) fn service(name: &str, ip: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": name, "resourceVersion": "1"},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+pub(super) fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<_> =
+        ips.iter().map(|ip| serde_json::json!({"addresses": [ip], "conditions": {"ready": true}})).collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": "default", "name": format!("{service}-x"),
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    }))
+    .unwrap()
+}
+
+pub(super) fn listed(shared: &Shared) {
+    shared.feed(Update::Service(Change::Listed));
+    shared.feed(Update::EndpointSlice(Change::Listed));
+    shared.feed(Update::Node(Change::<Node>::Listed));
+    shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
+}
+
+pub(super) fn settings() -> SyncSettings {
+    SyncSettings { sync_period: Duration::from_secs(30), min_sync_period: Duration::ZERO }
+}
+
+/// A loop over `kernel` and `shared` whose reports nobody reads.
+pub(super) fn sync_loop(kernel: &MemoryKernel, shared: Arc<Shared>) -> SyncLoop<MemoryKernel, Arc<Mutex<Reports>>> {
+    SyncLoop::new(kernel.clone(), shared, Arc::new(Mutex::new(Reports::default())), settings())
+}
+
+pub(super) fn cluster(services: usize) -> Arc<Shared> {
+    let shared = Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
+    for i in 0..services {
+        let name = format!("svc{i}");
+        shared.feed(Update::Service(Change::Apply(service(&name, &format!("10.96.0.{}", i + 1)))));
+        shared.feed(Update::EndpointSlice(Change::Apply(slice(&name, &["10.244.1.1", "10.244.1.2"]))));
+    }
+    shared
+}
+
+/// The verification's reads of a [`MemoryKernel`]. With a gate, a list of virtual servers is
+/// taken at once but handed over only when the test adds a permit: a read in flight while
+/// the loop writes.
+pub(super) struct MemoryReader {
+    pub kernel: MemoryKernel,
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl KernelReader for MemoryReader {
+    async fn virtual_servers(&mut self) -> Result<Vec<VirtualServerEntry>, KernelError> {
+        let list: Vec<VirtualServerEntry> = {
+            let mut m = self.kernel.mem();
+            m.reads.0 += 1;
+            m.services
+                .values()
+                .map(|(vs, _)| VirtualServerEntry { server: vs.clone(), stats: Stats::default() })
+                .collect()
+        };
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.map_err(|e| KernelError::new("gate", e))?.forget();
+        }
+        Ok(list)
+    }
+
+    async fn real_servers(&mut self, vs: &VirtualServerId) -> Result<Option<Vec<RealServerEntry>>, KernelError> {
+        let mut m = self.kernel.mem();
+        m.reads.1 += 1;
+        Ok(m.services.contains_key(vs).then(|| m.real_servers(vs)))
+    }
+
+    async fn addresses(&mut self) -> Result<Vec<IpAddr>, KernelError> {
+        let mut m = self.kernel.mem();
+        m.reads.2 += 1;
+        Ok(m.bound.iter().copied().collect())
+    }
+}

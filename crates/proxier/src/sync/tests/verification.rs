@@ -1,0 +1,147 @@
+//! The loop with its verification (paused time): drift found by the spread reads is repaired
+//! without a whole-table dump, and a read that races the loop's writes undoes none of them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipvs::{RealServer, RealServerId, VirtualServerId};
+use model::{Change, Update};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::memory::*;
+use crate::shared::Shared;
+use crate::sync::SyncLoop;
+use crate::verify::VerifySettings;
+
+const VERIFY: VerifySettings =
+    VerifySettings { virtual_servers: Duration::from_secs(30), real_servers: Duration::from_secs(60) };
+
+fn vs(i: usize) -> VirtualServerId {
+    tcp(&format!("10.96.0.{}", i + 1))
+}
+
+fn tcp(addr: &str) -> VirtualServerId {
+    VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: addr.parse().unwrap(), port: 80 }
+}
+
+fn rs(addr: &str) -> RealServerId {
+    RealServerId { addr: addr.parse().unwrap(), port: 8080 }
+}
+
+/// Runs the loop with a verification over `kernel`, and waits for its adopting sync.
+async fn start(
+    kernel: &MemoryKernel,
+    shared: &Arc<Shared>,
+    gate: Option<Arc<Semaphore>>,
+) -> (JoinHandle<()>, Arc<Mutex<Reports>>) {
+    listed(shared);
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let reader = MemoryReader { kernel: kernel.clone(), gate };
+    let sync = SyncLoop::new(kernel.clone(), shared.clone(), reports.clone(), settings()).with_verifier(reader, VERIFY);
+    let task = tokio::spawn(sync.run());
+    wait_for(|| !reports.lock().unwrap().0.is_empty()).await;
+    kernel.writes();
+    (task, reports)
+}
+
+/// Sleeps (paused time) until `done`, at most a minute.
+async fn wait_for(done: impl Fn() -> bool) {
+    for _ in 0..6_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within a minute");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_virtual_server_deleted_by_someone_else_is_made_again_within_the_sync_period_without_a_dump() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(20);
+    let (task, _) = start(&kernel, &shared, None).await;
+    kernel.mem().services.remove(&vs(3));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    task.abort();
+    let m = kernel.mem();
+    assert_eq!(m.services.get(&vs(3)).map(|(_, rss)| rss.len()), Some(2));
+    assert_eq!(m.writes.len(), 3, "{:?}", m.writes);
+    assert_eq!(m.dumps, 1, "only the adopting sync dumps the whole table");
+    assert_eq!(m.reads.0, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn real_servers_deleted_or_altered_are_repaired_within_the_round_a_slice_at_a_time() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(20);
+    let (task, _) = start(&kernel, &shared, None).await;
+    let (gone, altered) = {
+        let mut m = kernel.mem();
+        let rss = &mut m.services.get_mut(&vs(5)).unwrap().1;
+        let gone = *rss.keys().next().unwrap();
+        rss.remove(&gone);
+        let rss = &mut m.services.get_mut(&vs(17)).unwrap().1;
+        let altered = rss.values_mut().next().unwrap();
+        altered.weight = 9;
+        (gone, altered.id)
+    };
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Spread: 20 virtual servers over a 60 s round is one a second, not all at once.
+    assert!(kernel.mem().reads.1 <= 10, "{:?}", kernel.mem().reads);
+    tokio::time::sleep(Duration::from_secs(52)).await;
+    task.abort();
+    let m = kernel.mem();
+    assert_eq!(m.services[&vs(5)].1.get(&gone).map(|r| r.weight), Some(1));
+    assert_eq!(m.services[&vs(17)].1.get(&altered).map(|r| r.weight), Some(1));
+    assert!(m.reads.1 >= 20 && m.reads.2 >= 1, "every real server and the addresses read once: {:?}", m.reads);
+    assert_eq!(m.dumps, 1);
+    assert_eq!(m.writes.len(), 2, "{:?}", m.writes);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_is_applied_while_a_read_is_in_flight_and_the_read_undoes_nothing() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(3);
+    let gate = Arc::new(Semaphore::new(0));
+    let (task, reports) = start(&kernel, &shared, Some(gate.clone())).await;
+    // The list is read at 30 s and held: a dump still in flight.
+    tokio::time::sleep(Duration::from_millis(30_500)).await;
+    assert_eq!(kernel.mem().reads.0, 1);
+    shared.feed(Update::Service(Change::Apply(service("new", "10.96.0.50"))));
+    shared.feed(Update::EndpointSlice(Change::Apply(slice("new", &["10.244.1.9"]))));
+    shared.feed(Update::Service(Change::Delete(service("svc0", "10.96.0.1"))));
+    let new = tcp("10.96.0.50");
+    wait_for(|| kernel.mem().services.contains_key(&new) && !kernel.mem().services.contains_key(&vs(0))).await;
+    let applied = kernel.writes();
+    assert!(!applied.is_empty());
+    // The read now arrives, older than those writes: it lacks the new one and lists the deleted.
+    let syncs = reports.lock().unwrap().0.len();
+    gate.add_permits(1);
+    wait_for(|| reports.lock().unwrap().0.len() > syncs).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    task.abort();
+    assert_eq!(kernel.writes(), Vec::<String>::new(), "the stale read made the loop write");
+    let reports = reports.lock().unwrap();
+    let verification = &reports.0[syncs];
+    assert!(verification.full && verification.plan_steps == 0, "{verification}");
+    assert!(kernel.mem().services[&new].1.contains_key(&rs("10.244.1.9")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_removal_completes_at_the_verification_on_a_fresh_count() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(1);
+    let (task, _) = start(&kernel, &shared, None).await;
+    shared.feed(Update::EndpointSlice(Change::Apply(slice("svc0", &["10.244.1.1"]))));
+    let leaving = rs("10.244.1.2");
+    let weight = |k: &MemoryKernel| k.mem().services[&vs(0)].1.get(&leaving).map(|r: &RealServer| r.weight);
+    wait_for(|| weight(&kernel) == Some(0)).await;
+    // No count since the adopting dump: it drains (weight 0) until one says it is idle.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(weight(&kernel), Some(0));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    task.abort();
+    assert_eq!(weight(&kernel), None, "deleted at the verification, which counted 0 connections");
+    assert_eq!(kernel.mem().dumps, 1);
+}

@@ -1,0 +1,130 @@
+//! The loop's side of the verification (see [`crate::verify`]): what it wrote and when, and the
+//! reads it takes in between syncs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use ipvs::{VirtualServer, VirtualServerId};
+use model::{Changes, Observed, Step, operation_target};
+use tokio::sync::mpsc;
+
+use crate::verify::{KernelReader, Read, Reading, VerifySettings, WriteClock, verify};
+
+/// Starts the verification task from the virtual servers the adopting sync found.
+type Start =
+    Box<dyn FnOnce(Vec<VirtualServerId>, Arc<WriteClock>, mpsc::Sender<Reading>) -> BoxFuture<'static, ()> + Send>;
+
+/// Reads waiting for the loop; a few, so that a slow loop slows the reads instead of queueing them.
+const READINGS_QUEUED: usize = 4;
+
+#[derive(Default)]
+pub(super) struct Verification {
+    start: Option<Start>,
+    pub clock: Arc<WriteClock>,
+    /// When each virtual server and address was last written (by the clock), for as long as a
+    /// read that began before may still arrive.
+    written: HashMap<VirtualServerId, u64>,
+    written_addrs: HashMap<IpAddr, u64>,
+    /// What the reads found to differ: planned by the next sync.
+    pub found: Changes,
+    /// Virtual servers someone else made, whose real servers the next sync reads.
+    pub unknown: Vec<VirtualServer>,
+    /// A list of virtual servers was taken in: the next sync is a verification (it reads the
+    /// real servers being removed gracefully, for fresh counts, and reports as a full one).
+    pub due: bool,
+    /// A round began: the next sync also compares the whole nftables state.
+    pub sweep: bool,
+    /// Reads that failed since the last sync.
+    pub read_failures: usize,
+}
+
+impl Verification {
+    pub fn new<R: KernelReader>(reader: R, settings: VerifySettings) -> Verification {
+        let start: Start = Box::new(move |ids, clock, to_loop| Box::pin(verify(reader, settings, clock, ids, to_loop)));
+        Verification { start: Some(start), ..Verification::default() }
+    }
+
+    /// Spawns the verification task, once; the receiver of its reads.
+    pub fn spawn(&mut self, observed: &Observed) -> Option<mpsc::Receiver<Reading>> {
+        let start = self.start.take()?;
+        let (to_loop, readings) = mpsc::channel(READINGS_QUEUED);
+        let ids = observed.virtual_servers().map(|(id, _)| *id).collect();
+        tokio::spawn(start(ids, self.clock.clone(), to_loop));
+        Some(readings)
+    }
+
+    /// Notes that `step` is being written now.
+    pub fn wrote(&mut self, step: &Step) {
+        let now = self.clock.now();
+        match step {
+            Step::Kernel(op) => {
+                self.written.insert(operation_target(op), now);
+            }
+            Step::Bind(a) | Step::Unbind(a) => {
+                self.written_addrs.insert(*a, now);
+            }
+        }
+    }
+
+    /// Takes `reading` into `observed`; returns whether a sync is due for it.
+    pub fn take_in(&mut self, observed: &mut Observed, reading: Reading) -> bool {
+        let started = reading.started;
+        let written = |id: &VirtualServerId| self.written.get(id).is_some_and(|w| *w >= started);
+        let due = match reading.read {
+            Read::VirtualServers(listed) => {
+                let verified = observed.verify_virtual_servers(&listed, written);
+                for id in &verified.changed {
+                    tracing::warn!(virtual_server = %id, "gone from the kernel or altered by someone else; repairing");
+                }
+                self.found.virtual_servers.extend(verified.changed);
+                let unknown = verified.unknown;
+                self.unknown.extend(listed.into_iter().filter(|e| unknown.contains(&e.server.id)).map(|e| e.server));
+                self.due = true;
+                true
+            }
+            Read::RealServers(reads) => {
+                let mut differ = false;
+                for (id, dests) in reads {
+                    let Some(server) = observed.virtual_server(&id).map(|v| v.server.clone()) else { continue };
+                    if written(&id) {
+                        continue;
+                    }
+                    let Some(dests) = dests else {
+                        tracing::warn!(virtual_server = %id, "gone from the kernel; repairing");
+                        observed.remove_virtual_server(&id);
+                        self.found.virtual_servers.insert(id);
+                        differ = true;
+                        continue;
+                    };
+                    if observed.verify_real_servers(&server, &dests, false) {
+                        tracing::warn!(virtual_server = %id, "real servers altered by someone else; repairing");
+                        self.found.virtual_servers.insert(id);
+                        differ = true;
+                    }
+                }
+                differ
+            }
+            Read::Addresses(listed) => {
+                let differ =
+                    observed.verify_bound(&listed, |a| self.written_addrs.get(a).is_some_and(|w| *w >= started));
+                for addr in &differ {
+                    tracing::warn!(%addr, "bound or unbound on the dummy link by someone else; repairing");
+                }
+                self.found.addresses.extend(differ);
+                self.sweep = true;
+                true
+            }
+            Read::Failed(e) => {
+                tracing::warn!(error = &e as &dyn std::error::Error, "verification read failed (retried)");
+                self.read_failures += 1;
+                true
+            }
+        };
+        // Reads arrive in the order they began: none still to come began before this one.
+        self.written.retain(|_, w| *w >= started);
+        self.written_addrs.retain(|_, w| *w >= started);
+        due
+    }
+}
