@@ -17,7 +17,7 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EADDRNOTAVAIL: i32 = 99;
 
-/// A dummy link, by name and index, with its own rtnetlink connection.
+/// A dummy link, by name and index, with its own rtnetlink connection (shared by its clones).
 #[derive(Clone)]
 pub struct DummyLink {
     name: String,

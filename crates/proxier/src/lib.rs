@@ -5,8 +5,8 @@
 //!   a source at once (the model recomputes only the Service concerned) and wakes the loop.
 //! - [`SyncLoop`] brings the kernel in step through a [`Kernel`] and a [`Filter`]: nothing
 //!   before the first complete lists, a full adopting sync first, then incremental syncs on
-//!   changes (coalesced by `minSyncPeriod`) and a full reconcile against a fresh dump every
-//!   `syncPeriod`. After each sync it forgets the conntrack entries its changes made stale
+//!   changes (coalesced by `minSyncPeriod`) and on what the verification ([`KernelReader`],
+//!   [`VerifySettings`]) finds, read a slice at a time beside the loop. After each sync it forgets the conntrack entries its changes made stale
 //!   (connectionless flows only, as upstream).
 //! - [`NetlinkKernel`] is the real [`Kernel`] (IPVS over generic netlink, the dummy link over
 //!   rtnetlink); [`NftFilter`] the real [`Filter`] (the `netfilter` crate's table);

@@ -2,8 +2,9 @@
 //!
 //! Each sync plans only what changed since the last one against [`Observed`], the state the
 //! daemon last applied (kept current from the batch results), so one EndpointSlice change costs
-//! work proportional to its Service. At least every `syncPeriod` a full reconcile plans
-//! everything against a fresh kernel dump, which repairs drift and progresses graceful removals.
+//! work proportional to its Service. Drift is found by the verification (`verification`,
+//! [`crate::verify`]), a slice at a time, and planned like a change; without one, a full
+//! reconcile against a fresh kernel dump runs every `syncPeriod`.
 
 mod report;
 #[cfg(test)]
@@ -44,7 +45,7 @@ const LOGGED_FAILURES: usize = 20;
 /// The sync periods (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncSettings {
-    /// A full reconcile at least this often.
+    /// A full reconcile at least this often, when the loop has no verifier.
     pub sync_period: Duration,
     /// No sync sooner than this after the previous one began.
     pub min_sync_period: Duration,
@@ -229,6 +230,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let verifying = !full && std::mem::take(&mut self.verification.due);
         let counted = if verifying { self.read_counted(&mut report).await } else { Vec::new() };
         report.full |= verifying;
+        report.verification = verifying;
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
         let now = self.epoch.elapsed();

@@ -28,8 +28,11 @@ pub(crate) fn step_kind(step: &Step) -> &'static str {
 /// One sync's outcome.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncReport {
-    /// A full reconcile against a fresh kernel dump (else incremental).
+    /// A full reconcile against a fresh kernel dump, or a periodic verification (else
+    /// incremental): one every `syncPeriod`.
     pub full: bool,
+    /// Of those, a periodic verification (no whole-table dump: see `with_verifier`).
+    pub verification: bool,
     /// Steps planned.
     pub plan_steps: usize,
     /// Steps run, by kind (`bind`, `add virtual server`, ...) and success.
@@ -78,7 +81,12 @@ impl SyncReport {
 impl fmt::Display for SyncReport {
     /// One line: `full sync: 3 steps (add_virtual_server=1 add_real_server=2), 0 failed, in 1.2ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} sync: {} steps", if self.full { "full" } else { "incremental" }, self.plan_steps)?;
+        let kind = match (self.full, self.verification) {
+            (true, true) => "verification",
+            (true, false) => "full",
+            (false, _) => "incremental",
+        };
+        write!(f, "{kind} sync: {} steps", self.plan_steps)?;
         let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
         for ((kind, _), n) in &self.steps {
             *by_kind.entry(kind).or_insert(0) += n;
@@ -122,7 +130,11 @@ mod tests {
                 small,
                 "incremental sync: 2 steps (bind_address=1 unbind_address=1), 1 failed, 1 services changed (demo/web), in 3.000ms",
             ),
-            (big, "full sync: 0 steps, 1 failed, 6 services changed, in 0.000ns"),
+            (big.clone(), "full sync: 0 steps, 1 failed, 6 services changed, in 0.000ns"),
+            (
+                SyncReport { verification: true, ..big },
+                "verification sync: 0 steps, 1 failed, 6 services changed, in 0.000ns",
+            ),
         ];
         for (report, want) in cases {
             assert_eq!(report.to_string(), want);
