@@ -3,8 +3,8 @@
 //!
 //! - [`Shared`] holds the [`model::Model`]; [`Shared::feed`] applies one [`model::Update`] from
 //!   a source at once (the model recomputes only the Service concerned) and wakes the loop.
-//! - [`SyncLoop`] brings the kernel in step through a [`Kernel`] and a [`Filter`]: nothing
-//!   before the first complete lists, a full adopting sync first, then incremental syncs on
+//! - [`SyncLoop`] brings the kernel in step through a [`Kernel`] and a [`Filter`]: only
+//!   additions while the first lists arrive, a full sync once they are complete, then incremental syncs on
 //!   changes (coalesced by `minSyncPeriod`) and on what the verification ([`KernelReader`],
 //!   [`VerifySettings`]) finds, read a slice at a time beside the loop. After each sync it forgets the conntrack entries its changes made stale
 //!   (connectionless flows only, as upstream).

@@ -6,6 +6,7 @@
 //! [`crate::verify`]), a slice at a time, and planned like a change; without one, a full
 //! reconcile against a fresh kernel dump runs every `syncPeriod`.
 
+mod prime;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -74,6 +75,9 @@ pub struct SyncLoop<K, O> {
     filter_starter: Option<FilterStarter>,
     /// Whether the next filter work must be the whole state (new keeper, or a failed update).
     filter_full: bool,
+    /// Whether `observed` was adopted from a dump and kept current since (by the priming), so
+    /// that the first full sync needs no dump of its own.
+    adopted: bool,
     /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
@@ -85,6 +89,30 @@ pub struct SyncLoop<K, O> {
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
+    /// Replaces what the loop believes the kernel holds with a whole-table dump; false (and the
+    /// last applied state kept) if the dump failed.
+    async fn adopt(&mut self) -> bool {
+        match self.kernel.observe().await {
+            Ok((mut table, bound)) => {
+                // Built while the dump is drained, and with the old record dropped first: at
+                // 100,000 real servers each copy is tens of MiB.
+                let ours: Vec<VirtualServerId> = self.observed.ours().copied().collect();
+                self.observed = Observed::new();
+                let mut observed = Observed::from_kernel(&Table::default(), bound);
+                observed.claim(ours);
+                for (vs, dests) in table.services.drain(..) {
+                    observed.replace_virtual_server(&vs, &dests);
+                }
+                self.observed = observed;
+                true
+            }
+            Err(e) => {
+                tracing::warn!("planning against the last applied state: {e}");
+                false
+            }
+        }
+    }
+
     /// A loop writing through `kernel` what `shared`'s model wants.
     pub fn new(kernel: K, shared: Arc<Shared>, observer: O, settings: SyncSettings) -> SyncLoop<K, O> {
         SyncLoop {
@@ -100,6 +128,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter: None,
             filter_starter: None,
             filter_full: false,
+            adopted: false,
             ownership: None,
             ownership_changed: false,
             stale: BTreeSet::new(),
@@ -150,15 +179,14 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         self
     }
 
-    /// Runs forever: waits for the first complete lists (no kernel write before), adopts the
-    /// kernel's state with a full reconcile (so a restart with an unchanged cluster writes
-    /// nothing), then syncs on changes, on what the verification finds and every sync period
-    /// (a full reconcile when there is no verification).
+    /// Runs forever: adopts the kernel's state at the first object and, while the first lists
+    /// arrive, adds what they want (nothing is deleted, unbound or drained before every list is
+    /// complete: see `prime`); then a full sync (so a restart with an unchanged cluster
+    /// writes nothing), then syncs on changes, on what the verification finds and every sync
+    /// period (a full reconcile when there is no verification).
     pub async fn run(mut self) {
-        while !self.shared.lists_complete() {
-            self.shared.changed().await;
-        }
-        tracing::info!("first lists complete; adopting the kernel's state");
+        self.prime_until_lists_complete().await;
+        tracing::info!("first lists complete; reconciling everything");
         // Due at once and full: the first sync adopts the kernel's state and reads the node's
         // addresses before anything is planned.
         let now = Instant::now();
@@ -204,25 +232,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     pub async fn sync(&mut self, full: bool) -> SyncReport {
         let start = Instant::now();
         let mut report = SyncReport::default();
-        if full {
-            match self.kernel.observe().await {
-                Ok((mut table, bound)) => {
-                    // Built while the dump is drained, and with the old record dropped first: at
-                    // 100,000 real servers each copy is tens of MiB.
-                    let ours: Vec<VirtualServerId> = self.observed.ours().copied().collect();
-                    self.observed = Observed::new();
-                    let mut observed = Observed::from_kernel(&Table::default(), bound);
-                    observed.claim(ours);
-                    for (vs, dests) in table.services.drain(..) {
-                        observed.replace_virtual_server(&vs, &dests);
-                    }
-                    self.observed = observed;
-                }
-                Err(e) => {
-                    tracing::warn!("full reconcile falls back to the last applied state: {e}");
-                    report.read_failures += 1;
-                }
-            }
+        // A whole-table dump, unless the priming made one since (it then kept it current).
+        if full && !std::mem::take(&mut self.adopted) && !self.adopt().await {
+            report.read_failures += 1;
         }
         // A failed dump still plans everything, against the last applied state: that cannot
         // repair drift but still applies every change.
