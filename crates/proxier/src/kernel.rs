@@ -31,7 +31,8 @@ impl KernelError {
 }
 
 /// The kernel as the sync loop sees it: the IPVS table, the dummy link's addresses and the
-/// conntrack entries of stale flows.
+/// conntrack entries of stale flows. Binds and IPVS batches take `&self`: the loop runs them
+/// at the same time.
 pub trait Kernel: Send {
     /// A fresh dump: the whole IPVS table and the addresses bound on the dummy link.
     fn observe(&mut self) -> impl Future<Output = Result<(Table, Vec<IpAddr>), KernelError>> + Send;
@@ -45,16 +46,16 @@ pub trait Kernel: Send {
 
     /// Adds each address to the dummy link (already present is success); one result per
     /// address, in order. Implementations may run the requests concurrently.
-    fn bind(&mut self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
+    fn bind(&self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
 
     /// Removes each address from the dummy link (already absent is success); one result per
     /// address, in order.
-    fn unbind(&mut self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
+    fn unbind(&self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
 
     /// Runs `ops` as one batch; one result per operation, in order. The outer error means the
     /// batch as a whole could not be run (e.g. the socket failed).
     fn apply(
-        &mut self,
+        &self,
         ops: &[Operation],
     ) -> impl Future<Output = Result<Vec<Result<(), KernelError>>, KernelError>> + Send;
 

@@ -47,7 +47,7 @@ impl Kernel for NetlinkKernel {
         Ok(all)
     }
 
-    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+    async fn bind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
         let link = &self.link;
         stream::iter(addrs.to_vec())
             .map(|addr| async move {
@@ -58,7 +58,7 @@ impl Kernel for NetlinkKernel {
             .await
     }
 
-    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+    async fn unbind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
         let link = &self.link;
         stream::iter(addrs.to_vec())
             .map(|addr| async move {
@@ -71,7 +71,7 @@ impl Kernel for NetlinkKernel {
             .await
     }
 
-    async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
+    async fn apply(&self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
         let results = self
             .client
             .apply(ops)

@@ -6,6 +6,7 @@
 //! [`crate::verify`]), a slice at a time, and planned like a change; without one, a full
 //! reconcile against a fresh kernel dump runs every `syncPeriod`.
 
+mod execute;
 mod prime;
 mod report;
 #[cfg(test)]
@@ -13,13 +14,12 @@ mod tests;
 mod verification;
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use ipvs::{Operation, Table, VirtualServerId};
+use ipvs::{Table, VirtualServerId};
 use k8s_openapi::jiff::Timestamp;
 use model::{Changes, GracefulRemovals, Model, Observed, Scope, Step, operation_target};
 use netfilter::StaleFlows;
@@ -28,11 +28,10 @@ pub use report::SyncReport;
 
 use crate::filter::{Filter, FilterStarter, FilterWork};
 use crate::filter_state::filter_state;
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::Kernel;
 use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
 use crate::shared::Shared;
-use crate::stale::stale_flows;
 use crate::verify::{KernelReader, VerifySettings};
 use verification::Verification;
 
@@ -373,133 +372,6 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         drop(state);
         tracing::info!("{report}");
         report
-    }
-
-    /// Runs the steps in order, each run of contiguous steps of one sort (binds, kernel
-    /// operations, unbinds) as one batch of at most [`MAX_BATCH`]; records the successful ones in `observed` and the failed
-    /// ones for a retry. Returns the failures.
-    /// `address_time` accumulates the time spent binding and unbinding.
-    async fn execute(
-        &mut self,
-        steps: Vec<Step>,
-        report: &mut SyncReport,
-        address_time: &mut Duration,
-    ) -> Vec<(Step, KernelError)> {
-        let mut failures = Vec::new();
-        // Taken from the back of the reversed plan, and the buffer shrunk as it empties: a cold
-        // start's 120,000 steps (about 12 MB) are then released batch by batch while the
-        // record of what was applied grows, instead of both peaking together at the end.
-        let mut steps = steps;
-        steps.reverse();
-        while let Some(first) = steps.pop() {
-            let sort = std::mem::discriminant(&first);
-            let mut run = vec![first];
-            while run.len() < MAX_BATCH
-                && let Some(next) = steps.pop_if(|s| std::mem::discriminant(&*s) == sort)
-            {
-                run.push(next);
-            }
-            if steps.capacity() - steps.len() >= MAX_BATCH {
-                steps.shrink_to_fit();
-            }
-            match &run[0] {
-                Step::Kernel(_) => {
-                    let ops = run
-                        .into_iter()
-                        .filter_map(|s| match s {
-                            Step::Kernel(op) => Some(op),
-                            _ => None,
-                        })
-                        .collect();
-                    self.run_batch(ops, report, &mut failures).await;
-                }
-                Step::Bind(_) | Step::Unbind(_) => {
-                    let addrs: Vec<IpAddr> = run
-                        .iter()
-                        .filter_map(|s| match s {
-                            Step::Bind(a) | Step::Unbind(a) => Some(*a),
-                            Step::Kernel(_) => None,
-                        })
-                        .collect();
-                    let began = Instant::now();
-                    let results = match &run[0] {
-                        Step::Bind(_) => self.kernel.bind(&addrs).await,
-                        _ => self.kernel.unbind(&addrs).await,
-                    };
-                    *address_time += began.elapsed();
-                    let mut results = results.into_iter();
-                    for step in run {
-                        let result = results
-                            .next()
-                            .unwrap_or_else(|| Err(KernelError::new(step.to_string(), "no result for it")));
-                        self.record(step, result, report, &mut failures);
-                    }
-                }
-            }
-        }
-        failures
-    }
-
-    async fn run_batch(
-        &mut self,
-        ops: Vec<Operation>,
-        report: &mut SyncReport,
-        failures: &mut Vec<(Step, KernelError)>,
-    ) {
-        match self.kernel.apply(&ops).await {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for op in ops {
-                    let result = results.next().unwrap_or_else(|| {
-                        Err(KernelError::new(op.to_string(), "the batch returned no result for it"))
-                    });
-                    self.record(Step::Kernel(op), result, report, failures);
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                for op in ops {
-                    let err = KernelError::new(op.to_string(), why.clone());
-                    self.record(Step::Kernel(op), Err(err), report, failures);
-                }
-            }
-        }
-    }
-
-    fn record(
-        &mut self,
-        step: Step,
-        result: Result<(), KernelError>,
-        report: &mut SyncReport,
-        failures: &mut Vec<(Step, KernelError)>,
-    ) {
-        report.count(&step, result.is_ok());
-        self.verification.wrote(&step);
-        match result {
-            Ok(()) => {
-                tracing::debug!("{step}");
-                if let Step::Kernel(op) = &step
-                    && let Some(flows) = stale_flows(&self.observed, op)
-                {
-                    self.stale.insert(flows);
-                }
-                if let Step::Kernel(Operation::AddVirtualServer(_) | Operation::DeleteVirtualServer(_)) = step {
-                    self.ownership_changed = true;
-                }
-                self.observed.apply(&step);
-            }
-            Err(e) => {
-                match &step {
-                    Step::Kernel(op) => {
-                        self.retry.virtual_servers.insert(operation_target(op));
-                    }
-                    Step::Bind(a) | Step::Unbind(a) => {
-                        self.retry.addresses.insert(*a);
-                    }
-                }
-                failures.push((step, e));
-            }
-        }
     }
 
     /// A verification sync's own reads, right before planning: the real servers of the virtual

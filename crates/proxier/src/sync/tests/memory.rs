@@ -81,7 +81,7 @@ impl Kernel for MemoryKernel {
         Ok(ids.iter().map(|id| m.real_servers(id)).collect())
     }
 
-    async fn bind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+    async fn bind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
         let mut m = self.mem();
         addrs
             .iter()
@@ -93,7 +93,7 @@ impl Kernel for MemoryKernel {
             .collect()
     }
 
-    async fn unbind(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+    async fn unbind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
         let mut m = self.mem();
         addrs
             .iter()
@@ -105,7 +105,7 @@ impl Kernel for MemoryKernel {
             .collect()
     }
 
-    async fn apply(&mut self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
+    async fn apply(&self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
         let mut m = self.mem();
         m.batches.push(ops.len());
         let mut results = Vec::new();
