@@ -21,7 +21,11 @@ fn a_service_follows_its_endpoints_and_goes_away_with_them() {
         let cluster = Cluster::start();
         cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
         cluster.apply(&slice_yaml("web", &[&b[0]]));
-        let _daemon = Daemon::start(&cluster);
+        let daemon = Daemon::start(&cluster);
+        // Ready: the first full sync is done. IPVS entries may be in the kernel before (added
+        // while the lists arrive) without the masquerade that a reply from a backend on this
+        // node needs; health says so.
+        eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         let cluster_ip = "TCP  10.96.0.10:80";
         let node_port = format!("TCP  {NODE_IP}:30080");
 

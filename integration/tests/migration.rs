@@ -86,7 +86,7 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
             "--cluster-cidr=10.244.0.0/16,fd00:244::/64".into(),
             "--conntrack-max-per-core=0".into(),
         ];
-        let daemon = Daemon::start_with_flags(&cluster, &flags);
+        let daemon = Daemon::start_with_env(&cluster, &flags, &[("KUBE_IPVS_PROXY_LOG", "info,proxier=debug")]);
         eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         // Requests through several of its syncs, with its nftables table in place.
         let ready_at = load.answered();
@@ -135,7 +135,14 @@ fn switching_from_upstream_ipvs_mode_fails_no_request_and_adopts_the_table() {
         }
         let who = ask_outside("10.96.1.2:81").unwrap_or_else(|e| panic!("outside client, new port: {e}\n{out}"));
         assert!(who == b1.name() || who == b2.name(), "the outside client got {who}");
-        assert!(connections(&node_port) > after.1, "the adopted table is untouched");
+        let now = connections(&node_port);
+        assert!(
+            now > after.1,
+            "the adopted table is untouched: {node_port} counted {} then {now} connections\n{}\n{}",
+            after.1,
+            ipvsadm(&["-Ln", "--stats", "--exact"]).unwrap(),
+            daemon.log()
+        );
     });
 }
 

@@ -13,13 +13,14 @@
 //! | `short_circuit_keys` / map `short_circuit` | `addr . proto . port` / `... : addr . port` | traffic from the cluster prefixes or the node to it goes to the mapped address instead (the node's masqueraded) |
 //!
 //! [`FilterState`] (pure) says what the sets hold per virtual server; [`FilterState::set`] and
-//! [`FilterState::diff`] give [`ElementChanges`], which the crate turns into `nft -f` text.
-//! [`Nft`] runs `nft` and [`Netfilter`] keeps the table in step, one transaction per update
-//! and none when no element changes. [`Conntrack`] forgets the conntrack entries of stale
+//! [`FilterState::diff`] give [`ElementChanges`], which [`Netfilter`] writes over nfnetlink,
+//! one transaction (a batch) per update and none when no element changes; [`Nft`] runs `nft`
+//! for the skeleton of chains and rules and for a rebuild. [`Conntrack`] forgets the conntrack entries of stale
 //! connectionless flows ([`StaleFlows`]) over ctnetlink. [`ForwardAccept`] lets service traffic
 //! through a host's iptables `FORWARD` chain whose policy is drop.
 
 mod conntrack;
+mod elements;
 mod forward;
 mod ipset;
 mod monitor;

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use crate::elements::{ElementSocket, Transaction};
+use crate::nfnetlink::NfnetlinkError;
 use crate::script::{
-    DIGEST_SET, FilterConfig, changes_digest, changes_script, delete_table_script, digest_script, full_script,
-    parse_digest, skeleton_script, start_script, table_digest,
+    DIGEST_SET, FilterConfig, changes_digest, delete_table_script, digest_script, full_script, parse_digest,
+    skeleton_script, table_digest,
 };
 use crate::state::{ElementChanges, FilterState, ServiceFilter, Target};
 
@@ -45,6 +47,18 @@ pub enum NftError {
     /// iptables `FORWARD` chain, whose policy drops it.
     #[error("forwarded service traffic: {0}")]
     Forward(#[from] crate::ForwardError),
+    /// The kernel refused a transaction of set elements (sent over nfnetlink), or the socket
+    /// failed; none of it was applied.
+    #[error("table inet {table}: {operation}: {source}")]
+    Elements {
+        /// The table concerned.
+        table: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: NfnetlinkError,
+    },
     /// The configured mark bit is beyond 31.
     #[error("table inet {table}: masquerade bit {bit} is not 0..=31")]
     MarkBit {
@@ -210,6 +224,15 @@ pub struct Netfilter {
     skeleton_pending: bool,
     /// The digest of `config` and `applied`, when not `dirty`.
     digest: u64,
+    /// Element transactions go over nfnetlink, not through `nft`: opened at the first, again
+    /// after the socket failed.
+    elements: Option<ElementSocket>,
+}
+
+impl std::fmt::Debug for ElementSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ElementSocket")
+    }
 }
 
 impl Netfilter {
@@ -237,6 +260,7 @@ impl Netfilter {
             skeleton_pending: recorded.is_some(),
             recorded,
             digest: 0,
+            elements: None,
         })
     }
 
@@ -279,31 +303,31 @@ impl Netfilter {
         let mark_bit = |bit| NftError::MarkBit { table: table.clone(), bit };
         let digest = table_digest(&self.config, &desired).ok_or_else(|| mark_bit(self.config.masquerade_bit))?;
         let recorded = self.recorded.take();
-        let script = if self.skeleton_pending {
-            match start_script(&self.config, &desired, recorded).map_err(mark_bit)? {
-                None => {
-                    tracing::info!(table = %table, digest = format!("{digest:#018x}"), "nftables: adopted the table unchanged, no write");
-                    self.applied = desired;
-                    self.digest = digest;
-                    self.skeleton_pending = false;
-                    self.dirty = false;
-                    return Ok(());
-                }
-                Some(script) => script,
+        if self.skeleton_pending {
+            if recorded == Some(digest) {
+                tracing::info!(table = %table, digest = format!("{digest:#018x}"), "nftables: adopted the table unchanged, no write");
+                self.applied = desired;
+                self.digest = digest;
+                self.skeleton_pending = false;
+                self.dirty = false;
+                return Ok(());
             }
-        } else {
-            full_script(&table, &desired) + &digest_script(&table, digest)
-        };
-        self.applied = desired;
-        if let Err(first) = self.nft.run(&table, "rewrite sets", &script) {
-            if !self.skeleton_pending {
-                return Err(first);
+            // The chains and rules with `nft` (a few dozen lines, at start only); the elements,
+            // tens of thousands at scale, over nfnetlink right after.
+            let skeleton = skeleton_script(&self.config).ok_or_else(|| mark_bit(self.config.masquerade_bit))?;
+            if let Err(first) = self.nft.run(&table, "create skeleton", &skeleton) {
+                tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+                self.nft.delete_table(&table)?;
+                self.nft.run(&table, "create skeleton", &skeleton)?;
             }
-            tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
-            self.nft.delete_table(&table)?;
-            self.nft.run(&table, "rewrite sets", &script)?;
+            self.skeleton_pending = false;
         }
-        self.skeleton_pending = false;
+        let mut transaction = Transaction::new(&table);
+        transaction.flush_sets();
+        transaction.add(desired.elements());
+        transaction.digest(digest);
+        self.applied = desired;
+        self.run_elements(transaction, "rewrite sets")?;
         self.digest = digest;
         self.dirty = false;
         Ok(())
@@ -338,13 +362,32 @@ impl Netfilter {
         self.dirty = true;
     }
 
+    /// Runs an element transaction over nfnetlink (this process is its writer, as the table
+    /// monitor sees it).
+    fn run_elements(&mut self, transaction: Transaction, operation: &'static str) -> Result<(), NftError> {
+        let table = self.config.table.clone();
+        let error = |source| NftError::Elements { table: table.clone(), operation, source };
+        let mut socket = match self.elements.take() {
+            Some(socket) => socket,
+            None => ElementSocket::open().map_err(error)?,
+        };
+        let result = socket.run(transaction, operation);
+        // A socket that failed is replaced; one the kernel merely answered is kept.
+        if !matches!(result, Err(NfnetlinkError::Io { .. })) {
+            self.elements = Some(socket);
+        }
+        result.map_err(error)
+    }
+
     fn write(&mut self, changes: &ElementChanges) -> Result<usize, NftError> {
         if changes.is_empty() {
             return Ok(0);
         }
         let digest = changes_digest(self.digest, changes);
-        let script = changes_script(&self.config.table, changes) + &digest_script(&self.config.table, digest);
-        match self.nft.run(&self.config.table, "update sets", &script) {
+        let mut transaction = Transaction::new(&self.config.table);
+        transaction.changes(changes);
+        transaction.digest(digest);
+        match self.run_elements(transaction, "update sets") {
             Ok(()) => {
                 self.digest = digest;
                 Ok(changes.len())

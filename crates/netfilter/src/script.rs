@@ -73,7 +73,7 @@ impl FilterConfig {
 }
 
 /// The sets holding [`Element`]s, in the order scripts list them.
-const ELEMENT_SETS: [&str; 8] = [
+pub(crate) const ELEMENT_SETS: [&str; 8] = [
     "masq_all",
     "masq_outside",
     "bound",
@@ -85,7 +85,7 @@ const ELEMENT_SETS: [&str; 8] = [
 ];
 
 /// The maps whose elements change (flushed with `flush map`).
-const ELEMENT_MAPS: [&str; 1] = ["short_circuit"];
+pub(crate) const ELEMENT_MAPS: [&str; 1] = ["short_circuit"];
 
 /// The name of the set (without family suffix) an element belongs to.
 fn set_of(element: &Element) -> &'static str {
@@ -100,6 +100,14 @@ fn set_of(element: &Element) -> &'static str {
         Element::ShortCircuitKey(_) => "short_circuit_keys",
         Element::ShortCircuit(..) => "short_circuit",
     }
+}
+
+/// The suffixes of the two families' sets.
+pub(crate) const FAMILY_SUFFIXES: [&str; 2] = ["v4", "v6"];
+
+/// The name of the set `element` belongs to, family suffix included.
+pub(crate) fn set_name(element: &Element) -> String {
+    format!("{}_{}", set_of(element), fam(element.family()).suffix)
 }
 
 /// Per family: suffix, address type, the payload keywords for its addresses.
@@ -254,14 +262,6 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
     Some(s)
 }
 
-/// One transaction applying `changes`: deletes first, then adds, grouped by set.
-pub fn changes_script(table: &str, changes: &ElementChanges) -> String {
-    let mut s = String::new();
-    write_elements(&mut s, "delete", table, changes.removed.iter());
-    write_elements(&mut s, "add", table, changes.added.iter());
-    s
-}
-
 /// One transaction making the element sets hold exactly the elements of `state` (the cluster
 /// prefixes are the skeleton's): every set flushed, then refilled.
 pub fn full_script(table: &str, state: &FilterState) -> String {
@@ -327,20 +327,6 @@ pub fn parse_digest(listing: &str) -> Option<u64> {
     let (high, low) = inner.split_once(" . ")?;
     let half = |t: &str| u32::from_str_radix(t.trim().strip_prefix("0x")?, 16).ok();
     Some((u64::from(half(high)?) << 32) | u64::from(half(low)?))
-}
-
-/// What a start must write to make the table hold the skeleton of `config` and the elements of
-/// `desired`, given the digest found in the kernel: `None` (adopt, no write) when it matches,
-/// else the skeleton, the full rewrite of the sets and the new digest, as one transaction.
-/// `Err` with the bit when the mark bit is beyond 31.
-pub fn start_script(config: &FilterConfig, desired: &FilterState, kernel: Option<u64>) -> Result<Option<String>, u8> {
-    let (Some(digest), Some(skeleton)) = (table_digest(config, desired), skeleton_script(config)) else {
-        return Err(config.masquerade_bit);
-    };
-    if kernel == Some(digest) {
-        return Ok(None);
-    }
-    Ok(Some(skeleton + &full_script(&config.table, desired) + &digest_script(&config.table, digest)))
 }
 
 /// Removes the proxy's table and everything in it.

@@ -8,8 +8,7 @@ use ipvs::Protocol;
 
 use super::*;
 use crate::script::{
-    changes_digest, changes_script, delete_table_script, digest_script, full_script, parse_digest, skeleton_script,
-    start_script, table_digest,
+    changes_digest, delete_table_script, digest_script, full_script, parse_digest, skeleton_script, table_digest,
 };
 use crate::state::disjoint_prefixes;
 
@@ -258,12 +257,6 @@ fn changes_and_full_text() {
         std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/fixtures/full.nft"), &full).unwrap();
     }
     assert_eq!(full, include_str!("fixtures/full.nft"));
-    let changes = state.diff(&FilterState::from_services([(
-        tcp("10.96.0.10", 80),
-        filter(MasqueradeRule::All, true, &[], &[("10.244.1.2", 8080), ("10.244.1.3", 8080)]),
-    )]));
-    assert_eq!(changes_script("kube-ipvs-proxy", &changes), include_str!("fixtures/changes.nft"));
-    assert_eq!(changes_script("kube-ipvs-proxy", &ElementChanges::new()), "");
     assert_eq!(delete_table_script("kube-ipvs-proxy"), "delete table inet kube-ipvs-proxy\n");
 }
 
@@ -344,24 +337,6 @@ fn digest_round_trips_through_nft_listing() {
     }
 }
 
-#[test]
-fn start_writes_nothing_only_when_the_recorded_digest_matches() {
-    let config = FilterConfig::new(vec![prefix("10.244.0.0/16")]);
-    for (name, state) in digest_states() {
-        let digest = table_digest(&config, &state).unwrap();
-        assert_eq!(start_script(&config, &state, Some(digest)), Ok(None), "{name}: adopted");
-        for recorded in [None, Some(digest ^ 1)] {
-            let script = start_script(&config, &state, recorded).unwrap().expect("a rewrite");
-            let expected = skeleton_script(&config).unwrap()
-                + &full_script(&config.table, &state)
-                + &digest_script(&config.table, digest);
-            assert_eq!(script, expected, "{name}, recorded {recorded:?}");
-        }
-    }
-    let bad = FilterConfig { masquerade_bit: 40, ..config };
-    assert_eq!(start_script(&bad, &FilterState::new(), None), Err(40));
-}
-
 /// Issue 7, item 2: a target with a short circuit needs its key in the set and its redirect in
 /// the map, and both are written (the map after the sets).
 #[test]
@@ -373,17 +348,11 @@ fn a_short_circuit_writes_its_key_and_its_map_entry() {
     let elements: BTreeSet<Element> = state.elements().copied().collect();
     assert!(elements.contains(&Element::ShortCircuitKey(lb)));
     assert!(elements.contains(&Element::ShortCircuit(lb, ip("10.96.0.10"), 80)));
-    let script = changes_script("kube-ipvs-proxy", &FilterState::new().diff(&state));
-    assert!(
-        script.ends_with(
-            "add element inet kube-ipvs-proxy short_circuit_v4 { 203.0.113.7 . tcp . 80 : 10.96.0.10 . 80 }\n"
-        ),
-        "{script}"
-    );
-    assert!(
-        script.contains("add element inet kube-ipvs-proxy short_circuit_keys_v4 { 203.0.113.7 . tcp . 80 }\n"),
-        "{script}"
-    );
+    let mut transaction = crate::elements::Transaction::new("kube-ipvs-proxy");
+    transaction.changes(&FilterState::new().diff(&state));
+    let (_, steps) = transaction.encode(0);
+    let adds: Vec<&str> = steps.iter().filter(|(_, s)| s.verb == "add").map(|(_, s)| s.set.as_str()).collect();
+    assert!(adds.contains(&"short_circuit_keys_v4") && adds.contains(&"short_circuit_v4"), "{steps:?}");
 }
 
 /// Issue 7, item 3: upstream's detectLocalMode. Pods are told by source (cluster or node CIDRs)

@@ -1,0 +1,441 @@
+//! Set elements over nfnetlink, without the `nft` program: one sync's element changes (or a
+//! whole rewrite of the sets) as one nftables transaction, a batch of `NEWSETELEM` and
+//! `DELSETELEM` messages between `BATCH_BEGIN` and `BATCH_END` sent in one `sendmsg`. The
+//! kernel applies all of it or none.
+//!
+//! Keys are laid out as nftables stores them: a concatenation's fields each padded to 4 bytes
+//! (an `inet_proto` is 1 byte then 3 of padding, an `inet_service` 2 bytes in network order then
+//! 2), addresses in network order, marks in host order. An interval of a concatenation
+//! (`source_allowed`) has its first key and its last (`KEY_END`), as nft sends them.
+
+use std::io;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use ipvs::Protocol;
+use netlink_packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList, SetElementMessage,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
+
+use crate::nfnetlink::{NfnetlinkError, frames};
+use crate::script::{DIGEST_SET, ELEMENT_MAPS, ELEMENT_SETS, FAMILY_SUFFIXES, set_name};
+use crate::state::{Element, ElementChanges, Target};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFTA_DATA_VALUE: u16 = 1;
+/// Bytes of elements per message: the list is one attribute, whose length is 16 bits.
+const MAX_ELEMENT_BYTES: usize = 48 * 1024;
+
+/// One element as the kernel takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ElementBytes {
+    pub key: Vec<u8>,
+    /// The last key of an interval of a concatenation.
+    pub key_end: Option<Vec<u8>>,
+    /// A map element's value.
+    pub data: Option<Vec<u8>>,
+}
+
+fn addr(out: &mut Vec<u8>, addr: &IpAddr) {
+    match addr {
+        IpAddr::V4(a) => out.extend(a.octets()),
+        IpAddr::V6(a) => out.extend(a.octets()),
+    }
+}
+
+fn protocol_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+        Protocol::Other(n) => u8::try_from(n).unwrap_or(u8::MAX),
+    }
+}
+
+fn port(out: &mut Vec<u8>, port: u16) {
+    out.extend(port.to_be_bytes());
+    out.extend([0, 0]);
+}
+
+fn target(out: &mut Vec<u8>, t: &Target) {
+    addr(out, &t.addr);
+    out.extend([protocol_number(t.protocol), 0, 0, 0]);
+    port(out, t.port);
+}
+
+/// The key (and key end, and map value) of `element`.
+pub(crate) fn element_bytes(element: &Element) -> ElementBytes {
+    let mut key = Vec::with_capacity(48);
+    let (mut key_end, mut data) = (None, None);
+    match element {
+        Element::Bound(a) => addr(&mut key, a),
+        Element::MasqueradeAll(t)
+        | Element::MasqueradeOutside(t)
+        | Element::ServicePort(t)
+        | Element::SourceRestricted(t)
+        | Element::ShortCircuitKey(t) => target(&mut key, t),
+        Element::SourceAllowed(t, prefix) => {
+            target(&mut key, t);
+            let mut end = key.clone();
+            addr(&mut key, &prefix.network());
+            addr(&mut end, &last_address(prefix));
+            key_end = Some(end);
+        }
+        Element::Hairpin(t) => {
+            target(&mut key, t);
+            addr(&mut key, &t.addr);
+        }
+        Element::ShortCircuit(t, to, to_port) => {
+            target(&mut key, t);
+            let mut value = Vec::with_capacity(20);
+            addr(&mut value, to);
+            port(&mut value, *to_port);
+            data = Some(value);
+        }
+    }
+    ElementBytes { key, key_end, data }
+}
+
+fn last_address(prefix: &IpNet) -> IpAddr {
+    prefix.broadcast()
+}
+
+/// The digest set's one element: two marks, in host order.
+fn digest_bytes(digest: u64) -> ElementBytes {
+    let mut key = Vec::with_capacity(8);
+    key.extend(((digest >> 32) as u32).to_ne_bytes());
+    key.extend(((digest & 0xffff_ffff) as u32).to_ne_bytes());
+    ElementBytes { key, key_end: None, data: None }
+}
+
+fn value(bytes: Vec<u8>) -> DataAttribute {
+    DataAttribute::Value(bytes)
+}
+
+fn element_attribute(e: ElementBytes) -> ListAttribute<SetElementAttribute> {
+    let mut attributes = vec![SetElementAttribute::Key(value(e.key))];
+    if let Some(end) = e.key_end {
+        attributes.push(SetElementAttribute::KeyEnd(vec![DefaultNla::new(NFTA_DATA_VALUE, end)]));
+    }
+    if let Some(data) = e.data {
+        attributes.push(SetElementAttribute::Data(value(data)));
+    }
+    ListAttribute::Element(attributes)
+}
+
+/// What one message of a transaction does, to name it in an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub verb: &'static str,
+    pub set: String,
+}
+
+/// The messages of one transaction, in order, each with what it does.
+#[derive(Debug, Default)]
+pub(crate) struct Transaction {
+    table: String,
+    messages: Vec<(Step, NfTablesMessage, u16)>,
+}
+
+impl Transaction {
+    pub fn new(table: &str) -> Transaction {
+        Transaction { table: table.to_string(), messages: Vec::new() }
+    }
+
+    /// Empties every element set and map (not the cluster prefixes, which are the skeleton's).
+    pub fn flush_sets(&mut self) {
+        for suffix in FAMILY_SUFFIXES {
+            for set in ELEMENT_SETS.iter().chain(&ELEMENT_MAPS) {
+                self.flush(format!("{set}_{suffix}"));
+            }
+        }
+    }
+
+    fn flush(&mut self, set: String) {
+        let attributes = vec![SetElementList::Table(self.table.clone()), SetElementList::Set(set.clone())];
+        let message = NfTablesMessage::DeleteSetElement(SetElementMessage { attributes });
+        self.messages.push((Step { verb: "flush", set }, message, 0));
+    }
+
+    /// Deletes `removed`, then adds `added`, grouped by set, a message per set (or more for a
+    /// set with many).
+    pub fn changes(&mut self, changes: &ElementChanges) {
+        self.elements("delete", changes.removed.iter());
+        self.elements("add", changes.added.iter());
+    }
+
+    /// Adds `elements`.
+    pub fn add<'a>(&mut self, elements: impl Iterator<Item = &'a Element>) {
+        self.elements("add", elements);
+    }
+
+    /// Replaces the recorded digest.
+    pub fn digest(&mut self, digest: u64) {
+        self.flush(DIGEST_SET.to_string());
+        self.push("add", DIGEST_SET.to_string(), vec![digest_bytes(digest)]);
+    }
+
+    fn elements<'a>(&mut self, verb: &'static str, elements: impl Iterator<Item = &'a Element>) {
+        let mut by_set: std::collections::BTreeMap<String, Vec<ElementBytes>> = Default::default();
+        for e in elements {
+            by_set.entry(set_name(e)).or_default().push(element_bytes(e));
+        }
+        for (set, elements) in by_set {
+            self.push(verb, set, elements);
+        }
+    }
+
+    fn push(&mut self, verb: &'static str, set: String, elements: Vec<ElementBytes>) {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        let emit = |chunk: Vec<ListAttribute<SetElementAttribute>>, messages: &mut Vec<_>| {
+            let attributes = vec![
+                SetElementList::Table(self.table.clone()),
+                SetElementList::Set(set.clone()),
+                SetElementList::Elements(chunk),
+            ];
+            let message = SetElementMessage { attributes };
+            let (message, flags) = match verb {
+                "add" => (NfTablesMessage::NewSetElement(message), NLM_F_CREATE),
+                _ => (NfTablesMessage::DeleteSetElement(message), 0),
+            };
+            messages.push((Step { verb, set: set.clone() }, message, flags));
+        };
+        for e in elements {
+            // Key, key end and value, each nested with its header, in an element of its own.
+            bytes += 16
+                + e.key.len()
+                + e.key_end.as_ref().map_or(0, |k| 8 + k.len())
+                + e.data.as_ref().map_or(0, |d| 8 + d.len());
+            chunk.push(element_attribute(e));
+            if bytes >= MAX_ELEMENT_BYTES {
+                emit(std::mem::take(&mut chunk), &mut self.messages);
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            emit(chunk, &mut self.messages);
+        }
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The batch as bytes, its messages numbered from `seq` (the begin marker) on: every
+    /// message but the markers asks for an acknowledgement. Returns the steps by sequence number.
+    pub fn encode(self, seq: u32) -> (Vec<u8>, Vec<(u32, Step)>) {
+        let mut buffer = Vec::new();
+        let mut steps = Vec::with_capacity(self.messages.len());
+        let control = |inner: ControlMessage| {
+            NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES), inner)
+        };
+        let put = |message: NetfilterMessage, flags: u16, seq: u32, buffer: &mut Vec<u8>| {
+            let mut message = NetlinkMessage::from(message);
+            message.header.flags = NLM_F_REQUEST | flags;
+            message.header.sequence_number = seq;
+            message.finalize();
+            let start = buffer.len();
+            buffer.resize(start + message.buffer_len(), 0);
+            message.serialize(&mut buffer[start..]);
+        };
+        put(control(ControlMessage::BatchBegin), 0, seq, &mut buffer);
+        let mut n = seq;
+        for (step, message, flags) in self.messages {
+            n = n.wrapping_add(1);
+            let message = NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0), message);
+            put(message, NLM_F_ACK | flags, n, &mut buffer);
+            steps.push((n, step));
+        }
+        put(control(ControlMessage::BatchEnd), 0, n.wrapping_add(1), &mut buffer);
+        (buffer, steps)
+    }
+}
+
+/// A blocking `NETLINK_NETFILTER` socket for element transactions: a transaction is handled
+/// by the kernel during the `sendmsg` (sub-millisecond for a sync's change), so a blocking call
+/// costs what an `nft` process would without the process.
+pub(crate) struct ElementSocket {
+    socket: Socket,
+    seq: u32,
+    send_buffer: usize,
+    recv_buf: Vec<u8>,
+}
+
+impl ElementSocket {
+    pub fn open() -> Result<ElementSocket, NfnetlinkError> {
+        let io = |source| NfnetlinkError::Io { what: "open an nftables socket".into(), source };
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io)?;
+        socket.bind_auto().map_err(io)?;
+        socket.connect(&NetlinkAddr::new(0, 0)).map_err(io)?;
+        // A refused message's error then echoes its header only, not 48 KiB of elements.
+        let _ = socket.set_cap_ack(true);
+        Ok(ElementSocket { socket, seq: 0, send_buffer: 0, recv_buf: vec![0; 64 * 1024] })
+    }
+
+    /// Runs `transaction`; `what` names it in errors. An error names the message the kernel
+    /// refused (its set); the kernel then applied none of the transaction.
+    pub fn run(&mut self, transaction: Transaction, what: &str) -> Result<(), NfnetlinkError> {
+        if transaction.is_empty() {
+            return Ok(());
+        }
+        let io = |source| NfnetlinkError::Io { what: what.to_string(), source };
+        let first = self.seq.wrapping_add(1);
+        let (batch, steps) = transaction.encode(first);
+        self.seq = first.wrapping_add(steps.len() as u32 + 1);
+        // The whole batch is one datagram, which the kernel refuses beyond the send buffer.
+        if batch.len() + 4096 > self.send_buffer {
+            self.send_buffer = batch.len() + 4096;
+            force_send_buffer(&self.socket, self.send_buffer);
+        }
+        self.socket.send(&batch, 0).map_err(io)?;
+        // The kernel handled the batch during the send: every reply is queued now.
+        let mut pending = steps.len();
+        let mut refused = None;
+        while pending > 0 {
+            let n = match self.socket.recv(&mut &mut self.recv_buf[..], libc::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(source) => return Err(io(source)),
+            };
+            for frame in frames(&self.recv_buf[..n]) {
+                let frame = frame.map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?;
+                let Ok(reply) = NetlinkMessage::<NetfilterMessage>::deserialize(frame) else { continue };
+                let NetlinkPayload::Error(e) = reply.payload else { continue };
+                let seq = reply.header.sequence_number;
+                pending = pending.saturating_sub(1);
+                if let Some(code) = e.code
+                    && refused.is_none()
+                {
+                    let step = steps.iter().find(|(s, _)| *s == seq).map(|(_, step)| step.clone());
+                    refused = Some((step, io::Error::from_raw_os_error(-code.get())));
+                }
+            }
+        }
+        match refused {
+            Some((step, source)) => {
+                let at =
+                    step.map_or_else(|| "the batch".to_string(), |s| format!("{} elements of set {}", s.verb, s.set));
+                Err(NfnetlinkError::Kernel { what: format!("{what}: {at}"), source })
+            }
+            None if pending > 0 => Err(NfnetlinkError::Io {
+                what: what.to_string(),
+                source: io::Error::other(format!("{pending} messages of the batch got no acknowledgement")),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sets the socket's send buffer to `size` past `net.core.wmem_max` (`SO_SNDBUFFORCE`, with
+/// `CAP_NET_ADMIN` as writing nftables needs anyway); without it, as large as allowed.
+fn force_send_buffer(socket: &Socket, size: usize) {
+    use std::os::fd::AsRawFd;
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(addr: &str, protocol: Protocol, port: u16) -> Target {
+        Target::new(addr.parse().unwrap(), protocol, port)
+    }
+
+    type Layout<'a> = Option<&'a [u8]>;
+
+    /// The layouts of nftables' own types (the VM tests read what is written back with `nft`).
+    #[test]
+    fn keys_are_laid_out_as_nftables_stores_them() {
+        let web = t("10.96.0.10", Protocol::Tcp, 80);
+        // (element, key, key end, map value)
+        let cases: [(Element, &[u8], Layout, Layout); 5] = [
+            (Element::Bound("10.96.0.10".parse().unwrap()), &[10, 96, 0, 10], None, None),
+            (Element::ServicePort(web), &[10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0], None, None),
+            (
+                Element::Hairpin(t("10.244.1.2", Protocol::Udp, 53)),
+                &[10, 244, 1, 2, 17, 0, 0, 0, 0, 53, 0, 0, 10, 244, 1, 2],
+                None,
+                None,
+            ),
+            (
+                Element::SourceAllowed(web, "192.168.0.0/16".parse().unwrap()),
+                &[10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0, 192, 168, 0, 0],
+                Some(&[10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0, 192, 168, 255, 255]),
+                None,
+            ),
+            (
+                Element::ShortCircuit(web, "10.96.0.11".parse().unwrap(), 8443),
+                &[10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0],
+                None,
+                Some(&[10, 96, 0, 11, 0x20, 0xfb, 0, 0]),
+            ),
+        ];
+        for (element, key, key_end, data) in cases {
+            let got = element_bytes(&element);
+            assert_eq!(got.key, key, "{element:?}");
+            assert_eq!(got.key_end.as_deref(), key_end, "{element:?}");
+            assert_eq!(got.data.as_deref(), data, "{element:?}");
+        }
+        let v6 = element_bytes(&Element::ServicePort(t("fd00::10", Protocol::Sctp, 9)));
+        assert_eq!(v6.key.len(), 24);
+        assert_eq!(&v6.key[16..], &[132, 0, 0, 0, 0, 9, 0, 0]);
+    }
+
+    #[test]
+    fn a_transaction_is_one_batch_with_an_acknowledgement_per_message() {
+        let mut tx = Transaction::new("kube-ipvs-proxy");
+        let added: Vec<Element> =
+            (0..5000u16).map(|p| Element::ServicePort(t("10.96.0.10", Protocol::Tcp, p))).collect();
+        tx.add(added.iter());
+        tx.digest(0x0123_4567_89ab_cdef);
+        let (bytes, steps) = tx.encode(100);
+        // 5,000 elements of 12 bytes: more than one message's worth, then the digest's flush
+        // and add.
+        let adds = steps.iter().filter(|(_, s)| s.set == "service_ports_v4").count();
+        assert!(adds >= 2, "{steps:?}");
+        assert_eq!(steps.last().map(|(_, s)| (s.verb, s.set.as_str())), Some(("add", DIGEST_SET)));
+        assert_eq!(steps.first().map(|(seq, _)| *seq), Some(101));
+        let messages: Vec<&[u8]> = frames(&bytes).map(Result::unwrap).collect();
+        assert_eq!(messages.len(), steps.len() + 2, "begin, the steps, end");
+        for m in &messages {
+            assert!(m.len() < 64 * 1024, "a message of {} bytes", m.len());
+        }
+        // The markers: nfnetlink's batch types, for the nftables subsystem.
+        let kind = |m: &[u8]| u16::from_ne_bytes([m[4], m[5]]);
+        assert_eq!((kind(messages[0]), kind(messages[messages.len() - 1])), (16, 17));
+        // Every element message: nftables subsystem (10 << 8), NEWSETELEM (12) or DELSETELEM (14), acked.
+        for m in &messages[1..messages.len() - 1] {
+            assert!([10 << 8 | 12, 10 << 8 | 14].contains(&kind(m)), "type {:#x}", kind(m));
+            assert_ne!(u16::from_ne_bytes([m[6], m[7]]) & NLM_F_ACK, 0);
+        }
+    }
+}
