@@ -188,6 +188,31 @@ fn the_daemons_own_big_transaction_is_not_taken_for_an_edit() {
     });
 }
 
+/// As in a pod (kubeadm's DaemonSet has no `hostPID`), the daemon in a pid namespace of its
+/// own: its writes (the `nft` it runs, and its netlink element batches from any of its threads)
+/// are still its own, not edits to repair. The kernel's `NEWGEN` pid is the writing thread's,
+/// numbered in the host's namespace; the writer is told by its netlink port instead.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn in_a_pid_namespace_of_its_own_the_daemons_writes_are_no_edits() {
+    in_netns(|| async {
+        let (_b1, cluster) = web_with_one_backend();
+        let flags = [
+            "--sync-period=2s".to_string(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+        ];
+        let daemon = Daemon::start_under(&cluster, &["unshare", "--pid", "--fork"], &flags, &[]);
+        eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
+        cluster.apply(&service_yaml("api", "10.96.0.11", None));
+        eventually("api's element", PATIENCE, || has("service_ports_v4", "10.96.0.11 . tcp . 80").then_some(()));
+        let verifications = || daemon.log().matches("verification sync:").count();
+        let before = verifications();
+        eventually("two more verifications", PATIENCE, || (verifications() >= before + 2).then_some(()));
+        assert!(!daemon.log().contains("edited by someone else"), "{}", daemon.log());
+    });
+}
+
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn edits_of_the_table_by_others_are_undone_at_once() {

@@ -276,6 +276,10 @@ impl ElementSocket {
         socket.connect(&NetlinkAddr::new(0, 0)).map_err(io)?;
         // A refused message's error then echoes its header only, not 48 KiB of elements.
         let _ = socket.set_cap_ack(true);
+        // The table monitor tells this proxy's transactions by their writer's port.
+        let mut address = NetlinkAddr::new(0, 0);
+        socket.get_address(&mut address).map_err(io)?;
+        crate::nft::record_socket(address.port_number());
         Ok(ElementSocket { socket, seq: 0, send_buffer: 0, recv_buf: vec![0; 64 * 1024] })
     }
 

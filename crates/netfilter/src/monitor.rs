@@ -2,12 +2,12 @@
 //! (`NFNLGRP_NFTABLES`), so that drift is repaired when it happens, with no polling.
 //!
 //! The kernel announces every committed change: one message per object (table, chain, rule,
-//! set, element), each naming its table, then `NEWGEN` with the pid of the process that made
-//! the transaction. A transaction that touched the table and came from neither this process nor
-//! an `nft` it ran is an edit by someone else. Lost notifications (the socket's buffer
+//! set, element), each naming its table, then `NEWGEN`, whose header carries the netlink port of
+//! the socket that made the transaction. A transaction that touched the table and came from
+//! neither one of this process's sockets nor an `nft` it ran is an edit by someone else. Lost notifications (the socket's buffer
 //! overran) count as one too: the repair is idempotent, a missed edit is not.
 
-use netlink_packet_core::{NetlinkBuffer, NlaBuffer, NlasIterator};
+use netlink_packet_core::{NetlinkBuffer, NlasIterator};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
 
@@ -20,7 +20,6 @@ const NFT_MSG_NEWGEN: u16 = 15;
 /// Every nftables object message names its table in attribute 1 (`NFTA_TABLE_NAME`,
 /// `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, `NFTA_SET_TABLE`, `NFTA_SET_ELEM_LIST_TABLE`, ...).
 const NFTA_TABLE: u16 = 1;
-const NFTA_GEN_PROC_PID: u16 = 2;
 const NFPROTO_INET: u8 = 1;
 const NFGENMSG_LEN: usize = 4;
 const RECV_BUF_SIZE: usize = 256 * 1024;
@@ -72,12 +71,12 @@ impl TableMonitor {
             for frame in frames(&self.recv_buf).map_while(Result::ok) {
                 let message = NetlinkBuffer::new(frame);
                 let message_type = message.message_type();
-                let notice = classify(message_type, message.payload(), &self.table);
+                let notice = classify(message_type, message.port_number(), message.payload(), &self.table);
                 tracing::debug!(message_type, ?notice, "nftables notification");
                 match notice {
                     Notice::Touched => self.touched = true,
-                    Notice::Generation(pid) => {
-                        foreign |= std::mem::take(&mut self.touched) && !pid.is_some_and(is_own_writer);
+                    Notice::Generation(port) => {
+                        foreign |= std::mem::take(&mut self.touched) && !is_own_writer(port);
                     }
                     Notice::Other => {}
                 }
@@ -114,21 +113,18 @@ fn force_receive_buffer(socket: &mut netlink_sys::Socket, size: libc::c_int) {
 enum Notice {
     /// An object of the table changed.
     Touched,
-    /// A transaction ended, made by this pid (if the kernel said).
-    Generation(Option<u32>),
+    /// A transaction ended, made through this netlink port.
+    Generation(u32),
     Other,
 }
 
-fn classify(message_type: u16, payload: &[u8], table: &str) -> Notice {
+fn classify(message_type: u16, port: u32, payload: &[u8], table: &str) -> Notice {
     if message_type >> 8 != NFNL_SUBSYS_NFTABLES || payload.len() < NFGENMSG_LEN {
         return Notice::Other;
     }
     let attributes = NlasIterator::new(&payload[NFGENMSG_LEN..]).filter_map(Result::ok);
     if message_type & 0xff == NFT_MSG_NEWGEN {
-        let pid = attributes
-            .filter(|a: &NlaBuffer<&[u8]>| a.kind() == NFTA_GEN_PROC_PID)
-            .find_map(|a| a.value().try_into().ok().map(u32::from_be_bytes));
-        return Notice::Generation(pid);
+        return Notice::Generation(port);
     }
     if payload[0] != NFPROTO_INET {
         return Notice::Other;
@@ -162,21 +158,19 @@ mod tests {
     fn notifications_are_read_by_table_and_writer() {
         let new_element = (10 << 8) | 12; // NFT_MSG_NEWSETELEM
         let ours = payload(NFPROTO_INET, &[DefaultNla::new(NFTA_TABLE, name("kube-ipvs-proxy"))]);
-        assert_eq!(classify(new_element, &ours, "kube-ipvs-proxy"), Notice::Touched);
+        assert_eq!(classify(new_element, 9, &ours, "kube-ipvs-proxy"), Notice::Touched);
         let other_table = payload(NFPROTO_INET, &[DefaultNla::new(NFTA_TABLE, name("kube-ipvs-proxy-2"))]);
-        assert_eq!(classify(new_element, &other_table, "kube-ipvs-proxy"), Notice::Other);
+        assert_eq!(classify(new_element, 9, &other_table, "kube-ipvs-proxy"), Notice::Other);
         let other_family = payload(2, &[DefaultNla::new(NFTA_TABLE, name("kube-ipvs-proxy"))]);
-        assert_eq!(classify(new_element, &other_family, "kube-ipvs-proxy"), Notice::Other);
+        assert_eq!(classify(new_element, 9, &other_family, "kube-ipvs-proxy"), Notice::Other);
 
+        // The writer is the header's port, not the pid attribute (a thread id, host-numbered).
         let generation = payload(
             0,
             &[DefaultNla::new(1, 7u32.to_be_bytes().to_vec()), DefaultNla::new(2, 4242u32.to_be_bytes().to_vec())],
         );
-        assert_eq!(
-            classify((10 << 8) | NFT_MSG_NEWGEN, &generation, "kube-ipvs-proxy"),
-            Notice::Generation(Some(4242))
-        );
+        assert_eq!(classify((10 << 8) | NFT_MSG_NEWGEN, 77, &generation, "kube-ipvs-proxy"), Notice::Generation(77));
         // Another subsystem (conntrack) is never about the table.
-        assert_eq!(classify(1 << 8, &ours, "kube-ipvs-proxy"), Notice::Other);
+        assert_eq!(classify(1 << 8, 9, &ours, "kube-ipvs-proxy"), Notice::Other);
     }
 }

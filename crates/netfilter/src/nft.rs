@@ -82,22 +82,33 @@ impl NftError {
     }
 }
 
-/// The process ids of the last `nft` processes this process ran: the table monitor tells the
-/// proxy's own transactions from others' by the pid the kernel reports for each (`NEWGEN`).
+/// The netlink port ids of this process's writers: its element sockets, and the last `nft`
+/// processes it ran (an `nft` binds its socket to its own pid, as numbered in its pid
+/// namespace, which is what `Child::id` says). The table monitor tells the proxy's own
+/// transactions from others' by the port id the kernel puts in each `NEWGEN` notification's
+/// header. Not by the pid attribute of `NEWGEN`: that is the writing thread's id (not the
+/// process's), and numbered in the host's pid namespace, not the pod's.
 static WRITERS: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
+/// This process's element sockets (a few: one, and one more after each socket failure).
+static SOCKETS: Mutex<VecDeque<u32>> = Mutex::new(VecDeque::new());
 const WRITERS_KEPT: usize = 64;
 
-/// Whether `pid` is this process or an `nft` it ran recently.
-pub(crate) fn is_own_writer(pid: u32) -> bool {
-    pid == std::process::id() || WRITERS.lock().is_ok_and(|w| w.contains(&pid))
+/// Whether netlink port `port` is one of this process's writers.
+pub(crate) fn is_own_writer(port: u32) -> bool {
+    [&WRITERS, &SOCKETS].iter().any(|w| w.lock().is_ok_and(|w| w.contains(&port)))
 }
 
-fn record_writer(pid: u32) {
-    if let Ok(mut writers) = WRITERS.lock() {
+/// Records the port of one of this process's element sockets.
+pub(crate) fn record_socket(port: u32) {
+    remember(&SOCKETS, port);
+}
+
+fn remember(writers: &Mutex<VecDeque<u32>>, port: u32) {
+    if let Ok(mut writers) = writers.lock() {
         if writers.len() == WRITERS_KEPT {
             writers.pop_front();
         }
-        writers.push_back(pid);
+        writers.push_back(port);
     }
 }
 
@@ -189,7 +200,7 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(spawn_error)?;
-        record_writer(child.id());
+        remember(&WRITERS, child.id());
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
         }

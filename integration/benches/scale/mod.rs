@@ -1,0 +1,189 @@
+//! What the scale benches share: the cluster's objects, the cold start measured against the
+//! kernel, the peer, and reading a process's memory and CPU time.
+
+#![allow(dead_code)] // each bench uses its part
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::daemon_support::{Cluster, Daemon};
+use integration::{in_netns, ip, ipvsadm_restore};
+use ipvs::{Protocol, VirtualServerId};
+use serde_json::{Value, json};
+
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+pub fn cluster_ip(i: usize) -> Ipv4Addr {
+    let n = 10 << 24 | 96 << 16 | (i as u32 + 1);
+    Ipv4Addr::from(n)
+}
+
+pub fn endpoint_ip(i: usize, j: usize, generation: usize) -> Ipv4Addr {
+    // 10.(128+generation).x.y: distinct per Service, endpoint and change.
+    let n = (i * 16 + j) as u32;
+    Ipv4Addr::new(10, 128 + generation as u8, (n >> 8) as u8, n as u8)
+}
+
+pub fn service(i: usize) -> Value {
+    let ip = cluster_ip(i).to_string();
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ipFamilies": ["IPv4"],
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
+}
+
+pub fn slice(i: usize, endpoints: &[Ipv4Addr]) -> Value {
+    let endpoints: Vec<Value> =
+        endpoints.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints})
+}
+
+pub fn vs_id(i: usize) -> VirtualServerId {
+    VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: IpAddr::V4(cluster_ip(i)), port: 80 }
+}
+
+/// Virtual and real servers in the kernel now.
+async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
+    match client.table().await {
+        Ok(table) => (table.services.len(), table.services.iter().map(|(_, reals)| reals.len()).sum()),
+        Err(_) => (0, 0),
+    }
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// The peer, in a fresh network namespace of its own: the same rules through `ipvsadm -R`, the
+/// same addresses through `ip -batch`. Its own namespace because IPVS keeps deleted real servers
+/// in a per-namespace trash list for minutes and scans it on every add: sharing one namespace,
+/// whichever side ran second would pay for the other's 100,000 deleted real servers (see
+/// `kernel_ops`).
+pub fn peer(services: usize, per_service: usize) -> (Duration, Duration) {
+    in_netns(move || async move {
+        let ipvs = ipvs::Client::connect().await.expect("IPVS netlink");
+        let mut rules = String::new();
+        let mut addresses = String::new();
+        for i in 0..services {
+            rules.push_str(&format!("-A -t {}:80 -s rr\n", cluster_ip(i)));
+            for j in 0..per_service {
+                rules.push_str(&format!("-a -t {}:80 -r {}:8080 -m -w 1\n", cluster_ip(i), endpoint_ip(i, j, 0)));
+            }
+            addresses.push_str(&format!("addr add {}/32 dev peer-ipvs0\n", cluster_ip(i)));
+        }
+        ip(&["link", "add", "peer-ipvs0", "type", "dummy"]).unwrap();
+        let start = Instant::now();
+        ipvsadm_restore(&rules).unwrap();
+        let restore = start.elapsed();
+        let start = Instant::now();
+        integration::run("ip", &["-batch", "-"], Some(&addresses)).unwrap();
+        let bind = start.elapsed();
+        assert_eq!(kernel_counts(&ipvs).await, (services, services * per_service), "the peer's table");
+        (restore, bind)
+    })
+}
+
+/// A `/proc/PID/status` field, e.g. `VmHWM` (the peak resident size) or `VmRSS` (the current one).
+pub fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let prefix = format!("{field}:");
+    let line = status.lines().find(|l| l.starts_with(&prefix)).unwrap_or("unknown");
+    line.trim_start_matches(&prefix).trim().to_string()
+}
+
+/// The CPU time (user and system) process `pid` and its finished children (the `nft` it runs)
+/// have used.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the first; utime, stime,
+    // cutime and cstime the 12th to the 15th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = fields.get(11..15).map(|f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+pub fn peak_rss(pid: u32) -> String {
+    status_field(pid, "VmHWM")
+}
+
+/// Starts the daemon (sync period 30 s, upstream's default) on `services` Services of
+/// `per_service` endpoints each, served by a fresh fake API server, and waits until it reports
+/// its first full sync done, checked against the kernel. Returns the cluster, the daemon and
+/// the time from its start to that report.
+pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize) -> (Cluster, Daemon, Duration) {
+    // Cold start of the daemon.
+    let cluster = Cluster::start();
+    let mut objects = Vec::with_capacity(services * 2);
+    for i in 0..services {
+        objects.push(service(i));
+        let endpoints: Vec<Ipv4Addr> = (0..per_service).map(|j| endpoint_ip(i, j, 0)).collect();
+        objects.push(slice(i, &endpoints));
+    }
+    cluster.apply_objects(objects);
+    println!(
+        "daemon    started at {}",
+        integration::run("date", &["-u", "+%H:%M:%S.%6N"], None).unwrap_or_default().trim()
+    );
+    let start = Instant::now();
+    // Upstream's default sync period: the periodic full reconcile is part of the cost.
+    let mut daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(30));
+    // When the daemon reports its first full sync done (its log, polled every 50 ms: a
+    // dump of 110,000 entries takes seconds under TCG and would both steal the daemon's CPU
+    // and add its own duration to the figure). The claim is then checked against the
+    // kernel: every virtual and real server and every ClusterIP bound, with no later sync
+    // in between that could have completed it.
+    // The resident size sampled along the way, to show which phase sets the peak.
+    let mut lists_done: Option<(Duration, String)> = None;
+    let mut rss_trace = Vec::new();
+    let reported = loop {
+        let rss = status_field(daemon.pid(), "VmRSS");
+        if rss_trace.last().is_none_or(|(t, _): &(Duration, String)| start.elapsed() - *t >= Duration::from_secs(1)) {
+            rss_trace.push((start.elapsed(), rss.clone()));
+        }
+        if lists_done.is_none() && daemon.log().contains("first lists complete") {
+            lists_done = Some((start.elapsed(), rss.clone()));
+        }
+        if let Some(line) = daemon.log().lines().find(|l| l.contains("full sync:")) {
+            assert!(line.contains(", 0 failed,"), "the cold start sync failed steps: {line}");
+            break start.elapsed();
+        }
+        assert!(daemon.running(), "the daemon exited during the cold start:\n{}", daemon.log());
+        assert!(start.elapsed() < Duration::from_secs(1800), "cold start not done after 30 min");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        kernel_counts(&ipvs).await,
+        (services, services * per_service),
+        "the kernel after the daemon reported its cold start done"
+    );
+    let link = ipvs::DummyLink::ensure("kube-ipvs0").await.expect("kube-ipvs0");
+    let bound = link.addresses().await.expect("kube-ipvs0 addresses").len();
+    assert_eq!(bound, services, "ClusterIPs bound after the cold start");
+    let confirmed = start.elapsed();
+    let syncs = daemon.log().lines().filter(|l| l.contains(" sync: ")).count();
+    assert_eq!(syncs, 1, "no sync may run between the report and its check:\n{}", daemon.log());
+    let cold = reported;
+    println!(
+        "daemon    cold start to a fully programmed kernel {cold:.2?} (reported by the daemon; \
+         confirmed by a dump of the IPVS table and of kube-ipvs0's addresses at {confirmed:.2?})"
+    );
+    println!("daemon    peak RSS after the cold start {}", peak_rss(daemon.pid()));
+    if let Some((t, rss)) = &lists_done {
+        println!("daemon    lists complete seen at {t:.2?}, RSS then {rss}");
+    }
+    let trace: Vec<String> = rss_trace.iter().map(|(t, rss)| format!("{:.0}s {rss}", t.as_secs_f64())).collect();
+    println!("daemon    RSS along the cold start: {}", trace.join(", "));
+
+    (cluster, daemon, cold)
+}
