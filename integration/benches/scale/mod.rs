@@ -163,7 +163,7 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(
-        kernel_counts(&ipvs).await,
+        kernel_counts(ipvs).await,
         (services, services * per_service),
         "the kernel after the daemon reported its cold start done"
     );
