@@ -239,6 +239,19 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
         assert_eq!(restarted.update([(Target::new(addr("10.96.0.10"), Protocol::Tcp, 80), same)]).unwrap(), 0);
         assert_eq!(listing(&nft), Some(first.clone()), "same state, same table");
 
+        // The kernel's sets read back (every kind of element: concatenations, intervals of
+        // concatenations, a map) are what was written: no difference.
+        assert_eq!(restarted.verify_sets().unwrap(), 0, "read back as written");
+        // An element deleted and another added behind our back, with no rewrite in between:
+        // the read-back finds both and writes only them.
+        let edit = "delete element inet kube-ipvs-proxy masq_all_v4 { 203.0.113.10 . udp . 53 }\n\
+                    add element inet kube-ipvs-proxy bound_v4 { 10.96.0.99 }\n\
+                    delete element inet kube-ipvs-proxy source_allowed_v4 { 203.0.113.10 . udp . 53 . 192.0.2.0/24 }\n";
+        nft.run(TABLE, "test", edit).unwrap();
+        assert_ne!(listing(&nft), Some(first.clone()));
+        assert_eq!(restarted.verify_sets().unwrap(), 3, "two missing, one extra");
+        assert_eq!(listing(&nft), Some(first.clone()), "read-back repair");
+
         // Drift behind our back is repaired by a full reconcile.
         nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy masq_all_v4\n").unwrap();
         restarted.forget();

@@ -13,12 +13,14 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use ipvs::Protocol;
-use netlink_packet_core::{DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, Nla,
+};
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList, SetElementMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
@@ -31,8 +33,8 @@ const NFTA_DATA_VALUE: u16 = 1;
 /// Bytes of elements per message: the list is one attribute, whose length is 16 bits.
 const MAX_ELEMENT_BYTES: usize = 48 * 1024;
 
-/// One element as the kernel takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One element as the kernel takes it (and lists it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ElementBytes {
     pub key: Vec<u8>,
     /// The last key of an interval of a concatenation.
@@ -167,6 +169,13 @@ impl Transaction {
     pub fn changes(&mut self, changes: &ElementChanges) {
         self.elements("delete", changes.removed.iter());
         self.elements("add", changes.added.iter());
+    }
+
+    /// Adds or deletes elements given as bytes (what a listing of the kernel's set found).
+    pub fn raw(&mut self, verb: &'static str, set: &str, elements: Vec<ElementBytes>) {
+        if !elements.is_empty() {
+            self.push(verb, set.to_string(), elements);
+        }
     }
 
     /// Adds `elements`.
@@ -335,6 +344,79 @@ impl ElementSocket {
             None => Ok(()),
         }
     }
+}
+
+impl ElementSocket {
+    /// Every element of set `set` of the `inet` table `table` (one dump).
+    pub fn list(&mut self, table: &str, set: &str) -> Result<Vec<ElementBytes>, NfnetlinkError> {
+        let what = format!("list set {set} of table inet {table}");
+        let io = |source| NfnetlinkError::Io { what: what.clone(), source };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let attributes = vec![SetElementList::Table(table.to_string()), SetElementList::Set(set.to_string())];
+        let request = NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+            NfTablesMessage::GetSetElement(SetElementMessage { attributes }),
+        );
+        let mut message = NetlinkMessage::from(request);
+        message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        message.header.sequence_number = seq;
+        message.finalize();
+        let mut buffer = vec![0; message.buffer_len()];
+        message.serialize(&mut buffer);
+        self.socket.send(&buffer, 0).map_err(io)?;
+        let mut elements = Vec::new();
+        loop {
+            let n = self.socket.recv(&mut &mut self.recv_buf[..], 0).map_err(io)?;
+            for frame in frames(&self.recv_buf[..n]) {
+                let decode = |source| NfnetlinkError::Decode { what: what.clone(), source };
+                let frame = frame.map_err(decode)?;
+                let reply = NetlinkMessage::<NetfilterMessage>::deserialize(frame).map_err(decode)?;
+                if reply.header.sequence_number != seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Done(_) => return Ok(elements),
+                    NetlinkPayload::Error(e) => {
+                        let code = e.code.map_or(0, |c| -c.get());
+                        return Err(NfnetlinkError::Kernel { what, source: io::Error::from_raw_os_error(code) });
+                    }
+                    NetlinkPayload::InnerMessage(NetfilterMessage {
+                        inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(m)),
+                        ..
+                    }) => {
+                        for list in m.attributes {
+                            if let SetElementList::Elements(items) = list {
+                                elements.extend(items.into_iter().filter_map(listed_element));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// An element of a listing, as bytes; `None` for what is not an element.
+fn listed_element(item: ListAttribute<SetElementAttribute>) -> Option<ElementBytes> {
+    let ListAttribute::Element(attributes) = item else { return None };
+    let mut element = ElementBytes { key: Vec::new(), key_end: None, data: None };
+    for attribute in attributes {
+        match attribute {
+            SetElementAttribute::Key(DataAttribute::Value(key)) => element.key = key,
+            SetElementAttribute::Data(DataAttribute::Value(data)) => element.data = Some(data),
+            SetElementAttribute::KeyEnd(nlas) => {
+                element.key_end = nlas.iter().find(|n| n.kind() == NFTA_DATA_VALUE).map(|n| {
+                    let mut value = vec![0; n.value_len()];
+                    n.emit_value(&mut value);
+                    value
+                });
+            }
+            _ => {}
+        }
+    }
+    (!element.key.is_empty()).then_some(element)
 }
 
 /// Sets the socket's send buffer to `size` past `net.core.wmem_max` (`SO_SNDBUFFORCE`, with

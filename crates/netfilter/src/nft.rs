@@ -1,13 +1,13 @@
 //! Running the scripts with the `nft` binary, as upstream's own nftables mode does, and keeping
 //! the kernel's sets in step with a [`FilterState`] at a cost proportional to each change.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use crate::elements::{ElementSocket, Transaction};
+use crate::elements::{ElementBytes, ElementSocket, Transaction, element_bytes};
 use crate::nfnetlink::NfnetlinkError;
 use crate::script::{
     DIGEST_SET, FilterConfig, changes_digest, delete_table_script, digest_script, full_script, parse_digest,
@@ -371,6 +371,54 @@ impl Netfilter {
     /// repaired with [`Netfilter::rebuild`], which also restores chains and rules).
     pub fn forget(&mut self) {
         self.dirty = true;
+    }
+
+    /// Compares every element set with what the kernel holds (a listing of each) and writes
+    /// the difference in one transaction: what someone deleted is added back, what someone
+    /// added is deleted. Returns how many elements it wrote. Nothing when the sets are unknown
+    /// (after a failure the next [`Netfilter::resync`] rewrites them whole anyway).
+    pub fn verify_sets(&mut self) -> Result<usize, NftError> {
+        if self.dirty {
+            return Ok(0);
+        }
+        let table = self.config.table.clone();
+        let error = |source| NftError::Elements { table: table.clone(), operation: "list sets", source };
+        let mut wanted: BTreeMap<String, HashSet<ElementBytes>> = BTreeMap::new();
+        for element in self.applied.elements() {
+            wanted.entry(crate::script::set_name(element)).or_default().insert(element_bytes(element));
+        }
+        let mut socket = match self.elements.take() {
+            Some(socket) => socket,
+            None => ElementSocket::open().map_err(error)?,
+        };
+        let mut transaction = Transaction::new(&table);
+        let mut written = 0;
+        for suffix in crate::script::FAMILY_SUFFIXES {
+            for set in crate::script::ELEMENT_SETS.iter().chain(&crate::script::ELEMENT_MAPS) {
+                let name = format!("{set}_{suffix}");
+                let listed: HashSet<ElementBytes> = match socket.list(&table, &name) {
+                    Ok(listed) => listed.into_iter().collect(),
+                    Err(e) => {
+                        if !matches!(e, NfnetlinkError::Io { .. }) {
+                            self.elements = Some(socket);
+                        }
+                        return Err(error(e));
+                    }
+                };
+                let want = wanted.remove(&name).unwrap_or_default();
+                let extra: Vec<ElementBytes> = listed.difference(&want).cloned().collect();
+                let missing: Vec<ElementBytes> = want.difference(&listed).cloned().collect();
+                if !extra.is_empty() || !missing.is_empty() {
+                    tracing::warn!(set = %name, missing = missing.len(), extra = extra.len(), "nftables set differs from what was written; repairing");
+                }
+                written += extra.len() + missing.len();
+                transaction.raw("delete", &name, extra);
+                transaction.raw("add", &name, missing);
+            }
+        }
+        self.elements = Some(socket);
+        self.run_elements(transaction, "repair sets")?;
+        Ok(written)
     }
 
     /// Runs an element transaction over nfnetlink (this process is its writer, as the table

@@ -1,4 +1,5 @@
-//! The daemon's [`Filter`]: the `netfilter` crate's table kept by the `nft` binary.
+//! The daemon's [`Filter`]: the `netfilter` crate's table (its skeleton by the `nft` binary,
+//! its elements over nfnetlink).
 
 use ipnet::IpNet;
 use netfilter::{FilterConfig, LocalTraffic, Netfilter, Nft, NftError};
@@ -9,6 +10,9 @@ use crate::filter_state::filter_config;
 /// The table `kube-ipvs-proxy`, created or adopted at start.
 pub struct NftFilter {
     netfilter: Netfilter,
+    /// Whether a full work also reads the kernel's sets back: not the first (at start the sets
+    /// were just adopted by their digest or written whole), every later one (a round's sweep).
+    read_back: bool,
 }
 
 impl NftFilter {
@@ -27,13 +31,14 @@ impl NftFilter {
                 netfilter::FORWARD_CHAIN
             );
         }
-        Ok(NftFilter { netfilter })
+        Ok(NftFilter { netfilter, read_back: false })
     }
 }
 
 impl Filter for NftFilter {
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError> {
-        // `nft` blocks (about a second for a full rewrite at 10,000 Services): on the daemon's
+        // Blocking calls (the kernel handles an element batch during its `sendmsg`; `nft` runs
+        // for the skeleton and a rebuild, seconds at 10,000 Services): on the daemon's
         // multi-thread runtime, let the other workers take this one's tasks meanwhile.
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -45,12 +50,18 @@ impl NftFilter {
     fn write(&mut self, work: FilterWork) -> Result<usize, NftError> {
         match work {
             FilterWork::Full(state) => {
-                // The periodic full reconcile writes only what differs from what this process
-                // applied: nothing, and no `nft` run, on an idle node. Edits behind the proxy's
-                // back are repaired when they happen (the table monitor, `Rebuild`), and after a
-                // failed write the keeper rewrites the sets whole.
+                // A full work (the first sync, then each round's sweep) writes only what differs
+                // from what this process applied: nothing on an idle node. Edits behind the
+                // proxy's back are repaired when they happen (the table monitor, `Rebuild`), and
+                // after a failed write the keeper rewrites the sets whole.
+                // Then the kernel's sets themselves, read back: what was lost without a
+                // notification (none is known to be) is repaired too.
                 let n = state.elements().len();
-                self.netfilter.resync(state).map(|()| n)
+                self.netfilter.resync(state)?;
+                if std::mem::replace(&mut self.read_back, true) {
+                    self.netfilter.verify_sets()?;
+                }
+                Ok(n)
             }
             FilterWork::Only(updates) => self.netfilter.update(updates),
             FilterWork::Rebuild(state) => {
