@@ -48,14 +48,31 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn bind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
-        let link = &self.link;
-        stream::iter(addrs.to_vec())
-            .map(|addr| async move {
-                link.add_address(addr).await.map_err(|e| KernelError::new(format!("bind {addr} to {}", link.name()), e))
-            })
-            .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
-            .collect()
-            .await
+        // A task of its own: the loop runs the binds beside the IPVS batches, whose `sendmsg`
+        // holds its thread while the kernel works through a batch; the binds keep going on
+        // another worker meanwhile.
+        let link = self.link.clone();
+        let addrs = addrs.to_vec();
+        let count = addrs.len();
+        let binding = tokio::spawn(async move {
+            let link = &link;
+            stream::iter(addrs)
+                .map(|addr| async move {
+                    link.add_address(addr)
+                        .await
+                        .map_err(|e| KernelError::new(format!("bind {addr} to {}", link.name()), e))
+                })
+                .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await
+        });
+        match binding.await {
+            Ok(results) => results,
+            Err(e) => {
+                let why = e.to_string();
+                (0..count).map(|_| Err(KernelError::new("bind addresses", why.clone()))).collect()
+            }
+        }
     }
 
     async fn unbind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
