@@ -59,6 +59,7 @@ fn main() {
         let churn_rate = env_or("KIP_CHURN_PER_SECOND", 10).max(1);
         let half = (services / 2).max(1);
         let steady_start = Instant::now();
+        let daemon_pid = daemon.pid();
         let churn = async {
             let mut tick = tokio::time::interval(Duration::from_secs(1) / churn_rate as u32);
             let mut n = 0;
@@ -91,7 +92,14 @@ fn main() {
                         latencies.push(start.elapsed());
                         break;
                     }
-                    assert!(start.elapsed() < Duration::from_secs(60), "change {c} not programmed in 60 s");
+                    if start.elapsed() > Duration::from_secs(60) {
+                        let stacks = integration::run(
+                            "gdb",
+                            &["-p", &daemon_pid.to_string(), "-batch", "-ex", "thread apply all bt"],
+                            None,
+                        );
+                        panic!("change {c} not programmed in 60 s; the daemon's threads:\n{stacks:?}");
+                    }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 c += 1;

@@ -137,7 +137,10 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
     );
     let start = Instant::now();
     // Upstream's default sync period: the periodic full reconcile is part of the cost.
-    let mut daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(30));
+    // `KIP_DAEMON_LOG` sets the daemon's log filter (default info).
+    let filter = std::env::var("KIP_DAEMON_LOG").unwrap_or_else(|_| "info".into());
+    let mut daemon =
+        Daemon::start_with_sync_period_and_env(&cluster, Duration::from_secs(30), &[("KUBE_IPVS_PROXY_LOG", &filter)]);
     // When the daemon reports its first full sync done (its log, polled every 50 ms: a
     // dump of 110,000 entries takes seconds under TCG and would both steal the daemon's CPU
     // and add its own duration to the figure). The claim is then checked against the
