@@ -202,7 +202,7 @@ impl Observed {
 
     /// Takes in a fresh read of the real servers of `vs` (a verification read); returns whether
     /// their configuration differed from what was observed (then the read replaces it). The
-    /// counters are taken as fresh only with `counted` (a read made right before planning): a
+    /// counters are taken, as fresh, only with `counted` (a read made to plan with): a
     /// verification read ages while it waits, and graceful removal must not trust an old 0.
     /// A virtual server not observed is added with `server` as its configuration.
     pub fn verify_real_servers(&mut self, server: &VirtualServer, dests: &[RealServerEntry], counted: bool) -> bool {
@@ -215,10 +215,12 @@ impl Observed {
         let same = o.real_servers.len() == dests.len()
             && dests.iter().all(|d| o.real_servers.get(&d.server.id).is_some_and(|r| r.server == d.server));
         if same {
-            for d in dests {
+            // Only a count made for planning replaces the one held: an older read must not
+            // take back the freshness of a newer count (it leaves counts as they were).
+            for d in dests.iter().filter(|_| counted) {
                 if let Some(r) = o.real_servers.get_mut(&d.server.id) {
                     r.connections = d.connections;
-                    r.counted = counted;
+                    r.counted = true;
                 }
             }
         } else {

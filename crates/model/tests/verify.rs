@@ -159,11 +159,16 @@ fn counters_are_fresh_only_from_a_read_made_for_planning() {
     let server = o.virtual_server(&web).unwrap().server.clone();
     let counted =
         |o: &Observed| o.virtual_server(&web).unwrap().real_servers.values().map(|r| r.counted).collect::<Vec<_>>();
+    let active =
+        |o: &Observed| o.virtual_server(&web).unwrap().real_servers.values().next().unwrap().connections.active;
     assert!(!o.verify_real_servers(&server, &dests_of(&o.clone(), &web, 3), false));
     assert_eq!(counted(&o), vec![false, false]);
-    assert_eq!(o.virtual_server(&web).unwrap().real_servers.values().next().unwrap().connections.active, 3);
+    assert_eq!(active(&o), 0, "a verification read's counts are not taken");
     assert!(!o.verify_real_servers(&server, &dests_of(&o.clone(), &web, 0), true));
     assert_eq!(counted(&o), vec![true, true]);
+    // A verification read arriving after the count leaves it fresh.
+    assert!(!o.verify_real_servers(&server, &dests_of(&o.clone(), &web, 3), false));
+    assert_eq!((counted(&o), active(&o)), (vec![true, true], 0));
     o.mark_counters_stale_of(&[web]);
     assert_eq!(counted(&o), vec![false, false]);
 }

@@ -1,7 +1,7 @@
 //! Running the scripts with the `nft` binary, as upstream's own nftables mode does, and keeping
 //! the kernel's sets in step with a [`FilterState`] at a cost proportional to each change.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -373,51 +373,67 @@ impl Netfilter {
         self.dirty = true;
     }
 
-    /// Compares every element set with what the kernel holds (a listing of each) and writes
-    /// the difference in one transaction: what someone deleted is added back, what someone
-    /// added is deleted. Returns how many elements it wrote. Nothing when the sets are unknown
-    /// (after a failure the next [`Netfilter::resync`] rewrites them whole anyway).
+    /// The names of the sets whose elements change (both families), in a fixed order.
+    pub fn element_sets() -> Vec<String> {
+        crate::script::FAMILY_SUFFIXES
+            .iter()
+            .flat_map(|suffix| {
+                crate::script::ELEMENT_SETS
+                    .iter()
+                    .chain(&crate::script::ELEMENT_MAPS)
+                    .map(move |set| format!("{set}_{suffix}"))
+            })
+            .collect()
+    }
+
+    /// Compares every element set with what the kernel holds ([`Netfilter::verify_set`] for
+    /// each); returns how many elements it wrote.
     pub fn verify_sets(&mut self) -> Result<usize, NftError> {
+        let mut written = 0;
+        for set in Netfilter::element_sets() {
+            written += self.verify_set(&set)?;
+        }
+        Ok(written)
+    }
+
+    /// Compares element set `set` (one of [`Netfilter::element_sets`]) with what the kernel
+    /// holds (one listing) and writes the difference in one transaction: what someone deleted
+    /// is added back, what someone added is deleted. Returns how many elements it wrote.
+    /// Nothing when the sets are unknown (after a failure the next [`Netfilter::resync`]
+    /// rewrites them whole anyway).
+    pub fn verify_set(&mut self, set: &str) -> Result<usize, NftError> {
         if self.dirty {
             return Ok(0);
         }
         let table = self.config.table.clone();
-        let error = |source| NftError::Elements { table: table.clone(), operation: "list sets", source };
-        let mut wanted: BTreeMap<String, HashSet<ElementBytes>> = BTreeMap::new();
-        for element in self.applied.elements() {
-            wanted.entry(crate::script::set_name(element)).or_default().insert(element_bytes(element));
-        }
+        let error = |source| NftError::Elements { table: table.clone(), operation: "list a set", source };
+        let want: HashSet<ElementBytes> =
+            self.applied.elements().filter(|e| crate::script::in_set(e, set)).map(element_bytes).collect();
         let mut socket = match self.elements.take() {
             Some(socket) => socket,
             None => ElementSocket::open().map_err(error)?,
         };
-        let mut transaction = Transaction::new(&table);
-        let mut written = 0;
-        for suffix in crate::script::FAMILY_SUFFIXES {
-            for set in crate::script::ELEMENT_SETS.iter().chain(&crate::script::ELEMENT_MAPS) {
-                let name = format!("{set}_{suffix}");
-                let listed: HashSet<ElementBytes> = match socket.list(&table, &name) {
-                    Ok(listed) => listed.into_iter().collect(),
-                    Err(e) => {
-                        if !matches!(e, NfnetlinkError::Io { .. }) {
-                            self.elements = Some(socket);
-                        }
-                        return Err(error(e));
-                    }
-                };
-                let want = wanted.remove(&name).unwrap_or_default();
-                let extra: Vec<ElementBytes> = listed.difference(&want).cloned().collect();
-                let missing: Vec<ElementBytes> = want.difference(&listed).cloned().collect();
-                if !extra.is_empty() || !missing.is_empty() {
-                    tracing::warn!(set = %name, missing = missing.len(), extra = extra.len(), "nftables set differs from what was written; repairing");
-                }
-                written += extra.len() + missing.len();
-                transaction.raw("delete", &name, extra);
-                transaction.raw("add", &name, missing);
-            }
+        let listed = socket.list(&table, set);
+        if !matches!(listed, Err(NfnetlinkError::Io { .. })) {
+            self.elements = Some(socket);
         }
-        self.elements = Some(socket);
-        self.run_elements(transaction, "repair sets")?;
+        let listed: HashSet<ElementBytes> = listed.map_err(error)?.into_iter().collect();
+        let extra: Vec<ElementBytes> = listed.difference(&want).cloned().collect();
+        let missing: Vec<ElementBytes> = want.difference(&listed).cloned().collect();
+        if extra.is_empty() && missing.is_empty() {
+            return Ok(0);
+        }
+        tracing::warn!(
+            set,
+            missing = missing.len(),
+            extra = extra.len(),
+            "nftables set differs from what was written; repairing"
+        );
+        let written = extra.len() + missing.len();
+        let mut transaction = Transaction::new(&table);
+        transaction.raw("delete", set, extra);
+        transaction.raw("add", set, missing);
+        self.run_elements(transaction, "repair a set")?;
         Ok(written)
     }
 

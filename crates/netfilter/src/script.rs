@@ -110,6 +110,15 @@ pub(crate) fn set_name(element: &Element) -> String {
     format!("{}_{}", set_of(element), fam(element.family()).suffix)
 }
 
+/// Whether `element` belongs to set `name` (as [`set_name`] says, without building it).
+pub(crate) fn in_set(element: &Element, name: &str) -> bool {
+    let (base, suffix) = (set_of(element), fam(element.family()).suffix);
+    name.len() == base.len() + 1 + suffix.len()
+        && name.starts_with(base)
+        && name.ends_with(suffix)
+        && name.as_bytes()[base.len()] == b'_'
+}
+
 /// Per family: suffix, address type, the payload keywords for its addresses.
 struct Fam {
     suffix: &'static str,

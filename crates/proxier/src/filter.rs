@@ -33,12 +33,19 @@ impl FilterWork {
 
 /// Makes the nftables keeper (e.g. creates or adopts the table); the loop retries it on every
 /// sync until it succeeds.
-/// It gets the model, whose Node may say what the keeper needs (its pod CIDRs).
-pub type FilterStarter = Box<dyn FnMut(&Model) -> Result<Box<dyn Filter>, NftError> + Send>;
+/// It gets the pod CIDRs this node's Node object gives (empty when it gives none), which the
+/// keeper may need; not the model, whose lock it would hold while `nft` runs.
+pub type FilterStarter = Box<dyn FnMut(&[ipnet::IpNet]) -> Result<Box<dyn Filter>, NftError> + Send>;
 
 /// The nftables keeper the sync loop drives after each sync. A failure is logged by the loop;
 /// the keeper repairs itself on the next call.
 pub trait Filter: Send {
     /// Applies `work`; returns how many set elements were added or deleted (0: nothing written).
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError>;
+
+    /// Compares a part of what the kernel holds with what was applied (the next part each
+    /// call) and repairs it; returns how many elements it wrote. Called at each verification.
+    fn check(&mut self) -> Result<usize, NftError> {
+        Ok(0)
+    }
 }

@@ -10,9 +10,8 @@ use crate::filter_state::filter_config;
 /// The table `kube-ipvs-proxy`, created or adopted at start.
 pub struct NftFilter {
     netfilter: Netfilter,
-    /// Whether a full work also reads the kernel's sets back: not the first (at start the sets
-    /// were just adopted by their digest or written whole), every later one (a round's sweep).
-    read_back: bool,
+    /// The set the next check reads back.
+    next_set: usize,
 }
 
 impl NftFilter {
@@ -31,11 +30,20 @@ impl NftFilter {
                 netfilter::FORWARD_CHAIN
             );
         }
-        Ok(NftFilter { netfilter, read_back: false })
+        Ok(NftFilter { netfilter, next_set: 0 })
     }
 }
 
 impl Filter for NftFilter {
+    /// One set read back per call, in turn: the kernel's sets themselves, so that what was lost
+    /// without a notification (none is known to be) is repaired too, at a small cost each time.
+    fn check(&mut self) -> Result<usize, NftError> {
+        let sets = netfilter::Netfilter::element_sets();
+        let set = &sets[self.next_set % sets.len()];
+        self.next_set = (self.next_set + 1) % sets.len();
+        self.netfilter.verify_set(set)
+    }
+
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError> {
         // Blocking calls (the kernel handles an element batch during its `sendmsg`; `nft` runs
         // for the skeleton and a rebuild, seconds at 10,000 Services): on the daemon's
@@ -54,14 +62,8 @@ impl NftFilter {
                 // from what this process applied: nothing on an idle node. Edits behind the
                 // proxy's back are repaired when they happen (the table monitor, `Rebuild`), and
                 // after a failed write the keeper rewrites the sets whole.
-                // Then the kernel's sets themselves, read back: what was lost without a
-                // notification (none is known to be) is repaired too.
                 let n = state.elements().len();
-                self.netfilter.resync(state)?;
-                if std::mem::replace(&mut self.read_back, true) {
-                    self.netfilter.verify_sets()?;
-                }
-                Ok(n)
+                self.netfilter.resync(state).map(|()| n)
             }
             FilterWork::Only(updates) => self.netfilter.update(updates),
             FilterWork::Rebuild(state) => {

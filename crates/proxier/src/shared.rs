@@ -118,6 +118,11 @@ impl Shared {
         (state.pending.service_changes, state.pending.endpoint_changes)
     }
 
+    /// Whether this node's Node object has been listed (what the nftables keeper may need).
+    pub(crate) fn node_listed(&self) -> bool {
+        self.lock().lists[2]
+    }
+
     /// Whether the first complete lists of Services, EndpointSlices, the Node and the node's
     /// addresses are in.
     pub fn lists_complete(&self) -> bool {

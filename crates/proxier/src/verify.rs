@@ -12,8 +12,8 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipvs::{RealServerEntry, VirtualServerEntry, VirtualServerId};
@@ -65,6 +65,9 @@ pub(crate) struct Reading {
 pub(crate) enum Read {
     VirtualServers(Vec<VirtualServerEntry>),
     RealServers(Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>),
+    /// The real servers of the virtual servers with graceful removals pending, read to count
+    /// their connections (after each list of virtual servers).
+    Counted(Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>),
     Addresses(Vec<IpAddr>),
     Failed(KernelError),
 }
@@ -100,6 +103,7 @@ pub(crate) async fn verify<R: KernelReader>(
     settings: VerifySettings,
     clock: Arc<WriteClock>,
     mut ids: Vec<VirtualServerId>,
+    pending: Arc<Mutex<Vec<VirtualServerId>>>,
     to_loop: mpsc::Sender<Reading>,
 ) {
     let mut cursor = 0;
@@ -107,8 +111,9 @@ pub(crate) async fn verify<R: KernelReader>(
     let mut next_tick = Instant::now() + TICK;
     loop {
         tokio::time::sleep_until(next_list.min(next_tick)).await;
-        let started = clock.now();
-        let read = if Instant::now() >= next_list {
+        let mut reads = Vec::new();
+        if Instant::now() >= next_list {
+            let started = clock.now();
             let read = match reader.virtual_servers().await {
                 Ok(list) => {
                     ids = list.iter().map(|e| e.server.id).collect();
@@ -117,47 +122,51 @@ pub(crate) async fn verify<R: KernelReader>(
                 }
                 Err(e) => Read::Failed(e),
             };
+            reads.push(Reading { started, read });
+            // Connections of the real servers being removed gracefully: counted here, off the
+            // loop (hundreds of reads under churn), and deleted by the loop when idle.
+            let pending: Vec<VirtualServerId> = pending.lock().map(|p| p.clone()).unwrap_or_default();
+            if !pending.is_empty() {
+                let started = clock.now();
+                let read = read_real_servers(&mut reader, &pending).await.map_or_else(Read::Failed, Read::Counted);
+                reads.push(Reading { started, read });
+            }
             next_list = Instant::now() + settings.virtual_servers;
-            read
         } else {
-            let read = if cursor == 0 {
-                match reader.addresses().await {
-                    Ok(addrs) => Some(Read::Addresses(addrs)),
-                    Err(e) => Some(Read::Failed(e)),
-                }
-            } else {
-                None
-            };
+            if cursor == 0 {
+                let started = clock.now();
+                let read = reader.addresses().await.map_or_else(Read::Failed, Read::Addresses);
+                reads.push(Reading { started, read });
+            }
             let n = slice_len(ids.len(), TICK, settings.real_servers);
             let slice = &ids[cursor..(cursor + n).min(ids.len())];
             cursor = if cursor + n >= ids.len() { 0 } else { cursor + n };
-            let mut reads = Vec::with_capacity(slice.len());
-            let mut failed = None;
-            for id in slice {
-                match reader.real_servers(id).await {
-                    Ok(dests) => reads.push((*id, dests)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
+            if !slice.is_empty() {
+                let started = clock.now();
+                let read = read_real_servers(&mut reader, slice).await.map_or_else(Read::Failed, Read::RealServers);
+                reads.push(Reading { started, read });
             }
             next_tick = Instant::now() + TICK;
-            if let Some(read) = read
-                && to_loop.send(Reading { started, read }).await.is_err()
-            {
+        }
+        for reading in reads {
+            if to_loop.send(reading).await.is_err() {
                 return;
             }
-            match failed {
-                Some(e) => Read::Failed(e),
-                None if reads.is_empty() => continue,
-                None => Read::RealServers(reads),
-            }
-        };
-        if to_loop.send(Reading { started, read }).await.is_err() {
-            return;
         }
     }
+}
+
+/// The real servers of each of `ids` (`None`: the virtual server is gone); the first failure
+/// ends the read.
+async fn read_real_servers<R: KernelReader>(
+    reader: &mut R,
+    ids: &[VirtualServerId],
+) -> Result<Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>, KernelError> {
+    let mut reads = Vec::with_capacity(ids.len());
+    for id in ids {
+        reads.push((*id, reader.real_servers(id).await?));
+    }
+    Ok(reads)
 }
 
 #[cfg(test)]

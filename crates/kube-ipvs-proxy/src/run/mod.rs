@@ -117,13 +117,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     // retries the setup on every sync, and until it succeeds every sync counts as failed (so
     // /healthz says 503 and the failure is exported) rather than refusing to serve.
     let (cidrs, bit, detect) = (settings.cluster_cidrs.clone(), settings.masquerade_bit, settings.detect_local.clone());
-    sync = sync.with_filter_starter(Box::new(move |model: &model::Model| {
+    sync = sync.with_filter_starter(Box::new(move |node_pod_cidrs: &[ipnet::IpNet]| {
         // Pods told by source (the cluster's CIDRs, or the Node's as its object says when the
         // table is set up: a later change needs a restart, as upstream exits for it) or by
         // the interface their traffic arrives on.
         let (prefixes, local) = match &detect {
             DetectLocal::ClusterCidr => (cidrs.clone(), LocalTraffic::Prefixes),
-            DetectLocal::NodeCidr => (model.node_pod_cidrs().to_vec(), LocalTraffic::Prefixes),
+            DetectLocal::NodeCidr => (node_pod_cidrs.to_vec(), LocalTraffic::Prefixes),
             DetectLocal::BridgeInterface(name) => (cidrs.clone(), LocalTraffic::BridgeInterface(name.clone())),
             DetectLocal::InterfaceNamePrefix(p) => (cidrs.clone(), LocalTraffic::InterfaceNamePrefix(p.clone())),
         };

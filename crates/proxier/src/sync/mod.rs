@@ -239,7 +239,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // repair drift but still applies every change.
         report.full = full;
         let verifying = !full && std::mem::take(&mut self.verification.due);
-        let counted = if verifying { self.read_counted(&mut report).await } else { Vec::new() };
+        if verifying {
+            self.read_unknown(&mut report).await;
+        }
+        // Counted by the verification just now: deleted at once if idle, stale after this sync.
+        let counted = std::mem::take(&mut self.verification.counted);
         report.full |= verifying;
         report.verification = verifying;
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
@@ -325,6 +329,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
         }
 
+        // The verification counts the connections of real servers being removed gracefully.
+        self.verification.set_pending(self.graceful.iter().map(|(vs, _, _)| *vs));
+        if verifying {
+            self.check_filter(&mut report);
+        }
+
         // Last: a flow whose packets passed between the IPVS change and the nftables one got an
         // entry without the masquerade that was still missing; it is as stale as the older ones.
         self.forget_stale_flows(&mut report).await;
@@ -374,16 +384,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report
     }
 
-    /// A verification sync's own reads, right before planning: the real servers of the virtual
-    /// servers with graceful removals pending (fresh counts, so that an idle one is deleted now)
-    /// and of those someone else made. Returns the virtual servers whose counts are fresh.
-    async fn read_counted(&mut self, report: &mut SyncReport) -> Vec<VirtualServerId> {
-        let mut servers = std::mem::take(&mut self.verification.unknown);
-        let mut pending: Vec<VirtualServerId> = self.graceful.iter().map(|(vs, _, _)| *vs).collect();
-        pending.dedup();
-        servers.extend(pending.iter().filter_map(|id| self.observed.virtual_server(id)).map(|v| v.server.clone()));
+    /// A verification sync's own read, right before planning: the real servers of the virtual
+    /// servers someone else made (seldom any), which the plan must know before it touches them.
+    async fn read_unknown(&mut self, report: &mut SyncReport) {
+        let servers = std::mem::take(&mut self.verification.unknown);
         if servers.is_empty() {
-            return Vec::new();
+            return;
         }
         let ids: Vec<VirtualServerId> = servers.iter().map(|s| s.id).collect();
         match self.kernel.real_servers(&ids).await {
@@ -392,14 +398,29 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     self.observed.verify_real_servers(server, &dests, true);
                 }
                 self.verification.found.virtual_servers.extend(ids.iter().copied());
-                ids
+                self.verification.counted.extend(ids);
             }
             Err(e) => {
                 report.read_failures += 1;
-                tracing::warn!(error = &e as &dyn std::error::Error, "cannot count connections (retried)");
-                // Someone else's virtual servers are read again at the next verification.
-                self.verification.unknown = servers.into_iter().filter(|s| !pending.contains(&s.id)).collect();
-                Vec::new()
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "cannot read someone else's virtual servers (retried)"
+                );
+                self.verification.unknown = servers;
+            }
+        }
+    }
+
+    /// A verification's look at the kernel's nftables sets (the keeper reads one back and
+    /// repairs it: a little each period, not all at once).
+    fn check_filter(&mut self, report: &mut SyncReport) {
+        let Some(filter) = self.filter.as_mut() else { return };
+        match filter.check() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(elements = n, "nftables set differed from what was written; repaired"),
+            Err(e) => {
+                report.filter_failed = true;
+                tracing::warn!(error = &e as &dyn std::error::Error, "nftables check failed (retried)");
             }
         }
     }
@@ -429,7 +450,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// Sets the nftables side up if it is not yet (see [`SyncLoop::with_filter_starter`]).
     fn start_filter(&mut self, report: &mut SyncReport) {
         let (None, Some(start)) = (&self.filter, self.filter_starter.as_mut()) else { return };
-        let started = start(&self.shared.lock().model);
+        let pod_cidrs = self.shared.lock().model.node_pod_cidrs().to_vec();
+        let started = start(&pod_cidrs);
         match started {
             Ok(filter) => {
                 tracing::info!("nftables table set up");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use ipvs::{VirtualServer, VirtualServerId};
@@ -13,8 +13,15 @@ use tokio::sync::mpsc;
 use crate::verify::{KernelReader, Read, Reading, VerifySettings, WriteClock, verify};
 
 /// Starts the verification task from the virtual servers the adopting sync found.
-type Start =
-    Box<dyn FnOnce(Vec<VirtualServerId>, Arc<WriteClock>, mpsc::Sender<Reading>) -> BoxFuture<'static, ()> + Send>;
+type Start = Box<
+    dyn FnOnce(
+            Vec<VirtualServerId>,
+            Arc<WriteClock>,
+            Arc<Mutex<Vec<VirtualServerId>>>,
+            mpsc::Sender<Reading>,
+        ) -> BoxFuture<'static, ()>
+        + Send,
+>;
 
 /// Reads waiting for the loop; a few, so that a slow loop slows the reads instead of queueing them.
 const READINGS_QUEUED: usize = 4;
@@ -38,11 +45,18 @@ pub(super) struct Verification {
     pub sweep: bool,
     /// Reads that failed since the last sync.
     pub read_failures: usize,
+    /// Virtual servers whose connections were just counted: their removals are decided on
+    /// fresh counts by the next sync, then the counts are stale.
+    pub counted: Vec<VirtualServerId>,
+    /// The virtual servers with graceful removals pending, which the task counts.
+    pending: Arc<Mutex<Vec<VirtualServerId>>>,
 }
 
 impl Verification {
     pub fn new<R: KernelReader>(reader: R, settings: VerifySettings) -> Verification {
-        let start: Start = Box::new(move |ids, clock, to_loop| Box::pin(verify(reader, settings, clock, ids, to_loop)));
+        let start: Start = Box::new(move |ids, clock, pending, to_loop| {
+            Box::pin(verify(reader, settings, clock, ids, pending, to_loop))
+        });
         Verification { start: Some(start), ..Verification::default() }
     }
 
@@ -51,8 +65,17 @@ impl Verification {
         let start = self.start.take()?;
         let (to_loop, readings) = mpsc::channel(READINGS_QUEUED);
         let ids = observed.virtual_servers().map(|(id, _)| *id).collect();
-        tokio::spawn(start(ids, self.clock.clone(), to_loop));
+        tokio::spawn(start(ids, self.clock.clone(), self.pending.clone(), to_loop));
         Some(readings)
+    }
+
+    /// Tells the task which virtual servers have graceful removals pending.
+    pub fn set_pending(&self, ids: impl Iterator<Item = VirtualServerId>) {
+        let mut ids: Vec<VirtualServerId> = ids.collect();
+        ids.dedup();
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending = ids;
+        }
     }
 
     /// Notes that `step` is being written now.
@@ -105,6 +128,23 @@ impl Verification {
                     }
                 }
                 differ
+            }
+            Read::Counted(reads) => {
+                for (id, dests) in reads {
+                    let Some(server) = observed.virtual_server(&id).map(|v| v.server.clone()) else { continue };
+                    if written(&id) {
+                        continue;
+                    }
+                    match dests {
+                        Some(dests) => {
+                            observed.verify_real_servers(&server, &dests, true);
+                            self.counted.push(id);
+                        }
+                        None => observed.remove_virtual_server(&id),
+                    }
+                    self.found.virtual_servers.insert(id);
+                }
+                true
             }
             Read::Addresses(listed) => {
                 let differ =

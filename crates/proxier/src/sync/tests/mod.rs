@@ -279,7 +279,7 @@ async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
     let works = RecordingFilter::default();
     let attempts = Arc::new(Mutex::new(0));
     let (w, a) = (works.clone(), attempts.clone());
-    let starter: FilterStarter = Box::new(move |_: &Model| {
+    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
         let mut n = a.lock().unwrap();
         *n += 1;
         if *n < 3 {
