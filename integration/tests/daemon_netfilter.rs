@@ -98,8 +98,11 @@ fn an_external_ip_that_is_a_node_address_does_not_fence_the_node() {
             .replace("  clusterIP: 10.96.0.10\n", &format!("  clusterIP: 10.96.0.10\n  externalIPs: [{NODE_IP}]\n"));
         assert!(with_external_ip.contains("externalIPs"), "{with_external_ip}");
         cluster.apply(&with_external_ip);
-        let _daemon = Daemon::start(&cluster);
+        let daemon = Daemon::start(&cluster);
         eventually("the externalIP's virtual server", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:80")));
+        // Ready: the first full sync wrote the nftables elements (the IPVS entries may come
+        // before them, added while the lists arrive).
+        eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         assert_eq!(ask_name(format!("{NODE_IP}:80").parse().unwrap(), Duration::from_secs(5)).unwrap(), "b1");
         assert!(!bound_addresses().contains(NODE_IP), "a node address is never bound: {:?}", bound_addresses());
         assert!(!has("bound_v4", NODE_IP));

@@ -77,6 +77,8 @@ pub struct SyncLoop<K, O> {
     /// Whether `observed` was adopted from a dump and kept current since (by the priming), so
     /// that the first full sync needs no dump of its own.
     adopted: bool,
+    /// The steps the priming ran, reported with the first full sync.
+    primed: SyncReport,
     /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
@@ -128,6 +130,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter_starter: None,
             filter_full: false,
             adopted: false,
+            primed: SyncReport::default(),
             ownership: None,
             ownership_changed: false,
             stale: BTreeSet::new(),
@@ -278,6 +281,13 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             (plan, state.health.pending_since.take(), filter_work)
         };
         report.plan_steps = plan.len();
+        if full {
+            let primed = std::mem::take(&mut self.primed);
+            report.plan_steps += primed.plan_steps;
+            for (key, n) in primed.steps {
+                *report.steps.entry(key).or_insert(0) += n;
+            }
+        }
         let planned = start.elapsed();
 
         let mut address_time = Duration::ZERO;

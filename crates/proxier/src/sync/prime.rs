@@ -73,9 +73,16 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
         let mut report = SyncReport::default();
         let mut address_time = Duration::ZERO;
+        let planned = steps.len();
         self.verification.clock.tick();
         let failures = self.execute(steps, &mut report, &mut address_time).await;
         self.verification.clock.tick();
+        // Reported with the full sync that follows (metrics count every kernel write); what
+        // failed here is not a failure of that sync, which plans it again.
+        self.primed.plan_steps += planned;
+        for ((kind, ok), n) in &report.steps {
+            *self.primed.steps.entry((kind, *ok)).or_insert(0) += n;
+        }
         // What failed is planned again by the full sync (everything is); logged there.
         tracing::debug!(
             steps = report.steps.values().sum::<usize>(),

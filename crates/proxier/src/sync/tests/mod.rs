@@ -70,6 +70,9 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     let first = reports.lock().unwrap().0.first().cloned().expect("a sync after the lists");
     assert!(first.full);
     assert_eq!(first.virtual_servers, 2);
+    // It reports the priming's writes too (metrics count every kernel write).
+    assert_eq!(first.steps.get(&("add_real_server", true)), Some(&4), "{first}");
+    assert_eq!(first.steps.get(&("bind_address", true)), Some(&2), "{first}");
     // The complete lists: the deleted Service goes, the removed endpoint drains (its count
     // is as old as the priming's dump), and the priming's dump served the full sync.
     assert_eq!(
