@@ -42,13 +42,6 @@ impl GracefulRemovals {
         self.started.iter().map(|((v, r), t)| (v, r, *t))
     }
 
-    /// The virtual servers with a real server pending, each once, ordered.
-    pub(crate) fn virtual_servers(&self) -> Vec<VirtualServerId> {
-        let mut ids: Vec<VirtualServerId> = self.started.keys().map(|(v, _)| *v).collect();
-        ids.dedup();
-        ids
-    }
-
     /// Marks `rs` pending from `now` unless it already is; returns when its removal began.
     pub(crate) fn start(&mut self, vs: VirtualServerId, rs: RealServerId, now: Duration) -> Duration {
         *self.started.entry((vs, rs)).or_insert(now)

@@ -125,7 +125,8 @@ impl PlanPolicy {
 /// ([`ObservedRealServer::counted`](crate::ObservedRealServer::counted)), is set to weight 0 and
 /// recorded in `graceful`; it is deleted by a later plan once a fresh count says 0 or `policy.graceful_termination` has
 /// passed since `now` first saw it pending. UDP and SCTP ones are deleted at once. Real servers
-/// pending in `graceful` are always looked at, whatever the scope. Observed virtual servers not
+/// pending in `graceful` are looked at when their virtual server is in the scope (the caller
+/// puts them there when it has fresh counts or time may be up). Observed virtual servers not
 /// desired are deleted only if `policy` owns them; in excluded prefixes nothing is deleted or
 /// unbound, but desired entries are created and updated as anywhere else (upstream's rule).
 pub fn plan(
@@ -142,8 +143,7 @@ pub fn plan(
             desired.addresses().chain(observed.bound()).copied().collect(),
         ),
         Scope::Only(changes) => {
-            let ids: BTreeSet<VirtualServerId> =
-                changes.virtual_servers.iter().copied().chain(graceful.virtual_servers()).collect();
+            let ids: BTreeSet<VirtualServerId> = changes.virtual_servers.iter().copied().collect();
             let addrs = changes.addresses.iter().copied().chain(ids.iter().filter_map(|id| id.addr())).collect();
             (ids, addrs)
         }

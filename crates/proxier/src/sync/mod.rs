@@ -257,6 +257,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
             changes.merge(std::mem::take(&mut self.verification.found));
+            // Graceful removals progress at each verification (fresh counts, or time up), not in
+            // every sync: under churn hundreds may be pending, and a change must not plan them all.
+            if verifying {
+                changes.virtual_servers.extend(self.graceful.iter().map(|(vs, _, _)| *vs));
+            }
             // Removed from the dummy link behind the proxy's back (or by its own unbind, then
             // no longer wanted): no longer bound, and planned again.
             for addr in std::mem::take(&mut state.unbound) {
