@@ -174,13 +174,22 @@ fn graceful_removal_deletes_when_connections_end_or_time_is_up() {
         apply(&mut observed, &p);
         assert_eq!(observed.virtual_server(&vs).unwrap().real_servers[&rs("10.0.0.2", 8080)].server.weight, 0);
         observed.set_connections(&vs, &rs("10.0.0.2", 8080), counts);
-        // Nothing changed since: the pending removal is looked at anyway.
-        let later = m.plan(&observed, &Scope::Only(Changes::new()), &mut graceful, T0 + Duration::from_secs(after));
+        // Nothing changed since: the caller (the daemon's verification) puts the virtual server
+        // with a pending removal in the scope.
+        let later = m.plan(&observed, &Scope::Only(pending(&graceful)), &mut graceful, T0 + Duration::from_secs(after));
         let expected =
             if deleted { vec![Step::Kernel(Operation::DeleteRealServer(vs, rs("10.0.0.2", 8080)))] } else { vec![] };
         assert_eq!(later.steps, expected, "after {after}s with {counts:?}");
         assert_eq!(graceful.is_empty(), deleted);
     }
+}
+
+/// The virtual servers with removals pending, as changes (what the daemon plans at each
+/// verification).
+fn pending(graceful: &GracefulRemovals) -> Changes {
+    let mut changes = Changes::new();
+    changes.virtual_servers.extend(graceful.iter().map(|(vs, _, _)| *vs));
+    changes
 }
 
 /// Service web without its NodePort.
@@ -213,12 +222,12 @@ fn a_real_server_without_fresh_counters_is_drained_not_deleted() {
     assert_eq!(p.steps, [Step::Kernel(Operation::UpdateRealServer(vs, RealServer::new(ip("10.0.0.2"), 8080, 0)))]);
     apply(&mut observed, &p);
     assert!(graceful.contains(&vs, &gone));
-    // Later incremental syncs know no more: still waiting.
+    // Later verifications know no more: still waiting.
     let later = T0 + Duration::from_secs(5);
-    assert!(m.plan(&observed, &Scope::Only(Changes::new()), &mut graceful, later).is_empty());
+    assert!(m.plan(&observed, &Scope::Only(pending(&graceful)), &mut graceful, later).is_empty());
     // A fresh dump counts 0 connections: deleted.
     observed.set_connections(&vs, &gone, conns(0, 0));
-    let p = m.plan(&observed, &Scope::Only(Changes::new()), &mut graceful, later);
+    let p = m.plan(&observed, &Scope::Only(pending(&graceful)), &mut graceful, later);
     assert_eq!(p.steps, [Step::Kernel(Operation::DeleteRealServer(vs, gone))]);
     // Counters read by a dump go stale after it: a count of 0 from then is no reason to delete.
     let mut m = model_of(&[cluster_ip_only()], &[web_slice(&["10.0.0.1", "10.0.0.2"])]);
