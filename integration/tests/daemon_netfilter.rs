@@ -100,8 +100,8 @@ fn an_external_ip_that_is_a_node_address_does_not_fence_the_node() {
         cluster.apply(&with_external_ip);
         let daemon = Daemon::start(&cluster);
         eventually("the externalIP's virtual server", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:80")));
-        // Ready: the first full sync wrote the nftables elements (the IPVS entries may come
-        // before them, added while the lists arrive).
+        // Ready: the first full sync wrote the nftables elements (a sync writes them after its
+        // IPVS entries).
         eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         assert_eq!(ask_name(format!("{NODE_IP}:80").parse().unwrap(), Duration::from_secs(5)).unwrap(), "b1");
         assert!(!bound_addresses().contains(NODE_IP), "a node address is never bound: {:?}", bound_addresses());
@@ -128,6 +128,8 @@ fn a_node_port_answers_through_a_forward_policy_of_drop() {
         run("iptables", &["-w", "-P", "FORWARD", "DROP"], None).unwrap();
         let daemon = Daemon::start(&cluster);
         eventually("the NodePort's virtual server", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:30080")));
+        // Ready: the sync's nftables elements (written after its IPVS entries) are in too.
+        eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         let to: SocketAddr = format!("{NODE_IP}:30080").parse().unwrap();
         let answer = outside.run(move || ask_name(to, Duration::from_secs(5)));
         assert_eq!(answer.unwrap_or_else(|e| panic!("{e}; daemon log:\n{}", daemon.log())), "b1");

@@ -22,9 +22,9 @@ fn a_service_follows_its_endpoints_and_goes_away_with_them() {
         cluster.apply(&service_yaml("web", "10.96.0.10", Some(30080)));
         cluster.apply(&slice_yaml("web", &[&b[0]]));
         let daemon = Daemon::start(&cluster);
-        // Ready: the first full sync is done. IPVS entries may be in the kernel before (added
-        // while the lists arrive) without the masquerade that a reply from a backend on this
-        // node needs; health says so.
+        // Ready: the first full sync is done. IPVS entries may be in the kernel before (a sync
+        // writes the nftables elements, the masquerade a backend on this node needs, after
+        // them); health says so.
         eventually("the daemon ready", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
         let cluster_ip = "TCP  10.96.0.10:80";
         let node_port = format!("TCP  {NODE_IP}:30080");

@@ -2,11 +2,15 @@
 //! start). At 10,000 Services the lists take seconds to arrive and decode; the kernel can be
 //! adding meanwhile. Only additions: a list not yet complete cannot say what is no longer
 //! wanted, so deletions, unbinds and graceful removals (a real server not yet listed looks
-//! removed) wait for the full sync that follows the complete lists.
+//! removed) wait for the full sync that follows the complete lists. And only the virtual
+//! servers of addresses this proxy binds, without binding them: traffic reaches none of them
+//! before the full sync binds their addresses and writes their nftables elements, so no
+//! connection meets a half-made data path (a NodePort, on a node address, would: it is left to
+//! the full sync too).
 
 use std::time::Duration;
 
-use ipvs::Operation;
+use ipvs::{Operation, VirtualServerId};
 use model::{GracefulRemovals, Scope, Step};
 use tokio::time::Instant;
 
@@ -17,9 +21,14 @@ use crate::kernel::Kernel;
 /// batches, short next to the time a big list takes.
 const PRIME_PACE: Duration = Duration::from_millis(200);
 
-/// Whether `step` only adds to the kernel.
-fn adds(step: &Step) -> bool {
-    matches!(step, Step::Bind(_) | Step::Kernel(Operation::AddVirtualServer(_) | Operation::AddRealServer(..)))
+/// Whether `step` adds a virtual server of an address `bound_here` says this proxy binds (or
+/// one of its real servers).
+fn primes(step: &Step, bound_here: impl Fn(&VirtualServerId) -> bool) -> bool {
+    match step {
+        Step::Kernel(Operation::AddVirtualServer(vs)) => bound_here(&vs.id),
+        Step::Kernel(Operation::AddRealServer(id, _)) => bound_here(id),
+        _ => false,
+    }
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -66,7 +75,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             // A scratch record: a graceful removal begun on a partial list would be wrong.
             let mut graceful = GracefulRemovals::new();
             let plan = state.model.plan(&self.observed, &Scope::Only(changes), &mut graceful, self.epoch.elapsed());
-            plan.steps.into_iter().filter(adds).collect()
+            let desired = state.model.desired();
+            let bound_here = |id: &VirtualServerId| id.addr().is_some_and(|a| desired.wants_address(&a));
+            plan.steps.into_iter().filter(|s| primes(s, bound_here)).collect()
         };
         if steps.is_empty() {
             return;

@@ -53,11 +53,11 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
             "add real server 10.244.1.2:8080 to TCP 10.96.0.1:80",
             "add real server 10.244.1.2:8080 to TCP 10.96.0.2:80",
             "add virtual server TCP 10.96.0.2:80",
-            "bind 10.96.0.1",
-            "bind 10.96.0.2",
         ]
     );
-    // ...but nothing is deleted, unbound or drained, and no sync is reported (health waits).
+    // ...but nothing is bound (no traffic reaches a virtual server before the full sync writes
+    // its nftables elements too), deleted, unbound or drained, and no sync is reported.
+    assert!(kernel.mem().bound.contains(&"10.96.0.99".parse().unwrap()) && kernel.mem().bound.len() == 1);
     assert!(kernel.mem().services[&gone].1.contains_key(&old.id));
     assert_eq!(kernel.mem().services[&svc0].1[&old.id].weight, 1);
     assert!(reports.lock().unwrap().0.is_empty());
@@ -73,11 +73,14 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     // It reports the priming's writes too (metrics count every kernel write).
     assert_eq!(first.steps.get(&("add_real_server", true)), Some(&4), "{first}");
     assert_eq!(first.steps.get(&("bind_address", true)), Some(&2), "{first}");
-    // The complete lists: the deleted Service goes, the removed endpoint drains (its count
-    // is as old as the priming's dump), and the priming's dump served the full sync.
+    // The complete lists: the addresses are bound, the deleted Service goes, the removed
+    // endpoint drains (its count is as old as the priming's dump), and the priming's dump
+    // served the full sync.
     assert_eq!(
         kernel.writes(),
         [
+            "bind 10.96.0.1",
+            "bind 10.96.0.2",
             "update real server 10.244.9.9:8080 of TCP 10.96.0.1:80",
             "delete virtual server TCP 10.96.0.99:80",
             "unbind 10.96.0.99",
