@@ -61,6 +61,7 @@ fn a_new_node_reaches_the_control_plane_directly_and_programs_everything() {
                 .next()
                 .unwrap_or_else(|| panic!("{vs}; daemon log:\n{}", daemon.log()));
         }
+        daemon.wait_ready();
         assert!(connects("10.96.0.1:443"), "the API server through its ClusterIP");
         assert_eq!(ask_many("10.96.0.10:80", 2), ["b1", "b1"]);
         eventually("/healthz 200", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));

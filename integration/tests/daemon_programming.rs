@@ -118,6 +118,7 @@ fn a_malformed_service_is_skipped_and_the_others_keep_working() {
         cluster.apply(&slice_yaml("before", &[&b1]));
         let daemon = Daemon::start(&cluster);
         eventually("the first Service programmed", PATIENCE, || serving_reals("TCP  10.96.0.10:80"));
+        daemon.wait_ready();
 
         // Well-typed JSON, so the watch decodes it, but not a Service anyone could program.
         let malformed = "apiVersion: v1\nkind: Service\nmetadata:\n  name: broken\n  namespace: default\n\
@@ -152,6 +153,7 @@ fn the_shipped_configmap_configures_the_daemon() {
         eventually("the Service programmed", PATIENCE, || {
             (serving_reals("TCP  10.96.0.10:80")? == reals(&[&b1])).then_some(())
         });
+        daemon.wait_ready();
         assert_eq!(ask_many(&format!("{NODE_IP}:30080"), 1), ["b1"]);
         // healthzBindAddress 0.0.0.0:10256 and metricsBindAddress 127.0.0.1:10249 from the file.
         eventually("health on the configured port", PATIENCE, || (daemon.healthz_status() == 200).then_some(()));
@@ -318,6 +320,7 @@ fn a_cluster_ip_removed_from_the_link_is_bound_again_at_once() {
         let (_b1, cluster) = web_with_one_backend();
         let daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(300));
         eventually("the ClusterIP bound", PATIENCE, || bound_addresses().contains("10.96.0.10").then_some(()));
+        daemon.wait_ready();
         let removed = Instant::now();
         ip(&["addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"]).unwrap();
         eventually("the ClusterIP bound again", Duration::from_secs(10), || {

@@ -84,6 +84,7 @@ fn an_api_server_outage_keeps_the_kernel_and_changes_apply_when_it_is_back() {
         let mut daemon = Daemon::start(&cluster);
         let vs = "TCP  10.96.0.10:80";
         eventually("the Service programmed", PATIENCE, || (serving_reals(vs)? == reals(&[&b[0]])).then_some(()));
+        daemon.wait_ready();
         let before = ipvs_table();
 
         cluster.stop();
@@ -115,10 +116,11 @@ fn a_relist_after_410_removes_what_was_deleted_unseen() {
             cluster.apply(&service_yaml(name, ip, None));
             cluster.apply(&slice_yaml(name, &[&b1]));
         }
-        let _daemon = Daemon::start(&cluster);
+        let daemon = Daemon::start(&cluster);
         for vs in ["TCP  10.96.0.10:80", "TCP  10.96.0.11:80"] {
             eventually(&format!("{vs} programmed"), PATIENCE, || serving_reals(vs));
         }
+        daemon.wait_ready();
 
         // The deletion happens while the daemon is cut off, and the history that would have
         // told it is compacted away: only a relist can reveal it.

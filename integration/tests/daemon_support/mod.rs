@@ -327,6 +327,13 @@ impl Daemon {
         (declared || !samples.is_empty()).then(|| samples.iter().sum())
     }
 
+    /// Waits until `/healthz` says 200: its first full sync is done, nftables elements and
+    /// bound addresses included (virtual servers may be in the kernel before, added while the
+    /// lists arrive, but unreachable until then).
+    pub fn wait_ready(&self) {
+        eventually("the daemon ready", Duration::from_secs(30), || (self.healthz_status() == 200).then_some(()));
+    }
+
     /// The HTTP status of its `/healthz` (0 when it does not answer).
     pub fn healthz_status(&self) -> u16 {
         let url = format!("http://{}/healthz", self.healthz);
