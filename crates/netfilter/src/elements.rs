@@ -25,7 +25,7 @@ use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProto
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
-use crate::nfnetlink::{NfnetlinkError, frames};
+use crate::nfnetlink::{NfnetlinkError, force_buffer, frames};
 use crate::script::{DIGEST_SET, ELEMENT_MAPS, ELEMENT_SETS, FAMILY_SUFFIXES, set_name};
 use crate::state::{Element, ElementChanges, Target};
 
@@ -306,7 +306,7 @@ impl ElementSocket {
         // The whole batch is one datagram, which the kernel refuses beyond the send buffer.
         if batch.len() + 4096 > self.send_buffer {
             self.send_buffer = batch.len() + 4096;
-            force_send_buffer(&self.socket, self.send_buffer);
+            force_buffer(&self.socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, self.send_buffer);
         }
         self.socket.send(&batch, 0).map_err(io)?;
         // The kernel handled the batch during the send: every reply is queued now.
@@ -447,35 +447,6 @@ fn listed_elements(payload: &[u8]) -> Vec<ElementBytes> {
         }
     }
     elements
-}
-
-/// Sets the socket's send buffer to `size` past `net.core.wmem_max` (`SO_SNDBUFFORCE`, with
-/// `CAP_NET_ADMIN` as writing nftables needs anyway); without it, as large as allowed.
-fn force_send_buffer(socket: &Socket, size: usize) {
-    use std::os::fd::AsRawFd;
-    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if forced != 0 {
-        // SAFETY: as above.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
 }
 
 #[cfg(test)]

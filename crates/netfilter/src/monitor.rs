@@ -11,7 +11,7 @@ use netlink_packet_core::{NetlinkBuffer, NlasIterator};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NetlinkAddr, TokioSocket};
 
-use crate::nfnetlink::{NfnetlinkError, frames};
+use crate::nfnetlink::{NfnetlinkError, force_buffer, frames};
 use crate::nft::is_own_writer;
 
 const NFNLGRP_NFTABLES: u32 = 7;
@@ -26,7 +26,7 @@ const RECV_BUF_SIZE: usize = 256 * 1024;
 /// The socket's receive buffer: the proxy's own transaction at 10,000 Services announces tens
 /// of thousands of elements at once, and a buffer that overruns reads as an edit (a needless
 /// rebuild of the whole table). Kernel memory, used only while a burst waits to be read.
-const SOCKET_BUFFER: libc::c_int = 64 << 20;
+const SOCKET_BUFFER: usize = 64 << 20;
 
 /// Notifications about one `inet` table.
 pub struct TableMonitor {
@@ -44,7 +44,7 @@ impl TableMonitor {
         let mut socket = TokioSocket::new(NETLINK_NETFILTER).map_err(io)?;
         socket.socket_mut().bind(&NetlinkAddr::new(0, 0)).map_err(io)?;
         socket.socket_mut().add_membership(NFNLGRP_NFTABLES).map_err(io)?;
-        force_receive_buffer(socket.socket_mut(), SOCKET_BUFFER);
+        force_buffer(socket.socket_ref(), libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, SOCKET_BUFFER);
         Ok(TableMonitor {
             socket,
             table: table.to_string(),
@@ -85,26 +85,6 @@ impl TableMonitor {
                 return Ok(());
             }
         }
-    }
-}
-
-/// Sets the socket's receive buffer to `size`, past `net.core.rmem_max` (`SO_RCVBUFFORCE`,
-/// which needs `CAP_NET_ADMIN`, as the monitor does); without the capability, as large as
-/// `rmem_max` allows.
-fn force_receive_buffer(socket: &mut netlink_sys::Socket, size: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if forced != 0 {
-        let _ = socket.set_rx_buf_sz(size as usize);
     }
 }
 

@@ -109,6 +109,30 @@ impl NfSocket {
     }
 }
 
+/// Sets a buffer of `socket` to `size` bytes past the `net.core` maximum with `forced`
+/// (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`: they need `CAP_NET_ADMIN`, as writing or watching
+/// nftables does anyway); without the capability, with `plain` (`SO_RCVBUF`, `SO_SNDBUF`), as
+/// large as the maximum allows.
+pub(crate) fn force_buffer(socket: &netlink_sys::Socket, forced: libc::c_int, plain: libc::c_int, size: usize) {
+    use std::os::fd::AsRawFd;
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    let set = |option| {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(forced) != 0 {
+        set(plain);
+    }
+}
+
 /// The messages of one datagram, each as its own bytes (header included); a malformed length
 /// ends the walk with an error.
 pub(crate) fn frames(datagram: &[u8]) -> impl Iterator<Item = Result<&[u8], DecodeError>> {
