@@ -33,11 +33,26 @@ pub(crate) struct Endpoint {
     pub terminating: bool,
     /// On this node.
     pub local: bool,
-    pub node_hints: Vec<String>,
-    pub zone_hints: Vec<String>,
+    /// Boxed: most endpoints have none, and two empty lists would cost 48 bytes each.
+    pub hints: Option<Box<Hints>>,
+}
+
+/// An endpoint's topology hints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hints {
+    pub nodes: Vec<String>,
+    pub zones: Vec<String>,
 }
 
 impl Endpoint {
+    pub fn node_hints(&self) -> &[String] {
+        self.hints.as_ref().map_or(&[], |h| &h.nodes)
+    }
+
+    pub fn zone_hints(&self) -> &[String] {
+        self.hints.as_ref().map_or(&[], |h| &h.zones)
+    }
+
     /// Rank for merging an endpoint listed in two slices: the more usable condition wins.
     fn rank(&self) -> u8 {
         match (self.ready, self.serving && self.terminating) {
@@ -140,23 +155,24 @@ fn check(slice: &EndpointSlice, node_name: &str, skipped: &mut Vec<String>) -> R
         let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
         let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
         let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-        let hints = e.hints.as_ref();
         endpoints.push(Endpoint {
             addr,
             ready,
             serving,
             terminating,
             local: e.node_name.as_deref() == Some(node_name),
-            node_hints: hint_names(hints.and_then(|h| h.for_nodes.as_ref()), |n| &n.name),
-            zone_hints: hint_names(hints.and_then(|h| h.for_zones.as_ref()), |z| &z.name),
+            hints: endpoint_hints(e.hints.as_ref()),
         });
     }
     Ok(ParsedSlice::Handled(Slice { service, family, ports, endpoints }))
 }
 
-/// The names in one list of hints (`forNodes` or `forZones`); none when the list is unset.
-fn hint_names<T>(hints: Option<&Vec<T>>, name: impl Fn(&T) -> &String) -> Vec<String> {
-    hints.into_iter().flatten().map(|h| name(h).clone()).collect()
+/// An endpoint's hints; none when it has no names in either list.
+fn endpoint_hints(hints: Option<&k8s_openapi::api::discovery::v1::EndpointHints>) -> Option<Box<Hints>> {
+    let hints = hints?;
+    let nodes: Vec<String> = hints.for_nodes.iter().flatten().map(|n| n.name.clone()).collect();
+    let zones: Vec<String> = hints.for_zones.iter().flatten().map(|z| z.name.clone()).collect();
+    (!nodes.is_empty() || !zones.is_empty()).then(|| Box::new(Hints { nodes, zones }))
 }
 
 /// The endpoints of one Service port in one family, each `address:port` once.
@@ -202,13 +218,13 @@ enum HintFilter {
 /// Hints are used only when every ready endpoint carries them and one matches; node hints first.
 fn hint_filter(eps: &BTreeMap<RealServerId, &Endpoint>, topo: &Topology) -> HintFilter {
     let ready = || eps.values().filter(|e| e.ready);
-    let all_node = ready().all(|e| !e.node_hints.is_empty());
-    if all_node && ready().any(|e| e.node_hints.iter().any(|n| n == topo.node_name)) {
+    let all_node = ready().all(|e| !e.node_hints().is_empty());
+    if all_node && ready().any(|e| e.node_hints().iter().any(|n| n == topo.node_name)) {
         return HintFilter::Node;
     }
     if let Some(zone) = topo.zone {
-        let all_zone = ready().all(|e| !e.zone_hints.is_empty());
-        if all_zone && ready().any(|e| e.zone_hints.iter().any(|z| z == zone)) {
+        let all_zone = ready().all(|e| !e.zone_hints().is_empty());
+        if all_zone && ready().any(|e| e.zone_hints().iter().any(|z| z == zone)) {
             return HintFilter::Zone;
         }
     }
@@ -230,8 +246,8 @@ pub(crate) struct Selection {
 pub(crate) fn select(eps: &BTreeMap<RealServerId, &Endpoint>, topo: &Topology) -> Selection {
     let filter = hint_filter(eps, topo);
     let hinted = |e: &Endpoint| match filter {
-        HintFilter::Node => e.node_hints.iter().any(|n| n == topo.node_name),
-        HintFilter::Zone => topo.zone.is_some_and(|z| e.zone_hints.iter().any(|h| h == z)),
+        HintFilter::Node => e.node_hints().iter().any(|n| n == topo.node_name),
+        HintFilter::Zone => topo.zone.is_some_and(|z| e.zone_hints().iter().any(|h| h == z)),
         HintFilter::None => true,
     };
     let pick = |keep: &dyn Fn(&Endpoint) -> bool| -> Vec<RealServerId> {

@@ -44,6 +44,7 @@ mod plan;
 mod prefix;
 mod serde_pairs;
 mod service;
+mod service_slices;
 mod update;
 mod warning;
 

@@ -12,12 +12,13 @@ use crate::changes::{Changes, Scope};
 use crate::claims::Claims;
 use crate::config::{Config, NodePortAddress};
 use crate::desired::{DesiredState, ServiceInfo};
-use crate::endpoints::{ParsedSlice, Slice, parse_slice};
+use crate::endpoints::{ParsedSlice, parse_slice};
 use crate::graceful::GracefulRemovals;
 use crate::names::ServiceKey;
 use crate::observed::Observed;
 use crate::plan::{Plan, PlanPolicy, plan};
 use crate::service::{Parsed, ServiceSpec, parse_service};
+use crate::service_slices::ServiceSlices;
 use crate::warning::Warning;
 
 /// The node label naming its zone, for topology hints.
@@ -49,7 +50,7 @@ pub struct Model {
     /// The Service each stored slice belongs to.
     slice_owner: HashMap<SliceKey, ServiceKey>,
     /// Slices per Service by name, ordered so that duplicate endpoints merge the same way each time.
-    slices_by_service: HashMap<ServiceKey, BTreeMap<String, Slice>>,
+    slices_by_service: HashMap<ServiceKey, ServiceSlices>,
     infos: BTreeMap<ServiceKey, ServiceInfo>,
     /// The desired state and the claims on it.
     claims: Claims,
@@ -218,7 +219,7 @@ impl Model {
         let zone_hinted = |key: &ServiceKey| {
             self.slices_by_service
                 .get(key)
-                .is_some_and(|slices| slices.values().any(|s| s.endpoints.iter().any(|e| !e.zone_hints.is_empty())))
+                .is_some_and(|slices| slices.values().any(|s| s.endpoints.iter().any(|e| !e.zone_hints().is_empty())))
         };
         let keys: Vec<ServiceKey> = self
             .services
