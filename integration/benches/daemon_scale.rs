@@ -19,6 +19,8 @@
 //! peer, peak RSS under 64 MiB, idle CPU at most 2% of a vCPU).
 //!
 //! Sizes can be lowered with `KIP_SCALE_SERVICES` and `KIP_SCALE_ENDPOINTS` for a quick look.
+//! With `KIP_PROFILE` set, `perf` samples the daemon over the steady and idle windows and the
+//! hottest functions are printed (sampling costs the daemon a little CPU: not for the figures).
 
 #[path = "../tests/daemon_support/mod.rs"]
 mod daemon_support;
@@ -107,7 +109,9 @@ fn main() {
             }
             latencies
         };
+        let profile = Profile::start(daemon.pid(), "steady");
         let (churned, mut latencies) = tokio::join!(churn, measure);
+        profile.finish("steady");
         let changes = latencies.len();
         latencies.sort();
         let verifications = daemon.log().lines().filter(|l| l.contains("verification sync:")).count();
@@ -126,7 +130,9 @@ fn main() {
         let hwm_kib: Option<u64> = hwm.trim_end_matches("kB").trim().parse().ok();
         let idle_window = Duration::from_secs(env_or("KIP_IDLE_SECONDS", 300) as u64);
         let cpu_before = cpu_time(daemon.pid());
+        let profile = Profile::start(daemon.pid(), "idle");
         tokio::time::sleep(idle_window).await;
+        profile.finish("idle");
         let idle_cpu = (cpu_time(daemon.pid()) - cpu_before).as_secs_f64() / idle_window.as_secs_f64();
         println!(
             "daemon    idle CPU over {idle_window:?} (sync period 30 s, real servers verified over 5 min): {:.2}% of one vCPU",

@@ -242,6 +242,15 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
         // The kernel's sets read back (every kind of element: concatenations, intervals of
         // concatenations, a map) are what was written: no difference.
         assert_eq!(restarted.verify_sets().unwrap(), 0, "read back as written");
+        // Each set's digest as the kernel holds it is the one kept of what was applied.
+        let mut reader = netfilter::SetReader::new(TABLE);
+        let differing = |reader: &mut netfilter::SetReader, applied: &Netfilter| -> Vec<String> {
+            Netfilter::element_sets()
+                .into_iter()
+                .filter(|set| Some(reader.digest(set).unwrap()) != applied.set_digest(set))
+                .collect()
+        };
+        assert_eq!(differing(&mut reader, &restarted), Vec::<String>::new(), "digests as written");
         // An element deleted and another added behind our back, with no rewrite in between:
         // the read-back finds both and writes only them.
         let edit = "delete element inet kube-ipvs-proxy masq_all_v4 { 203.0.113.10 . udp . 53 }\n\
@@ -249,8 +258,10 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
                     delete element inet kube-ipvs-proxy source_allowed_v4 { 203.0.113.10 . udp . 53 . 192.0.2.0/24 }\n";
         nft.run(TABLE, "test", edit).unwrap();
         assert_ne!(listing(&nft), Some(first.clone()));
+        assert_eq!(differing(&mut reader, &restarted), ["masq_all_v4", "bound_v4", "source_allowed_v4"], "edited sets");
         assert_eq!(restarted.verify_sets().unwrap(), 3, "two missing, one extra");
         assert_eq!(listing(&nft), Some(first.clone()), "read-back repair");
+        assert_eq!(differing(&mut reader, &restarted), Vec::<String>::new(), "digests after the repair");
 
         // Drift behind our back is repaired by a full reconcile.
         nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy masq_all_v4\n").unwrap();

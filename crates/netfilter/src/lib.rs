@@ -26,6 +26,7 @@ mod ipset;
 mod monitor;
 mod nfnetlink;
 mod script;
+mod set_digest;
 mod state;
 
 mod nft;
@@ -42,3 +43,4 @@ pub use ipset::{Ipsets, SetRemoval};
 pub use monitor::TableMonitor;
 pub use nfnetlink::NfnetlinkError;
 pub use nft::{Netfilter, Nft, NftError};
+pub use set_digest::SetReader;

@@ -13,6 +13,7 @@ use crate::script::{
     DIGEST_SET, FilterConfig, changes_digest, delete_table_script, digest_script, full_script, parse_digest,
     skeleton_script, table_digest,
 };
+use crate::set_digest::SetDigests;
 use crate::state::{ElementChanges, FilterState, ServiceFilter, Target};
 
 /// Why an nftables operation failed; names the table and the operation.
@@ -227,6 +228,8 @@ pub struct Netfilter {
     config: FilterConfig,
     /// What the sets hold, as far as this process knows.
     applied: FilterState,
+    /// The digest of each set of `applied`.
+    digests: SetDigests,
     /// Whether the last write failed, so the kernel may differ from `applied`.
     dirty: bool,
     /// The digest found in the kernel at start, until the first [`Netfilter::resync`] uses it.
@@ -267,6 +270,7 @@ impl Netfilter {
             nft,
             config,
             applied: FilterState::new(),
+            digests: SetDigests::default(),
             dirty: true,
             skeleton_pending: recorded.is_some(),
             recorded,
@@ -293,6 +297,7 @@ impl Netfilter {
         entries: impl IntoIterator<Item = (Target, Option<ServiceFilter>)>,
     ) -> Result<usize, NftError> {
         let changes = self.applied.update(entries);
+        self.digests.count(&changes);
         if self.dirty {
             let desired = self.applied.clone();
             return self.resync(desired).map(|()| changes.len());
@@ -307,6 +312,7 @@ impl Netfilter {
     pub fn resync(&mut self, desired: FilterState) -> Result<(), NftError> {
         if !self.dirty {
             let changes = self.applied.diff(&desired);
+            self.digests.count(&changes);
             self.applied = desired;
             return self.write(&changes).map(|_| ());
         }
@@ -317,6 +323,7 @@ impl Netfilter {
         if self.skeleton_pending {
             if recorded == Some(digest) {
                 tracing::info!(table = %table, digest = format!("{digest:#018x}"), "nftables: adopted the table unchanged, no write");
+                self.digests = SetDigests::of(&desired);
                 self.applied = desired;
                 self.digest = digest;
                 self.skeleton_pending = false;
@@ -337,6 +344,7 @@ impl Netfilter {
         transaction.flush_sets();
         transaction.add(desired.elements());
         transaction.digest(digest);
+        self.digests = SetDigests::of(&desired);
         self.applied = desired;
         self.run_elements(transaction, "rewrite sets")?;
         self.digest = digest;
@@ -357,6 +365,7 @@ impl Netfilter {
             + &full_script(&table, &desired)
             + &digest_script(&table, digest);
         self.dirty = true;
+        self.digests = SetDigests::of(&desired);
         self.applied = desired;
         self.nft.run(&table, "rebuild", &script)?;
         self.skeleton_pending = false;
@@ -364,6 +373,27 @@ impl Netfilter {
         self.digest = digest;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Adds `elements` to the kernel's sets, in one transaction, before the first
+    /// [`Netfilter::resync`] (while the sets' content is unknown: at start, a table being
+    /// adopted may hold a previous run's elements, which stay); what the sets hold is then
+    /// settled by that resync, which rewrites them whole (the recorded digest no longer says
+    /// what they hold). After that first resync it writes nothing: changes go through
+    /// [`Netfilter::update`]. Returns how many elements it wrote.
+    pub fn add_elements<'a>(&mut self, elements: impl Iterator<Item = &'a crate::Element>) -> Result<usize, NftError> {
+        if !self.dirty {
+            return Ok(0);
+        }
+        let mut transaction = Transaction::new(&self.config.table);
+        let elements: Vec<&crate::Element> = elements.collect();
+        transaction.add(elements.iter().copied());
+        if transaction.is_empty() {
+            return Ok(0);
+        }
+        self.recorded = None;
+        self.run_elements(transaction, "add elements")?;
+        Ok(elements.len())
     }
 
     /// Marks the kernel's sets as unknown, so the next [`Netfilter::resync`] rewrites them whole
@@ -384,6 +414,13 @@ impl Netfilter {
                     .map(move |set| format!("{set}_{suffix}"))
             })
             .collect()
+    }
+
+    /// The digest of set `set` as applied (see [`crate::SetReader::digest`], which reads the
+    /// kernel's): equal digests mean equal sets. `None` while what the kernel holds is
+    /// unknown (after a failed write, until the next [`Netfilter::resync`] rewrites the sets).
+    pub fn set_digest(&self, set: &str) -> Option<u64> {
+        (!self.dirty).then(|| self.digests.get(set))
     }
 
     /// Compares every element set with what the kernel holds ([`Netfilter::verify_set`] for

@@ -43,9 +43,23 @@ pub trait Filter: Send {
     /// Applies `work`; returns how many set elements were added or deleted (0: nothing written).
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError>;
 
-    /// Compares a part of what the kernel holds with what was applied (the next part each
-    /// call) and repairs it; returns how many elements it wrote. Called at each verification.
-    fn check(&mut self) -> Result<usize, NftError> {
+    /// Before the first [`FilterWork::Full`]: adds the elements of `filters` to the kernel's
+    /// sets, removing nothing (the priming: a list still arriving cannot say what is no longer
+    /// wanted); that first full work then settles what the sets hold.
+    fn prime(&mut self, _filters: Vec<(Target, ServiceFilter)>) -> Result<usize, NftError> {
+        Ok(0)
+    }
+
+    /// The digest of element set `set` as applied, to compare with the kernel's as the
+    /// verification reads it ([`crate::KernelReader::filter_set`]); `None` when unknown (the
+    /// set is then not checked).
+    fn set_digest(&self, _set: &str) -> Option<u64> {
+        None
+    }
+
+    /// Compares set `set` with what the kernel holds, element by element, and writes the
+    /// difference; returns how many elements it wrote. Called when the digests differed.
+    fn repair_set(&mut self, _set: &str) -> Result<usize, NftError> {
         Ok(0)
     }
 }

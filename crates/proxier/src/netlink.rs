@@ -6,7 +6,7 @@ use crate::kernel::{Kernel, KernelError};
 use crate::verify::KernelReader;
 use futures::{StreamExt, stream};
 use ipvs::{Client, DummyLink, Operation, RealServerEntry, Table, VirtualServerEntry, VirtualServerId};
-use netfilter::{Conntrack, StaleFlows};
+use netfilter::{Conntrack, SetReader, StaleFlows};
 
 /// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
 /// round trip at a time would dominate a first sync.
@@ -130,12 +130,21 @@ async fn list_real_servers(client: &Client, id: &VirtualServerId) -> Result<Vec<
 pub struct NetlinkReader {
     client: Client,
     link: DummyLink,
+    /// Reads the nftables sets' digests, when the proxy keeps a table.
+    sets: Option<SetReader>,
 }
 
 impl NetlinkReader {
     /// Reads through `client` (open it for this reader alone) and `link`.
     pub fn new(client: Client, link: DummyLink) -> NetlinkReader {
-        NetlinkReader { client, link }
+        NetlinkReader { client, link, sets: None }
+    }
+
+    /// Also reads the element sets of the nftables table `sets` reads.
+    #[must_use]
+    pub fn with_filter_sets(mut self, sets: SetReader) -> NetlinkReader {
+        self.sets = Some(sets);
+        self
     }
 }
 
@@ -160,5 +169,26 @@ impl KernelReader for NetlinkReader {
             .addresses()
             .await
             .map_err(|e| KernelError::new(format!("list the addresses of {}", self.link.name()), e))
+    }
+
+    async fn filter_set(&mut self, n: usize) -> Result<Option<(String, u64)>, KernelError> {
+        let Some(mut reader) = self.sets.take() else { return Ok(None) };
+        let sets = netfilter::Netfilter::element_sets();
+        let Some(set) = sets.get(n % sets.len().max(1)).cloned() else {
+            self.sets = Some(reader);
+            return Ok(None);
+        };
+        // One blocking dump (thousands of elements at scale): off the runtime's workers.
+        let (reader, digest) = tokio::task::spawn_blocking(move || {
+            let digest = reader
+                .digest(&set)
+                .map(|d| (set.clone(), d))
+                .map_err(|e| KernelError::new(format!("read nftables set {set}"), e));
+            (reader, digest)
+        })
+        .await
+        .map_err(|e| KernelError::new("read an nftables set", e))?;
+        self.sets = Some(reader);
+        digest.map(Some)
     }
 }

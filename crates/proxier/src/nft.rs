@@ -2,7 +2,7 @@
 //! its elements over nfnetlink).
 
 use ipnet::IpNet;
-use netfilter::{FilterConfig, LocalTraffic, Netfilter, Nft, NftError};
+use netfilter::{FilterConfig, FilterState, LocalTraffic, Netfilter, Nft, NftError, ServiceFilter, Target};
 
 use crate::filter::{Filter, FilterWork};
 use crate::filter_state::filter_config;
@@ -10,8 +10,6 @@ use crate::filter_state::filter_config;
 /// The table `kube-ipvs-proxy`, created or adopted at start.
 pub struct NftFilter {
     netfilter: Netfilter,
-    /// The set the next check reads back.
-    next_set: usize,
 }
 
 impl NftFilter {
@@ -30,28 +28,38 @@ impl NftFilter {
                 netfilter::FORWARD_CHAIN
             );
         }
-        Ok(NftFilter { netfilter, next_set: 0 })
+        Ok(NftFilter { netfilter })
     }
 }
 
 impl Filter for NftFilter {
-    /// One set read back per call, in turn: the kernel's sets themselves, so that what was lost
-    /// without a notification (none is known to be) is repaired too, at a small cost each time.
-    fn check(&mut self) -> Result<usize, NftError> {
-        let sets = netfilter::Netfilter::element_sets();
-        let set = &sets[self.next_set % sets.len()];
-        self.next_set = (self.next_set + 1) % sets.len();
-        self.netfilter.verify_set(set)
+    fn prime(&mut self, filters: Vec<(Target, ServiceFilter)>) -> Result<usize, NftError> {
+        let state = FilterState::from_services(filters);
+        blocking(|| self.netfilter.add_elements(state.elements()))
+    }
+
+    fn set_digest(&self, set: &str) -> Option<u64> {
+        self.netfilter.set_digest(set)
+    }
+
+    /// The kernel's set itself, listed and compared element by element: what was lost without
+    /// a notification (none is known to be) is repaired too.
+    fn repair_set(&mut self, set: &str) -> Result<usize, NftError> {
+        blocking(|| self.netfilter.verify_set(set))
     }
 
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError> {
-        // Blocking calls (the kernel handles an element batch during its `sendmsg`; `nft` runs
-        // for the skeleton and a rebuild, seconds at 10,000 Services): on the daemon's
-        // multi-thread runtime, let the other workers take this one's tasks meanwhile.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread { tokio::task::block_in_place(|| self.write(work)) } else { self.write(work) }
+        blocking(|| self.write(work))
     }
+}
+
+/// Runs a blocking call (the kernel handles an element batch during its `sendmsg`; `nft` runs
+/// for the skeleton and a rebuild, seconds at 10,000 Services): on the daemon's multi-thread
+/// runtime, the other workers take this one's tasks meanwhile.
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread { tokio::task::block_in_place(call) } else { call() }
 }
 
 impl NftFilter {

@@ -5,7 +5,9 @@
 //! burst per period: every `syncPeriod` the list of virtual servers (one dump, without their
 //! real servers), and every tick the real servers of a slice of the virtual servers, so that all
 //! of them are read once per round (`realServerVerifyPeriod`, 5 minutes by default), with the
-//! dummy link's addresses read at the start of each round. It reads on sockets of its own and
+//! dummy link's addresses read at the start of each round, and with each list the digest of one
+//! nftables set, in turn (the loop compares it with what it applied in O(1), and reads the set
+//! itself only when they differ). It reads on sockets of its own and
 //! hands each read to the loop, which takes it in between syncs: a change never waits for a
 //! verification. A read races the loop's writes, so each carries the loop's write clock as it
 //! began, and the loop ignores what it wrote since (the next round sees it).
@@ -40,6 +42,13 @@ pub trait KernelReader: Send + 'static {
 
     /// The addresses bound on the dummy link.
     fn addresses(&mut self) -> impl Future<Output = Result<Vec<IpAddr>, KernelError>> + Send;
+
+    /// The name and digest (as the kernel holds it: see `netfilter::SetReader`) of the `n`th
+    /// nftables element set, counting round the sets; `None` when the reader reads no sets.
+    fn filter_set(&mut self, n: usize) -> impl Future<Output = Result<Option<(String, u64)>, KernelError>> + Send {
+        let _ = n;
+        async { Ok(None) }
+    }
 }
 
 /// How often what is verified.
@@ -69,6 +78,8 @@ pub(crate) enum Read {
     /// their connections (after each list of virtual servers).
     Counted(Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>),
     Addresses(Vec<IpAddr>),
+    /// The digest of an nftables set, by name.
+    FilterSet(String, u64),
     Failed(KernelError),
 }
 
@@ -107,6 +118,7 @@ pub(crate) async fn verify<R: KernelReader>(
     to_loop: mpsc::Sender<Reading>,
 ) {
     let mut cursor = 0;
+    let mut sets = 0;
     let mut next_list = Instant::now() + settings.virtual_servers;
     let mut next_tick = Instant::now() + TICK;
     loop {
@@ -131,6 +143,13 @@ pub(crate) async fn verify<R: KernelReader>(
                 let read = read_real_servers(&mut reader, &pending).await.map_or_else(Read::Failed, Read::Counted);
                 reads.push(Reading { started, read });
             }
+            let started = clock.now();
+            match reader.filter_set(sets).await {
+                Ok(Some((set, digest))) => reads.push(Reading { started, read: Read::FilterSet(set, digest) }),
+                Ok(None) => {}
+                Err(e) => reads.push(Reading { started, read: Read::Failed(e) }),
+            }
+            sets = sets.wrapping_add(1);
             next_list = Instant::now() + settings.virtual_servers;
         } else {
             if cursor == 0 {

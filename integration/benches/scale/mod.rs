@@ -113,6 +113,52 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// With `KIP_PROFILE` set, samples process `pid` with `perf record` (its functions' own time,
+/// no call graphs: the release build keeps no frame pointers) until the returned guard is
+/// finished, which prints the hottest functions; without it, does nothing. For finding where
+/// a window's CPU goes, not a figure of the bench.
+pub struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    pub fn start(pid: u32, what: &str) -> Profile {
+        if std::env::var_os("KIP_PROFILE").is_none() {
+            return Profile(None);
+        }
+        let out = format!("/tmp/kip-profile-{what}.data");
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o", &out])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => Profile(Some(child)),
+            Err(e) => {
+                println!("profile   {what}: cannot run perf: {e}");
+                Profile(None)
+            }
+        }
+    }
+
+    pub fn finish(self, what: &str) {
+        let Some(mut child) = self.0 else { return };
+        // SAFETY: kill with a pid this process spawned and has not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let _ = child.wait();
+        let out = format!("/tmp/kip-profile-{what}.data");
+        let report = std::process::Command::new("perf")
+            .args(["report", "-i", &out, "--stdio", "--sort", "dso,sym", "--percent-limit", "0.5"])
+            .output();
+        match report {
+            Ok(r) => {
+                for line in String::from_utf8_lossy(&r.stdout).lines().filter(|l| !l.starts_with('#') && !l.is_empty())
+                {
+                    println!("profile   {what} | {line}");
+                }
+            }
+            Err(e) => println!("profile   {what}: cannot run perf report: {e}"),
+        }
+    }
+}
+
 pub fn peak_rss(pid: u32) -> String {
     status_field(pid, "VmHWM")
 }

@@ -105,7 +105,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
 
     // The verification reads on an IPVS socket of its own, beside the loop's writes.
     let reader_client = ipvs::Client::connect().await.context(|| "cannot open the IPVS netlink family".into())?;
-    let reader = NetlinkReader::new(reader_client, link.clone());
+    let table = netfilter::FilterConfig::new(Vec::new()).table;
+    let reader = NetlinkReader::new(reader_client, link.clone()).with_filter_sets(netfilter::SetReader::new(&table));
     let verify =
         VerifySettings { virtual_servers: settings.sync_period, real_servers: settings.real_server_verify_period };
     let kernel = NetlinkKernel::new(client, link);

@@ -79,6 +79,8 @@ pub struct SyncLoop<K, O> {
     adopted: bool,
     /// The steps the priming ran, reported with the first full sync.
     primed: SyncReport,
+    /// Virtual servers the priming added whose addresses wait for their nftables elements.
+    unbound_primed: BTreeSet<VirtualServerId>,
     /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
@@ -131,6 +133,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter_full: false,
             adopted: false,
             primed: SyncReport::default(),
+            unbound_primed: BTreeSet::new(),
             ownership: None,
             ownership_changed: false,
             stale: BTreeSet::new(),
@@ -188,6 +191,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// period (a full reconcile when there is no verification).
     pub async fn run(mut self) {
         self.prime_until_lists_complete().await;
+        // The full sync binds whatever the priming did not.
+        self.unbound_primed.clear();
         tracing::info!("first lists complete; reconciling everything");
         // Due at once and full: the first sync adopts the kernel's state and reads the node's
         // addresses before anything is planned.
@@ -205,7 +210,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 }
                 reading = next_reading(&mut readings) => {
                     match reading {
-                        Some(reading) => dirty |= self.verification.take_in(&mut self.observed, reading),
+                        Some(reading) => {
+                            let filter = &self.filter;
+                            let applied = |set: &str| filter.as_ref().and_then(|f| f.set_digest(set));
+                            dirty |= self.verification.take_in(&mut self.observed, reading, applied);
+                        }
                         None => {
                             // Not expected (the task only ends with the loop): fall back to
                             // full reconciles rather than verify nothing.
@@ -324,7 +333,15 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             let rebuilding = matches!(work, FilterWork::Rebuild(_));
-            match filter.apply(work) {
+            // Odd while writing, as for IPVS: a set read that began before cannot vouch for
+            // what this wrote (if anything: most syncs write no element).
+            let writing = self.verification.clock.tick();
+            let applied = filter.apply(work);
+            if !matches!(applied, Ok(0)) {
+                self.verification.filter_written = writing;
+            }
+            self.verification.clock.tick();
+            match applied {
                 Ok(n) => {
                     self.filter_full = false;
                     if n > 0 {
@@ -346,9 +363,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
 
         // The verification counts the connections of real servers being removed gracefully.
         self.verification.set_pending(self.graceful.iter().map(|(vs, _, _)| *vs));
-        if verifying {
-            self.check_filter(&mut report);
-        }
+        self.repair_filter_sets(&mut report);
 
         // Last: a flow whose packets passed between the IPVS change and the nftables one got an
         // entry without the masquerade that was still missing; it is as stale as the older ones.
@@ -426,16 +441,27 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
     }
 
-    /// A verification's look at the kernel's nftables sets (the keeper reads one back and
-    /// repairs it: a little each period, not all at once).
-    fn check_filter(&mut self, report: &mut SyncReport) {
+    /// Compares the nftables sets whose digest the verification found to differ with what the
+    /// kernel holds, element by element, and repairs them (seldom: only drift that no
+    /// notification reported makes digests differ).
+    fn repair_filter_sets(&mut self, report: &mut SyncReport) {
+        let sets = std::mem::take(&mut self.verification.filter_repairs);
         let Some(filter) = self.filter.as_mut() else { return };
-        match filter.check() {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(elements = n, "nftables set differed from what was written; repaired"),
-            Err(e) => {
-                report.filter_failed = true;
-                tracing::warn!(error = &e as &dyn std::error::Error, "nftables check failed (retried)");
+        for set in sets {
+            let writing = self.verification.clock.tick();
+            let repaired = filter.repair_set(&set);
+            if !matches!(repaired, Ok(0)) {
+                self.verification.filter_written = writing;
+            }
+            self.verification.clock.tick();
+            match repaired {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(set, elements = n, "nftables set differed from what was written; repaired"),
+                Err(e) => {
+                    report.filter_failed = true;
+                    tracing::warn!(set, error = &e as &dyn std::error::Error, "nftables set check failed (retried)");
+                    self.verification.filter_repairs.push(set);
+                }
             }
         }
     }

@@ -43,6 +43,12 @@ pub(super) struct Verification {
     pub due: bool,
     /// A round began: the next sync also compares the whole nftables state.
     pub sweep: bool,
+    /// When the nftables sets were last written (by the clock): a set read that began before
+    /// cannot vouch for them.
+    pub filter_written: u64,
+    /// nftables sets whose digest differed from what was applied: the next sync compares them
+    /// element by element and repairs them.
+    pub filter_repairs: Vec<String>,
     /// Reads that failed since the last sync.
     pub read_failures: usize,
     /// Virtual servers whose connections were just counted: their removals are decided on
@@ -91,8 +97,14 @@ impl Verification {
         }
     }
 
-    /// Takes `reading` into `observed`; returns whether a sync is due for it.
-    pub fn take_in(&mut self, observed: &mut Observed, reading: Reading) -> bool {
+    /// Takes `reading` into `observed` (and compares a set's digest with `applied_digest`'s);
+    /// returns whether a sync is due for it.
+    pub fn take_in(
+        &mut self,
+        observed: &mut Observed,
+        reading: Reading,
+        applied_digest: impl Fn(&str) -> Option<u64>,
+    ) -> bool {
         let started = reading.started;
         let written = |id: &VirtualServerId| self.written.get(id).is_some_and(|w| *w >= started);
         let due = match reading.read {
@@ -155,6 +167,15 @@ impl Verification {
                 self.found.addresses.extend(differ);
                 self.sweep = true;
                 true
+            }
+            Read::FilterSet(set, digest) => {
+                let differs = self.filter_written < started
+                    && applied_digest(&set).is_some_and(|applied| applied != digest)
+                    && !self.filter_repairs.contains(&set);
+                if differs {
+                    self.filter_repairs.push(set);
+                }
+                differs
             }
             Read::Failed(e) => {
                 tracing::warn!(error = &e as &dyn std::error::Error, "verification read failed (retried)");

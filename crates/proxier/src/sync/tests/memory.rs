@@ -214,6 +214,47 @@ pub(super) fn cluster(services: usize) -> Arc<Shared> {
 pub(super) struct MemoryReader {
     pub kernel: MemoryKernel,
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// The nftables side, whose set `SET` it reads (its digest held until `set_gate` allows).
+    pub sets: Option<(MemorySets, Option<Arc<tokio::sync::Semaphore>>)>,
+}
+
+/// The one nftables set of [`MemorySets`].
+pub(super) const SET: &str = "service_ports_v4";
+
+/// An nftables side with one set, as a digest each: what the loop applied and what the kernel
+/// holds. Every write with work adds one element to both; a repair makes the kernel's the
+/// applied.
+#[derive(Clone, Default)]
+pub(super) struct MemorySets(pub Arc<Mutex<SetsMem>>);
+
+#[derive(Default)]
+pub(super) struct SetsMem {
+    pub applied: u64,
+    pub kernel: u64,
+    pub repairs: usize,
+}
+
+impl crate::filter::Filter for MemorySets {
+    fn apply(&mut self, work: crate::filter::FilterWork) -> Result<usize, netfilter::NftError> {
+        if matches!(&work, crate::filter::FilterWork::Only(updates) if updates.is_empty()) {
+            return Ok(0);
+        }
+        let mut m = self.0.lock().unwrap();
+        m.applied += 1;
+        m.kernel += 1;
+        Ok(1)
+    }
+
+    fn set_digest(&self, set: &str) -> Option<u64> {
+        (set == SET).then(|| self.0.lock().unwrap().applied)
+    }
+
+    fn repair_set(&mut self, _set: &str) -> Result<usize, netfilter::NftError> {
+        let mut m = self.0.lock().unwrap();
+        m.kernel = m.applied;
+        m.repairs += 1;
+        Ok(1)
+    }
 }
 
 impl KernelReader for MemoryReader {
@@ -242,5 +283,14 @@ impl KernelReader for MemoryReader {
         let mut m = self.kernel.mem();
         m.reads.2 += 1;
         Ok(m.bound.iter().copied().collect())
+    }
+
+    async fn filter_set(&mut self, _n: usize) -> Result<Option<(String, u64)>, KernelError> {
+        let Some((sets, gate)) = &self.sets else { return Ok(None) };
+        let digest = sets.0.lock().unwrap().kernel;
+        if let Some(gate) = gate {
+            gate.acquire().await.map_err(|e| KernelError::new("gate", e))?.forget();
+        }
+        Ok(Some((SET.to_string(), digest)))
     }
 }
