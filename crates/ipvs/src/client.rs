@@ -5,8 +5,8 @@ use tokio::sync::Mutex;
 use crate::socket::{ClientOptions, Connection, Context};
 use crate::wire::constants::*;
 use crate::wire::{
-    IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message, real_server_entry_from_nest,
-    service_id_attrs, timeouts_attrs, timeouts_from_message, virtual_server_entry,
+    IpvsAttr, IpvsMessage, check_operation, info_from_message, operation_message, real_server_entry_from_nest_with,
+    service_id_attrs, timeouts_attrs, timeouts_from_message, virtual_server_entry, virtual_server_entry_from_nest,
 };
 use crate::{
     Error, Info, Operation, RealServer, RealServerEntry, RealServerId, Result, Table, Timeouts, VirtualServer,
@@ -20,6 +20,8 @@ use crate::{
 /// the abandoned replies. Every call needs `CAP_NET_ADMIN`.
 pub struct Client {
     conn: Mutex<Connection>,
+    /// Whether listings decode the statistics ([`ClientOptions::without_statistics`]).
+    statistics: bool,
 }
 
 impl Client {
@@ -31,7 +33,7 @@ impl Client {
 
     /// Like [`Client::connect`], with the socket set up as `options` say.
     pub async fn connect_with(options: ClientOptions) -> Result<Client> {
-        Ok(Client { conn: Mutex::new(Connection::connect(options).await?) })
+        Ok(Client { conn: Mutex::new(Connection::connect(options).await?), statistics: options.statistics })
     }
 
     /// The IPVS version and connection table size (`GET_INFO`).
@@ -126,24 +128,24 @@ impl Client {
     /// Every virtual server, in the kernel's dump order (one dump).
     pub async fn list_virtual_servers(&self) -> Result<Vec<VirtualServerEntry>> {
         let mut conn = self.conn.lock().await;
-        list_services(&mut conn).await
+        list_services(&mut conn, self.statistics).await
     }
 
     /// The real servers of `vs` (one dump); empty if `vs` does not exist (the kernel does not
     /// tell the difference).
     pub async fn list_real_servers(&self, vs: &VirtualServerId) -> Result<Vec<RealServerEntry>> {
         let mut conn = self.conn.lock().await;
-        list_dests(&mut conn, vs).await
+        list_dests(&mut conn, vs, self.statistics).await
     }
 
     /// The whole table: one service dump, then one destination dump per service, on one socket
     /// with reused buffers. Not a snapshot: writes by others during the listing may show.
     pub async fn table(&self) -> Result<Table> {
         let mut conn = self.conn.lock().await;
-        let services = list_services(&mut conn).await?;
+        let services = list_services(&mut conn, self.statistics).await?;
         let mut table = Table { services: Vec::with_capacity(services.len()) };
         for vs in services {
-            let dests = list_dests(&mut conn, &vs.server.id).await?;
+            let dests = list_dests(&mut conn, &vs.server.id, self.statistics).await?;
             table.services.push((vs, dests));
         }
         Ok(table)
@@ -199,18 +201,21 @@ impl Client {
     }
 }
 
-async fn list_services(conn: &mut Connection) -> Result<Vec<VirtualServerEntry>> {
+async fn list_services(conn: &mut Connection, statistics: bool) -> Result<Vec<VirtualServerEntry>> {
     let what = "list virtual servers";
     let mut out = Vec::new();
     let msg = IpvsMessage::new(IPVS_CMD_GET_SERVICE, vec![]);
-    conn.exchange(Context::new(&what), msg, true, |m| {
+    // Each entry decoded straight from its bytes, as for destinations.
+    conn.exchange_frames(Context::new(&what), msg, true, |frame| {
+        let nest = frame.attribute(IPVS_CMD_ATTR_SERVICE).map_err(|e| Error::decode(&what, e))?;
         // Unknown values decode as `Other`; an entry that still cannot be read (an address
         // family IPVS never reports) is left out, named in a warning, rather than failing the
         // dump: it cannot be one this crate's users wrote.
-        match m.service().map(virtual_server_entry) {
-            Some(Ok(entry)) => out.push(entry),
-            Some(Err(e)) => tracing::warn!(error = %e, "{what}: skipped an entry that cannot be decoded"),
-            None => {}
+        if let Some(nest) = nest {
+            match virtual_server_entry_from_nest(nest, statistics) {
+                Ok(entry) => out.push(entry),
+                Err(e) => tracing::warn!(error = %e, "{what}: skipped an entry that cannot be decoded"),
+            }
         }
         Ok(())
     })
@@ -218,7 +223,7 @@ async fn list_services(conn: &mut Connection) -> Result<Vec<VirtualServerEntry>>
     Ok(out)
 }
 
-async fn list_dests(conn: &mut Connection, vs: &VirtualServerId) -> Result<Vec<RealServerEntry>> {
+async fn list_dests(conn: &mut Connection, vs: &VirtualServerId, statistics: bool) -> Result<Vec<RealServerEntry>> {
     let what = ListDests(vs);
     let family = vs.family();
     let mut out = Vec::new();
@@ -227,7 +232,7 @@ async fn list_dests(conn: &mut Connection, vs: &VirtualServerId) -> Result<Vec<R
     conn.exchange_frames(Context::new(&what), msg, true, |frame| {
         let nest = frame.dest_nest().map_err(|e| Error::decode(&what, e))?;
         if let Some(nest) = nest {
-            match real_server_entry_from_nest(nest, family) {
+            match real_server_entry_from_nest_with(nest, family, statistics) {
                 Ok(entry) => out.push(entry),
                 Err(e) => tracing::warn!(error = %e, "{what}: skipped an entry that cannot be decoded"),
             }

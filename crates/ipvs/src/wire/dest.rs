@@ -192,10 +192,20 @@ pub fn real_server_entry(attrs: &[DestAttr], service_family: Family) -> Result<R
 /// list: the same decoding, minus the allocations, for the destination dumps of
 /// [`Client::table`](crate::Client::table).
 pub fn real_server_entry_from_nest(payload: &[u8], service_family: Family) -> Result<RealServerEntry, DecodeError> {
+    real_server_entry_from_nest_with(payload, service_family, true)
+}
+
+/// [`real_server_entry_from_nest`], the statistics decoded only if `statistics` (else zero).
+pub fn real_server_entry_from_nest_with(
+    payload: &[u8],
+    service_family: Family,
+    statistics: bool,
+) -> Result<RealServerEntry, DecodeError> {
     let mut fold = DestFold::default();
     for nla in NlasIterator::new(payload) {
         let nla = nla?;
         match nla.kind() {
+            IPVS_DEST_ATTR_STATS | IPVS_DEST_ATTR_STATS64 if !statistics => {}
             IPVS_DEST_ATTR_STATS => fold.stats = Some(stats_from_nest(nla.value())?),
             IPVS_DEST_ATTR_STATS64 => fold.stats64 = Some(stats_from_nest(nla.value())?),
             _ => fold.add(&DestAttr::parse(&nla)?),

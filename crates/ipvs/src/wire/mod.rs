@@ -17,13 +17,19 @@ mod service;
 mod stats;
 
 pub use address::{RawAddress, address_of, raw_address};
-pub use dest::{DestAttr, dest_attrs, dest_id_attrs, parse_dest_attrs, real_server_entry, real_server_entry_from_nest};
+pub use dest::{
+    DestAttr, dest_attrs, dest_id_attrs, parse_dest_attrs, real_server_entry, real_server_entry_from_nest,
+    real_server_entry_from_nest_with,
+};
 pub use frame::{
     Frame, Frames, Reply, encode_request, frames, info_from_message, timeouts_attrs, timeouts_from_message,
 };
 pub use message::{IpvsAttr, IpvsMessage};
 pub use ops::{check_operation, operation_message};
-pub use service::{FlagsMask, ServiceAttr, parse_service_attrs, service_attrs, service_id_attrs, virtual_server_entry};
+pub use service::{
+    FlagsMask, ServiceAttr, parse_service_attrs, service_attrs, service_id_attrs, virtual_server_entry,
+    virtual_server_entry_from_nest,
+};
 pub use stats::{StatsAttr, parse_stats_attrs, stats_from_attrs, stats_from_nest, stats_to_attrs};
 
 /// Runs every decoder the client applies to a received datagram (framing, replies, virtual

@@ -104,7 +104,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let observer = DaemonObserver::new(metrics, health_checks);
 
     // The verification reads on an IPVS socket of its own, beside the loop's writes.
-    let reader_client = ipvs::Client::connect().await.context(|| "cannot open the IPVS netlink family".into())?;
+    // It compares configurations only: the statistics are not decoded.
+    let reader_client = ipvs::Client::connect_with(ipvs::ClientOptions::default().without_statistics())
+        .await
+        .context(|| "cannot open the IPVS netlink family".into())?;
     let table = netfilter::FilterConfig::new(Vec::new()).table;
     let reader = NetlinkReader::new(reader_client, link.clone()).with_filter_sets(netfilter::SetReader::new(&table));
     let verify =

@@ -315,6 +315,9 @@ fn dest_entry_decodes_the_same_through_the_fast_path() {
     let entry = real_server_entry_from_nest(nest, Family::V4).unwrap();
     assert_eq!((entry.server.weight, entry.stats.conns, entry.connections.persistent), (70000, 10, 5));
     assert_paths_agree(nest);
+    // Without statistics: the same server and connection counts, the statistics zero.
+    let bare = real_server_entry_from_nest_with(nest, Family::V4, false).unwrap();
+    assert_eq!((bare.server, bare.connections, bare.stats), (entry.server, entry.connections, Stats::default()));
 }
 
 #[test]

@@ -143,3 +143,25 @@ proptest! {
         decode_any(&dest);
     }
 }
+
+proptest! {
+    /// A listing entry decoded straight from its nest is the typed path's, statistics
+    /// included; without statistics, the same server with zero statistics.
+    #[test]
+    fn service_nests_decode_with_or_without_statistics(vs in arb_vs(), s in any::<[u64; 10]>()) {
+        let stats = Stats {
+            conns: s[0], in_pkts: s[1], out_pkts: s[2], in_bytes: s[3], out_bytes: s[4],
+            cps: s[5], in_pps: s[6], out_pps: s[7], in_bps: s[8], out_bps: s[9],
+        };
+        let mut attrs = service_attrs(&vs);
+        attrs.push(ServiceAttr::Stats64(stats_to_attrs(&stats)));
+        let mut nest = vec![0; attrs.as_slice().buffer_len()];
+        attrs.as_slice().emit(&mut nest);
+        let typed = virtual_server_entry(&parse_service_attrs(&nest).unwrap()).unwrap();
+        prop_assert_eq!(&typed.stats, &stats);
+        prop_assert_eq!(&virtual_server_entry_from_nest(&nest, true).unwrap(), &typed);
+        let bare = virtual_server_entry_from_nest(&nest, false).unwrap();
+        prop_assert_eq!(&bare.server, &vs);
+        prop_assert_eq!(bare.stats, Stats::default());
+    }
+}
