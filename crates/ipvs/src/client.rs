@@ -207,7 +207,7 @@ async fn list_services(conn: &mut Connection, statistics: bool) -> Result<Vec<Vi
     let msg = IpvsMessage::new(IPVS_CMD_GET_SERVICE, vec![]);
     // Each entry decoded straight from its bytes, as for destinations.
     conn.exchange_frames(Context::new(&what), msg, true, |frame| {
-        let nest = frame.attribute(IPVS_CMD_ATTR_SERVICE).map_err(|e| Error::decode(&what, e))?;
+        let nest = frame.attribute(IPVS_CMD_ATTR_SERVICE).map_err(|e| Error::decode(what, e))?;
         // Unknown values decode as `Other`; an entry that still cannot be read (an address
         // family IPVS never reports) is left out, named in a warning, rather than failing the
         // dump: it cannot be one this crate's users wrote.
