@@ -103,10 +103,14 @@ impl Model {
     pub fn upsert_service(&mut self, svc: &Service) -> Vec<Warning> {
         let mut warnings = Vec::new();
         let parsed = parse_service(svc, &self.config, &mut warnings);
-        let key = ServiceKey::new(
-            svc.metadata.namespace.as_deref().unwrap_or_default(),
-            svc.metadata.name.as_deref().unwrap_or_default(),
-        );
+        // The spec's own key when there is one: every copy kept shares its allocation.
+        let key = match &parsed {
+            Parsed::Handled(spec) => spec.key.clone(),
+            Parsed::Ignored => ServiceKey::new(
+                svc.metadata.namespace.as_deref().unwrap_or_default(),
+                svc.metadata.name.as_deref().unwrap_or_default(),
+            ),
+        };
         match parsed {
             Parsed::Handled(spec) => {
                 self.services.insert(key.clone(), spec);

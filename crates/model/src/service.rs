@@ -88,7 +88,7 @@ pub(crate) fn parse_service(svc: &Service, config: &Config, warnings: &mut Vec<W
 }
 
 fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Warning>) -> Result<Parsed, String> {
-    if key.name.is_empty() {
+    if key.name().is_empty() {
         return Err("no metadata.name".into());
     }
     if svc.metadata.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {

@@ -449,10 +449,10 @@ fn two_services_claiming_one_virtual_server_resolve_by_name_in_any_order() {
     for order in [[&a, &b], [&b, &a]] {
         let (m, w) = from_objects(Config::new(NODE), order, [], None);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name, "a");
+        assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name(), "a");
         let mut m = m;
         m.delete_service("default", "a");
-        assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name, "b");
+        assert_eq!(m.desired().virtual_server(&tcp("203.0.113.7", 80)).unwrap().origin.service.name(), "b");
         assert_eq!(bound(&m), ["10.96.0.11", "203.0.113.7"]);
     }
 }

@@ -144,7 +144,7 @@ impl Shared {
             }
             Update::Service(Change::Delete(svc)) => {
                 let key = service_key(&svc);
-                state.model.delete_service(&key.namespace, &key.name);
+                state.model.delete_service(key.namespace(), key.name());
                 state.pending.service_changes += 1;
                 state.pending.touched.insert(key);
             }

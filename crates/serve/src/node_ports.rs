@@ -216,7 +216,7 @@ fn answer(entry: &Entry, proxy_healthy: bool) -> Response {
     let status =
         if entry.local_endpoints > 0 && proxy_healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "service": {"namespace": entry.service.namespace, "name": entry.service.name},
+        "service": {"namespace": entry.service.namespace(), "name": entry.service.name()},
         "localEndpoints": entry.local_endpoints,
         "serviceProxyHealthy": proxy_healthy,
     });

@@ -45,7 +45,7 @@ impl SyncObserver for DaemonObserver {
     fn synced(&mut self, report: &SyncReport, model: &Model) {
         self.metrics.record_sync(report);
         for key in &report.touched_services {
-            let info = model.service_info(&key.namespace, &key.name);
+            let info = model.service_info(key.namespace(), key.name());
             self.health_checks.update(key, info);
             let now = info.map_or((false, false), |i| {
                 (i.internal_traffic_local && i.local_endpoints == 0, i.external_traffic_local && i.local_endpoints == 0)
