@@ -375,27 +375,6 @@ impl Netfilter {
         Ok(())
     }
 
-    /// Adds `elements` to the kernel's sets, in one transaction, before the first
-    /// [`Netfilter::resync`] (while the sets' content is unknown: at start, a table being
-    /// adopted may hold a previous run's elements, which stay); what the sets hold is then
-    /// settled by that resync, which rewrites them whole (the recorded digest no longer says
-    /// what they hold). After that first resync it writes nothing: changes go through
-    /// [`Netfilter::update`]. Returns how many elements it wrote.
-    pub fn add_elements<'a>(&mut self, elements: impl Iterator<Item = &'a crate::Element>) -> Result<usize, NftError> {
-        if !self.dirty {
-            return Ok(0);
-        }
-        let mut transaction = Transaction::new(&self.config.table);
-        let elements: Vec<&crate::Element> = elements.collect();
-        transaction.add(elements.iter().copied());
-        if transaction.is_empty() {
-            return Ok(0);
-        }
-        self.recorded = None;
-        self.run_elements(transaction, "add elements")?;
-        Ok(elements.len())
-    }
-
     /// Marks the kernel's sets as unknown, so the next [`Netfilter::resync`] rewrites them whole
     /// (for a caller that learns the kernel may differ; edits of the table by others are
     /// repaired with [`Netfilter::rebuild`], which also restores chains and rules).

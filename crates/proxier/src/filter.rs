@@ -43,13 +43,6 @@ pub trait Filter: Send {
     /// Applies `work`; returns how many set elements were added or deleted (0: nothing written).
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError>;
 
-    /// Before the first [`FilterWork::Full`]: adds the elements of `filters` to the kernel's
-    /// sets, removing nothing (the priming: a list still arriving cannot say what is no longer
-    /// wanted); that first full work then settles what the sets hold.
-    fn prime(&mut self, _filters: Vec<(Target, ServiceFilter)>) -> Result<usize, NftError> {
-        Ok(0)
-    }
-
     /// The digest of element set `set` as applied, to compare with the kernel's as the
     /// verification reads it ([`crate::KernelReader::filter_set`]); `None` when unknown (the
     /// set is then not checked).

@@ -2,7 +2,7 @@
 //! its elements over nfnetlink).
 
 use ipnet::IpNet;
-use netfilter::{FilterConfig, FilterState, LocalTraffic, Netfilter, Nft, NftError, ServiceFilter, Target};
+use netfilter::{FilterConfig, LocalTraffic, Netfilter, Nft, NftError};
 
 use crate::filter::{Filter, FilterWork};
 use crate::filter_state::filter_config;
@@ -33,11 +33,6 @@ impl NftFilter {
 }
 
 impl Filter for NftFilter {
-    fn prime(&mut self, filters: Vec<(Target, ServiceFilter)>) -> Result<usize, NftError> {
-        let state = FilterState::from_services(filters);
-        blocking(|| self.netfilter.add_elements(state.elements()))
-    }
-
     fn set_digest(&self, set: &str) -> Option<u64> {
         self.netfilter.set_digest(set)
     }

@@ -79,8 +79,6 @@ pub struct SyncLoop<K, O> {
     adopted: bool,
     /// The steps the priming ran, reported with the first full sync.
     primed: SyncReport,
-    /// Virtual servers the priming added whose addresses wait for their nftables elements.
-    unbound_primed: BTreeSet<VirtualServerId>,
     /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
@@ -133,7 +131,6 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter_full: false,
             adopted: false,
             primed: SyncReport::default(),
-            unbound_primed: BTreeSet::new(),
             ownership: None,
             ownership_changed: false,
             stale: BTreeSet::new(),
@@ -191,8 +188,6 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// period (a full reconcile when there is no verification).
     pub async fn run(mut self) {
         self.prime_until_lists_complete().await;
-        // The full sync binds whatever the priming did not.
-        self.unbound_primed.clear();
         tracing::info!("first lists complete; reconciling everything");
         // Due at once and full: the first sync adopts the kernel's state and reads the node's
         // addresses before anything is planned.

@@ -3,21 +3,18 @@
 //! adding meanwhile. Only additions: a list not yet complete cannot say what is no longer
 //! wanted, so deletions, unbinds and graceful removals (a real server not yet listed looks
 //! removed) wait for the full sync that follows the complete lists. And only the virtual
-//! servers of addresses this proxy binds, each address bound only after its virtual servers'
-//! nftables elements are written (once the table is set up): traffic reaches no half-made data
-//! path. NodePorts, on node addresses that traffic reaches anyway, are left to the full sync.
+//! servers of addresses this proxy binds, without binding them: traffic reaches none of them
+//! before the full sync binds their addresses and writes their nftables elements, so no
+//! connection meets a half-made data path (a NodePort, on a node address, would: it is left to
+//! the full sync too).
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use ipvs::{Operation, VirtualServerId};
 use model::{GracefulRemovals, Scope, Step};
-use netfilter::{ServiceFilter, Target};
 use tokio::time::Instant;
 
 use super::{SyncLoop, SyncObserver, SyncReport};
-use crate::filter_state::filter_updates;
 use crate::kernel::Kernel;
 
 /// Arrivals gathered into one priming step: long enough that a list's objects go as big
@@ -56,70 +53,35 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 tracing::info!("adopted the kernel's state; adding what the lists want as they arrive");
                 self.adopted = true;
             }
+            self.prime().await;
             // The nftables table's setup (`nft`, the host's iptables looked at) is no work of
-            // the lists: done while they arrive, once the Node (its pod CIDRs) is known.
+            // the lists: done while they arrive, once the Node (its pod CIDRs) is known. No
+            // element is written before the full sync.
             if self.filter.is_none() && self.shared.node_listed() {
                 self.start_filter(&mut SyncReport::default());
             }
-            self.prime().await;
         }
     }
 
-    /// Adds what the changes since the last call want, then binds the addresses whose virtual
-    /// servers have their nftables elements.
+    /// Adds what the changes since the last call want.
     async fn prime(&mut self) {
+        let start = Instant::now();
         let steps: Vec<Step> = {
             let mut state = self.shared.lock();
             let changes = state.model.take_changes();
-            let desired = state.model.desired();
-            let bound_here = |id: &VirtualServerId| id.addr().is_some_and(|a| desired.wants_address(&a));
-            self.unbound_primed.extend(changes.virtual_servers.iter().filter(|id| bound_here(id)));
+            if changes.is_empty() {
+                return;
+            }
             // A scratch record: a graceful removal begun on a partial list would be wrong.
             let mut graceful = GracefulRemovals::new();
             let plan = state.model.plan(&self.observed, &Scope::Only(changes), &mut graceful, self.epoch.elapsed());
+            let desired = state.model.desired();
+            let bound_here = |id: &VirtualServerId| id.addr().is_some_and(|a| desired.wants_address(&a));
             plan.steps.into_iter().filter(|s| primes(s, bound_here)).collect()
         };
-        self.run_primed(steps).await;
-        let binds = self.primed_binds();
-        self.run_primed(binds).await;
-    }
-
-    /// The binds of the primed virtual servers' addresses, once their nftables elements are
-    /// written (none while the table is not set up yet: they wait, for a later step or the
-    /// full sync).
-    fn primed_binds(&mut self) -> Vec<Step> {
-        let waiting_for_table = self.filter.is_none() && self.filter_starter.is_some();
-        if self.unbound_primed.is_empty() || waiting_for_table {
-            return Vec::new();
-        }
-        let ids = std::mem::take(&mut self.unbound_primed);
-        let (filters, binds): (Vec<(Target, ServiceFilter)>, BTreeSet<IpAddr>) = {
-            let state = self.shared.lock();
-            let filters = filter_updates(&state.model, &ids).into_iter().filter_map(|(t, f)| Some((t, f?))).collect();
-            let desired = state.model.desired();
-            let binds = ids
-                .iter()
-                .filter_map(VirtualServerId::addr)
-                .filter(|a| desired.wants_address(a) && !self.observed.is_bound(a))
-                .collect();
-            (filters, binds)
-        };
-        if let Some(filter) = self.filter.as_mut()
-            && let Err(e) = filter.prime(filters)
-        {
-            // Unbound until the full sync writes the elements and binds them.
-            tracing::debug!(error = &e as &dyn std::error::Error, "nftables elements not primed");
-            return Vec::new();
-        }
-        binds.into_iter().map(Step::Bind).collect()
-    }
-
-    /// Runs primed steps, reported with the full sync that follows.
-    async fn run_primed(&mut self, steps: Vec<Step>) {
         if steps.is_empty() {
             return;
         }
-        let start = Instant::now();
         let mut report = SyncReport::default();
         let mut address_time = Duration::ZERO;
         let planned = steps.len();

@@ -37,11 +37,7 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     }
     let shared = cluster(2);
     let reports = Arc::new(Mutex::new(Reports::default()));
-    let filter = PrimingFilter { kernel: kernel.clone(), primed: Arc::default() };
-    let starter = filter.clone();
-    let sync = SyncLoop::new(kernel.clone(), shared.clone(), reports.clone(), settings())
-        .with_filter_starter(Box::new(move |_: &[ipnet::IpNet]| Ok(Box::new(starter.clone()) as Box<dyn Filter>)));
-    let task = tokio::spawn(sync.run());
+    let task = tokio::spawn(SyncLoop::new(kernel.clone(), shared.clone(), reports.clone(), settings()).run());
     shared.feed(Update::Service(Change::Listed));
     shared.feed(Update::EndpointSlice(Change::Listed));
     shared.feed(Update::Node(Change::<Node>::Listed));
@@ -57,16 +53,11 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
             "add real server 10.244.1.2:8080 to TCP 10.96.0.1:80",
             "add real server 10.244.1.2:8080 to TCP 10.96.0.2:80",
             "add virtual server TCP 10.96.0.2:80",
-            "bind 10.96.0.1",
-            "bind 10.96.0.2",
         ]
     );
-    // ...each address bound only after its virtual server's nftables elements were written
-    // (no traffic meets a half-made data path); nothing is deleted, unbound or drained, and no
-    // sync is reported.
-    let old_bound: IpAddr = "10.96.0.99".parse().unwrap();
-    assert_eq!(*filter.primed.lock().unwrap(), [(2, vec![old_bound])], "elements of both, before their binds");
-    assert!(kernel.mem().bound.contains(&old_bound) && kernel.mem().bound.len() == 3);
+    // ...but nothing is bound (no traffic reaches a virtual server before the full sync writes
+    // its nftables elements too), deleted, unbound or drained, and no sync is reported.
+    assert!(kernel.mem().bound.contains(&"10.96.0.99".parse().unwrap()) && kernel.mem().bound.len() == 1);
     assert!(kernel.mem().services[&gone].1.contains_key(&old.id));
     assert_eq!(kernel.mem().services[&svc0].1[&old.id].weight, 1);
     assert!(reports.lock().unwrap().0.is_empty());
@@ -82,11 +73,14 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     // It reports the priming's writes too (metrics count every kernel write).
     assert_eq!(first.steps.get(&("add_real_server", true)), Some(&4), "{first}");
     assert_eq!(first.steps.get(&("bind_address", true)), Some(&2), "{first}");
-    // The complete lists: the deleted Service goes, the removed endpoint drains (its count is
-    // as old as the priming's dump), and the priming's dump served the full sync.
+    // The complete lists: the addresses are bound, the deleted Service goes, the removed
+    // endpoint drains (its count is as old as the priming's dump), and the priming's dump
+    // served the full sync.
     assert_eq!(
         kernel.writes(),
         [
+            "bind 10.96.0.1",
+            "bind 10.96.0.2",
             "update real server 10.244.9.9:8080 of TCP 10.96.0.1:80",
             "delete virtual server TCP 10.96.0.99:80",
             "unbind 10.96.0.99",
@@ -263,32 +257,6 @@ async fn on_node_addresses_only_recorded_virtual_servers_are_deleted() {
     assert!(kernel.mem().services.contains_key(&foreign));
     assert!(record.read().unwrap().is_empty(), "the deleted leftover left the record");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A filter that records, at each priming, how many virtual servers' elements it was given and
-/// which addresses were bound then.
-#[derive(Clone)]
-struct PrimingFilter {
-    kernel: MemoryKernel,
-    primed: Arc<Mutex<Vec<Primed>>>,
-}
-
-/// How many virtual servers' elements one priming wrote, and the addresses bound then.
-type Primed = (usize, Vec<IpAddr>);
-
-impl Filter for PrimingFilter {
-    fn apply(&mut self, _work: FilterWork) -> Result<usize, netfilter::NftError> {
-        Ok(0)
-    }
-
-    fn prime(
-        &mut self,
-        filters: Vec<(netfilter::Target, netfilter::ServiceFilter)>,
-    ) -> Result<usize, netfilter::NftError> {
-        let bound = self.kernel.mem().bound.iter().copied().collect();
-        self.primed.lock().unwrap().push((filters.len(), bound));
-        Ok(filters.len())
-    }
 }
 
 /// A filter that records what it was asked.
