@@ -39,6 +39,9 @@ use verification::Verification;
 /// encoded requests and their results never all sit in memory at once.
 const MAX_BATCH: usize = 8192;
 
+/// An incremental sync at least this long logs where its time went.
+const SLOW_SYNC: Duration = Duration::from_millis(20);
+
 /// At most this many failures are logged one by one per sync; the rest are counted.
 const LOGGED_FAILURES: usize = 20;
 
@@ -256,8 +259,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
         let now = self.epoch.elapsed();
-        let (plan, pending_since, filter_work) = {
+        let before_lock = Instant::now();
+        let (plan, pending_since, filter_work, lock_wait) = {
             let mut state = self.shared.lock();
+            let lock_wait = before_lock.elapsed();
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
             changes.merge(std::mem::take(&mut self.verification.found));
@@ -287,7 +292,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             report.trigger_times = pending.trigger_times;
             report.service_changes = pending.service_changes;
             report.endpoint_changes = pending.endpoint_changes;
-            (plan, state.health.pending_since.take(), filter_work)
+            (plan, state.health.pending_since.take(), filter_work, lock_wait)
         };
         report.plan_steps = plan.len();
         if full {
@@ -365,11 +370,14 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         self.forget_stale_flows(&mut report).await;
 
         report.duration = start.elapsed();
-        if full {
-            // Where a full sync's time goes (a cold start is one): rare enough for info level.
+        if full || report.duration >= SLOW_SYNC {
+            // Where a full sync's time goes (a cold start is one), or a slow one's: rare
+            // enough for info level.
             tracing::info!(
-                "full sync phases: observe and plan {:.3?}, IPVS {:.3?}, addresses {:.3?}, nftables {:.3?}",
+                "{} sync phases: observe and plan {:.3?} (of which waiting for the model {:.3?}), IPVS {:.3?}, addresses {:.3?}, nftables {:.3?}",
+                if full { "full" } else { "slow" },
                 planned,
+                lock_wait,
                 (executed - planned).saturating_sub(address_time),
                 address_time,
                 report.duration - executed
