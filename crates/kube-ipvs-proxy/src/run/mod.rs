@@ -111,7 +111,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let table = netfilter::FilterConfig::new(Vec::new()).table;
     let reader = NetlinkReader::new(reader_client, link.clone()).with_filter_sets(netfilter::SetReader::new(&table));
     let verify =
-        VerifySettings { virtual_servers: settings.sync_period, real_servers: settings.real_server_verify_period };
+        VerifySettings {
+            virtual_servers: settings.sync_period,
+            real_servers: settings.real_server_verify_period,
+            own_thread: true,
+        };
     let kernel = NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
     let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings)
