@@ -60,10 +60,6 @@ pub struct VerifySettings {
     /// Every virtual server's real servers, and the dummy link's addresses, are read once
     /// this often.
     pub real_servers: Duration,
-    /// Whether the reads run on a thread of their own at the lowest CPU priority (nice 19),
-    /// so that decoding a list of thousands never takes a CPU from the loop or the watches
-    /// (the daemon); else on the loop's runtime (unit tests, whose paused time needs it).
-    pub own_thread: bool,
 }
 
 /// One read, with the loop's write clock as it began.

@@ -110,11 +110,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
         .context(|| "cannot open the IPVS netlink family".into())?;
     let table = netfilter::FilterConfig::new(Vec::new()).table;
     let reader = NetlinkReader::new(reader_client, link.clone()).with_filter_sets(netfilter::SetReader::new(&table));
-    let verify = VerifySettings {
-        virtual_servers: settings.sync_period,
-        real_servers: settings.real_server_verify_period,
-        own_thread: true,
-    };
+    let verify =
+        VerifySettings { virtual_servers: settings.sync_period, real_servers: settings.real_server_verify_period };
     let kernel = NetlinkKernel::new(client, link);
     let sync_settings = SyncSettings { sync_period: settings.sync_period, min_sync_period: settings.min_sync_period };
     let mut sync = SyncLoop::new(kernel, shared, observer, sync_settings)

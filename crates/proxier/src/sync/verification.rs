@@ -56,19 +56,6 @@ pub(super) struct Verification {
     pub counted: Vec<VirtualServerId>,
     /// The virtual servers with graceful removals pending, which the task counts.
     pending: Arc<Mutex<Vec<VirtualServerId>>>,
-    /// Whether the task runs on a thread of its own ([`VerifySettings::own_thread`]).
-    own_thread: bool,
-}
-
-/// Lowers the calling thread's CPU priority to nice 19 (threads it makes inherit it); a
-/// failure leaves it as it is (the reads are merely less polite).
-fn lowest_priority() {
-    // SAFETY: gettid and setpriority take no pointers; PRIO_PROCESS with a thread id sets
-    // that thread's nice value on Linux.
-    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    if set != 0 {
-        tracing::debug!("verification thread keeps its priority: {}", std::io::Error::last_os_error());
-    }
 }
 
 impl Verification {
@@ -76,35 +63,16 @@ impl Verification {
         let start: Start = Box::new(move |ids, clock, pending, to_loop| {
             Box::pin(verify(reader, settings, clock, ids, pending, to_loop))
         });
-        Verification { start: Some(start), own_thread: settings.own_thread, ..Verification::default() }
+        Verification { start: Some(start), ..Verification::default() }
     }
 
-    /// Spawns the verification task, once; the receiver of its reads (`None` when no thread
-    /// could be made for it: the loop then falls back to full reconciles).
+    /// Spawns the verification task, once; the receiver of its reads.
     pub fn spawn(&mut self, observed: &Observed) -> Option<mpsc::Receiver<Reading>> {
         let start = self.start.take()?;
         let (to_loop, readings) = mpsc::channel(READINGS_QUEUED);
         let ids = observed.virtual_servers().map(|(id, _)| *id).collect();
-        let task = start(ids, self.clock.clone(), self.pending.clone(), to_loop);
-        if !self.own_thread {
-            tokio::spawn(task);
-            return Some(readings);
-        }
-        // Its sockets stay registered with the daemon's runtime, which wakes this one.
-        let spawned = std::thread::Builder::new().name("verification".into()).spawn(move || {
-            lowest_priority();
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(task),
-                Err(e) => tracing::error!(error = &e as &dyn std::error::Error, "no runtime for the verification"),
-            }
-        });
-        match spawned {
-            Ok(_) => Some(readings),
-            Err(e) => {
-                tracing::error!(error = &e as &dyn std::error::Error, "no thread for the verification");
-                None
-            }
-        }
+        tokio::spawn(start(ids, self.clock.clone(), self.pending.clone(), to_loop));
+        Some(readings)
     }
 
     /// Tells the task which virtual servers have graceful removals pending.

@@ -14,11 +14,8 @@ use crate::shared::Shared;
 use crate::sync::SyncLoop;
 use crate::verify::VerifySettings;
 
-const VERIFY: VerifySettings = VerifySettings {
-    virtual_servers: Duration::from_secs(30),
-    real_servers: Duration::from_secs(60),
-    own_thread: false,
-};
+const VERIFY: VerifySettings =
+    VerifySettings { virtual_servers: Duration::from_secs(30), real_servers: Duration::from_secs(60) };
 
 fn vs(i: usize) -> VirtualServerId {
     tcp(&format!("10.96.0.{}", i + 1))
