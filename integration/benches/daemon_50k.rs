@@ -4,7 +4,9 @@
 //! measured in the same run, afterwards in a namespace of its own (`ipvsadm -R` of the same
 //! rules plus `ip -batch` of the same addresses). Exits non-zero when the target is missed.
 //!
-//! Sizes can be changed with `KIP_SCALE_SERVICES` and `KIP_SCALE_ENDPOINTS`.
+//! Sizes can be changed with `KIP_SCALE_SERVICES` and `KIP_SCALE_ENDPOINTS`. The fake API
+//! server holds the 100,000 objects in this process (about 800 MiB): run it with more guest
+//! memory than the default 2 GiB, `VM_MEM=8192 integration/bench daemon_50k`.
 
 #[path = "../tests/daemon_support/mod.rs"]
 mod daemon_support;
