@@ -347,6 +347,23 @@ impl ElementSocket {
     }
 }
 
+/// Runs `call` on the socket in `slot`, opened first if there is none; the socket is kept for
+/// the next call unless it failed itself (one the kernel merely answered with an error is kept).
+pub(crate) fn with_socket<T>(
+    slot: &mut Option<ElementSocket>,
+    call: impl FnOnce(&mut ElementSocket) -> Result<T, NfnetlinkError>,
+) -> Result<T, NfnetlinkError> {
+    let mut socket = match slot.take() {
+        Some(socket) => socket,
+        None => ElementSocket::open()?,
+    };
+    let result = call(&mut socket);
+    if !matches!(result, Err(NfnetlinkError::Io { .. })) {
+        *slot = Some(socket);
+    }
+    result
+}
+
 impl ElementSocket {
     /// Every element of set `set` of the `inet` table `table` (one dump).
     pub fn list(&mut self, table: &str, set: &str) -> Result<Vec<ElementBytes>, NfnetlinkError> {

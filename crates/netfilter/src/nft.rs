@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use crate::elements::{ElementBytes, ElementSocket, Transaction, element_bytes};
+use crate::elements::{ElementBytes, ElementSocket, Transaction, element_bytes, with_socket};
 use crate::nfnetlink::NfnetlinkError;
 use crate::script::{
     DIGEST_SET, FilterConfig, changes_digest, delete_table_script, digest_script, full_script, parse_digest,
@@ -425,14 +425,7 @@ impl Netfilter {
         let error = |source| NftError::Elements { table: table.clone(), operation: "list a set", source };
         let want: HashSet<ElementBytes> =
             self.applied.elements().filter(|e| crate::script::in_set(e, set)).map(element_bytes).collect();
-        let mut socket = match self.elements.take() {
-            Some(socket) => socket,
-            None => ElementSocket::open().map_err(error)?,
-        };
-        let listed = socket.list(&table, set);
-        if !matches!(listed, Err(NfnetlinkError::Io { .. })) {
-            self.elements = Some(socket);
-        }
+        let listed = with_socket(&mut self.elements, |socket| socket.list(&table, set));
         let listed: HashSet<ElementBytes> = listed.map_err(error)?.into_iter().collect();
         let extra: Vec<ElementBytes> = listed.difference(&want).cloned().collect();
         let missing: Vec<ElementBytes> = want.difference(&listed).cloned().collect();
@@ -458,16 +451,7 @@ impl Netfilter {
     fn run_elements(&mut self, transaction: Transaction, operation: &'static str) -> Result<(), NftError> {
         let table = self.config.table.clone();
         let error = |source| NftError::Elements { table: table.clone(), operation, source };
-        let mut socket = match self.elements.take() {
-            Some(socket) => socket,
-            None => ElementSocket::open().map_err(error)?,
-        };
-        let result = socket.run(transaction, operation);
-        // A socket that failed is replaced; one the kernel merely answered is kept.
-        if !matches!(result, Err(NfnetlinkError::Io { .. })) {
-            self.elements = Some(socket);
-        }
-        result.map_err(error)
+        with_socket(&mut self.elements, |socket| socket.run(transaction, operation)).map_err(error)
     }
 
     fn write(&mut self, changes: &ElementChanges) -> Result<usize, NftError> {

@@ -8,8 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::elements::{ElementBytes, ElementSocket, element_bytes};
-use crate::nfnetlink::NfnetlinkError;
+use crate::elements::{ElementBytes, ElementSocket, element_bytes, with_socket};
 use crate::nft::NftError;
 use crate::script::set_name;
 use crate::state::{Element, ElementChanges, FilterState};
@@ -81,14 +80,7 @@ impl SetReader {
     pub fn digest(&mut self, set: &str) -> Result<u64, NftError> {
         let table = self.table.clone();
         let error = |source| NftError::Elements { table: table.clone(), operation: "list a set", source };
-        let mut socket = match self.socket.take() {
-            Some(socket) => socket,
-            None => ElementSocket::open().map_err(error)?,
-        };
-        let listed = socket.list(&self.table, set);
-        if !matches!(listed, Err(NfnetlinkError::Io { .. })) {
-            self.socket = Some(socket);
-        }
+        let listed = with_socket(&mut self.socket, |socket| socket.list(&self.table, set));
         Ok(digest_of(&listed.map_err(error)?))
     }
 }
