@@ -333,15 +333,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             let rebuilding = matches!(work, FilterWork::Rebuild(_));
-            // Odd while writing, as for IPVS: a set read that began before cannot vouch for
-            // what this wrote (if anything: most syncs write no element).
-            let writing = self.verification.clock.tick();
-            let applied = filter.apply(work);
-            if !matches!(applied, Ok(0)) {
-                self.verification.filter_written = writing;
-            }
-            self.verification.clock.tick();
-            match applied {
+            match self.verification.write_filter(|| filter.apply(work)) {
                 Ok(n) => {
                     self.filter_full = false;
                     if n > 0 {
@@ -451,13 +443,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let sets = std::mem::take(&mut self.verification.filter_repairs);
         let Some(filter) = self.filter.as_mut() else { return };
         for set in sets {
-            let writing = self.verification.clock.tick();
-            let repaired = filter.repair_set(&set);
-            if !matches!(repaired, Ok(0)) {
-                self.verification.filter_written = writing;
-            }
-            self.verification.clock.tick();
-            match repaired {
+            match self.verification.write_filter(|| filter.repair_set(&set)) {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(set, elements = n, "nftables set differed from what was written; repaired"),
                 Err(e) => {

@@ -45,7 +45,7 @@ pub(super) struct Verification {
     pub sweep: bool,
     /// When the nftables sets were last written (by the clock): a set read that began before
     /// cannot vouch for them.
-    pub filter_written: u64,
+    filter_written: u64,
     /// nftables sets whose digest differed from what was applied: the next sync compares them
     /// element by element and repairs them.
     pub filter_repairs: Vec<String>,
@@ -82,6 +82,19 @@ impl Verification {
         if let Ok(mut pending) = self.pending.lock() {
             *pending = ids;
         }
+    }
+
+    /// Runs `write` of the nftables sets (it returns how many elements it wrote) with the
+    /// clock odd meanwhile, as for IPVS: a set read that began before cannot vouch for what it
+    /// wrote, if anything (most syncs write no element).
+    pub fn write_filter<E>(&mut self, write: impl FnOnce() -> Result<usize, E>) -> Result<usize, E> {
+        let writing = self.clock.tick();
+        let written = write();
+        if !matches!(written, Ok(0)) {
+            self.filter_written = writing;
+        }
+        self.clock.tick();
+        written
     }
 
     /// Notes that `step` is being written now.
