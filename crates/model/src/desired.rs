@@ -76,8 +76,10 @@ pub struct DesiredVirtualServer {
 /// updates, and the other is reported in a warning.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
+    /// Boxed: a map's nodes are half empty after ordered inserts, and a desired virtual server
+    /// is a few hundred bytes; boxed, the empty slots cost a pointer each.
     #[serde(with = "crate::serde_pairs")]
-    pub(crate) virtual_servers: BTreeMap<VirtualServerId, DesiredVirtualServer>,
+    pub(crate) virtual_servers: BTreeMap<VirtualServerId, Box<DesiredVirtualServer>>,
     /// Each address to bind with how many desired virtual servers need it.
     #[serde(with = "crate::serde_pairs")]
     pub(crate) addresses: BTreeMap<IpAddr, u32>,
@@ -91,12 +93,12 @@ impl DesiredState {
 
     /// All desired virtual servers, ordered by id.
     pub fn virtual_servers(&self) -> impl ExactSizeIterator<Item = (&VirtualServerId, &DesiredVirtualServer)> {
-        self.virtual_servers.iter()
+        self.virtual_servers.iter().map(|(id, vs)| (id, &**vs))
     }
 
     /// The desired virtual server `id`, if any.
     pub fn virtual_server(&self, id: &VirtualServerId) -> Option<&DesiredVirtualServer> {
-        self.virtual_servers.get(id)
+        self.virtual_servers.get(id).map(|vs| &**vs)
     }
 
     /// The addresses to bind on kube-ipvs0, ordered.
@@ -132,7 +134,7 @@ impl DesiredState {
         {
             *self.addresses.entry(addr).or_insert(0) += 1;
         }
-        self.virtual_servers.insert(vs.server.id, vs);
+        self.virtual_servers.insert(vs.server.id, Box::new(vs));
     }
 
     /// Removes `id` and, if it bound, its claim on its address.
@@ -147,7 +149,7 @@ impl DesiredState {
                 self.addresses.remove(&addr);
             }
         }
-        Some(removed)
+        Some(*removed)
     }
 }
 

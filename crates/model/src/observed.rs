@@ -51,8 +51,9 @@ pub struct VerifiedVirtualServers {
 /// [`Observed::apply`] for every step that succeeded, so that incremental plans need no dump.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
+    /// Boxed, as in [`crate::DesiredState`]: the map's half-empty nodes then cost pointers.
     #[serde(with = "crate::serde_pairs")]
-    virtual_servers: BTreeMap<VirtualServerId, ObservedVirtualServer>,
+    virtual_servers: BTreeMap<VirtualServerId, Box<ObservedVirtualServer>>,
     bound: BTreeSet<IpAddr>,
     /// Virtual servers this proxy created or manages: on an address not bound on kube-ipvs0 (a
     /// node address) nothing else proves them this proxy's, so the plan deletes only these there.
@@ -84,7 +85,8 @@ impl Observed {
             .iter()
             .map(|d| (d.server.id, ObservedRealServer { server: d.server, connections: d.connections, counted: true }))
             .collect();
-        self.virtual_servers.insert(vs.server.id, ObservedVirtualServer { server: vs.server.clone(), real_servers });
+        self.virtual_servers
+            .insert(vs.server.id, Box::new(ObservedVirtualServer { server: vs.server.clone(), real_servers }));
     }
 
     /// Forgets virtual server `id`, as when the kernel no longer lists it.
@@ -132,10 +134,9 @@ impl Observed {
         match op {
             Operation::AddVirtualServer(vs) => {
                 self.ours.insert(vs.id);
-                self.virtual_servers
-                    .entry(vs.id)
-                    .and_modify(|o| o.server = vs.clone())
-                    .or_insert_with(|| ObservedVirtualServer { server: vs.clone(), real_servers: BTreeMap::new() });
+                self.virtual_servers.entry(vs.id).and_modify(|o| o.server = vs.clone()).or_insert_with(|| {
+                    Box::new(ObservedVirtualServer { server: vs.clone(), real_servers: BTreeMap::new() })
+                });
             }
             Operation::UpdateVirtualServer(vs) => {
                 if let Some(o) = self.virtual_servers.get_mut(&vs.id) {
@@ -209,7 +210,8 @@ impl Observed {
         let fresh = |d: &RealServerEntry| ObservedRealServer { server: d.server, connections: d.connections, counted };
         let Some(o) = self.virtual_servers.get_mut(&server.id) else {
             let real_servers = dests.iter().map(|d| (d.server.id, fresh(d))).collect();
-            self.virtual_servers.insert(server.id, ObservedVirtualServer { server: server.clone(), real_servers });
+            self.virtual_servers
+                .insert(server.id, Box::new(ObservedVirtualServer { server: server.clone(), real_servers }));
             return true;
         };
         let same = o.real_servers.len() == dests.len()
@@ -253,12 +255,12 @@ impl Observed {
 
     /// All observed virtual servers, ordered by id.
     pub fn virtual_servers(&self) -> impl ExactSizeIterator<Item = (&VirtualServerId, &ObservedVirtualServer)> {
-        self.virtual_servers.iter()
+        self.virtual_servers.iter().map(|(id, vs)| (id, &**vs))
     }
 
     /// Observed virtual server `id`, if any.
     pub fn virtual_server(&self, id: &VirtualServerId) -> Option<&ObservedVirtualServer> {
-        self.virtual_servers.get(id)
+        self.virtual_servers.get(id).map(|vs| &**vs)
     }
 
     /// The addresses bound on kube-ipvs0, ordered.
