@@ -1,6 +1,6 @@
 //! One Service with its slices turned into desired virtual servers and its [`ServiceInfo`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipvs::{Family, RealServer, ServiceFlags, VirtualServer, VirtualServerId};
@@ -55,10 +55,7 @@ pub(crate) fn build_service<'a>(
                 };
                 out.push(DesiredVirtualServer {
                     server: virtual_server(id, svc),
-                    real_servers: real
-                        .iter()
-                        .map(|r| (*r, RealServer::new(r.addr, r.port, 1)))
-                        .collect::<BTreeMap<_, _>>(),
+                    real_servers: real.iter().map(|r| RealServer::new(r.addr, r.port, 1)).collect(),
                     origin: origin.clone(),
                     kind,
                     masquerade: masquerade(kind, svc, config),

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipvs::{RealServer, RealServerId, VirtualServer, VirtualServerId};
+use ipvs::{RealServer, VirtualServer, VirtualServerId};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{ServiceKey, ServicePortRef};
+use crate::real_servers::RealServers;
 use ipnet::IpNet;
 
 /// Which address of a Service a virtual server listens on.
@@ -47,9 +48,8 @@ pub enum Masquerade {
 pub struct DesiredVirtualServer {
     /// Its configuration (scheduler, persistence flags, timeout, netmask).
     pub server: VirtualServer,
-    /// Its real servers by id, weight 1, masquerade forwarding.
-    #[serde(with = "crate::serde_pairs")]
-    pub real_servers: BTreeMap<RealServerId, RealServer>,
+    /// Its real servers, weight 1, masquerade forwarding.
+    pub real_servers: RealServers<RealServer>,
     /// The Service port it serves.
     pub origin: ServicePortRef,
     /// Which address of the Service it listens on.

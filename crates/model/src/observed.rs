@@ -10,6 +10,7 @@ use ipvs::{
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Step;
+use crate::real_servers::RealServers;
 
 /// A real server as observed, with the connection counters graceful removal waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +33,7 @@ pub struct ObservedVirtualServer {
     /// Its configuration (flags may include the kernel's `HASHED` bit).
     pub server: VirtualServer,
     /// Its real servers.
-    #[serde(with = "crate::serde_pairs")]
-    pub real_servers: BTreeMap<RealServerId, ObservedRealServer>,
+    pub real_servers: RealServers<ObservedRealServer>,
 }
 
 /// What [`Observed::verify_virtual_servers`] found.
@@ -83,7 +83,7 @@ impl Observed {
     pub fn replace_virtual_server(&mut self, vs: &VirtualServerEntry, dests: &[RealServerEntry]) {
         let real_servers = dests
             .iter()
-            .map(|d| (d.server.id, ObservedRealServer { server: d.server, connections: d.connections, counted: true }))
+            .map(|d| ObservedRealServer { server: d.server, connections: d.connections, counted: true })
             .collect();
         self.virtual_servers
             .insert(vs.server.id, Box::new(ObservedVirtualServer { server: vs.server.clone(), real_servers }));
@@ -135,7 +135,7 @@ impl Observed {
             Operation::AddVirtualServer(vs) => {
                 self.ours.insert(vs.id);
                 self.virtual_servers.entry(vs.id).and_modify(|o| o.server = vs.clone()).or_insert_with(|| {
-                    Box::new(ObservedVirtualServer { server: vs.clone(), real_servers: BTreeMap::new() })
+                    Box::new(ObservedVirtualServer { server: vs.clone(), real_servers: RealServers::new() })
                 });
             }
             Operation::UpdateVirtualServer(vs) => {
@@ -149,11 +149,16 @@ impl Observed {
             }
             Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
                 if let Some(o) = self.virtual_servers.get_mut(id) {
-                    o.real_servers.entry(rs.id).and_modify(|r| r.server = *rs).or_insert(ObservedRealServer {
-                        server: *rs,
-                        connections: ConnectionCounts::default(),
-                        counted: false,
-                    });
+                    match o.real_servers.get_mut(&rs.id) {
+                        Some(r) => r.server = *rs,
+                        None => {
+                            o.real_servers.insert(ObservedRealServer {
+                                server: *rs,
+                                connections: ConnectionCounts::default(),
+                                counted: false,
+                            });
+                        }
+                    }
                 }
             }
             Operation::DeleteRealServer(id, rs) => {
@@ -209,7 +214,7 @@ impl Observed {
     pub fn verify_real_servers(&mut self, server: &VirtualServer, dests: &[RealServerEntry], counted: bool) -> bool {
         let fresh = |d: &RealServerEntry| ObservedRealServer { server: d.server, connections: d.connections, counted };
         let Some(o) = self.virtual_servers.get_mut(&server.id) else {
-            let real_servers = dests.iter().map(|d| (d.server.id, fresh(d))).collect();
+            let real_servers = dests.iter().map(fresh).collect();
             self.virtual_servers
                 .insert(server.id, Box::new(ObservedVirtualServer { server: server.clone(), real_servers }));
             return true;
@@ -226,7 +231,7 @@ impl Observed {
                 }
             }
         } else {
-            o.real_servers = dests.iter().map(|d| (d.server.id, fresh(d))).collect();
+            o.real_servers = dests.iter().map(fresh).collect();
         }
         !same
     }

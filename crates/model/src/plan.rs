@@ -203,7 +203,8 @@ fn plan_virtual_server(
     }
     // Removals first, so that a destination's slot is free before its replacement arrives.
     let tcp = matches!(id, VirtualServerId::Tuple { protocol: Protocol::Tcp, .. });
-    for (rs_id, rs) in &o.real_servers {
+    for rs in &o.real_servers {
+        let rs_id = &rs.server.id;
         if d.real_servers.contains_key(rs_id) {
             continue;
         }
@@ -222,7 +223,8 @@ fn plan_virtual_server(
             steps.push(Step::Kernel(Operation::DeleteRealServer(id, *rs_id)));
         }
     }
-    for (rs_id, rs) in &d.real_servers {
+    for rs in &d.real_servers {
+        let rs_id = &rs.id;
         graceful.finish(&id, rs_id);
         match o.real_servers.get(rs_id) {
             None => steps.push(Step::Kernel(Operation::AddRealServer(id, *rs))),

@@ -172,7 +172,10 @@ fn graceful_removal_deletes_when_connections_end_or_time_is_up() {
         let mut graceful = GracefulRemovals::new();
         let p = m.plan(&observed, &Scope::Only(changes), &mut graceful, T0);
         apply(&mut observed, &p);
-        assert_eq!(observed.virtual_server(&vs).unwrap().real_servers[&rs("10.0.0.2", 8080)].server.weight, 0);
+        assert_eq!(
+            observed.virtual_server(&vs).unwrap().real_servers.get(&rs("10.0.0.2", 8080)).unwrap().server.weight,
+            0
+        );
         observed.set_connections(&vs, &rs("10.0.0.2", 8080), counts);
         // Nothing changed since: the caller (the daemon's verification) puts the virtual server
         // with a pending removal in the scope.

@@ -191,7 +191,7 @@ fn is_excluded(config: &Config, addr: &IpAddr) -> bool {
 /// Records a fresh count of no connections on every real server of `kernel`.
 fn count_every_real_server_idle(kernel: &mut Observed) {
     let all: Vec<(VirtualServerId, RealServerId)> =
-        kernel.virtual_servers().flat_map(|(id, v)| v.real_servers.keys().map(move |r| (*id, *r))).collect();
+        kernel.virtual_servers().flat_map(|(id, v)| v.real_servers.keys().map(move |r| (*id, r))).collect();
     for (vs, rs) in all {
         kernel.set_connections(&vs, &rs, ConnectionCounts::default());
     }
@@ -223,10 +223,11 @@ proptest! {
             prop_assert!(o.is_some(), "{} missing", id);
             let o = o.unwrap();
             prop_assert!(same_config(&d.server, &o.server), "{}: {:?} vs {:?}", id, d.server, o.server);
-            for (rs_id, rs) in &d.real_servers {
-                prop_assert_eq!(o.real_servers.get(rs_id).map(|r| r.server), Some(*rs));
+            for rs in &d.real_servers {
+                prop_assert_eq!(o.real_servers.get(&rs.id).map(|r| r.server), Some(*rs));
             }
-            for (rs_id, r) in &o.real_servers {
+            for r in &o.real_servers {
+                let rs_id = &r.server.id;
                 if !d.real_servers.contains_key(rs_id) {
                     prop_assert!(graceful.contains(id, rs_id) && r.server.weight == 0 && r.connections.total() > 0,
                         "{} {:?} left behind", id, rs_id);

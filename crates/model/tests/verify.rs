@@ -202,6 +202,6 @@ fn a_read_in_another_order_is_no_difference() {
     let mut dests = dests_of(&o, &web, 0);
     dests.reverse();
     assert!(!o.verify_real_servers(&server, &dests, false));
-    let ids: Vec<RealServerId> = o.virtual_server(&web).unwrap().real_servers.keys().copied().collect();
+    let ids: Vec<RealServerId> = o.virtual_server(&web).unwrap().real_servers.keys().collect();
     assert_eq!(ids.len(), 2);
 }
