@@ -179,11 +179,19 @@ impl FilterState {
 
     /// A state holding `services`; a later entry for the same target replaces an earlier one.
     pub fn from_services(services: impl IntoIterator<Item = (Target, ServiceFilter)>) -> FilterState {
-        let mut state = FilterState::new();
-        for (target, filter) in services {
-            state.set(target, Some(filter));
+        // Built in bulk, not entry by entry: maps filled in order keep their nodes half full,
+        // and every full sync builds a whole state (a cold start keeps it as the applied one).
+        let services: BTreeMap<Target, ServiceFilter> = services.into_iter().collect();
+        let mut all: Vec<Element> = services.iter().flat_map(|(t, f)| elements_of(t, f)).collect();
+        all.sort_unstable();
+        let mut counted: Vec<(Element, u32)> = Vec::new();
+        for element in all {
+            match counted.last_mut() {
+                Some((last, n)) if *last == element => *n += 1,
+                _ => counted.push((element, 1)),
+            }
         }
-        state
+        FilterState { services, elements: counted.into_iter().collect() }
     }
 
     /// Sets (`Some`) or removes (`None`) the filter of `target` and returns the element changes

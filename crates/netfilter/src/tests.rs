@@ -181,6 +181,35 @@ fn shared_elements_go_with_their_last_user() {
 }
 
 #[test]
+fn a_state_built_in_bulk_equals_one_built_entry_by_entry() {
+    let cluster_ip = tcp("10.96.0.10", 80);
+    let second_port = tcp("10.96.0.10", 443);
+    let node_port = tcp("192.168.0.5", 30080);
+    let pod = ("10.244.1.2", 8080);
+    let entries = [
+        (second_port, filter(MasqueradeRule::All, true, &[], &[])),
+        (cluster_ip, filter(MasqueradeRule::OutsideClusterPrefixes, true, &["10.0.0.0/8"], &[pod])),
+        (node_port, filter(MasqueradeRule::All, false, &[], &[pod])),
+        // A later entry for a target replaces the earlier one, its elements with it.
+        (second_port, filter(MasqueradeRule::OutsideClusterPrefixes, true, &[], &[])),
+    ];
+    let mut one_by_one = FilterState::new();
+    for (target, f) in entries.clone() {
+        one_by_one.set(target, Some(f));
+    }
+    let mut bulk = FilterState::from_services(entries);
+    assert_eq!(bulk, one_by_one);
+    assert!(!bulk.elements().any(|e| *e == Element::MasqueradeAll(second_port)));
+    // The counts came along: the shared hairpin and bound address go with their last users.
+    assert!(bulk.set(node_port, None).removed.iter().all(|e| !matches!(e, Element::Hairpin(_))));
+    let gone = bulk.set(cluster_ip, None);
+    assert!(gone.removed.contains(&Element::Hairpin(tcp("10.244.1.2", 8080))), "{gone:?}");
+    assert!(!gone.removed.contains(&Element::Bound(cluster_ip.addr)), "{gone:?}");
+    assert!(bulk.set(second_port, None).removed.contains(&Element::Bound(cluster_ip.addr)));
+    assert!(bulk.is_empty() && bulk.elements().len() == 0);
+}
+
+#[test]
 fn update_cancels_a_delete_and_re_add_within_one_batch() {
     let a = tcp("10.96.0.10", 80);
     let b = tcp("10.96.0.11", 80);
