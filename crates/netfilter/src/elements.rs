@@ -139,15 +139,31 @@ pub(crate) struct Step {
 }
 
 /// The messages of one transaction, in order, each with what it does.
-#[derive(Debug, Default)]
+///
+/// Each message is serialized as it is added and only its bytes are kept: a cold start's
+/// 40,000 elements held as message structures and then as bytes peaked at 8 MB more.
+#[derive(Debug)]
 pub(crate) struct Transaction {
     table: String,
-    messages: Vec<(Step, NfTablesMessage, u16)>,
+    /// The batch: its begin marker, then the messages (sequence numbers set by `encode`).
+    buffer: Vec<u8>,
+    /// Where each message starts in `buffer`, with what it does.
+    messages: Vec<(usize, Step)>,
+}
+
+/// Elements of one set waiting to become one message.
+struct Pending {
+    verb: &'static str,
+    set: String,
+    elements: Vec<ListAttribute<SetElementAttribute>>,
+    bytes: usize,
 }
 
 impl Transaction {
     pub fn new(table: &str) -> Transaction {
-        Transaction { table: table.to_string(), messages: Vec::new() }
+        let mut buffer = Vec::new();
+        put(&mut buffer, control(ControlMessage::BatchBegin), 0);
+        Transaction { table: table.to_string(), buffer, messages: Vec::new() }
     }
 
     /// Empties every element set and map (not the cluster prefixes, which are the skeleton's).
@@ -162,11 +178,11 @@ impl Transaction {
     fn flush(&mut self, set: String) {
         let attributes = vec![SetElementList::Table(self.table.clone()), SetElementList::Set(set.clone())];
         let message = NfTablesMessage::DeleteSetElement(SetElementMessage { attributes });
-        self.messages.push((Step { verb: "flush", set }, message, 0));
+        self.message(Step { verb: "flush", set }, message, 0);
     }
 
-    /// Deletes `removed`, then adds `added`, grouped by set, a message per set (or more for a
-    /// set with many).
+    /// Deletes `removed`, then adds `added`, a message per run of elements of one set (or
+    /// more for a long run).
     pub fn changes(&mut self, changes: &ElementChanges) {
         self.elements("delete", changes.removed.iter());
         self.elements("add", changes.added.iter());
@@ -174,9 +190,7 @@ impl Transaction {
 
     /// Adds or deletes elements given as bytes (what a listing of the kernel's set found).
     pub fn raw(&mut self, verb: &'static str, set: &str, elements: Vec<ElementBytes>) {
-        if !elements.is_empty() {
-            self.push(verb, set.to_string(), elements);
-        }
+        self.push(verb, elements.into_iter().map(|e| (set.to_string(), e)));
     }
 
     /// Adds `elements`.
@@ -187,50 +201,53 @@ impl Transaction {
     /// Replaces the recorded digest.
     pub fn digest(&mut self, digest: u64) {
         self.flush(DIGEST_SET.to_string());
-        self.push("add", DIGEST_SET.to_string(), vec![digest_bytes(digest)]);
+        self.push("add", std::iter::once((DIGEST_SET.to_string(), digest_bytes(digest))));
     }
 
     fn elements<'a>(&mut self, verb: &'static str, elements: impl Iterator<Item = &'a Element>) {
-        let mut by_set: std::collections::BTreeMap<String, Vec<ElementBytes>> = Default::default();
-        for e in elements {
-            by_set.entry(set_name(e)).or_default().push(element_bytes(e));
-        }
-        for (set, elements) in by_set {
-            self.push(verb, set, elements);
-        }
+        // An ordered state's elements come set by set (a set is one variant of one family),
+        // so runs are long; a set met again only costs another message.
+        self.push(verb, elements.map(|e| (set_name(e), element_bytes(e))));
     }
 
-    fn push(&mut self, verb: &'static str, set: String, elements: Vec<ElementBytes>) {
-        let mut chunk = Vec::new();
-        let mut bytes = 0;
-        let emit = |chunk: Vec<ListAttribute<SetElementAttribute>>, messages: &mut Vec<_>| {
-            let attributes = vec![
-                SetElementList::Table(self.table.clone()),
-                SetElementList::Set(set.clone()),
-                SetElementList::Elements(chunk),
-            ];
-            let message = SetElementMessage { attributes };
-            let (message, flags) = match verb {
-                "add" => (NfTablesMessage::NewSetElement(message), NLM_F_CREATE),
-                _ => (NfTablesMessage::DeleteSetElement(message), 0),
-            };
-            messages.push((Step { verb, set: set.clone() }, message, flags));
-        };
-        for e in elements {
+    /// A message per run of elements of one set, split before the list outgrows its attribute.
+    fn push(&mut self, verb: &'static str, elements: impl Iterator<Item = (String, ElementBytes)>) {
+        let mut pending: Option<Pending> = None;
+        for (set, e) in elements {
+            if let Some(p) = pending.take_if(|p| p.set != set || p.bytes >= MAX_ELEMENT_BYTES) {
+                self.emit(p);
+            }
+            let p = pending.get_or_insert_with(|| Pending { verb, set, elements: Vec::new(), bytes: 0 });
             // Key, key end and value, each nested with its header, in an element of its own.
-            bytes += 16
+            p.bytes += 16
                 + e.key.len()
                 + e.key_end.as_ref().map_or(0, |k| 8 + k.len())
                 + e.data.as_ref().map_or(0, |d| 8 + d.len());
-            chunk.push(element_attribute(e));
-            if bytes >= MAX_ELEMENT_BYTES {
-                emit(std::mem::take(&mut chunk), &mut self.messages);
-                bytes = 0;
-            }
+            p.elements.push(element_attribute(e));
         }
-        if !chunk.is_empty() {
-            emit(chunk, &mut self.messages);
+        if let Some(p) = pending {
+            self.emit(p);
         }
+    }
+
+    fn emit(&mut self, p: Pending) {
+        let attributes = vec![
+            SetElementList::Table(self.table.clone()),
+            SetElementList::Set(p.set.clone()),
+            SetElementList::Elements(p.elements),
+        ];
+        let message = SetElementMessage { attributes };
+        let (message, flags) = match p.verb {
+            "add" => (NfTablesMessage::NewSetElement(message), NLM_F_CREATE),
+            _ => (NfTablesMessage::DeleteSetElement(message), 0),
+        };
+        self.message(Step { verb: p.verb, set: p.set }, message, flags);
+    }
+
+    fn message(&mut self, step: Step, message: NfTablesMessage, flags: u16) {
+        let message = NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0), message);
+        let at = put(&mut self.buffer, message, NLM_F_ACK | flags);
+        self.messages.push((at, step));
     }
 
     /// Whether it holds no message.
@@ -240,32 +257,35 @@ impl Transaction {
 
     /// The batch as bytes, its messages numbered from `seq` (the begin marker) on: every
     /// message but the markers asks for an acknowledgement. Returns the steps by sequence number.
-    pub fn encode(self, seq: u32) -> (Vec<u8>, Vec<(u32, Step)>) {
-        let mut buffer = Vec::new();
-        let mut steps = Vec::with_capacity(self.messages.len());
-        let control = |inner: ControlMessage| {
-            NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES), inner)
-        };
-        let put = |message: NetfilterMessage, flags: u16, seq: u32, buffer: &mut Vec<u8>| {
-            let mut message = NetlinkMessage::from(message);
-            message.header.flags = NLM_F_REQUEST | flags;
-            message.header.sequence_number = seq;
-            message.finalize();
-            let start = buffer.len();
-            buffer.resize(start + message.buffer_len(), 0);
-            message.serialize(&mut buffer[start..]);
-        };
-        put(control(ControlMessage::BatchBegin), 0, seq, &mut buffer);
+    pub fn encode(mut self, seq: u32) -> (Vec<u8>, Vec<(u32, Step)>) {
+        NetlinkBuffer::new(&mut self.buffer[..]).set_sequence_number(seq);
         let mut n = seq;
-        for (step, message, flags) in self.messages {
+        let mut steps = Vec::with_capacity(self.messages.len());
+        for (at, step) in self.messages {
             n = n.wrapping_add(1);
-            let message = NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0), message);
-            put(message, NLM_F_ACK | flags, n, &mut buffer);
+            NetlinkBuffer::new(&mut self.buffer[at..]).set_sequence_number(n);
             steps.push((n, step));
         }
-        put(control(ControlMessage::BatchEnd), 0, n.wrapping_add(1), &mut buffer);
-        (buffer, steps)
+        let end = put(&mut self.buffer, control(ControlMessage::BatchEnd), 0);
+        NetlinkBuffer::new(&mut self.buffer[end..]).set_sequence_number(n.wrapping_add(1));
+        (self.buffer, steps)
     }
+}
+
+/// A batch marker of the nftables subsystem.
+fn control(inner: ControlMessage) -> NetfilterMessage {
+    NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES), inner)
+}
+
+/// Appends `message` to `buffer` as a request with `flags`; returns where it starts.
+fn put(buffer: &mut Vec<u8>, message: NetfilterMessage, flags: u16) -> usize {
+    let mut message = NetlinkMessage::from(message);
+    message.header.flags = NLM_F_REQUEST | flags;
+    message.finalize();
+    let start = buffer.len();
+    buffer.resize(start + message.buffer_len(), 0);
+    message.serialize(&mut buffer[start..]);
+    start
 }
 
 /// A blocking `NETLINK_NETFILTER` socket for element transactions: a transaction is handled
@@ -554,6 +574,10 @@ mod tests {
         assert_eq!(steps.first().map(|(seq, _)| *seq), Some(101));
         let messages: Vec<&[u8]> = frames(&bytes).map(Result::unwrap).collect();
         assert_eq!(messages.len(), steps.len() + 2, "begin, the steps, end");
+        // Numbered in order from `seq`, the markers included, each step by its own number.
+        let seqs: Vec<u32> = messages.iter().map(|m| u32::from_ne_bytes([m[8], m[9], m[10], m[11]])).collect();
+        assert_eq!(seqs, (100..100 + messages.len() as u32).collect::<Vec<_>>());
+        assert!(steps.iter().zip(&seqs[1..]).all(|((seq, _), m)| seq == m));
         for m in &messages {
             assert!(m.len() < 64 * 1024, "a message of {} bytes", m.len());
         }
