@@ -85,13 +85,14 @@ fn main() {
                 let fresh = endpoint_ip(i, 0, 1 + c % 100);
                 endpoints[0] = fresh;
                 let want = IpAddr::V4(fresh);
+                let committed = std::time::SystemTime::now();
                 let start = Instant::now();
                 cluster.apply_objects(vec![slice(i, &endpoints)]);
                 loop {
                     let reals = ipvs.list_real_servers(&vs_id(i)).await.unwrap_or_default();
                     let present: HashSet<IpAddr> = reals.iter().map(|r| r.server.id.addr).collect();
                     if present.contains(&want) {
-                        latencies.push(start.elapsed());
+                        latencies.push((start.elapsed(), i, committed));
                         break;
                     }
                     if start.elapsed() > Duration::from_secs(60) {
@@ -114,6 +115,8 @@ fn main() {
         profile.finish("steady");
         let changes = latencies.len();
         latencies.sort();
+        attribute_slowest(&latencies, &daemon.log());
+        let latencies: Vec<Duration> = latencies.into_iter().map(|(latency, _, _)| latency).collect();
         let verifications = daemon.log().lines().filter(|l| l.contains("verification sync:")).count();
         println!(
             "daemon    steady state over {window:?}: {churned} background changes, {verifications} periodic verifications"

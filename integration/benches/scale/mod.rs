@@ -57,6 +57,52 @@ async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
     }
 }
 
+/// Prints where the slowest changes' time went, from the daemon's log: the sync that wrote
+/// each change (the first incremental sync naming its Service after it was committed) began
+/// and ended at its line's time less its duration. So a change's latency splits into the wait
+/// before its sync (the watch's delivery, the model's update, the loop busy or not scheduled),
+/// the sync itself, and the bench's seeing it (its 1 ms polling).
+pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], log: &str) {
+    use k8s_openapi::jiff::Timestamp;
+    let syncs: Vec<(Timestamp, &str, Duration)> = log
+        .lines()
+        .filter(|l| l.contains("incremental sync:"))
+        .filter_map(|l| {
+            let at: Timestamp = l.split_whitespace().next()?.parse().ok()?;
+            let took = l.rsplit(" in ").next()?;
+            let took = if let Some(ms) = took.strip_suffix("ms") {
+                Duration::from_secs_f64(ms.parse::<f64>().ok()? / 1e3)
+            } else if let Some(us) = took.strip_suffix("µs") {
+                Duration::from_secs_f64(us.parse::<f64>().ok()? / 1e6)
+            } else {
+                Duration::from_secs_f64(took.strip_suffix('s')?.parse().ok()?)
+            };
+            Some((at, l, took))
+        })
+        .collect();
+    for (latency, i, committed) in sorted.iter().rev().take(12) {
+        let Ok(committed) = Timestamp::try_from(*committed) else { continue };
+        let name = format!("bench/svc-{i}");
+        let names = |line: &str| {
+            line.match_indices(&name).any(|(at, _)| !line[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        };
+        let found = syncs.iter().find(|(at, line, _)| *at >= committed && names(line));
+        match found {
+            Some((at, line, took)) => {
+                let ended = at.duration_since(committed).unsigned_abs();
+                let began = ended.saturating_sub(*took);
+                let steps = line.split("incremental sync: ").nth(1).and_then(|r| r.split(", 0 failed").next());
+                println!(
+                    "slowest   {latency:>9.2?}: its sync began {began:.2?} after the commit, took {took:.2?}, seen {:.2?} after it ({})",
+                    latency.saturating_sub(ended),
+                    steps.unwrap_or("?"),
+                );
+            }
+            None => println!("slowest   {latency:>9.2?}: no incremental sync naming svc-{i} found in the log"),
+        }
+    }
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
