@@ -18,18 +18,23 @@ use model::{Change, SERVICE_NAME_LABEL};
 
 #[derive(Debug, Clone)]
 struct Known {
-    resource_version: Option<String>,
+    resource_version: Option<Box<str>>,
     /// The `kubernetes.io/service-name` label, the only one a delete needs. Kept as a bare
     /// string: a one-entry BTreeMap allocates a whole node (over 500 bytes), which for 10,000
     /// EndpointSlices was most of the tracker's memory.
-    service_name: Option<String>,
+    service_name: Option<Box<str>>,
 }
+
+/// `namespace/name` (`/name` for an object without a namespace) in one allocation: neither
+/// part can hold a `/`. A pair of strings cost twice the allocations and twice the slot, for
+/// every object, and again in the relist's set while a list arrives.
+type Key = Box<str>;
 
 /// What has been seen of one kind of object, keyed by `namespace/name`.
 #[derive(Debug)]
 pub(crate) struct Tracker<K> {
-    known: HashMap<(String, String), Known>,
-    relisting: Option<HashSet<(String, String)>>,
+    known: HashMap<Key, Known>,
+    relisting: Option<HashSet<Key>>,
     _kind: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -45,8 +50,9 @@ impl<K> Default for Tracker<K> {
     }
 }
 
-fn key_of<K: Resource>(obj: &K) -> (String, String) {
-    (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default())
+fn key_of<K: Resource>(obj: &K) -> Key {
+    let meta = obj.meta();
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default()).into()
 }
 
 impl<K: Resource + Default> Tracker<K> {
@@ -84,8 +90,7 @@ impl<K: Resource + Default> Tracker<K> {
             Event::InitDone => {
                 let mut out = Vec::new();
                 if let Some(seen) = self.relisting.take() {
-                    let gone: Vec<(String, String)> =
-                        self.known.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                    let gone: Vec<Key> = self.known.keys().filter(|k| !seen.contains(*k)).cloned().collect();
                     for key in gone {
                         if let Some(known) = self.known.remove(&key) {
                             out.push(Change::Delete(stub(key, known.service_name)));
@@ -99,25 +104,27 @@ impl<K: Resource + Default> Tracker<K> {
     }
 
     fn apply(&mut self, obj: K) -> Vec<Change<K>> {
-        let rv = obj.resource_version();
+        let rv = obj.meta().resource_version.as_deref();
         let key = key_of(&obj);
-        if rv.is_some() && self.known.get(&key).is_some_and(|k| k.resource_version == rv) {
+        if rv.is_some() && self.known.get(&key).is_some_and(|k| k.resource_version.as_deref() == rv) {
             return Vec::new();
         }
-        let service_name = obj.labels().get(SERVICE_NAME_LABEL).cloned();
+        let rv = rv.map(Box::from);
+        let service_name = obj.labels().get(SERVICE_NAME_LABEL).map(|v| Box::from(v.as_str()));
         self.known.insert(key, Known { resource_version: rv, service_name });
         vec![Change::Apply(obj)]
     }
 }
 
 /// An object carrying only the metadata a delete needs.
-fn stub<K: Resource + Default>((namespace, name): (String, String), service_name: Option<String>) -> K {
+fn stub<K: Resource + Default>(key: Key, service_name: Option<Box<str>>) -> K {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", &key));
     let labels: BTreeMap<String, String> =
-        service_name.into_iter().map(|v| (SERVICE_NAME_LABEL.to_string(), v)).collect();
+        service_name.into_iter().map(|v| (SERVICE_NAME_LABEL.to_string(), v.into())).collect();
     let mut obj = K::default();
     *obj.meta_mut() = ObjectMeta {
-        name: Some(name),
-        namespace: (!namespace.is_empty()).then_some(namespace),
+        name: Some(name.to_string()),
+        namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
         labels: (!labels.is_empty()).then_some(labels),
         ..ObjectMeta::default()
     };
@@ -153,6 +160,28 @@ mod tests {
             Change::Delete(s) => format!("delete {} {:?}", s.name_any(), s.labels().get(SERVICE_NAME_LABEL)),
             Change::Listed => "listed".into(),
         }
+    }
+
+    #[test]
+    fn a_vanished_object_is_deleted_by_its_namespace_and_name_with_or_without_a_namespace() {
+        let mut tracker: Tracker<Service> = Tracker::new();
+        let mut cluster_scoped = svc("b", "2");
+        cluster_scoped.metadata.namespace = None;
+        for event in [Event::Init, Event::InitApply(svc("a", "1")), Event::InitApply(cluster_scoped), Event::InitDone] {
+            tracker.handle(event);
+        }
+        let mut deleted: Vec<(Option<String>, Option<String>)> = tracker
+            .handle(Event::Init)
+            .into_iter()
+            .chain(tracker.handle(Event::InitDone))
+            .filter_map(|c| match c {
+                Change::Delete(s) => Some((s.metadata.namespace, s.metadata.name)),
+                _ => None,
+            })
+            .collect();
+        deleted.sort();
+        assert_eq!(deleted, [(None, Some("b".into())), (Some("default".into()), Some("a".into()))]);
+        assert!(tracker.is_empty());
     }
 
     #[tokio::test]
