@@ -192,3 +192,42 @@ fn info_timeouts_flush() {
         assert_eq!(integration::ipvsadm(&["-Sn"]).unwrap(), "");
     });
 }
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_long_listing_lets_other_tasks_run_between_its_datagrams() {
+    in_netns(|| async {
+        let c = Client::connect().await.unwrap();
+        // 3,000 virtual servers: some thirty datagrams of a dump, every one of them ready as
+        // soon as the one before is read.
+        let ops: Vec<ipvs::Operation> = (0..3000u32)
+            .map(|i| {
+                let addr = std::net::Ipv4Addr::from(0x0a60_0000 + i).into();
+                ipvs::Operation::AddVirtualServer(VirtualServer::new(
+                    VirtualServerId::Tuple { protocol: Protocol::Tcp, addr, port: 80 },
+                    "rr",
+                ))
+            })
+            .collect();
+        assert!(c.apply(&ops).await.unwrap().iter().all(Result::is_ok));
+        // The test's runtime has one thread: another task runs only when the listing yields.
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = tokio::spawn({
+            let runs = runs.clone();
+            async move {
+                loop {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = runs.load(std::sync::atomic::Ordering::Relaxed);
+        let listed = c.list_virtual_servers().await.unwrap();
+        let during = runs.load(std::sync::atomic::Ordering::Relaxed) - before;
+        counter.abort();
+        assert_eq!(listed.len(), 3000);
+        assert!(during >= 10, "the other task ran {during} times during a listing of some thirty datagrams");
+        c.flush().await.unwrap();
+    });
+}

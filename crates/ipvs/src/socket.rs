@@ -250,7 +250,15 @@ impl Connection {
         // A failure in `on_frame` is remembered, not returned at once, so that the rest of
         // the reply is still read and the socket stays in step.
         let mut failure = None;
+        let mut first = true;
         loop {
+            // A dump's datagrams are all ready at once (the kernel fills the next while this
+            // one is read), so without a yield a whole-table listing (hundreds of datagrams,
+            // each with the kernel's walk) ran as one poll, and the tasks queued behind it on
+            // its worker thread waited for all of it.
+            if dump && !std::mem::take(&mut first) {
+                tokio::task::yield_now().await;
+            }
             self.recv().await.map_err(|e| Error::io(ctx.what, e))?;
             for frame in frames(&self.recv_buf) {
                 let frame = frame.map_err(|e| Error::decode(ctx.what, e))?;
