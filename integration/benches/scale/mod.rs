@@ -159,8 +159,9 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// With `KIP_PROFILE` set, samples process `pid` with `perf record` (its functions' own time,
-/// no call graphs: the release build keeps no frame pointers) until the returned guard is
+/// With `KIP_PROFILE` set, samples process `pid` with `perf record` (its functions' own time;
+/// `KIP_PROFILE=stacks` adds call chains, whole only in the kernel: the release build keeps no
+/// frame pointers) until the returned guard is
 /// finished, which prints the hottest functions; without it, does nothing. For finding where
 /// a window's CPU goes, not a figure of the bench.
 pub struct Profile(Option<std::process::Child>);
@@ -171,8 +172,12 @@ impl Profile {
             return Profile(None);
         }
         let out = format!("/tmp/kip-profile-{what}.data");
+        // `KIP_PROFILE=stacks`: with call chains, of which only the kernel's are whole (who
+        // faulted a page in, who sent what), user space having no frame pointers.
+        let stacks = std::env::var("KIP_PROFILE").is_ok_and(|v| v == "stacks");
         let child = std::process::Command::new("perf")
             .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o", &out])
+            .args(stacks.then_some("-g"))
             .stdout(std::process::Stdio::null())
             .spawn();
         match child {
@@ -190,8 +195,15 @@ impl Profile {
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let _ = child.wait();
         let out = format!("/tmp/kip-profile-{what}.data");
+        let stacks = std::env::var("KIP_PROFILE").is_ok_and(|v| v == "stacks");
+        let view: &[&str] = if stacks {
+            &["--no-children", "--percent-limit", "2", "-g", "caller,2,callee,function,percent"]
+        } else {
+            &["--percent-limit", "0.5"]
+        };
         let report = std::process::Command::new("perf")
-            .args(["report", "-i", &out, "--stdio", "--sort", "dso,sym", "--percent-limit", "0.5"])
+            .args(["report", "-i", &out, "--stdio", "--sort", "dso,sym"])
+            .args(view)
             .output();
         match report {
             Ok(r) => {
