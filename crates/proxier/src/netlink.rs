@@ -129,6 +129,9 @@ async fn list_real_servers(client: &Client, id: &VirtualServerId) -> Result<Vec<
 /// these reads never wait for each other) and an rtnetlink handle to the dummy link.
 pub struct NetlinkReader {
     client: Client,
+    /// Reads one virtual server's real servers, when not `client` (see
+    /// [`NetlinkReader::with_real_server_client`]).
+    dests: Option<Client>,
     link: DummyLink,
     /// Reads the nftables sets' digests, when the proxy keeps a table.
     sets: Option<SetReader>,
@@ -137,7 +140,16 @@ pub struct NetlinkReader {
 impl NetlinkReader {
     /// Reads through `client` (open it for this reader alone) and `link`.
     pub fn new(client: Client, link: DummyLink) -> NetlinkReader {
-        NetlinkReader { client, link, sets: None }
+        NetlinkReader { client, dests: None, link, sets: None }
+    }
+
+    /// Reads the real servers through `client` (open it for this reader alone, with
+    /// `ipvs::ClientOptions::with_page_datagrams`: dozens of small dumps a second, for each
+    /// of which the kernel otherwise allocated and zeroed 64 KiB).
+    #[must_use]
+    pub fn with_real_server_client(mut self, client: Client) -> NetlinkReader {
+        self.dests = Some(client);
+        self
     }
 
     /// Also reads the element sets of the nftables table `sets` reads.
@@ -154,11 +166,12 @@ impl KernelReader for NetlinkReader {
     }
 
     async fn real_servers(&mut self, vs: &VirtualServerId) -> Result<Option<Vec<RealServerEntry>>, KernelError> {
-        let dests = list_real_servers(&self.client, vs).await?;
+        let client = self.dests.as_ref().unwrap_or(&self.client);
+        let dests = list_real_servers(client, vs).await?;
         // Only an empty answer is ambiguous: ask for the virtual server then (seldom: a
         // Service without endpoints).
         if dests.is_empty() {
-            let present = self.client.is_present(vs).await.map_err(|e| KernelError::new(format!("get {vs}"), e))?;
+            let present = client.is_present(vs).await.map_err(|e| KernelError::new(format!("get {vs}"), e))?;
             return Ok(present.then_some(dests));
         }
         Ok(Some(dests))
