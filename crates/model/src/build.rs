@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use ipvs::{Family, RealServer, ServiceFlags, VirtualServer, VirtualServerId};
+use ipvs::{Family, ServiceFlags, VirtualServer, VirtualServerId};
 
 use crate::config::{Config, NodePortAddress};
 use crate::desired::{DesiredVirtualServer, Masquerade, ServiceInfo, VirtualServerKind};
@@ -55,7 +55,7 @@ pub(crate) fn build_service<'a>(
                 };
                 out.push(DesiredVirtualServer {
                     server: virtual_server(id, svc),
-                    real_servers: real.iter().map(|r| RealServer::new(r.addr, r.port, 1)).collect(),
+                    real_servers: real.iter().copied().collect(),
                     origin: origin.clone(),
                     kind,
                     masquerade: masquerade(kind, svc, config),

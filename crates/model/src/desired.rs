@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipvs::{RealServer, VirtualServer, VirtualServerId};
+use ipvs::{RealServer, RealServerId, VirtualServer, VirtualServerId};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{ServiceKey, ServicePortRef};
@@ -48,8 +48,9 @@ pub enum Masquerade {
 pub struct DesiredVirtualServer {
     /// Its configuration (scheduler, persistence flags, timeout, netmask).
     pub server: VirtualServer,
-    /// Its real servers, weight 1, masquerade forwarding.
-    pub real_servers: RealServers<RealServer>,
+    /// Its real servers, by id only: each is [`DesiredVirtualServer::real_server`] (weight 1,
+    /// masquerade forwarding), so 20 bytes each rather than a whole configuration.
+    pub real_servers: RealServers<RealServerId>,
     /// The Service port it serves.
     pub origin: ServicePortRef,
     /// Which address of the Service it listens on.
@@ -67,6 +68,19 @@ pub struct DesiredVirtualServer {
     /// the local endpoints only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_circuit: Option<(IpAddr, u16)>,
+}
+
+impl DesiredVirtualServer {
+    /// The configuration real server `id` is to have: weight 1, masquerade forwarding, no
+    /// thresholds.
+    pub fn real_server(id: RealServerId) -> RealServer {
+        RealServer::new(id.addr, id.port, 1)
+    }
+
+    /// Its real servers with their configurations, ordered by id.
+    pub fn real_server_configs(&self) -> impl ExactSizeIterator<Item = RealServer> + '_ {
+        self.real_servers.values().map(|id| DesiredVirtualServer::real_server(*id))
+    }
 }
 
 /// The desired state: the virtual servers and the addresses to bind on kube-ipvs0.

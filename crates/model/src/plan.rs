@@ -166,8 +166,8 @@ pub fn plan(
             (Some(d), None) => {
                 graceful.finish_all(id);
                 steps.push(Step::Kernel(Operation::AddVirtualServer(d.server.clone())));
-                for rs in d.real_servers.values() {
-                    steps.push(Step::Kernel(Operation::AddRealServer(*id, *rs)));
+                for rs in d.real_server_configs() {
+                    steps.push(Step::Kernel(Operation::AddRealServer(*id, rs)));
                 }
             }
             (Some(d), Some(o)) => plan_virtual_server(d, o, policy, graceful, now, &mut steps),
@@ -223,14 +223,14 @@ fn plan_virtual_server(
             steps.push(Step::Kernel(Operation::DeleteRealServer(id, *rs_id)));
         }
     }
-    for rs in &d.real_servers {
+    for rs in d.real_server_configs() {
         let rs_id = &rs.id;
         graceful.finish(&id, rs_id);
         match o.real_servers.get(rs_id) {
-            None => steps.push(Step::Kernel(Operation::AddRealServer(id, *rs))),
+            None => steps.push(Step::Kernel(Operation::AddRealServer(id, rs))),
             // A weight left at 0 by an earlier graceful removal (or by upstream before a restart)
             // differs from the desired weight and is restored here: upstream issue 92019.
-            Some(seen) if seen.server != *rs => steps.push(Step::Kernel(Operation::UpdateRealServer(id, *rs))),
+            Some(seen) if seen.server != rs => steps.push(Step::Kernel(Operation::UpdateRealServer(id, rs))),
             Some(_) => {}
         }
     }

@@ -19,6 +19,12 @@ pub trait RealServerKey {
     fn real_server_id(&self) -> RealServerId;
 }
 
+impl RealServerKey for RealServerId {
+    fn real_server_id(&self) -> RealServerId {
+        *self
+    }
+}
+
 impl RealServerKey for RealServer {
     fn real_server_id(&self) -> RealServerId {
         self.id

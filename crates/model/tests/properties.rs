@@ -223,8 +223,8 @@ proptest! {
             prop_assert!(o.is_some(), "{} missing", id);
             let o = o.unwrap();
             prop_assert!(same_config(&d.server, &o.server), "{}: {:?} vs {:?}", id, d.server, o.server);
-            for rs in &d.real_servers {
-                prop_assert_eq!(o.real_servers.get(&rs.id).map(|r| r.server), Some(*rs));
+            for rs in d.real_server_configs() {
+                prop_assert_eq!(o.real_servers.get(&rs.id).map(|r| r.server), Some(rs));
             }
             for r in &o.real_servers {
                 let rs_id = &r.server.id;

@@ -35,7 +35,7 @@ fn cluster_ip_gets_one_virtual_server_bound_with_all_ready_endpoints() {
     assert_eq!(vs.kind, VirtualServerKind::ClusterIp);
     assert_eq!(vs.origin.to_string(), "default/web");
     assert_eq!(rs_of(&m, &tcp("10.96.0.10", 80)).unwrap(), ["10.0.1.1:8080", "10.0.2.1:8080"]);
-    assert!(vs.real_servers.values().all(|r| r.weight == 1 && r.forward == ipvs::ForwardMethod::Masquerade));
+    assert!(vs.real_server_configs().all(|r| r.weight == 1 && r.forward == ipvs::ForwardMethod::Masquerade));
 }
 
 #[test]

@@ -88,7 +88,7 @@ pub fn listing(desired: &DesiredState, link: &str) -> String {
     let table = Table {
         services: desired
             .virtual_servers()
-            .map(|(_, vs)| (entry(&vs.server), vs.real_servers.values().map(real_entry).collect()))
+            .map(|(_, vs)| (entry(&vs.server), vs.real_server_configs().map(|rs| real_entry(&rs)).collect()))
             .collect(),
     };
     let comments = |id: &VirtualServerId| match desired.virtual_server(id) {
@@ -139,7 +139,7 @@ pub struct VirtualServerJson<'a> {
     /// Its configuration.
     pub server: &'a VirtualServer,
     /// Its real servers, ordered by id.
-    pub real_servers: Vec<&'a RealServer>,
+    pub real_servers: Vec<RealServer>,
     /// The Service port it serves.
     pub origin: &'a ServicePortRef,
     /// Which address of the Service it listens on.
@@ -160,7 +160,7 @@ pub fn json(rendered: &Rendered) -> RenderJson<'_> {
             .virtual_servers()
             .map(|(_, vs)| VirtualServerJson {
                 server: &vs.server,
-                real_servers: vs.real_servers.values().collect(),
+                real_servers: vs.real_server_configs().collect(),
                 origin: &vs.origin,
                 kind: vs.kind,
                 masquerade: vs.masquerade,
