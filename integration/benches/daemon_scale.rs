@@ -128,7 +128,13 @@ fn main() {
             latencies.last().copied().unwrap_or_default()
         );
         let hwm = peak_rss(daemon.pid());
-        println!("daemon    peak RSS {hwm} (resident now {})", status_field(daemon.pid(), "VmRSS"));
+        let field = |name| status_field(daemon.pid(), name);
+        println!(
+            "daemon    peak RSS {hwm} (resident now {}: anonymous {}, file {})",
+            field("VmRSS"),
+            field("RssAnon"),
+            field("RssFile")
+        );
         let p99 = percentile(&latencies, 0.99);
         let hwm_kib: Option<u64> = hwm.trim_end_matches("kB").trim().parse().ok();
         let idle_window = Duration::from_secs(env_or("KIP_IDLE_SECONDS", 300) as u64);
