@@ -256,7 +256,9 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
     let reported = loop {
         let rss = status_field(daemon.pid(), "VmRSS");
         if rss_trace.last().is_none_or(|(t, _): &(Duration, String)| start.elapsed() - *t >= Duration::from_secs(1)) {
-            rss_trace.push((start.elapsed(), rss.clone()));
+            // With the peak so far, which a short burst between two samples may have set.
+            let peak = peak_rss(daemon.pid());
+            rss_trace.push((start.elapsed(), format!("{} (peak {})", rss.trim_end_matches(" kB"), peak)));
         }
         if lists_done.is_none() && daemon.log().contains("first lists complete") {
             lists_done = Some((start.elapsed(), rss.clone()));
