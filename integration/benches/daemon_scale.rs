@@ -19,6 +19,8 @@
 //! peer, peak RSS under 64 MiB, idle CPU at most 2% of a vCPU).
 //!
 //! Sizes can be lowered with `KIP_SCALE_SERVICES` and `KIP_SCALE_ENDPOINTS` for a quick look.
+//! `KIP_IPVS_RUN_ESTIMATION=0` turns the kernel's rate estimation off in the bench's namespace
+//! first (on 6.1 its timer holds up real server writes every 2 s: see `benches/RESULTS.md`).
 //! With `KIP_PROFILE` set, `perf` samples the daemon over the steady and idle windows and the
 //! hottest functions are printed (sampling costs the daemon a little CPU: not for the figures).
 
@@ -48,6 +50,12 @@ fn main() {
     in_netns(move || async move {
         daemon_support::node_link();
         let ipvs = ipvs::Client::connect().await.expect("IPVS netlink");
+        // `KIP_IPVS_RUN_ESTIMATION=0`: the kernel's rate estimation off in the bench's namespace
+        // (on 6.1 a timer walks every service's and real server's estimator every 2 s).
+        if let Ok(value) = std::env::var("KIP_IPVS_RUN_ESTIMATION") {
+            std::fs::write("/proc/sys/net/ipv4/vs/run_estimation", &value).expect("net.ipv4.vs.run_estimation");
+            println!("daemon_scale: net.ipv4.vs.run_estimation = {value}");
+        }
 
         let (cluster, mut daemon, cold) = cold_start(&ipvs, services, per_service).await;
         // Where the cold start went: the daemon's own phase log (info level, timestamped).
