@@ -4,6 +4,7 @@
 mod document;
 mod duration;
 mod file;
+mod rate_estimation;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ pub use duration::{format_duration, parse_duration};
 pub use file::FileConfig;
 pub use ipnet::IpNet;
 pub use model::NodePortAddress;
+pub use rate_estimation::RateEstimation;
 
 /// Upstream's default `syncPeriod` for IPVS mode.
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -165,6 +167,9 @@ pub struct RunArgs {
     /// Set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2 (needed by MetalLB L2).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ipvs_strict_arp: Option<bool>,
+    /// The kernel's IPVS rate estimation: off before Linux 6.2 (auto), left (keep), or off.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub ipvs_rate_estimation: Option<RateEstimation>,
     /// IPVS timeout for idle TCP sessions (0 leaves the kernel's).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_tcp_timeout: Option<Duration>,
@@ -263,6 +268,8 @@ pub struct Settings {
     pub node_port_addresses: Vec<NodePortAddress>,
     /// Set the strict ARP sysctls.
     pub strict_arp: bool,
+    /// What to do with the kernel's IPVS rate estimation.
+    pub rate_estimation: RateEstimation,
     /// IPVS timeouts to set at start, if any is configured (0 fields are left unchanged).
     pub timeouts: Option<ipvs::Timeouts>,
     /// /healthz and /livez; `None` disables.
@@ -485,6 +492,7 @@ impl Settings {
             exclude_cidrs,
             node_port_addresses,
             strict_arp: args.ipvs_strict_arp.or(file.strict_arp).unwrap_or(false),
+            rate_estimation: args.ipvs_rate_estimation.unwrap_or_default(),
             timeouts: (timeouts != ipvs::Timeouts::default()).then_some(timeouts),
             healthz_bind_address,
             metrics_bind_address,

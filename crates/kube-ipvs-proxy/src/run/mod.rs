@@ -39,6 +39,7 @@ fn write_node_settings(settings: &Settings) -> usize {
         Path::new("/proc/sys"),
         Path::new("/sys/module/nf_conntrack/parameters/hashsize"),
         settings.strict_arp,
+        settings.rate_estimation,
         &settings.conntrack,
     )
     .failed

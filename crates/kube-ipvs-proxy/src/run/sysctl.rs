@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::config::Conntrack;
+use crate::config::{Conntrack, RateEstimation};
 
 /// `conn_reuse_mode=0` avoids a 1 s stall on reused ports, but from Linux 5.9 the kernel fixed
 /// that and the setting instead drops packets to removed destinations; before 4.1 it does not
@@ -23,10 +23,25 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Whether rate estimation is to be turned off on kernel `release` (see [`RateEstimation`]).
+fn estimation_off(release: &str, mode: RateEstimation) -> bool {
+    match mode {
+        RateEstimation::Auto => kernel_version(release).is_some_and(|v| v < (6, 2)),
+        RateEstimation::Keep => false,
+        RateEstimation::Off => true,
+    }
+}
+
 /// The settings to write for a kernel `release` on a node with `cpus` CPUs, as (path under
-/// /proc/sys, value): IPVS's, forwarding, strict ARP when asked, and kube-proxy's conntrack
-/// tuning (a zero leaves the kernel's value).
-pub fn settings(release: &str, strict_arp: bool, conntrack: &Conntrack, cpus: u32) -> Vec<(&'static str, String)> {
+/// /proc/sys, value): IPVS's, forwarding, strict ARP when asked, rate estimation off as
+/// `estimation` says, and kube-proxy's conntrack tuning (a zero leaves the kernel's value).
+pub fn settings(
+    release: &str,
+    strict_arp: bool,
+    estimation: RateEstimation,
+    conntrack: &Conntrack,
+    cpus: u32,
+) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = vec![
         ("net/ipv4/vs/conntrack", "1".into()),
         ("net/ipv4/vs/expire_nodest_conn", "1".into()),
@@ -35,6 +50,9 @@ pub fn settings(release: &str, strict_arp: bool, conntrack: &Conntrack, cpus: u3
     ];
     if wants_conn_reuse_mode_zero(release) {
         out.push(("net/ipv4/vs/conn_reuse_mode", "0".into()));
+    }
+    if estimation_off(release, estimation) {
+        out.push(("net/ipv4/vs/run_estimation", "0".into()));
     }
     if strict_arp {
         out.push(("net/ipv4/conf/all/arp_ignore", "1".into()));
@@ -104,11 +122,17 @@ pub struct Applied {
 /// Writes the settings under `root` (`/proc/sys`), each only if it differs, then raises the
 /// conntrack hash table at `hashsize` when nf_conntrack_max is tuned. Failures are logged as
 /// warnings naming the setting.
-pub fn apply(root: &Path, hashsize: &Path, strict_arp: bool, conntrack: &Conntrack) -> Applied {
+pub fn apply(
+    root: &Path,
+    hashsize: &Path,
+    strict_arp: bool,
+    estimation: RateEstimation,
+    conntrack: &Conntrack,
+) -> Applied {
     let release = std::fs::read_to_string(root.join("kernel/osrelease")).unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let mut applied = Applied::default();
-    for (name, value) in settings(&release, strict_arp, conntrack, cpus) {
+    for (name, value) in settings(&release, strict_arp, estimation, conntrack, cpus) {
         let path = root.join(name);
         let dotted = name.replace('/', ".");
         match std::fs::read_to_string(&path) {
@@ -168,14 +192,14 @@ mod tests {
         };
         // 2 CPUs: 65,536 is below the minimum; 8 CPUs: 262,144 is above it.
         assert_eq!(
-            conntrack(settings("6.1.0", false, &defaults, 2)),
+            conntrack(settings("6.1.0", false, RateEstimation::Keep, &defaults, 2)),
             [
                 ("net/netfilter/nf_conntrack_max", "131072".to_string()),
                 ("net/netfilter/nf_conntrack_tcp_timeout_established", "86400".to_string()),
                 ("net/netfilter/nf_conntrack_tcp_timeout_close_wait", "3600".to_string()),
             ]
         );
-        assert_eq!(conntrack(settings("6.1.0", false, &defaults, 8))[0].1, "262144");
+        assert_eq!(conntrack(settings("6.1.0", false, RateEstimation::Keep, &defaults, 8))[0].1, "262144");
         let tuned = Conntrack {
             max_per_core: 0,
             tcp_be_liberal: true,
@@ -183,7 +207,7 @@ mod tests {
             udp_stream: Duration::from_secs(120),
             ..defaults
         };
-        let got = conntrack(settings("6.1.0", false, &tuned, 8));
+        let got = conntrack(settings("6.1.0", false, RateEstimation::Keep, &tuned, 8));
         assert!(!got.iter().any(|(n, _)| *n == "net/netfilter/nf_conntrack_max"), "max per core 0: left alone");
         for want in [
             ("net/netfilter/nf_conntrack_udp_timeout", "30"),
@@ -192,7 +216,7 @@ mod tests {
         ] {
             assert!(got.contains(&(want.0, want.1.to_string())), "{want:?} in {got:?}");
         }
-        assert!(conntrack(settings("6.1.0", false, &leave_conntrack(), 8)).is_empty());
+        assert!(conntrack(settings("6.1.0", false, RateEstimation::Keep, &leave_conntrack(), 8)).is_empty());
     }
 
     /// Issue 8, item 5: upstream also raises the conntrack hash table to a quarter of
@@ -213,6 +237,24 @@ mod tests {
         assert!(!raise_hashsize(&path, 262_144), "a second start writes nothing");
         assert!(!raise_hashsize(&dir.join("missing"), 262_144), "no nf_conntrack module: a warning");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rate_estimation_off_before_6_2_unless_kept() {
+        let cases: &[(&str, RateEstimation, bool)] = &[
+            ("6.1.0-27-amd64", RateEstimation::Auto, true),
+            ("5.4.0-150-generic", RateEstimation::Auto, true),
+            ("6.2.0", RateEstimation::Auto, false),
+            ("6.12.9", RateEstimation::Auto, false),
+            ("garbage", RateEstimation::Auto, false),
+            ("6.1.0", RateEstimation::Keep, false),
+            ("6.12.9", RateEstimation::Off, true),
+        ];
+        for (release, mode, off) in cases {
+            let written = settings(release, false, *mode, &leave_conntrack(), 2)
+                .contains(&("net/ipv4/vs/run_estimation", "0".to_string()));
+            assert_eq!(written, *off, "{release} {mode:?}");
+        }
     }
 
     #[test]
@@ -245,18 +287,25 @@ mod tests {
         // arp_announce cannot be written: a directory stands in its way.
         std::fs::create_dir_all(root.join("net/ipv4/conf/all/arp_announce")).unwrap();
         let hashsize = root.join("hashsize");
-        let applied = apply(&root, &hashsize, true, &leave_conntrack());
-        // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode, arp_ignore
-        // written; arp_announce failed.
-        assert_eq!(applied, Applied { changed: 5, failed: 1 });
-        for (name, value) in
-            [("net/ipv4/ip_forward", "1"), ("net/ipv4/vs/conn_reuse_mode", "0"), ("net/ipv4/conf/all/arp_ignore", "1")]
-        {
+        let applied = apply(&root, &hashsize, true, RateEstimation::Auto, &leave_conntrack());
+        // expire_nodest_conn, expire_quiescent_template, ip_forward, conn_reuse_mode,
+        // run_estimation (a 5.4 kernel), arp_ignore written; arp_announce failed.
+        assert_eq!(applied, Applied { changed: 6, failed: 1 });
+        for (name, value) in [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/vs/conn_reuse_mode", "0"),
+            ("net/ipv4/vs/run_estimation", "0"),
+            ("net/ipv4/conf/all/arp_ignore", "1"),
+        ] {
             assert_eq!(std::fs::read_to_string(root.join(name)).unwrap().trim(), value, "{name}");
         }
         std::fs::remove_dir(root.join("net/ipv4/conf/all/arp_announce")).unwrap();
         std::fs::write(root.join("net/ipv4/conf/all/arp_announce"), "2\n").unwrap();
-        assert_eq!(apply(&root, &hashsize, true, &leave_conntrack()), Applied::default(), "nothing left to write");
+        assert_eq!(
+            apply(&root, &hashsize, true, RateEstimation::Auto, &leave_conntrack()),
+            Applied::default(),
+            "nothing left to write"
+        );
         assert!(!hashsize.exists(), "max per core 0: the hash table is left alone");
         std::fs::remove_dir_all(&root).unwrap();
     }
