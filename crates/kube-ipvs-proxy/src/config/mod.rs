@@ -167,7 +167,7 @@ pub struct RunArgs {
     /// Set net.ipv4.conf.all.arp_ignore=1 and arp_announce=2 (needed by MetalLB L2).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ipvs_strict_arp: Option<bool>,
-    /// The kernel's IPVS rate estimation: off before Linux 6.2 (auto), left (keep), or off.
+    /// The kernel's IPVS rate estimation: left (keep), off before Linux 6.2 (auto), or off.
     #[arg(long, value_enum, value_name = "MODE")]
     pub ipvs_rate_estimation: Option<RateEstimation>,
     /// IPVS timeout for idle TCP sessions (0 leaves the kernel's).

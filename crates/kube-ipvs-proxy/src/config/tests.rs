@@ -34,6 +34,8 @@ fn defaults_are_upstreams() {
     assert_eq!(s.timeouts, None);
     assert!(s.node_port_addresses.is_empty());
     assert!(!s.strict_arp && !s.masquerade_all);
+    // Off would also stop `ipvsadm --stats` counting before Linux 6.2: the operator's choice.
+    assert_eq!(s.rate_estimation, super::RateEstimation::Keep);
     assert_eq!(s.masquerade_bit, 14);
     assert_eq!(s.kubeconfig, None);
 }
@@ -57,6 +59,7 @@ fn flags_override_the_file() {
         (&[], "iptables:\n  masqueradeBit: 0\n", |s| s.masquerade_bit == 0),
         (&[], "iptables:\n  masqueradeBit: null\n", |s| s.masquerade_bit == 14),
         (&["--ipvs-strict-arp"], "", |s| s.strict_arp),
+        (&["--ipvs-rate-estimation=auto"], "", |s| s.rate_estimation == super::RateEstimation::Auto),
         (&[], "ipvs:\n  strictARP: true\n", |s| s.strict_arp),
         (&["--cluster-cidr", "10.0.0.0/8,fd00::/8"], "clusterCIDR: 10.244.0.0/16\n", |s| s.cluster_cidrs.len() == 2),
         (&[], "clusterCIDR: 10.244.0.0/16\n", |s| s.cluster_cidrs == vec!["10.244.0.0/16".parse().unwrap()]),
