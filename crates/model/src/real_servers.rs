@@ -4,11 +4,7 @@
 //! node holds eleven keys and values whatever it uses, and the key repeats what the value
 //! already holds. A sorted vector keyed by the value's own id holds only what is there.
 
-use std::fmt;
-use std::marker::PhantomData;
-
 use ipvs::{RealServer, RealServerId};
-use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::observed::ObservedRealServer;
@@ -153,23 +149,10 @@ impl<T: Serialize> Serialize for RealServers<T> {
     }
 }
 
+/// Read from a list in any order; the last of several with one id wins, as in a map.
 impl<'de, T: Deserialize<'de> + RealServerKey> Deserialize<'de> for RealServers<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct List<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de> + RealServerKey> Visitor<'de> for List<T> {
-            type Value = RealServers<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of real servers")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some(rs) = seq.next_element()? {
-                    all.push(rs);
-                }
-                Ok(all.into_iter().collect())
-            }
-        }
-        d.deserialize_seq(List(PhantomData))
+        Ok(Vec::<T>::deserialize(d)?.into_iter().collect())
     }
 }
 
