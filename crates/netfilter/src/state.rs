@@ -184,14 +184,9 @@ impl FilterState {
         let services: BTreeMap<Target, ServiceFilter> = services.into_iter().collect();
         let mut all: Vec<Element> = services.iter().flat_map(|(t, f)| elements_of(t, f)).collect();
         all.sort_unstable();
-        let mut counted: Vec<(Element, u32)> = Vec::new();
-        for element in all {
-            match counted.last_mut() {
-                Some((last, n)) if *last == element => *n += 1,
-                _ => counted.push((element, 1)),
-            }
-        }
-        FilterState { services, elements: counted.into_iter().collect() }
+        // Each run of equal elements is one element counted by its users.
+        let elements = all.chunk_by(|a, b| a == b).map(|run| (run[0], run.len() as u32)).collect();
+        FilterState { services, elements }
     }
 
     /// Sets (`Some`) or removes (`None`) the filter of `target` and returns the element changes
