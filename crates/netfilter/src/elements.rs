@@ -190,7 +190,7 @@ impl Transaction {
 
     /// Adds or deletes elements given as bytes (what a listing of the kernel's set found).
     pub fn raw(&mut self, verb: &'static str, set: &str, elements: Vec<ElementBytes>) {
-        self.push(verb, elements.into_iter().map(|e| (set.to_string(), e)));
+        self.push(verb, elements.into_iter().map(|e| (set, e)));
     }
 
     /// Adds `elements`.
@@ -201,7 +201,7 @@ impl Transaction {
     /// Replaces the recorded digest.
     pub fn digest(&mut self, digest: u64) {
         self.flush(DIGEST_SET.to_string());
-        self.push("add", std::iter::once((DIGEST_SET.to_string(), digest_bytes(digest))));
+        self.push("add", std::iter::once((DIGEST_SET, digest_bytes(digest))));
     }
 
     fn elements<'a>(&mut self, verb: &'static str, elements: impl Iterator<Item = &'a Element>) {
@@ -211,13 +211,16 @@ impl Transaction {
     }
 
     /// A message per run of elements of one set, split before the list outgrows its attribute.
-    fn push(&mut self, verb: &'static str, elements: impl Iterator<Item = (String, ElementBytes)>) {
+    /// The set's name is copied once per message, not per element.
+    fn push<S: AsRef<str>>(&mut self, verb: &'static str, elements: impl Iterator<Item = (S, ElementBytes)>) {
         let mut pending: Option<Pending> = None;
         for (set, e) in elements {
+            let set = set.as_ref();
             if let Some(p) = pending.take_if(|p| p.set != set || p.bytes >= MAX_ELEMENT_BYTES) {
                 self.emit(p);
             }
-            let p = pending.get_or_insert_with(|| Pending { verb, set, elements: Vec::new(), bytes: 0 });
+            let p =
+                pending.get_or_insert_with(|| Pending { verb, set: set.to_string(), elements: Vec::new(), bytes: 0 });
             // Key, key end and value, each nested with its header, in an element of its own.
             p.bytes += 16
                 + e.key.len()
