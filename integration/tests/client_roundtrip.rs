@@ -164,7 +164,7 @@ fn every_call_round_trips() {
 
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
-fn info_timeouts_flush() {
+fn info_timeouts_count_flush() {
     in_netns(|| async {
         let c = Client::connect().await.unwrap();
         let info = c.info().await.unwrap();
@@ -184,10 +184,19 @@ fn info_timeouts_flush() {
         let shown = integration::ipvsadm(&["-L", "--timeout"]).unwrap();
         assert_eq!(shown.trim(), "Timeout (tcp tcpfin udp): 901 121 77");
 
+        // The count is this namespace's alone (the other tests run beside this one, each in
+        // its own, and the 6.1 kernel's service table is shared by all of them).
+        let counter = ipvs::VirtualServerCounter::open().unwrap();
+        assert_eq!(counter.count().unwrap(), 0);
         for vs in rich_table() {
             c.add_virtual_server(&vs.0).await.unwrap();
         }
+        let saved = integration::ipvsadm(&["-Sn"]).unwrap();
+        let listed = saved.lines().filter(|l| l.starts_with("-A")).count();
+        assert_eq!(listed, rich_table().len());
+        assert_eq!(counter.count().unwrap() as usize, listed, "ipvsadm -Sn:\n{saved}");
         c.flush().await.unwrap();
+        assert_eq!(counter.count().unwrap(), 0);
         assert!(c.list_virtual_servers().await.unwrap().is_empty());
         assert_eq!(integration::ipvsadm(&["-Sn"]).unwrap(), "");
     });

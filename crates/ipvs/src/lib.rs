@@ -5,7 +5,8 @@
 //!
 //! With `client`, [`Client`] talks generic netlink to the kernel's IPVS family over one socket:
 //! single calls, whole-table dumps ([`Client::table`]) and pipelined batches
-//! ([`Client::apply`]); [`DummyLink`] manages the dummy link that holds service addresses.
+//! ([`Client::apply`]); [`DummyLink`] manages the dummy link that holds service addresses;
+//! [`VirtualServerCounter`] counts the virtual servers without a dump.
 //!
 //! [`listing`] prints a [`Table`] exactly as `ipvsadm -Ln` does (pure; `debug status` uses it).
 //!
@@ -39,6 +40,8 @@ mod batch;
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
+mod count;
+#[cfg(feature = "client")]
 mod link;
 #[cfg(feature = "client")]
 mod socket;
@@ -51,6 +54,8 @@ pub use types::{
 
 #[cfg(feature = "client")]
 pub use client::Client;
+#[cfg(feature = "client")]
+pub use count::VirtualServerCounter;
 #[cfg(feature = "client")]
 pub use link::DummyLink;
 #[cfg(feature = "client")]

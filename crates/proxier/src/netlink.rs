@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use crate::kernel::{Kernel, KernelError};
 use crate::verify::KernelReader;
 use futures::{StreamExt, stream};
-use ipvs::{Client, DummyLink, Operation, RealServerEntry, Table, VirtualServerEntry, VirtualServerId};
+use ipvs::{
+    Client, DummyLink, Operation, RealServerEntry, Table, VirtualServerCounter, VirtualServerEntry, VirtualServerId,
+};
 use netfilter::{Conntrack, SetReader, StaleFlows};
 
 /// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
@@ -135,12 +137,14 @@ pub struct NetlinkReader {
     link: DummyLink,
     /// Reads the nftables sets' digests, when the proxy keeps a table.
     sets: Option<SetReader>,
+    /// Counts the virtual servers without a dump, when given.
+    counter: Option<VirtualServerCounter>,
 }
 
 impl NetlinkReader {
     /// Reads through `client` (open it for this reader alone) and `link`.
     pub fn new(client: Client, link: DummyLink) -> NetlinkReader {
-        NetlinkReader { client, dests: None, link, sets: None }
+        NetlinkReader { client, dests: None, link, sets: None, counter: None }
     }
 
     /// Reads the real servers through `client` (open it for this reader alone, with
@@ -149,6 +153,14 @@ impl NetlinkReader {
     #[must_use]
     pub fn with_real_server_client(mut self, client: Client) -> NetlinkReader {
         self.dests = Some(client);
+        self
+    }
+
+    /// Counts the virtual servers with `counter` (opened in the proxy's network namespace), so
+    /// that a missing one is noticed without a list of them all.
+    #[must_use]
+    pub fn with_virtual_server_counter(mut self, counter: VirtualServerCounter) -> NetlinkReader {
+        self.counter = Some(counter);
         self
     }
 
@@ -163,6 +175,12 @@ impl NetlinkReader {
 impl KernelReader for NetlinkReader {
     async fn virtual_servers(&mut self) -> Result<Vec<VirtualServerEntry>, KernelError> {
         self.client.list_virtual_servers().await.map_err(|e| KernelError::new("list the IPVS virtual servers", e))
+    }
+
+    async fn virtual_server_count(&mut self) -> Result<Option<usize>, KernelError> {
+        let Some(counter) = &self.counter else { return Ok(None) };
+        let n = counter.count().map_err(|e| KernelError::new("count the IPVS virtual servers", e))?;
+        Ok(Some(n as usize))
     }
 
     async fn real_servers(&mut self, vs: &VirtualServerId) -> Result<Option<Vec<RealServerEntry>>, KernelError> {

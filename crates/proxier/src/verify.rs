@@ -2,19 +2,24 @@
 //!
 //! The loop trusts its record of what it applied; this task checks that record against the
 //! kernel, so that what someone else deleted or altered is repaired, without one whole-table
-//! burst per period: every `syncPeriod` the list of virtual servers (one dump, without their
-//! real servers), and every tick the real servers of a slice of the virtual servers, so that all
-//! of them are read once per round (`realServerVerifyPeriod`, 5 minutes by default), with the
-//! dummy link's addresses read at the start of each round, and with each list the digest of one
-//! nftables set, in turn (the loop compares it with what it applied in O(1), and reads the set
-//! itself only when they differ). It reads on sockets of its own and
-//! hands each read to the loop, which takes it in between syncs: a change never waits for a
-//! verification. A read races the loop's writes, so each carries the loop's write clock as it
-//! began, and the loop ignores what it wrote since (the next round sees it).
+//! burst per period. Every tick (a second) it reads the kernel's count of virtual servers, in
+//! O(1), and the real servers of a slice of the virtual servers, so that all of them are read
+//! once per round (`realServerVerifyPeriod`, 5 minutes by default); at the start of each round
+//! the dummy link's addresses and the list of virtual servers (one dump, without their real
+//! servers); and every `syncPeriod` the digest of one nftables set, in turn (the loop compares
+//! it with what it applied in O(1), and reads the set itself only when they differ). A count
+//! that differs from the loop's record has the list read at the next tick: a virtual server
+//! someone deletes is back within seconds, where a list every `syncPeriod` cost 10,000 entries
+//! a time (the kernel restarting its walk of the table for each datagram) to find nothing.
+//!
+//! It reads on sockets of its own and hands each read to the loop, which takes it in between
+//! syncs: a change never waits for a verification. A read races the loop's writes, so each
+//! carries the loop's write clock as it began, and the loop ignores what it wrote since (the
+//! next round sees it).
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +37,12 @@ pub(crate) const TICK: Duration = Duration::from_secs(1);
 pub trait KernelReader: Send + 'static {
     /// Every virtual server, without its real servers (one dump).
     fn virtual_servers(&mut self) -> impl Future<Output = Result<Vec<VirtualServerEntry>, KernelError>> + Send;
+
+    /// How many virtual servers the kernel holds (anyone's), without listing them; `None` when
+    /// this reader cannot count (the list is then read every `syncPeriod` instead).
+    fn virtual_server_count(&mut self) -> impl Future<Output = Result<Option<usize>, KernelError>> + Send {
+        async { Ok(None) }
+    }
 
     /// The real servers of `vs`, or `None` if `vs` is gone (the kernel's dump of the real
     /// servers of a missing virtual server is as empty as that of one without any).
@@ -54,11 +65,12 @@ pub trait KernelReader: Send + 'static {
 /// How often what is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifySettings {
-    /// The list of virtual servers is read this often (`syncPeriod`): one deleted by someone
-    /// else is made again within it.
+    /// `syncPeriod`: a virtual server deleted by someone else is made again within it (the
+    /// count notices it within a tick; without a count the list is read this often), and the
+    /// loop's verification sync (graceful removals, nftables set digests) runs this often.
     pub virtual_servers: Duration,
-    /// Every virtual server's real servers, and the dummy link's addresses, are read once
-    /// this often.
+    /// Every virtual server's real servers, the dummy link's addresses and the list of
+    /// virtual servers are read once this often.
     pub real_servers: Duration,
 }
 
@@ -75,11 +87,15 @@ pub(crate) enum Read {
     VirtualServers(Vec<VirtualServerEntry>),
     RealServers(Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>),
     /// The real servers of the virtual servers with graceful removals pending, read to count
-    /// their connections (after each list of virtual servers).
+    /// their connections (every `syncPeriod`).
     Counted(Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>),
     Addresses(Vec<IpAddr>),
     /// The digest of an nftables set, by name.
     FilterSet(String, u64),
+    /// How many virtual servers the kernel holds.
+    Count(usize),
+    /// A `settings.virtual_servers` period passed: the loop's verification sync is due.
+    Period,
     Failed(KernelError),
 }
 
@@ -109,22 +125,46 @@ pub(crate) fn slice_len(total: usize, tick: Duration, round: Duration) -> usize 
 
 /// Reads forever with `reader`, starting from the virtual servers `ids` (what the adopting
 /// sync found), and sends each read to the loop; returns when the loop is gone.
+///
+/// Every tick the kernel's count of virtual servers (O(1)); the list of them all only when the
+/// loop found that count to differ from its record (`list_wanted`; at most once a
+/// `settings.virtual_servers`), at the start of each round (`settings.real_servers`) whatever
+/// the counts said (a virtual server deleted while another was added, or one reconfigured; and
+/// the round's ids are the list's), and every `settings.virtual_servers` when the reader
+/// cannot count.
 pub(crate) async fn verify<R: KernelReader>(
     mut reader: R,
     settings: VerifySettings,
     clock: Arc<WriteClock>,
     mut ids: Vec<VirtualServerId>,
-    pending: Arc<Mutex<Vec<VirtualServerId>>>,
+    shared: Arc<TaskShared>,
     to_loop: mpsc::Sender<Reading>,
 ) {
     let mut cursor = 0;
     let mut sets = 0;
-    let mut next_list = Instant::now() + settings.virtual_servers;
+    let mut counting = true;
+    // The adopting sync listed them all just now.
+    let mut last_list = Instant::now();
+    let mut last_wanted_list: Option<Instant> = None;
+    let mut next_period = Instant::now() + settings.virtual_servers;
     let mut next_tick = Instant::now() + TICK;
     loop {
-        tokio::time::sleep_until(next_list.min(next_tick)).await;
+        tokio::time::sleep_until(next_period.min(next_tick)).await;
+        let now = Instant::now();
         let mut reads = Vec::new();
-        if Instant::now() >= next_list {
+        let period = now >= next_period;
+        let tick = now >= next_tick;
+        let wanted = shared.list_wanted.load(Ordering::Acquire)
+            && last_wanted_list.is_none_or(|at| now - at >= settings.virtual_servers);
+        // Each round starts with the list (the ids it reads include what was added since),
+        // unless one was read within the period.
+        let round_due = tick && cursor == 0 && now - last_list >= settings.virtual_servers;
+        if wanted || round_due || (period && !counting) {
+            shared.list_wanted.store(false, Ordering::Release);
+            if wanted {
+                last_wanted_list = Some(now);
+            }
+            last_list = now;
             let started = clock.now();
             let read = match reader.virtual_servers().await {
                 Ok(list) => {
@@ -135,9 +175,11 @@ pub(crate) async fn verify<R: KernelReader>(
                 Err(e) => Read::Failed(e),
             };
             reads.push(Reading { started, read });
+        }
+        if period {
             // Connections of the real servers being removed gracefully: counted here, off the
             // loop (hundreds of reads under churn), and deleted by the loop when idle.
-            let pending: Vec<VirtualServerId> = pending.lock().map(|p| p.clone()).unwrap_or_default();
+            let pending: Vec<VirtualServerId> = shared.pending.lock().map(|p| p.clone()).unwrap_or_default();
             if !pending.is_empty() {
                 let started = clock.now();
                 let read = read_real_servers(&mut reader, &pending).await.map_or_else(Read::Failed, Read::Counted);
@@ -150,8 +192,18 @@ pub(crate) async fn verify<R: KernelReader>(
                 Err(e) => reads.push(Reading { started, read: Read::Failed(e) }),
             }
             sets = sets.wrapping_add(1);
-            next_list = Instant::now() + settings.virtual_servers;
-        } else {
+            reads.push(Reading { started: clock.now(), read: Read::Period });
+            next_period = Instant::now() + settings.virtual_servers;
+        }
+        if tick {
+            if counting {
+                let started = clock.now();
+                match reader.virtual_server_count().await {
+                    Ok(Some(n)) => reads.push(Reading { started, read: Read::Count(n) }),
+                    Ok(None) => counting = false,
+                    Err(e) => reads.push(Reading { started, read: Read::Failed(e) }),
+                }
+            }
             if cursor == 0 {
                 let started = clock.now();
                 let read = reader.addresses().await.map_or_else(Read::Failed, Read::Addresses);
@@ -173,6 +225,15 @@ pub(crate) async fn verify<R: KernelReader>(
             }
         }
     }
+}
+
+/// What the loop and the task share besides the reads.
+#[derive(Debug, Default)]
+pub(crate) struct TaskShared {
+    /// The virtual servers with graceful removals pending, whose connections the task counts.
+    pub pending: Mutex<Vec<VirtualServerId>>,
+    /// Set by the loop when a count differed from its record: the task lists them all.
+    pub list_wanted: AtomicBool,
 }
 
 /// The real servers of each of `ids` (`None`: the virtual server is gone); the first failure

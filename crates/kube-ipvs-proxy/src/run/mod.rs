@@ -118,6 +118,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
             .context(|| "cannot open the IPVS netlink family".into())?;
     let reader = NetlinkReader::new(reader_client, link.clone())
         .with_real_server_client(dest_client)
+        .with_virtual_server_counter(
+            ipvs::VirtualServerCounter::open()
+                .context(|| "cannot open a socket to count IPVS virtual servers".into())?,
+        )
         .with_filter_sets(netfilter::SetReader::new(&table));
     let verify =
         VerifySettings { virtual_servers: settings.sync_period, real_servers: settings.real_server_verify_period };

@@ -3,23 +3,19 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::future::BoxFuture;
-use ipvs::{VirtualServer, VirtualServerId};
+use ipvs::{Operation, VirtualServer, VirtualServerId};
 use model::{Changes, Observed, Step, operation_target};
 use tokio::sync::mpsc;
 
-use crate::verify::{KernelReader, Read, Reading, VerifySettings, WriteClock, verify};
+use crate::verify::{KernelReader, Read, Reading, TaskShared, VerifySettings, WriteClock, verify};
 
 /// Starts the verification task from the virtual servers the adopting sync found.
 type Start = Box<
-    dyn FnOnce(
-            Vec<VirtualServerId>,
-            Arc<WriteClock>,
-            Arc<Mutex<Vec<VirtualServerId>>>,
-            mpsc::Sender<Reading>,
-        ) -> BoxFuture<'static, ()>
+    dyn FnOnce(Vec<VirtualServerId>, Arc<WriteClock>, Arc<TaskShared>, mpsc::Sender<Reading>) -> BoxFuture<'static, ()>
         + Send,
 >;
 
@@ -34,11 +30,14 @@ pub(super) struct Verification {
     /// read that began before may still arrive.
     written: HashMap<VirtualServerId, u64>,
     written_addrs: HashMap<IpAddr, u64>,
+    /// When a virtual server was last added or deleted (by the clock): a count that began
+    /// before cannot vouch for the record.
+    count_written: u64,
     /// What the reads found to differ: planned by the next sync.
     pub found: Changes,
     /// Virtual servers someone else made, whose real servers the next sync reads.
     pub unknown: Vec<VirtualServer>,
-    /// A list of virtual servers was taken in: the next sync is a verification (it reads the
+    /// A period passed or a list was taken in: the next sync is a verification (it reads the
     /// real servers being removed gracefully, for fresh counts, and reports as a full one).
     pub due: bool,
     /// A round began: the next sync also compares the whole nftables state.
@@ -54,15 +53,15 @@ pub(super) struct Verification {
     /// Virtual servers whose connections were just counted: their removals are decided on
     /// fresh counts by the next sync, then the counts are stale.
     pub counted: Vec<VirtualServerId>,
-    /// The virtual servers with graceful removals pending, which the task counts.
-    pending: Arc<Mutex<Vec<VirtualServerId>>>,
+    /// Shared with the task: the virtual servers with graceful removals pending, which it
+    /// counts, and whether it is to list the virtual servers.
+    task: Arc<TaskShared>,
 }
 
 impl Verification {
     pub fn new<R: KernelReader>(reader: R, settings: VerifySettings) -> Verification {
-        let start: Start = Box::new(move |ids, clock, pending, to_loop| {
-            Box::pin(verify(reader, settings, clock, ids, pending, to_loop))
-        });
+        let start: Start =
+            Box::new(move |ids, clock, task, to_loop| Box::pin(verify(reader, settings, clock, ids, task, to_loop)));
         Verification { start: Some(start), ..Verification::default() }
     }
 
@@ -71,7 +70,7 @@ impl Verification {
         let start = self.start.take()?;
         let (to_loop, readings) = mpsc::channel(READINGS_QUEUED);
         let ids = observed.virtual_servers().map(|(id, _)| *id).collect();
-        tokio::spawn(start(ids, self.clock.clone(), self.pending.clone(), to_loop));
+        tokio::spawn(start(ids, self.clock.clone(), self.task.clone(), to_loop));
         Some(readings)
     }
 
@@ -79,7 +78,7 @@ impl Verification {
     pub fn set_pending(&self, ids: impl Iterator<Item = VirtualServerId>) {
         let mut ids: Vec<VirtualServerId> = ids.collect();
         ids.dedup();
-        if let Ok(mut pending) = self.pending.lock() {
+        if let Ok(mut pending) = self.task.pending.lock() {
             *pending = ids;
         }
     }
@@ -102,6 +101,9 @@ impl Verification {
         let now = self.clock.now();
         match step {
             Step::Kernel(op) => {
+                if matches!(op, Operation::AddVirtualServer(_) | Operation::DeleteVirtualServer(_)) {
+                    self.count_written = now;
+                }
                 self.written.insert(operation_target(op), now);
             }
             Step::Bind(a) | Step::Unbind(a) => {
@@ -189,6 +191,23 @@ impl Verification {
                     self.filter_repairs.push(set);
                 }
                 differs
+            }
+            Read::Count(n) => {
+                let recorded = observed.virtual_servers().len();
+                let differs = self.count_written < started && n != recorded;
+                if differs {
+                    tracing::warn!(
+                        kernel = n,
+                        recorded,
+                        "the kernel holds another number of virtual servers than written; listing them"
+                    );
+                    self.task.list_wanted.store(true, Ordering::Release);
+                }
+                false
+            }
+            Read::Period => {
+                self.due = true;
+                true
             }
             Read::Failed(e) => {
                 tracing::warn!(error = &e as &dyn std::error::Error, "verification read failed (retried)");

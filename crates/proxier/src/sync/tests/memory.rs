@@ -30,6 +30,8 @@ pub(super) struct Memory {
     pub dumps: usize,
     /// Reads by the verification: lists of virtual servers, real-server reads, address lists.
     pub reads: (usize, usize, usize),
+    /// Counts of the virtual servers read by the verification.
+    pub counts: usize,
 }
 
 #[derive(Clone, Default)]
@@ -214,6 +216,9 @@ pub(super) fn cluster(services: usize) -> Arc<Shared> {
 pub(super) struct MemoryReader {
     pub kernel: MemoryKernel,
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Whether it counts the virtual servers (as the daemon's reader does), or cannot (the
+    /// verification then lists them every period).
+    pub counting: bool,
     /// The nftables side, whose set `SET` it reads (its digest held until `set_gate` allows).
     pub sets: Option<(MemorySets, Option<Arc<tokio::sync::Semaphore>>)>,
 }
@@ -271,6 +276,15 @@ impl KernelReader for MemoryReader {
             gate.acquire().await.map_err(|e| KernelError::new("gate", e))?.forget();
         }
         Ok(list)
+    }
+
+    async fn virtual_server_count(&mut self) -> Result<Option<usize>, KernelError> {
+        if !self.counting {
+            return Ok(None);
+        }
+        let mut m = self.kernel.mem();
+        m.counts += 1;
+        Ok(Some(m.services.len()))
     }
 
     async fn real_servers(&mut self, vs: &VirtualServerId) -> Result<Option<Vec<RealServerEntry>>, KernelError> {

@@ -35,7 +35,7 @@ async fn start(
     shared: &Arc<Shared>,
     gate: Option<Arc<Semaphore>>,
 ) -> (JoinHandle<()>, Arc<Mutex<Reports>>) {
-    start_with(kernel, shared, MemoryReader { kernel: kernel.clone(), gate, sets: None }, None).await
+    start_with(kernel, shared, MemoryReader { kernel: kernel.clone(), gate, counting: true, sets: None }, None).await
 }
 
 /// [`start`] with `reader`, and `filter` as the nftables side.
@@ -69,19 +69,78 @@ async fn wait_for(done: impl Fn() -> bool) {
     panic!("not within a minute");
 }
 
+/// A virtual server someone deletes is noticed by the count at the next tick and made again
+/// after one list, seconds later, not at the end of the period.
 #[tokio::test(start_paused = true)]
-async fn a_virtual_server_deleted_by_someone_else_is_made_again_within_the_sync_period_without_a_dump() {
+async fn a_virtual_server_deleted_by_someone_else_is_counted_missing_and_made_again_within_seconds() {
     let kernel = MemoryKernel::default();
     let shared = cluster(20);
     let (task, _) = start(&kernel, &shared, None).await;
     kernel.mem().services.remove(&vs(3));
-    tokio::time::sleep(Duration::from_secs(31)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     task.abort();
     let m = kernel.mem();
     assert_eq!(m.services.get(&vs(3)).map(|(_, rss)| rss.len()), Some(2));
     assert_eq!(m.writes.len(), 3, "{:?}", m.writes);
     assert_eq!(m.dumps, 1, "only the adopting sync dumps the whole table");
-    assert_eq!(m.reads.0, 1);
+    assert_eq!(m.reads.0, 1, "one list, asked for by the count");
+    assert!(m.counts >= 2, "{}", m.counts);
+}
+
+/// With nothing changed, the virtual servers are counted every tick and listed once a round
+/// (120 of them two a tick: 60 s), not every sync period (30 s).
+#[tokio::test(start_paused = true)]
+async fn with_nothing_changed_the_list_is_read_once_a_round_and_the_count_every_tick() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(120);
+    let (task, _) = start(&kernel, &shared, None).await;
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    task.abort();
+    let m = kernel.mem();
+    assert_eq!(m.writes, Vec::<String>::new());
+    assert_eq!(m.reads.0, 2, "lists over 130 s with a 60 s round");
+    assert!(m.counts >= 125, "{}", m.counts);
+}
+
+/// A deletion the count cannot see (someone else added one at the same time) is found within
+/// the round, by the read of its real servers or the round's list.
+#[tokio::test(start_paused = true)]
+async fn a_virtual_server_swapped_for_another_is_made_again_within_the_round() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(20);
+    let (task, _) = start(&kernel, &shared, None).await;
+    {
+        let mut m = kernel.mem();
+        m.services.remove(&vs(3));
+        let other = tcp("192.0.2.1");
+        m.services.insert(other, (ipvs::VirtualServer::new(other, "rr"), Default::default()));
+    }
+    // Counted at each tick, equal: no list. (Its real servers are read at the fourth tick,
+    // which finds it gone.)
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(!kernel.mem().services.contains_key(&vs(3)));
+    assert_eq!(kernel.mem().reads.0, 0, "the counts were equal: no list");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    task.abort();
+    let m = kernel.mem();
+    assert_eq!(m.services.get(&vs(3)).map(|(_, rss)| rss.len()), Some(2));
+    assert!(m.services.contains_key(&tcp("192.0.2.1")), "someone else's is left alone");
+}
+
+/// Without a count (a reader that cannot), the list is read every sync period, as the only
+/// way to see a missing virtual server within it.
+#[tokio::test(start_paused = true)]
+async fn without_a_count_the_list_is_read_every_period() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(20);
+    let reader = MemoryReader { kernel: kernel.clone(), gate: None, counting: false, sets: None };
+    let (task, _) = start_with(&kernel, &shared, reader, None).await;
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert_eq!(kernel.mem().reads.0, 0);
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    task.abort();
+    let m = kernel.mem();
+    assert_eq!((m.reads.0, m.counts), (2, 0), "lists at 30 s and 60 s");
 }
 
 #[tokio::test(start_paused = true)]
@@ -117,8 +176,10 @@ async fn a_change_is_applied_while_a_read_is_in_flight_and_the_read_undoes_nothi
     let kernel = MemoryKernel::default();
     let shared = cluster(3);
     let gate = Arc::new(Semaphore::new(0));
-    let (task, reports) = start(&kernel, &shared, Some(gate.clone())).await;
-    // The list is read at 30 s and held: a dump still in flight.
+    // A reader without a count lists every period: the list is read at 30 s and held, a
+    // dump still in flight.
+    let reader = MemoryReader { kernel: kernel.clone(), gate: Some(gate.clone()), counting: false, sets: None };
+    let (task, reports) = start_with(&kernel, &shared, reader, None).await;
     tokio::time::sleep(Duration::from_millis(30_500)).await;
     assert_eq!(kernel.mem().reads.0, 1);
     shared.feed(Update::Service(Change::Apply(service("new", "10.96.0.50"))));
@@ -166,7 +227,7 @@ async fn an_nftables_set_that_differs_is_found_by_its_digest_and_repaired() {
     let kernel = MemoryKernel::default();
     let shared = cluster(3);
     let sets = MemorySets::default();
-    let reader = MemoryReader { kernel: kernel.clone(), gate: None, sets: Some((sets.clone(), None)) };
+    let reader = MemoryReader { kernel: kernel.clone(), gate: None, counting: true, sets: Some((sets.clone(), None)) };
     let (task, _) = start_with(&kernel, &shared, reader, Some(sets.clone())).await;
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(sets.0.lock().unwrap().repairs, 0, "equal digests: nothing listed");
@@ -185,7 +246,12 @@ async fn a_set_read_older_than_a_write_of_the_set_repairs_nothing() {
     let shared = cluster(3);
     let sets = MemorySets::default();
     let gate = Arc::new(Semaphore::new(0));
-    let reader = MemoryReader { kernel: kernel.clone(), gate: None, sets: Some((sets.clone(), Some(gate.clone()))) };
+    let reader = MemoryReader {
+        kernel: kernel.clone(),
+        gate: None,
+        counting: true,
+        sets: Some((sets.clone(), Some(gate.clone()))),
+    };
     let (task, _) = start_with(&kernel, &shared, reader, Some(sets.clone())).await;
     // The set is read at 30 s and held; meanwhile a change writes it.
     tokio::time::sleep(Duration::from_millis(30_500)).await;
