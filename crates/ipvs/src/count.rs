@@ -3,9 +3,10 @@
 //! Generic netlink has no such query (`IPVS_CMD_GET_INFO` answers the version and the
 //! connection table's size only): knowing whether a virtual server went missing takes a dump of
 //! the whole table, which at 10,000 virtual servers the kernel restarts from the top for each
-//! datagram. The IPVS socket option `IP_VS_SO_GET_INFO` answers the count of the calling
-//! socket's network namespace (`ipvs->num_services`) under the same lock as one netlink call,
-//! and is the one thing this crate reads that way: it writes nothing.
+//! datagram. The IPVS socket option `IP_VS_SO_GET_INFO` answers the count of the socket's
+//! network namespace (`ipvs->num_services`, which counts IPv4 virtual servers only) under the
+//! same lock as one netlink call, and is the one thing this crate reads that way: it writes
+//! nothing.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -24,8 +25,10 @@ struct GetInfo {
     num_services: libc::c_uint,
 }
 
-/// Reads the number of virtual servers (every kind, this proxy's and others') of the network
-/// namespace it was opened in. Needs `CAP_NET_ADMIN`, as every IPVS call does.
+/// Reads the number of IPv4 virtual servers (address and port, or firewall mark; this proxy's
+/// and others') of the network namespace it was opened in: the kernel counts no IPv6 ones
+/// there, the option belonging to the interface that predates them. Needs `CAP_NET_ADMIN`, as
+/// every IPVS call does.
 #[derive(Debug)]
 pub struct VirtualServerCounter {
     /// Any IPv4 socket reaches the option (the kernel hands unknown IP options to netfilter's
@@ -46,7 +49,7 @@ impl VirtualServerCounter {
         Ok(VirtualServerCounter { socket })
     }
 
-    /// The number of virtual servers the kernel holds now.
+    /// The number of IPv4 virtual servers the kernel holds now.
     pub fn count(&self) -> Result<u32> {
         let ctx = "count the IPVS virtual servers";
         let mut info = GetInfo::default();

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipvs::{
-    ConnectionCounts, Operation, RealServer, RealServerEntry, RealServerId, Table, VirtualServer, VirtualServerEntry,
-    VirtualServerId,
+    ConnectionCounts, Family, Operation, Protocol, RealServer, RealServerEntry, RealServerId, Table, VirtualServer,
+    VirtualServerEntry, VirtualServerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -261,6 +261,29 @@ impl Observed {
     /// All observed virtual servers, ordered by id.
     pub fn virtual_servers(&self) -> impl ExactSizeIterator<Item = (&VirtualServerId, &ObservedVirtualServer)> {
         self.virtual_servers.iter().map(|(id, vs)| (id, &**vs))
+    }
+
+    /// How many observed virtual servers are IPv4 and how many IPv6. Costs the IPv6 ones (and
+    /// any of a protocol the kernel named by number), not all: ids order by protocol, then
+    /// address, IPv4 before IPv6, so each protocol's IPv6 ids are one range of the map.
+    pub fn count_by_family(&self) -> (usize, usize) {
+        use std::net::Ipv6Addr;
+        let mut ipv6 = 0;
+        for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            let first = VirtualServerId::Tuple { protocol, addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED), port: 0 };
+            let last = VirtualServerId::Tuple { protocol, addr: IpAddr::V6(Ipv6Addr::from(u128::MAX)), port: u16::MAX };
+            ipv6 += self.virtual_servers.range(first..=last).count();
+        }
+        let first_other = VirtualServerId::Tuple {
+            protocol: Protocol::Other(0),
+            addr: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 0,
+        };
+        let first_fwmark = VirtualServerId::Fwmark { family: Family::V4, mark: 0 };
+        ipv6 +=
+            self.virtual_servers.range(first_other..first_fwmark).filter(|(id, _)| id.family() == Family::V6).count();
+        ipv6 += self.virtual_servers.range(VirtualServerId::Fwmark { family: Family::V6, mark: 0 }..).count();
+        (self.virtual_servers.len() - ipv6, ipv6)
     }
 
     /// Observed virtual server `id`, if any.

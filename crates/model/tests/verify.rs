@@ -205,3 +205,31 @@ fn a_read_in_another_order_is_no_difference() {
     let ids: Vec<RealServerId> = o.virtual_server(&web).unwrap().real_servers.keys().collect();
     assert_eq!(ids.len(), 2);
 }
+
+/// The per-family count (what the kernel's count of IPv4 virtual servers is compared with)
+/// equals a count of every id, for each protocol, numbered protocols and firewall marks.
+#[test]
+fn virtual_servers_are_counted_by_family() {
+    use ipvs::{Family, Protocol};
+    let mut ids = Vec::new();
+    for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Other(33), Protocol::Other(u16::MAX)] {
+        for addr in
+            ["0.0.0.0", "10.96.0.1", "255.255.255.255", "::", "fd00::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]
+        {
+            for port in [0, 80, u16::MAX] {
+                ids.push(VirtualServerId::Tuple { protocol, addr: addr.parse().unwrap(), port });
+            }
+        }
+    }
+    for mark in [1, 7, u32::MAX] {
+        ids.push(VirtualServerId::Fwmark { family: Family::V4, mark });
+        ids.push(VirtualServerId::Fwmark { family: Family::V6, mark });
+    }
+    let mut observed = Observed::new();
+    for (i, id) in ids.iter().enumerate() {
+        observed.replace_virtual_server(&kernel_entry(&VirtualServer::new(*id, "rr")), &[]);
+        let seen = &ids[..=i];
+        let ipv6 = seen.iter().filter(|id| id.family() == Family::V6).count();
+        assert_eq!(observed.count_by_family(), (seen.len() - ipv6, ipv6), "after {id}");
+    }
+}

@@ -2,15 +2,17 @@
 //!
 //! The loop trusts its record of what it applied; this task checks that record against the
 //! kernel, so that what someone else deleted or altered is repaired, without one whole-table
-//! burst per period. Every tick (a second) it reads the kernel's count of virtual servers, in
-//! O(1), and the real servers of a slice of the virtual servers, so that all of them are read
+//! burst per period. Every tick (a second) it reads the kernel's count of IPv4 virtual servers,
+//! in O(1), and the real servers of a slice of the virtual servers, so that all of them are read
 //! once per round (`realServerVerifyPeriod`, 5 minutes by default); at the start of each round
 //! the dummy link's addresses and the list of virtual servers (one dump, without their real
 //! servers); and every `syncPeriod` the digest of one nftables set, in turn (the loop compares
 //! it with what it applied in O(1), and reads the set itself only when they differ). A count
 //! that differs from the loop's record has the list read at the next tick: a virtual server
 //! someone deletes is back within seconds, where a list every `syncPeriod` cost 10,000 entries
-//! a time (the kernel restarting its walk of the table for each datagram) to find nothing.
+//! a time (the kernel restarting its walk of the table for each datagram) to find nothing. The
+//! kernel counts no IPv6 virtual servers: while the record holds any, the loop has the list
+//! read every `syncPeriod`, as before.
 //!
 //! It reads on sockets of its own and hands each read to the loop, which takes it in between
 //! syncs: a change never waits for a verification. A read races the loop's writes, so each
@@ -38,8 +40,8 @@ pub trait KernelReader: Send + 'static {
     /// Every virtual server, without its real servers (one dump).
     fn virtual_servers(&mut self) -> impl Future<Output = Result<Vec<VirtualServerEntry>, KernelError>> + Send;
 
-    /// How many virtual servers the kernel holds (anyone's), without listing them; `None` when
-    /// this reader cannot count (the list is then read every `syncPeriod` instead).
+    /// How many IPv4 virtual servers the kernel holds (anyone's), without listing them; `None`
+    /// when this reader cannot count (the list is then read every `syncPeriod` instead).
     fn virtual_server_count(&mut self) -> impl Future<Output = Result<Option<usize>, KernelError>> + Send {
         async { Ok(None) }
     }

@@ -284,7 +284,8 @@ impl KernelReader for MemoryReader {
         }
         let mut m = self.kernel.mem();
         m.counts += 1;
-        Ok(Some(m.services.len()))
+        // As the kernel: IPv4 ones only.
+        Ok(Some(m.services.keys().filter(|id| id.family() == ipvs::Family::V4).count()))
     }
 
     async fn real_servers(&mut self, vs: &VirtualServerId) -> Result<Option<Vec<RealServerEntry>>, KernelError> {

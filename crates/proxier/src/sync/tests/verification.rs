@@ -263,3 +263,18 @@ async fn a_set_read_older_than_a_write_of_the_set_repairs_nothing() {
     task.abort();
     assert_eq!(sets.0.lock().unwrap().repairs, 0, "the stale digest was taken for drift");
 }
+
+/// The kernel counts no IPv6 virtual servers: with one in the record, the list is read every
+/// sync period after all (one at 31 s here, where an IPv4-only cluster of this size has its
+/// first at 61 s, the second round's start).
+#[tokio::test(start_paused = true)]
+async fn with_an_ipv6_virtual_server_the_list_is_read_every_period() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(120);
+    shared.feed(Update::Service(Change::Apply(service("six", "fd00::10"))));
+    let (task, _) = start(&kernel, &shared, None).await;
+    assert!(kernel.mem().services.keys().any(|id| id.family() == ipvs::Family::V6));
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    task.abort();
+    assert_eq!(kernel.mem().reads.0, 1);
+}
