@@ -289,6 +289,12 @@ impl Netfilter {
         &self.applied
     }
 
+    /// What the sets hold when this process knows it: `None` before the first
+    /// [`Netfilter::resync`] and after a failed write (the next resync rewrites the sets whole).
+    pub fn known(&self) -> Option<&FilterState> {
+        (!self.dirty).then_some(&self.applied)
+    }
+
     /// Sets or removes the filters of the given virtual servers and writes the element changes
     /// in one transaction; returns how many elements were added or deleted. Writes nothing when
     /// no element changes. After a failed write the sets are rewritten whole.

@@ -233,6 +233,11 @@ impl FilterState {
         self.services.get(target)
     }
 
+    /// Every virtual server's filter, ordered by target.
+    pub fn services(&self) -> impl ExactSizeIterator<Item = (&Target, &ServiceFilter)> {
+        self.services.iter()
+    }
+
     /// The number of virtual servers.
     pub fn len(&self) -> usize {
         self.services.len()

@@ -43,6 +43,14 @@ pub trait Filter: Send {
     /// Applies `work`; returns how many set elements were added or deleted (0: nothing written).
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError>;
 
+    /// What the sets hold, when the keeper knows it: a round's sweep then compares each
+    /// virtual server's filter with it and hands over only those that differ, as a
+    /// [`FilterWork::Only`], instead of building a whole second state. `None` (the default): the
+    /// sweep is a [`FilterWork::Full`].
+    fn known(&self) -> Option<&FilterState> {
+        None
+    }
+
     /// The digest of element set `set` as applied, to compare with the kernel's as the
     /// verification reads it ([`crate::KernelReader::filter_set`]); `None` when unknown (the
     /// set is then not checked).

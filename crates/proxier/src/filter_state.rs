@@ -55,6 +55,39 @@ pub fn filter_state(model: &Model) -> FilterState {
     }))
 }
 
+/// What a round's sweep finds: the filter of each desired virtual server that differs from
+/// `applied` (or is missing there), and `None` for each target `applied` holds that is no longer
+/// desired. Empty when they agree, which is the rule: the model and what was applied drift apart
+/// only through a bug. Costs a look-up per virtual server and no second whole state.
+pub fn sweep_updates(model: &Model, applied: &FilterState) -> Vec<(Target, Option<ServiceFilter>)> {
+    let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
+    let mut updates = Vec::new();
+    let mut desired_and_applied = 0;
+    for (_, vs) in model.desired().virtual_servers() {
+        let local = locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
+        let Some((target, filter)) = service_filter(vs, local) else { continue };
+        match applied.service(&target) {
+            Some(was) => {
+                desired_and_applied += 1;
+                if *was != filter {
+                    updates.push((target, Some(filter)));
+                }
+            }
+            None => updates.push((target, Some(filter))),
+        }
+    }
+    // Only when `applied` holds more than the desired ones it has: a pass over its targets.
+    if applied.len() > desired_and_applied {
+        for (target, _) in applied.services() {
+            let id = VirtualServerId::Tuple { protocol: target.protocol, addr: target.addr, port: target.port };
+            if model.desired().virtual_server(&id).is_none() {
+                updates.push((*target, None));
+            }
+        }
+    }
+    updates
+}
+
 /// The new filters of the virtual servers `ids` (a sync's changes): `None` for those no longer
 /// desired. Costs the changed virtual servers' Services only.
 pub fn filter_updates<'a>(

@@ -10,8 +10,8 @@
 //!   (connectionless flows only, as upstream).
 //! - [`NetlinkKernel`] is the real [`Kernel`] (IPVS over generic netlink, the dummy link over
 //!   rtnetlink); [`NftFilter`] the real [`Filter`] (the `netfilter` crate's table);
-//!   [`filter_state`] and [`filter_updates`] translate the model's desired state into that
-//!   crate's vocabulary.
+//!   [`filter_state`], [`filter_updates`] and [`sweep_updates`] translate the model's desired
+//!   state into that crate's vocabulary.
 //!
 //! ```
 //! use model::{Change, Config, Model, Update};
@@ -43,7 +43,7 @@ mod timeouts;
 mod verify;
 
 pub use filter::{Filter, FilterStarter, FilterWork};
-pub use filter_state::{filter_state, filter_updates};
+pub use filter_state::{filter_state, filter_updates, sweep_updates};
 pub use kernel::{Kernel, KernelError};
 pub use netlink::{NetlinkKernel, NetlinkReader};
 pub use nft::NftFilter;

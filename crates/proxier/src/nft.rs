@@ -2,7 +2,7 @@
 //! its elements over nfnetlink).
 
 use ipnet::IpNet;
-use netfilter::{FilterConfig, LocalTraffic, Netfilter, Nft, NftError};
+use netfilter::{FilterConfig, FilterState, LocalTraffic, Netfilter, Nft, NftError};
 
 use crate::filter::{Filter, FilterWork};
 use crate::filter_state::filter_config;
@@ -33,6 +33,10 @@ impl NftFilter {
 }
 
 impl Filter for NftFilter {
+    fn known(&self) -> Option<&FilterState> {
+        self.netfilter.known()
+    }
+
     fn set_digest(&self, set: &str) -> Option<u64> {
         self.netfilter.set_digest(set)
     }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use ipvs::Protocol;
 use model::{Model, parse_prefix};
 use netfilter::{Element, FilterState, MasqueradeRule, Target};
-use proxier::{filter_state, filter_updates};
+use proxier::{filter_state, filter_updates, sweep_updates};
 use serde_json::json;
 
 fn tcp(addr: &str, port: u16) -> Target {
@@ -204,4 +204,36 @@ fn a_local_policy_load_balancer_carries_its_short_circuit() {
     let lb = state.service(&tcp("203.0.113.10", 80)).unwrap();
     assert_eq!(lb.short_circuit, Some((ip("10.96.0.10"), 80)));
     assert_eq!(state.service(&tcp("10.96.0.10", 80)).unwrap().short_circuit, None);
+}
+
+/// A round's sweep: nothing when what was applied is what the model wants; else exactly the
+/// filters that differ, the missing ones and the ones no longer wanted, so that applying them
+/// gives the whole state the model wants.
+#[test]
+fn a_sweep_finds_only_what_differs_from_what_was_applied() {
+    let mut m = model(&["10.244.0.0/16"], false);
+    for (name, ip) in [("web", "10.96.0.10"), ("db", "10.96.0.20"), ("old", "10.96.0.30")] {
+        m.upsert_service(&service(name, json!({"clusterIP": ip, "ports": [{"port": 80, "targetPort": 8080}]})));
+        let slice_name = format!("{name}-1");
+        m.upsert_endpoint_slice(&slice(&slice_name, name, "IPv4", web_ports(), json!([ep("10.244.9.9", "node-b")])));
+    }
+    let mut applied = filter_state(&m);
+    assert_eq!(sweep_updates(&m, &applied), vec![], "in step: nothing");
+
+    // Changes the applied state never heard of: a local endpoint (hairpin), a Service gone and
+    // one new.
+    let web = "web-1";
+    m.upsert_endpoint_slice(&slice(web, "web", "IPv4", web_ports(), json!([ep("10.244.1.2", NODE)])));
+    m.delete_service("default", "old");
+    m.upsert_service(&service("new", json!({"clusterIP": "10.96.0.40", "ports": [{"port": 80}]})));
+    let updates = sweep_updates(&m, &applied);
+    let targets: BTreeSet<(Target, bool)> = updates.iter().map(|(t, f)| (*t, f.is_some())).collect();
+    assert_eq!(
+        targets,
+        [(tcp("10.96.0.10", 80), true), (tcp("10.96.0.30", 80), false), (tcp("10.96.0.40", 80), true)].into(),
+        "{updates:?}"
+    );
+    applied.update(updates);
+    assert_eq!(applied, filter_state(&m));
+    assert_eq!(sweep_updates(&m, &applied), vec![]);
 }

@@ -27,7 +27,7 @@ use netfilter::StaleFlows;
 pub use report::SyncReport;
 
 use crate::filter::{Filter, FilterStarter, FilterWork};
-use crate::filter_state::filter_state;
+use crate::filter_state::{filter_state, sweep_updates};
 use crate::kernel::Kernel;
 use crate::ownership::OwnershipRecord;
 use crate::schedule::Schedule;
@@ -325,6 +325,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             (Some(_), _) if edited => {
                 tracing::warn!("the nftables table was edited by someone else; replacing it");
                 Some(FilterWork::Rebuild(filter_state(&self.shared.lock().model)))
+            }
+            // A round's sweep, when the keeper knows what it applied: only what differs from it.
+            (Some(filter), true) if !full && !self.filter_full && filter.known().is_some() => {
+                let model = &self.shared.lock().model;
+                filter.known().map(|applied| FilterWork::Only(sweep_updates(model, applied)))
             }
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
             (Some(_), false) => filter_work,
