@@ -24,8 +24,18 @@ use crate::warning::Warning;
 /// The node label naming its zone, for topology hints.
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
-/// A slice's `namespace/name`.
-type SliceKey = (String, String);
+/// A slice's `namespace/name`, one allocation (a namespace has no `/`).
+type SliceKey = Box<str>;
+
+/// The key of slice `name` in `namespace`.
+fn slice_key(namespace: &str, name: &str) -> SliceKey {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
+/// The name part of a [`SliceKey`].
+fn slice_name(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(_, name)| name)
+}
 
 /// Counters showing how much work the model did: the proof that an update costs its own size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,7 +56,9 @@ pub struct ModelStats {
 pub struct Model {
     config: Config,
     node: NodeFacts,
-    services: HashMap<ServiceKey, ServiceSpec>,
+    /// Boxed: a spec is larger than the table's slot, and a hash table keeps an eighth or more
+    /// of its slots empty.
+    services: HashMap<ServiceKey, Box<ServiceSpec>>,
     /// The Service each stored slice belongs to.
     slice_owner: HashMap<SliceKey, ServiceKey>,
     /// Slices per Service by name, ordered so that duplicate endpoints merge the same way each time.
@@ -113,7 +125,7 @@ impl Model {
         };
         match parsed {
             Parsed::Handled(spec) => {
-                self.services.insert(key.clone(), spec);
+                self.services.insert(key.clone(), Box::new(spec));
             }
             Parsed::Ignored => {
                 self.services.remove(&key);
@@ -135,10 +147,12 @@ impl Model {
     /// the slice moved). A malformed slice is treated as absent; the warnings say why.
     pub fn upsert_endpoint_slice(&mut self, slice: &EndpointSlice) -> Vec<Warning> {
         let mut warnings = Vec::new();
-        let key: SliceKey =
-            (slice.metadata.namespace.clone().unwrap_or_default(), slice.metadata.name.clone().unwrap_or_default());
-        let parsed = if key.1.is_empty() {
-            warnings.push(Warning::new(format!("EndpointSlice {}/", key.0), "no metadata.name; EndpointSlice skipped"));
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
+        let name = slice.metadata.name.as_deref().unwrap_or_default();
+        let key = slice_key(namespace, name);
+        let parsed = if name.is_empty() {
+            warnings
+                .push(Warning::new(format!("EndpointSlice {namespace}/"), "no metadata.name; EndpointSlice skipped"));
             ParsedSlice::Ignored
         } else {
             parse_slice(slice, &self.config.node_name, &mut warnings)
@@ -146,7 +160,7 @@ impl Model {
         let old = self.detach_slice(&key);
         if let ParsedSlice::Handled(s) = parsed {
             let service = s.service.clone();
-            self.slices_by_service.entry(service.clone()).or_default().insert(key.1.clone(), s);
+            self.slices_by_service.entry(service.clone()).or_default().insert(name.to_owned(), s);
             self.slice_owner.insert(key, service.clone());
             if old.as_ref() != Some(&service)
                 && let Some(old) = old
@@ -162,16 +176,16 @@ impl Model {
 
     /// Removes EndpointSlice `namespace/name` and recomputes its Service.
     pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
-        if let Some(service) = self.detach_slice(&(namespace.to_owned(), name.to_owned())) {
+        if let Some(service) = self.detach_slice(&slice_key(namespace, name)) {
             self.recompute(&service, &mut Vec::new());
         }
     }
 
     /// Takes a slice out of the store; returns the Service it belonged to.
-    fn detach_slice(&mut self, key: &SliceKey) -> Option<ServiceKey> {
+    fn detach_slice(&mut self, key: &str) -> Option<ServiceKey> {
         let service = self.slice_owner.remove(key)?;
         if let Some(slices) = self.slices_by_service.get_mut(&service) {
-            slices.remove(&key.1);
+            slices.remove(slice_name(key));
             if slices.is_empty() {
                 self.slices_by_service.remove(&service);
             }
