@@ -58,6 +58,11 @@ pub struct SyncSettings {
 pub trait SyncObserver: Send {
     /// One sync finished.
     fn synced(&mut self, report: &SyncReport, model: &Model);
+
+    /// The first lists are complete, what their decoding allocated is freed, and the full
+    /// sync, the start's largest allocations, comes next: the moment to hand free memory back
+    /// to the kernel, if the process's allocator keeps it. Once, before any `synced`.
+    fn lists_complete(&mut self) {}
 }
 
 /// The sync loop over a [`Kernel`].
@@ -191,6 +196,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// period (a full reconcile when there is no verification).
     pub async fn run(mut self) {
         self.prime_until_lists_complete().await;
+        self.observer.lists_complete();
         tracing::info!("first lists complete; reconciling everything");
         // Due at once and full: the first sync adopts the kernel's state and reads the node's
         // addresses before anything is planned.

@@ -154,12 +154,19 @@ impl Kernel for MemoryKernel {
     }
 }
 
+/// The reports, and how many had been made when the observer heard the lists were complete.
 #[derive(Default)]
-pub(super) struct Reports(pub Vec<SyncReport>);
+pub(super) struct Reports(pub Vec<SyncReport>, pub Option<usize>);
 
 impl SyncObserver for Arc<Mutex<Reports>> {
     fn synced(&mut self, report: &SyncReport, _model: &Model) {
         self.lock().unwrap().0.push(report.clone());
+    }
+
+    fn lists_complete(&mut self) {
+        let mut reports = self.lock().unwrap();
+        assert_eq!(reports.1, None, "told twice");
+        reports.1 = Some(reports.0.len());
     }
 }
 

@@ -61,6 +61,7 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     assert!(kernel.mem().services[&gone].1.contains_key(&old.id));
     assert_eq!(kernel.mem().services[&svc0].1[&old.id].weight, 1);
     assert!(reports.lock().unwrap().0.is_empty());
+    assert_eq!(reports.lock().unwrap().1, None, "the lists are not complete yet");
     shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while reports.lock().unwrap().0.is_empty() && tokio::time::Instant::now() < deadline {
@@ -68,6 +69,7 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     }
     task.abort();
     let first = reports.lock().unwrap().0.first().cloned().expect("a sync after the lists");
+    assert_eq!(reports.lock().unwrap().1, Some(0), "told of the complete lists before the first sync");
     assert!(first.full);
     assert_eq!(first.virtual_servers, 2);
     // It reports the priming's writes too (metrics count every kernel write).
