@@ -203,7 +203,12 @@ pub(crate) async fn verify<R: KernelReader>(
                 match reader.virtual_server_count().await {
                     Ok(Some(n)) => reads.push(Reading { started, read: Read::Count(n) }),
                     Ok(None) => counting = false,
-                    Err(e) => reads.push(Reading { started, read: Read::Failed(e) }),
+                    Err(e) => {
+                        // Reported once; from then on the list every period sees what a count
+                        // would have, rather than a failure a second.
+                        counting = false;
+                        reads.push(Reading { started, read: Read::Failed(e) });
+                    }
                 }
             }
             if cursor == 0 {

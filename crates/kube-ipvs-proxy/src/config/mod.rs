@@ -131,13 +131,14 @@ pub struct RunArgs {
     /// This node's name (default: the hostname).
     #[arg(long, value_name = "NAME")]
     pub hostname_override: Option<String>,
-    /// Verify the list of IPVS virtual servers against the kernel this often: one deleted by
-    /// someone else is made again within it (Go duration; default 30s).
+    /// A virtual server deleted by someone else is made again within this (the kernel's count
+    /// of them is read every second, their list when it differs); graceful removals and the
+    /// nftables sets' digests are checked this often (Go duration; default 30s).
     #[arg(long, alias = "sync-period", value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_sync_period: Option<Duration>,
-    /// Read every virtual server's real servers, and the dummy link's addresses, once this
-    /// often, a slice each second: what someone else deleted or altered there is repaired
-    /// within it (default 5m).
+    /// Read every virtual server's real servers, the dummy link's addresses and the list of
+    /// virtual servers once this often, a slice each second: what someone else deleted or
+    /// altered there is repaired within it (default 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub real_server_verify_period: Option<Duration>,
     /// Minimum time between syncs; changes arriving meanwhile are coalesced (default 0s).
@@ -248,7 +249,8 @@ pub struct Settings {
     pub from_file: Option<PathBuf>,
     /// This node's name.
     pub node_name: String,
-    /// Period of the virtual servers' verification.
+    /// Within this a virtual server deleted by someone else is made again; the period of the
+    /// verification's syncs.
     pub sync_period: Duration,
     /// Period of the real servers' verification.
     pub real_server_verify_period: Duration,

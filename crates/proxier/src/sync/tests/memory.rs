@@ -226,6 +226,8 @@ pub(super) struct MemoryReader {
     /// Whether it counts the virtual servers (as the daemon's reader does), or cannot (the
     /// verification then lists them every period).
     pub counting: bool,
+    /// Whether each count fails (as without `CAP_NET_ADMIN`).
+    pub count_fails: bool,
     /// The nftables side, whose set `SET` it reads (its digest held until `set_gate` allows).
     pub sets: Option<(MemorySets, Option<Arc<tokio::sync::Semaphore>>)>,
 }
@@ -291,6 +293,9 @@ impl KernelReader for MemoryReader {
         }
         let mut m = self.kernel.mem();
         m.counts += 1;
+        if self.count_fails {
+            return Err(KernelError::new("count", std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
+        }
         // As the kernel: IPv4 ones only.
         Ok(Some(m.services.keys().filter(|id| id.family() == ipvs::Family::V4).count()))
     }

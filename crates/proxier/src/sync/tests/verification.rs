@@ -35,7 +35,13 @@ async fn start(
     shared: &Arc<Shared>,
     gate: Option<Arc<Semaphore>>,
 ) -> (JoinHandle<()>, Arc<Mutex<Reports>>) {
-    start_with(kernel, shared, MemoryReader { kernel: kernel.clone(), gate, counting: true, sets: None }, None).await
+    start_with(
+        kernel,
+        shared,
+        MemoryReader { kernel: kernel.clone(), gate, counting: true, count_fails: false, sets: None },
+        None,
+    )
+    .await
 }
 
 /// [`start`] with `reader`, and `filter` as the nftables side.
@@ -133,7 +139,7 @@ async fn a_virtual_server_swapped_for_another_is_made_again_within_the_round() {
 async fn without_a_count_the_list_is_read_every_period() {
     let kernel = MemoryKernel::default();
     let shared = cluster(20);
-    let reader = MemoryReader { kernel: kernel.clone(), gate: None, counting: false, sets: None };
+    let reader = MemoryReader { kernel: kernel.clone(), gate: None, counting: false, count_fails: false, sets: None };
     let (task, _) = start_with(&kernel, &shared, reader, None).await;
     tokio::time::sleep(Duration::from_secs(29)).await;
     assert_eq!(kernel.mem().reads.0, 0);
@@ -178,7 +184,13 @@ async fn a_change_is_applied_while_a_read_is_in_flight_and_the_read_undoes_nothi
     let gate = Arc::new(Semaphore::new(0));
     // A reader without a count lists every period: the list is read at 30 s and held, a
     // dump still in flight.
-    let reader = MemoryReader { kernel: kernel.clone(), gate: Some(gate.clone()), counting: false, sets: None };
+    let reader = MemoryReader {
+        kernel: kernel.clone(),
+        gate: Some(gate.clone()),
+        counting: false,
+        count_fails: false,
+        sets: None,
+    };
     let (task, reports) = start_with(&kernel, &shared, reader, None).await;
     tokio::time::sleep(Duration::from_millis(30_500)).await;
     assert_eq!(kernel.mem().reads.0, 1);
@@ -227,7 +239,13 @@ async fn an_nftables_set_that_differs_is_found_by_its_digest_and_repaired() {
     let kernel = MemoryKernel::default();
     let shared = cluster(3);
     let sets = MemorySets::default();
-    let reader = MemoryReader { kernel: kernel.clone(), gate: None, counting: true, sets: Some((sets.clone(), None)) };
+    let reader = MemoryReader {
+        kernel: kernel.clone(),
+        gate: None,
+        counting: true,
+        count_fails: false,
+        sets: Some((sets.clone(), None)),
+    };
     let (task, _) = start_with(&kernel, &shared, reader, Some(sets.clone())).await;
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(sets.0.lock().unwrap().repairs, 0, "equal digests: nothing listed");
@@ -250,6 +268,7 @@ async fn a_set_read_older_than_a_write_of_the_set_repairs_nothing() {
         kernel: kernel.clone(),
         gate: None,
         counting: true,
+        count_fails: false,
         sets: Some((sets.clone(), Some(gate.clone()))),
     };
     let (task, _) = start_with(&kernel, &shared, reader, Some(sets.clone())).await;
@@ -277,4 +296,20 @@ async fn with_an_ipv6_virtual_server_the_list_is_read_every_period() {
     tokio::time::sleep(Duration::from_secs(45)).await;
     task.abort();
     assert_eq!(kernel.mem().reads.0, 1);
+}
+
+/// A count that fails is reported once; the list is then read every period instead, so that a
+/// deleted virtual server is still seen within it.
+#[tokio::test(start_paused = true)]
+async fn a_failing_count_is_reported_once_and_the_list_read_every_period_instead() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(20);
+    let reader = MemoryReader { kernel: kernel.clone(), gate: None, counting: true, count_fails: true, sets: None };
+    let (task, reports) = start_with(&kernel, &shared, reader, None).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    task.abort();
+    let m = kernel.mem();
+    assert_eq!((m.counts, m.reads.0), (1, 2), "one count asked, lists at 30 s and 60 s");
+    let failures: usize = reports.lock().unwrap().0.iter().map(|r| r.read_failures).sum();
+    assert_eq!(failures, 1);
 }
