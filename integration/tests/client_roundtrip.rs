@@ -10,6 +10,16 @@ use ipvs::{
     VirtualServerId,
 };
 
+/// The 6.1 kernel's service table is shared by all network namespaces and a dump resumes by
+/// position in it (the `ipvs` README): one test writing virtual servers while another dumps
+/// makes that dump repeat or skip entries. The tests of this file take turns.
+static TABLE_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn at the kernel's table.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TABLE_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// One row: a virtual server, how it is then updated, and its real servers.
 struct Case {
     vs: VirtualServer,
@@ -99,6 +109,7 @@ async fn sorted_reals(c: &Client, id: &VirtualServerId) -> Vec<RealServer> {
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn every_call_round_trips() {
+    let _turn = turn();
     in_netns(|| async {
         let c = Client::connect().await.unwrap();
         let cases = cases();
@@ -165,6 +176,7 @@ fn every_call_round_trips() {
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn info_timeouts_count_flush() {
+    let _turn = turn();
     in_netns(|| async {
         let c = Client::connect().await.unwrap();
         let info = c.info().await.unwrap();
@@ -212,6 +224,7 @@ fn info_timeouts_count_flush() {
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn a_long_listing_lets_other_tasks_run_between_its_datagrams() {
+    let _turn = turn();
     in_netns(|| async {
         let c = Client::connect().await.unwrap();
         // 10,000 virtual servers: about a hundred datagrams of a dump, every one of them ready
@@ -251,6 +264,7 @@ fn a_long_listing_lets_other_tasks_run_between_its_datagrams() {
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn listings_in_page_datagrams_read_what_large_ones_read() {
+    let _turn = turn();
     in_netns(|| async {
         let c = Client::connect().await.unwrap();
         let paged = Client::connect_with(ipvs::ClientOptions::default().with_page_datagrams()).await.unwrap();
