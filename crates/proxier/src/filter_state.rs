@@ -48,11 +48,17 @@ pub(crate) fn service_filter(
 
 /// The filter of every desired virtual server: what the periodic full reconcile writes.
 pub fn filter_state(model: &Model) -> FilterState {
+    FilterState::from_services(desired_filters(model))
+}
+
+/// The filter of every desired virtual server, in the desired state's order; each Service's
+/// local endpoints are looked up once.
+fn desired_filters(model: &Model) -> impl Iterator<Item = (Target, ServiceFilter)> + '_ {
     let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
-    FilterState::from_services(model.desired().virtual_servers().filter_map(|(_, vs)| {
+    model.desired().virtual_servers().filter_map(move |(_, vs)| {
         let local = locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
         service_filter(vs, local)
-    }))
+    })
 }
 
 /// What a round's sweep finds: the filter of each desired virtual server that differs from
@@ -60,12 +66,9 @@ pub fn filter_state(model: &Model) -> FilterState {
 /// desired. Empty when they agree, which is the rule: the model and what was applied drift apart
 /// only through a bug. Costs a look-up per virtual server and no second whole state.
 pub fn sweep_updates(model: &Model, applied: &FilterState) -> Vec<(Target, Option<ServiceFilter>)> {
-    let mut locals: HashMap<&ServiceKey, BTreeSet<IpAddr>> = HashMap::new();
     let mut updates = Vec::new();
     let mut desired_and_applied = 0;
-    for (_, vs) in model.desired().virtual_servers() {
-        let local = locals.entry(&vs.origin.service).or_insert_with(|| model.local_endpoints(&vs.origin.service));
-        let Some((target, filter)) = service_filter(vs, local) else { continue };
+    for (target, filter) in desired_filters(model) {
         match applied.service(&target) {
             Some(was) => {
                 desired_and_applied += 1;
