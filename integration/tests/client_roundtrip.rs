@@ -198,7 +198,7 @@ fn info_timeouts_count_flush() {
 
         // The count is this namespace's alone (the other tests run beside this one, each in
         // its own, and the 6.1 kernel's service table is shared by all of them).
-        let counter = ipvs::VirtualServerCounter::open().unwrap();
+        let counter = ipvs::SockoptReader::open().unwrap();
         assert_eq!(counter.count().unwrap(), 0);
         for vs in rich_table() {
             c.add_virtual_server(&vs.0).await.unwrap();
@@ -280,6 +280,68 @@ fn listings_in_page_datagrams_read_what_large_ones_read() {
         assert_eq!(large.len(), 300);
         assert_eq!(paged.list_real_servers(&id).await.unwrap(), large);
         assert_eq!(paged.list_virtual_servers().await.unwrap(), c.list_virtual_servers().await.unwrap());
+        c.flush().await.unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn real_servers_read_through_socket_options_are_what_the_netlink_listing_reads() {
+    let _turn = turn();
+    in_netns(|| async {
+        let c = Client::connect().await.unwrap();
+        let reader = ipvs::SockoptReader::open().unwrap();
+        let mut table = rich_table();
+        // More real servers than a first read has room for, and a virtual server with none.
+        let many = (0..100u8)
+            .map(|i| RealServer::new(addr(&format!("10.244.{i}.9")), 8080, u32::from(i) + 1))
+            .collect::<Vec<_>>();
+        table.push((VirtualServer::new(tuple(Protocol::Tcp, "10.96.9.1", 80), "rr"), many));
+        table.push((VirtualServer::new(tuple(Protocol::Udp, "10.96.9.2", 53), "rr"), Vec::new()));
+        for (vs, reals) in &table {
+            c.add_virtual_server(vs).await.unwrap();
+            for rs in reals {
+                c.add_real_server(&vs.id, rs).await.unwrap();
+            }
+        }
+        let mut compared = 0;
+        for (vs, _) in &table {
+            let listed = c.list_real_servers(&vs.id).await.unwrap();
+            let read = reader.real_servers(&vs.id);
+            if vs.id.family() == Family::V6 {
+                let err = read.unwrap_err();
+                assert_eq!(err.kind(), ipvs::ErrorKind::AddressFamilyNotSupported, "{err}");
+                continue;
+            }
+            let read = read.unwrap().unwrap_or_else(|| panic!("{} read as missing", vs.id));
+            // The socket options carry no tunnel encapsulation, and leave out real servers of
+            // the other family (IPv6 tunnel ends of an IPv4 virtual server).
+            let expected: Vec<_> = listed
+                .iter()
+                .filter(|e| Family::of(&e.server.id.addr) == Family::V4)
+                .map(|e| match e.server.forward {
+                    ForwardMethod::Tunnel { .. } => (
+                        RealServer {
+                            forward: ForwardMethod::Tunnel { tunnel: TunnelType::IpIp, port: 0, flags: 0 },
+                            ..e.server
+                        },
+                        e.connections,
+                    ),
+                    _ => (e.server, e.connections),
+                })
+                .collect();
+            let got: Vec<_> = read.iter().map(|e| (e.server, e.connections)).collect();
+            assert_eq!(got, expected, "{}", vs.id);
+            compared += 1;
+        }
+        assert!(compared >= 8, "{compared} IPv4 virtual servers compared");
+        assert_eq!(reader.real_servers(&tuple(Protocol::Tcp, "10.96.9.1", 80)).unwrap().map(|r| r.len()), Some(100));
+        assert_eq!(reader.real_servers(&tuple(Protocol::Udp, "10.96.9.2", 53)).unwrap(), Some(Vec::new()));
+        assert_eq!(
+            reader.real_servers(&tuple(Protocol::Tcp, "10.96.9.3", 80)).unwrap(),
+            None,
+            "no such virtual server"
+        );
         c.flush().await.unwrap();
     });
 }

@@ -6,7 +6,8 @@
 //! With `client`, [`Client`] talks generic netlink to the kernel's IPVS family over one socket:
 //! single calls, whole-table dumps ([`Client::table`]) and pipelined batches
 //! ([`Client::apply`]); [`DummyLink`] manages the dummy link that holds service addresses;
-//! [`VirtualServerCounter`] counts the virtual servers without a dump.
+//! [`SockoptReader`] counts the virtual servers, and reads one IPv4 virtual server's real
+//! servers, each in one system call (IPVS's socket options) instead of a dump.
 //!
 //! [`listing`] prints a [`Table`] exactly as `ipvsadm -Ln` does (pure; `debug status` uses it).
 //!
@@ -40,11 +41,11 @@ mod batch;
 #[cfg(feature = "client")]
 mod client;
 #[cfg(feature = "client")]
-mod count;
-#[cfg(feature = "client")]
 mod link;
 #[cfg(feature = "client")]
 mod socket;
+#[cfg(feature = "client")]
+mod sockopt;
 
 pub use error::{Error, ErrorKind, Result};
 pub use types::{
@@ -55,8 +56,8 @@ pub use types::{
 #[cfg(feature = "client")]
 pub use client::Client;
 #[cfg(feature = "client")]
-pub use count::VirtualServerCounter;
-#[cfg(feature = "client")]
 pub use link::DummyLink;
 #[cfg(feature = "client")]
 pub use socket::ClientOptions;
+#[cfg(feature = "client")]
+pub use sockopt::SockoptReader;

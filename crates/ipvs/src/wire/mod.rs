@@ -16,6 +16,8 @@ mod ops;
 mod service;
 mod stats;
 
+#[cfg(feature = "client")]
+pub(crate) use address::protocol_number;
 pub use address::{RawAddress, address_of, raw_address};
 pub use dest::{
     DestAttr, dest_attrs, dest_id_attrs, parse_dest_attrs, real_server_entry, real_server_entry_from_nest,

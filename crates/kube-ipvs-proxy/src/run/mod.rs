@@ -119,9 +119,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
             .context(|| "cannot open the IPVS netlink family".into())?;
     let reader = NetlinkReader::new(reader_client, link.clone())
         .with_real_server_client(dest_client)
-        .with_virtual_server_counter(
-            ipvs::VirtualServerCounter::open()
-                .context(|| "cannot open a socket to count IPVS virtual servers".into())?,
+        .with_sockopt_reader(
+            ipvs::SockoptReader::open().context(|| "cannot open a socket to read IPVS's socket options".into())?,
         )
         .with_filter_sets(netfilter::SetReader::new(&table));
     let verify =
