@@ -56,7 +56,7 @@ pub(crate) fn is_node_address(ifname: &str, addr: &IpAddr, dummy: &str) -> bool 
 pub async fn node_addresses(dummy: &str) -> Result<Vec<IpAddr>, AddressesError> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(AddressesError::Socket)?;
     let task = tokio::spawn(connection);
-    let host = Host::dump(&handle).await;
+    let host = Host::dump(&handle, dummy).await;
     task.abort();
     Ok(host?.node_addresses(dummy))
 }
@@ -78,12 +78,13 @@ struct Host {
     /// Interface names by index.
     links: HashMap<u32, String>,
     /// Addresses by interface index, as the kernel keys them (address and prefix length), so
-    /// that applying a notification twice (one that raced the dump) changes nothing.
+    /// that applying a notification twice (one that raced the dump) changes nothing. The dummy
+    /// link's are not kept: they are never node addresses, and there are thousands.
     addresses: BTreeMap<u32, BTreeSet<(IpAddr, u8)>>,
 }
 
 impl Host {
-    async fn dump(handle: &Handle) -> Result<Host, AddressesError> {
+    async fn dump(handle: &Handle, dummy: &str) -> Result<Host, AddressesError> {
         let links: Vec<LinkMessage> = handle
             .link()
             .get()
@@ -103,7 +104,7 @@ impl Host {
             host.link(link, true);
         }
         for address in &addresses {
-            host.address(address, true);
+            host.address(address, true, dummy);
         }
         Ok(host)
     }
@@ -124,10 +125,13 @@ impl Host {
         }
     }
 
-    /// Records an address that appeared (`present`) or went.
-    fn address(&mut self, message: &AddressMessage, present: bool) {
-        let Some(addr) = address_of(message) else { return };
+    /// Records an address that appeared (`present`) or went, unless it is the link `dummy`'s.
+    fn address(&mut self, message: &AddressMessage, present: bool, dummy: &str) {
         let index = message.header.index;
+        if self.links.get(&index).is_some_and(|name| name == dummy) {
+            return;
+        }
+        let Some(addr) = address_of(message) else { return };
         let key = (addr, message.header.prefix_len);
         let on_link = self.addresses.entry(index).or_default();
         if present {
@@ -159,14 +163,14 @@ impl Host {
         unbound: &mut Vec<IpAddr>,
     ) -> bool {
         match &message.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => self.address(m, true),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => self.address(m, true, dummy),
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
                 if self.links.get(&m.header.index).is_some_and(|name| name == dummy)
                     && let Some(addr) = address_of(m)
                 {
                     unbound.push(addr);
                 }
-                self.address(m, false)
+                self.address(m, false, dummy)
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => self.link(m, true),
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => self.link(m, false),
@@ -217,7 +221,7 @@ impl Follower {
     async fn next_change(&mut self) -> Vec<Update> {
         loop {
             let Some(session) = self.session.as_mut() else {
-                match subscribe().await {
+                match subscribe(&self.dummy).await {
                     Ok(session) => self.session = Some(session),
                     Err(e) => {
                         tracing::warn!("cannot follow the node's addresses, retrying: {e}");
@@ -278,19 +282,57 @@ impl Follower {
 
 /// Subscribes to address and link notifications, then dumps: nothing is missed, and a change
 /// that raced the dump is in both, which is harmless (notifications are idempotent on [`Host`]).
-async fn subscribe() -> Result<Session, AddressesError> {
+async fn subscribe(dummy: &str) -> Result<Session, AddressesError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
     let (connection, handle, notifications) =
         rtnetlink::new_multicast_connection(&groups).map_err(AddressesError::Socket)?;
     let task = tokio::spawn(connection);
     let mut session = Session { notifications, host: Host::default(), task };
-    session.host = Host::dump(&handle).await?;
+    session.host = Host::dump(&handle, dummy).await?;
     Ok(session)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link(index: u32, name: &str) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        NetlinkMessage::from(RouteNetlinkMessage::NewLink(m))
+    }
+
+    fn address(index: u32, addr: &str, present: bool) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m.header.prefix_len = 32;
+        m.attributes.push(AddressAttribute::Local(addr.parse().unwrap()));
+        let message = if present { RouteNetlinkMessage::NewAddress(m) } else { RouteNetlinkMessage::DelAddress(m) };
+        NetlinkMessage::from(message)
+    }
+
+    #[test]
+    fn the_dummy_links_addresses_are_not_kept_and_one_removed_is_reported() {
+        let mut host = Host::default();
+        let mut unbound = Vec::new();
+        assert!(host.notify(&link(2, "eth0"), "kube-ipvs0", &mut unbound));
+        assert!(host.notify(&link(3, "kube-ipvs0"), "kube-ipvs0", &mut unbound));
+        assert!(host.notify(&address(2, "192.0.2.10", true), "kube-ipvs0", &mut unbound));
+        for i in 0..1000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a60_0000 + i).to_string();
+            assert!(host.notify(&address(3, &ip, true), "kube-ipvs0", &mut unbound));
+        }
+        // Each burst of binds recomputes the node's addresses: from the node's few, not from
+        // every ClusterIP.
+        assert_eq!(host.addresses.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(host.node_addresses("kube-ipvs0"), ["192.0.2.10".parse::<IpAddr>().unwrap()]);
+        assert!(host.notify(&address(3, "10.96.0.5", false), "kube-ipvs0", &mut unbound));
+        assert_eq!(unbound, ["10.96.0.5".parse::<IpAddr>().unwrap()]);
+        assert!(host.notify(&address(2, "192.0.2.10", false), "kube-ipvs0", &mut unbound));
+        assert!(host.node_addresses("kube-ipvs0").is_empty());
+        assert_eq!(unbound.len(), 1, "only the dummy link's removals are reported");
+    }
 
     #[test]
     fn node_addresses_follow_upstreams_rule() {
