@@ -131,6 +131,17 @@ impl Client {
         list_services(&mut conn, self.statistics).await
     }
 
+    /// Every virtual server's configuration, without counters (one dump), in a vector with room
+    /// for `expected` (a caller that knows about how many there are): for a reader comparing
+    /// configurations, which need not hold the counters, nor a vector grown by doubling, at
+    /// tens of thousands.
+    pub async fn list_virtual_server_configs(&self, expected: usize) -> Result<Vec<VirtualServer>> {
+        let mut conn = self.conn.lock().await;
+        let mut out = Vec::with_capacity(expected);
+        each_service(&mut conn, false, |entry| out.push(entry.server)).await?;
+        Ok(out)
+    }
+
     /// The real servers of `vs` (one dump); empty if `vs` does not exist (the kernel does not
     /// tell the difference).
     pub async fn list_real_servers(&self, vs: &VirtualServerId) -> Result<Vec<RealServerEntry>> {
@@ -202,8 +213,14 @@ impl Client {
 }
 
 async fn list_services(conn: &mut Connection, statistics: bool) -> Result<Vec<VirtualServerEntry>> {
-    let what = "list virtual servers";
     let mut out = Vec::new();
+    each_service(conn, statistics, |entry| out.push(entry)).await?;
+    Ok(out)
+}
+
+/// Dumps the virtual servers, handing each entry to `take` as it is decoded.
+async fn each_service(conn: &mut Connection, statistics: bool, mut take: impl FnMut(VirtualServerEntry)) -> Result<()> {
+    let what = "list virtual servers";
     let msg = IpvsMessage::new(IPVS_CMD_GET_SERVICE, vec![]);
     // Each entry decoded straight from its bytes, as for destinations.
     conn.exchange_frames(Context::new(&what), msg, true, |frame| {
@@ -213,14 +230,13 @@ async fn list_services(conn: &mut Connection, statistics: bool) -> Result<Vec<Vi
         // dump: it cannot be one this crate's users wrote.
         if let Some(nest) = nest {
             match virtual_server_entry_from_nest(nest, statistics) {
-                Ok(entry) => out.push(entry),
+                Ok(entry) => take(entry),
                 Err(e) => tracing::warn!(error = %e, "{what}: skipped an entry that cannot be decoded"),
             }
         }
         Ok(())
     })
-    .await?;
-    Ok(out)
+    .await
 }
 
 async fn list_dests(conn: &mut Connection, vs: &VirtualServerId, statistics: bool) -> Result<Vec<RealServerEntry>> {

@@ -27,7 +27,7 @@ fn model() -> Model {
 
 /// The kernel state after programming `m` from scratch, and that state as the kernel lists it
 /// (with the `HASHED` flag the kernel adds).
-fn programmed(m: &Model) -> (Observed, Vec<VirtualServerEntry>) {
+fn programmed(m: &Model) -> (Observed, Vec<VirtualServer>) {
     let mut o = Observed::new();
     for step in m.plan(&Observed::new(), &Scope::All, &mut GracefulRemovals::new(), T0).steps {
         o.apply(&step);
@@ -36,10 +36,10 @@ fn programmed(m: &Model) -> (Observed, Vec<VirtualServerEntry>) {
     (o, listed)
 }
 
-fn kernel_entry(server: &VirtualServer) -> VirtualServerEntry {
+fn kernel_entry(server: &VirtualServer) -> VirtualServer {
     let mut server = server.clone();
     server.flags |= ServiceFlags::HASHED;
-    VirtualServerEntry { server, stats: Stats::default() }
+    server
 }
 
 fn dests_of(o: &Observed, id: &VirtualServerId, active: u32) -> Vec<RealServerEntry> {
@@ -81,7 +81,7 @@ fn a_virtual_server_deleted_by_someone_else_is_found_and_made_again() {
     let m = model();
     let (mut o, mut listed) = programmed(&m);
     let web = tcp("10.96.0.10", 80);
-    listed.retain(|e| e.server.id != web);
+    listed.retain(|e| e.id != web);
     let verified = o.verify_virtual_servers(&listed, |_| false);
     assert_eq!(verified.changed, vec![web]);
     assert!(o.virtual_server(&web).is_none());
@@ -95,7 +95,7 @@ fn a_virtual_server_written_since_the_read_began_is_left_alone() {
     let m = model();
     let (mut o, mut listed) = programmed(&m);
     let web = tcp("10.96.0.10", 80);
-    listed.retain(|e| e.server.id != web);
+    listed.retain(|e| e.id != web);
     // The read predates this proxy's own add: its absence proves nothing.
     let verified = o.verify_virtual_servers(&listed, |id| *id == web);
     assert!(verified.changed.is_empty(), "{verified:?}");
@@ -108,8 +108,8 @@ fn an_altered_or_foreign_virtual_server_is_reported() {
     let (mut o, mut listed) = programmed(&m);
     let db = tcp("10.96.0.20", 5432);
     for e in &mut listed {
-        if e.server.id == db {
-            e.server.scheduler = "wlc".into();
+        if e.id == db {
+            e.scheduler = "wlc".into();
         }
     }
     let foreign = tcp("10.96.0.99", 80);
@@ -227,7 +227,9 @@ fn virtual_servers_are_counted_by_family() {
     }
     let mut observed = Observed::new();
     for (i, id) in ids.iter().enumerate() {
-        observed.replace_virtual_server(&kernel_entry(&VirtualServer::new(*id, "rr")), &[]);
+        let entry =
+            VirtualServerEntry { server: kernel_entry(&VirtualServer::new(*id, "rr")), stats: Stats::default() };
+        observed.replace_virtual_server(&entry, &[]);
         let seen = &ids[..=i];
         let ipv6 = seen.iter().filter(|id| id.family() == Family::V6).count();
         assert_eq!(observed.count_by_family(), (seen.len() - ipv6, ipv6), "after {id}");

@@ -6,7 +6,7 @@ use crate::kernel::{Kernel, KernelError};
 use crate::verify::KernelReader;
 use futures::{StreamExt, stream};
 use ipvs::{
-    Client, DummyLink, Family, ForwardMethod, Operation, RealServerEntry, SockoptReader, Table, VirtualServerEntry,
+    Client, DummyLink, Family, ForwardMethod, Operation, RealServerEntry, SockoptReader, Table, VirtualServer,
     VirtualServerId,
 };
 use netfilter::{Conntrack, SetReader, StaleFlows};
@@ -176,8 +176,11 @@ impl NetlinkReader {
 }
 
 impl KernelReader for NetlinkReader {
-    async fn virtual_servers(&mut self) -> Result<Vec<VirtualServerEntry>, KernelError> {
-        self.client.list_virtual_servers().await.map_err(|e| KernelError::new("list the IPVS virtual servers", e))
+    async fn virtual_servers(&mut self, expected: usize) -> Result<Vec<VirtualServer>, KernelError> {
+        self.client
+            .list_virtual_server_configs(expected)
+            .await
+            .map_err(|e| KernelError::new("list the IPVS virtual servers", e))
     }
 
     async fn virtual_server_count(&mut self) -> Result<Option<usize>, KernelError> {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipvs::{RealServerEntry, VirtualServerEntry, VirtualServerId};
+use ipvs::{RealServerEntry, VirtualServer, VirtualServerId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -37,8 +37,12 @@ pub(crate) const TICK: Duration = Duration::from_secs(1);
 
 /// The kernel reads the verification makes, on sockets of their own (not the loop's).
 pub trait KernelReader: Send + 'static {
-    /// Every virtual server, without its real servers (one dump).
-    fn virtual_servers(&mut self) -> impl Future<Output = Result<Vec<VirtualServerEntry>, KernelError>> + Send;
+    /// Every virtual server's configuration, without its real servers (one dump); `expected`
+    /// is about how many there are (room to make for them).
+    fn virtual_servers(
+        &mut self,
+        expected: usize,
+    ) -> impl Future<Output = Result<Vec<VirtualServer>, KernelError>> + Send;
 
     /// How many IPv4 virtual servers the kernel holds (anyone's), without listing them; `None`
     /// when this reader cannot count (the list is then read every `syncPeriod` instead).
@@ -86,7 +90,7 @@ pub(crate) struct Reading {
 /// What was read.
 #[derive(Debug)]
 pub(crate) enum Read {
-    VirtualServers(Vec<VirtualServerEntry>),
+    VirtualServers(Vec<VirtualServer>),
     RealServers(Vec<(VirtualServerId, Option<Vec<RealServerEntry>>)>),
     /// The real servers of the virtual servers with graceful removals pending, read to count
     /// their connections (every `syncPeriod`).
@@ -168,9 +172,12 @@ pub(crate) async fn verify<R: KernelReader>(
             }
             last_list = now;
             let started = clock.now();
-            let read = match reader.virtual_servers().await {
+            // Room for what the last list found and a few more: no vector grown by doubling.
+            let expected = ids.len() + ids.len() / 64 + 16;
+            let read = match reader.virtual_servers(expected).await {
                 Ok(list) => {
-                    ids = list.iter().map(|e| e.server.id).collect();
+                    ids.clear();
+                    ids.extend(list.iter().map(|s| s.id));
                     cursor = cursor.min(ids.len());
                     Read::VirtualServers(list)
                 }

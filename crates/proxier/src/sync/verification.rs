@@ -130,7 +130,7 @@ impl Verification {
                 }
                 self.found.virtual_servers.extend(verified.changed);
                 let unknown = verified.unknown;
-                self.unknown.extend(listed.into_iter().filter(|e| unknown.contains(&e.server.id)).map(|e| e.server));
+                self.unknown.extend(listed.into_iter().filter(|s| unknown.contains(&s.id)));
                 self.due = true;
                 true
             }

@@ -272,14 +272,11 @@ impl crate::filter::Filter for MemorySets {
 }
 
 impl KernelReader for MemoryReader {
-    async fn virtual_servers(&mut self) -> Result<Vec<VirtualServerEntry>, KernelError> {
-        let list: Vec<VirtualServerEntry> = {
+    async fn virtual_servers(&mut self, _expected: usize) -> Result<Vec<VirtualServer>, KernelError> {
+        let list: Vec<VirtualServer> = {
             let mut m = self.kernel.mem();
             m.reads.0 += 1;
-            m.services
-                .values()
-                .map(|(vs, _)| VirtualServerEntry { server: vs.clone(), stats: Stats::default() })
-                .collect()
+            m.services.values().map(|(vs, _)| vs.clone()).collect()
         };
         if let Some(gate) = &self.gate {
             gate.acquire().await.map_err(|e| KernelError::new("gate", e))?.forget();
