@@ -118,8 +118,30 @@ fn main() {
             }
             latencies
         };
+        // When the peak resident size rises, to match with the daemon's log.
+        let steady_utc = integration::run("date", &["-u", "+%H:%M:%S"], None).unwrap_or_default();
+        let peak_kib = move || peak_rss(daemon_pid).trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+        let rises = async {
+            let mut rises = Vec::new();
+            let mut last = peak_kib();
+            while steady_start.elapsed() < window {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = peak_kib();
+                if now > last {
+                    rises.push(format!("+{:.1}s {now}", steady_start.elapsed().as_secs_f64()));
+                    last = now;
+                }
+            }
+            rises
+        };
         let profile = Profile::start(daemon.pid(), "steady");
-        let (churned, mut latencies) = tokio::join!(churn, measure);
+        let (churned, mut latencies, rises) = tokio::join!(churn, measure, rises);
+        let shown = rises.len().min(40);
+        println!(
+            "daemon    peak RSS rose in the steady state (from {}): {}",
+            steady_utc.trim(),
+            rises[rises.len() - shown..].join(", ")
+        );
         profile.finish("steady");
         let changes = latencies.len();
         latencies.sort();
@@ -155,6 +177,9 @@ fn main() {
             "daemon    idle CPU over {idle_window:?} (sync period 30 s, real servers verified over 5 min): {:.2}% of one vCPU",
             idle_cpu * 100.0
         );
+        for line in daemon.log().lines().filter(|l| l.contains("HEAPDBG")) {
+            println!("daemon log | {line}");
+        }
         for line in daemon.log().lines().filter(|l| l.contains("verification sync")).take(5) {
             println!("daemon log | {line}");
         }
