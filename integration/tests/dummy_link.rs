@@ -74,3 +74,27 @@ fn dummy_link_is_idempotent_and_agrees_with_ip() {
         link.delete().await.unwrap(); // already gone: Ok
     });
 }
+
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn thousands_of_addresses_are_listed_as_ip_binds_them_and_no_other_links() {
+    in_netns(|| async {
+        let link = DummyLink::ensure("kube-ipvs0").await.unwrap();
+        // Bound by `ip -batch`, the independent peer: a dump of many datagrams.
+        let want: Vec<IpAddr> = (0..3000u32).map(|i| std::net::Ipv4Addr::from(0x0a60_0000 + i).into()).collect();
+        let batch: String = want.iter().map(|a| format!("addr add {a}/32 dev kube-ipvs0\n")).collect();
+        let file = std::env::temp_dir().join(format!("kip-addresses-{}", std::process::id()));
+        std::fs::write(&file, batch).unwrap();
+        ip(&["-batch", file.to_str().unwrap()]).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        // An address of another link is not this link's.
+        ip(&["link", "add", "other0", "type", "dummy"]).unwrap();
+        ip(&["addr", "add", "10.97.0.1/32", "dev", "other0"]).unwrap();
+        let mut listed = link.addresses().await.unwrap();
+        listed.sort();
+        assert_eq!(listed.len(), want.len());
+        assert_eq!(listed, want);
+        link.delete().await.unwrap();
+        ip(&["link", "del", "other0"]).unwrap();
+    });
+}
