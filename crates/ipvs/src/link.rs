@@ -120,7 +120,7 @@ impl DummyLink {
 
     /// The addresses on the link.
     pub async fn addresses(&self) -> Result<Vec<IpAddr>> {
-        dump_addresses(self.index).await.map_err(|e| e.in_context(format_args!("list addresses of {}", self.name)))
+        dump_addresses(self.index, &self.name).await
     }
 
     /// Adds `addr` as a host address (/32 or /128). Adding a present address is Ok. IPv6
@@ -167,37 +167,21 @@ impl DummyLink {
     }
 }
 
-/// Why a dump of a link's addresses failed, before the link's name is put on it.
-enum DumpError {
-    Io(std::io::Error),
-    Kernel(i32),
-    Decode(netlink_packet_core::DecodeError),
-}
-
-impl DumpError {
-    fn in_context(self, ctx: impl fmt::Display) -> Error {
-        match self {
-            DumpError::Io(e) => Error::io(ctx, e),
-            DumpError::Kernel(errno) => Error::from_errno(errno, ctx, None),
-            DumpError::Decode(e) => Error::decode(ctx, e),
-        }
-    }
-}
-
 /// The addresses of the link `index`, by one address dump on a socket of its own, each
 /// datagram's messages decoded and dropped before the next is read. Through the shared
 /// rtnetlink connection, its task decodes a whole dump into a queue before the caller reads
 /// any: at 10,000 addresses, megabytes of messages held at once for a list of addresses.
-async fn dump_addresses(index: u32) -> std::result::Result<Vec<IpAddr>, DumpError> {
+async fn dump_addresses(index: u32, name: &str) -> Result<Vec<IpAddr>> {
     use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
     use netlink_sys::protocols::NETLINK_ROUTE;
     use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
     use rtnetlink::packet_route::RouteNetlinkMessage;
 
-    let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(DumpError::Io)?;
+    let ctx = || format!("list addresses of {name}");
+    let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(|e| Error::io(ctx(), e))?;
     let raw = socket.socket_mut();
-    raw.bind_auto().map_err(DumpError::Io)?;
-    raw.connect(&SocketAddr::new(0, 0)).map_err(DumpError::Io)?;
+    raw.bind_auto().map_err(|e| Error::io(ctx(), e))?;
+    raw.connect(&SocketAddr::new(0, 0)).map_err(|e| Error::io(ctx(), e))?;
     // The kernel then dumps this link's addresses only; older kernels dump every link's, which
     // the index check below leaves out.
     let _ = raw.set_netlink_get_strict_chk(true);
@@ -209,23 +193,26 @@ async fn dump_addresses(index: u32) -> std::result::Result<Vec<IpAddr>, DumpErro
     message.finalize();
     let mut buf = vec![0u8; message.buffer_len()];
     message.serialize(&mut buf);
-    socket.send(&buf).await.map_err(DumpError::Io)?;
+    socket.send(&buf).await.map_err(|e| Error::io(ctx(), e))?;
 
     let mut out = Vec::new();
     let mut datagram = Vec::with_capacity(32 * 1024);
     loop {
         datagram.clear();
-        socket.recv(&mut datagram).await.map_err(DumpError::Io)?;
+        socket.recv(&mut datagram).await.map_err(|e| Error::io(ctx(), e))?;
         let mut rest = &datagram[..];
         while !rest.is_empty() {
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).map_err(DumpError::Decode)?;
+            let message =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).map_err(|e| Error::decode(ctx(), e))?;
             let len = (message.header.length as usize).next_multiple_of(4);
             if len == 0 {
-                return Err(DumpError::Decode("a netlink message of length 0".into()));
+                return Err(Error::decode(ctx(), "a netlink message of length 0".into()));
             }
             match message.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) if e.raw_code() != 0 => return Err(DumpError::Kernel(-e.raw_code())),
+                NetlinkPayload::Error(e) if e.raw_code() != 0 => {
+                    return Err(Error::from_errno(-e.raw_code(), ctx(), None));
+                }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) if m.header.index == index => {
                     out.extend(address_of(&m));
                 }

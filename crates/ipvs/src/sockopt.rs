@@ -18,13 +18,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::types::{
-    ConnectionCounts, Family, ForwardMethod, RealServer, RealServerEntry, RealServerId, TunnelType, VirtualServerId,
-};
-use crate::wire::constants::{
-    IP_VS_CONN_F_DROUTE, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_MASQ, IP_VS_CONN_F_TUNNEL,
-};
-use crate::wire::protocol_number;
+use crate::types::{ConnectionCounts, Family, RealServer, RealServerEntry, RealServerId, VirtualServerId};
+use crate::wire::constants::IP_VS_CONN_F_TUNNEL_TYPE_IPIP;
+use crate::wire::{forward_method, protocol_number};
 
 /// `IP_VS_BASE_CTL` in `include/uapi/linux/ip_vs.h`.
 const IP_VS_BASE_CTL: libc::c_int = 64 + 1024 + 64;
@@ -37,9 +33,9 @@ const IP_VS_SO_GET_DESTS: libc::c_int = IP_VS_BASE_CTL + 4;
 /// one call is the rule; a virtual server with more is read again with room for them.
 const FIRST_READ: usize = 32;
 
-/// `struct ip_vs_getinfo`.
+/// `struct ip_vs_getinfo`: laid out here for its size and offsets (read from bytes).
 #[repr(C)]
-#[derive(Default)]
+#[allow(dead_code)]
 struct GetInfo {
     version: libc::c_uint,
     conn_tab_size: libc::c_uint,
@@ -121,26 +117,12 @@ impl SockoptReader {
     /// kernel holds now: it counts no IPv6 ones here.
     pub fn count(&self) -> Result<u32> {
         let ctx = "count the IPVS virtual servers";
-        let mut info = GetInfo::default();
-        let mut len = size_of::<GetInfo>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `info`, a live repr(C) value of
-        // exactly that size, and updates `len`.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                IP_VS_SO_GET_INFO,
-                (&mut info as *mut GetInfo).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::io(ctx, io::Error::last_os_error()));
-        }
-        if (len as usize) < size_of::<GetInfo>() {
+        let mut buf = [0u8; size_of::<GetInfo>()];
+        let len = self.get(IP_VS_SO_GET_INFO, &mut buf).map_err(|e| Error::io(ctx, e))?;
+        if len < buf.len() {
             return Err(Error::io(ctx, io::Error::new(io::ErrorKind::InvalidData, format!("a {len}-byte answer"))));
         }
-        Ok(info.num_services)
+        Ok(u32_at(&buf, offset_of!(GetInfo, num_services)))
     }
 
     /// The real servers of the IPv4 virtual server `id`, in the kernel's order, without their
@@ -154,20 +136,7 @@ impl SockoptReader {
             let mut buf = request(id, room).map_err(|e| {
                 Error::new(ErrorKind::AddressFamilyNotSupported, format!("read the real servers of {id}"), e)
             })?;
-            let mut len = buf.len() as libc::socklen_t;
-            // SAFETY: getsockopt reads and writes at most `len` bytes of `buf`, a live buffer
-            // of exactly that length; the kernel copies to it byte-wise (no alignment needed).
-            let rc = unsafe {
-                libc::getsockopt(
-                    self.socket.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    IP_VS_SO_GET_DESTS,
-                    buf.as_mut_ptr().cast(),
-                    &mut len,
-                )
-            };
-            if rc != 0 {
-                let err = io::Error::last_os_error();
+            if let Err(err) = self.get(IP_VS_SO_GET_DESTS, &mut buf) {
                 return match err.raw_os_error() {
                     Some(libc::ESRCH) => Ok(None),
                     Some(errno) => Err(Error::from_errno(errno, format!("read the real servers of {id}"), None)),
@@ -180,6 +149,24 @@ impl SockoptReader {
                 None => room = room.saturating_mul(4),
             }
         }
+    }
+}
+
+impl SockoptReader {
+    /// `getsockopt(IPPROTO_IP, option)` into `buf`, which holds the request (if the option
+    /// takes one) and has room for the answer; returns how many bytes the kernel said it wrote.
+    fn get(&self, option: libc::c_int, buf: &mut [u8]) -> io::Result<usize> {
+        let mut len = libc::socklen_t::try_from(buf.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a request too large for getsockopt"))?;
+        // SAFETY: getsockopt reads and writes at most `len` bytes of `buf`, a live buffer of
+        // exactly that length, and updates `len`; the kernel copies byte-wise (no alignment).
+        let rc = unsafe {
+            libc::getsockopt(self.socket.as_raw_fd(), libc::IPPROTO_IP, option, buf.as_mut_ptr().cast(), &mut len)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(len as usize)
     }
 }
 
@@ -233,13 +220,8 @@ fn decode(buf: &[u8], room: usize) -> Option<Vec<RealServerEntry>> {
         let addr = Ipv4Addr::from(u32_at(buf, at + offset_of!(DestEntry, addr)).to_ne_bytes());
         let port_bytes = buf.get(at + offset_of!(DestEntry, port)..at + offset_of!(DestEntry, port) + 2);
         let port = port_bytes.map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-        let forward = match flags & IP_VS_CONN_F_FWD_MASK {
-            IP_VS_CONN_F_MASQ => ForwardMethod::Masquerade,
-            IP_VS_CONN_F_LOCALNODE => ForwardMethod::Local,
-            IP_VS_CONN_F_DROUTE => ForwardMethod::Route,
-            IP_VS_CONN_F_TUNNEL => ForwardMethod::Tunnel { tunnel: TunnelType::IpIp, port: 0, flags: 0 },
-            other => ForwardMethod::Other(other),
-        };
+        // This interface carries no tunnel type, port or flags: a tunnel reads as IP-in-IP.
+        let forward = forward_method(flags, IP_VS_CONN_F_TUNNEL_TYPE_IPIP, 0, 0);
         entries.push(RealServerEntry {
             server: RealServer {
                 id: RealServerId { addr: IpAddr::V4(addr), port },
@@ -262,7 +244,7 @@ fn decode(buf: &[u8], room: usize) -> Option<Vec<RealServerEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Protocol;
+    use crate::{ForwardMethod, Protocol};
 
     fn tcp(addr: &str, port: u16) -> VirtualServerId {
         VirtualServerId::Tuple { protocol: Protocol::Tcp, addr: addr.parse().unwrap(), port }

@@ -214,6 +214,28 @@ pub fn real_server_entry_from_nest_with(
     fold.finish(service_family)
 }
 
+/// The forwarding method a real server's connection flags (`IPVS_DEST_ATTR_FWD_METHOD`, or
+/// `conn_flags` of the socket options' entries) name; the tunnel's type, port and flags count
+/// only for a tunnel. Bits beyond the method's mask are ignored; a method this crate does not
+/// know is kept as `Other`.
+pub(crate) fn forward_method(conn_flags: u32, tun_type: u8, tun_port: u16, tun_flags: u16) -> ForwardMethod {
+    match conn_flags & IP_VS_CONN_F_FWD_MASK {
+        IP_VS_CONN_F_MASQ => ForwardMethod::Masquerade,
+        IP_VS_CONN_F_LOCALNODE => ForwardMethod::Local,
+        IP_VS_CONN_F_DROUTE => ForwardMethod::Route,
+        IP_VS_CONN_F_TUNNEL => {
+            let tunnel = match tun_type {
+                IP_VS_CONN_F_TUNNEL_TYPE_IPIP => TunnelType::IpIp,
+                IP_VS_CONN_F_TUNNEL_TYPE_GUE => TunnelType::Gue,
+                IP_VS_CONN_F_TUNNEL_TYPE_GRE => TunnelType::Gre,
+                other => TunnelType::Other(other),
+            };
+            ForwardMethod::Tunnel { tunnel, port: tun_port, flags: tun_flags }
+        }
+        other => ForwardMethod::Other(other),
+    }
+}
+
 /// What a `DEST` nest said so far.
 #[derive(Default)]
 struct DestFold {
@@ -261,21 +283,8 @@ impl DestFold {
         };
         let addr = address_of(&self.addr.ok_or("destination without address")?, family);
         let port = self.port.ok_or("destination without port")?;
-        let forward = match self.method.ok_or("destination without forwarding method")? & IP_VS_CONN_F_FWD_MASK {
-            IP_VS_CONN_F_MASQ => ForwardMethod::Masquerade,
-            IP_VS_CONN_F_LOCALNODE => ForwardMethod::Local,
-            IP_VS_CONN_F_DROUTE => ForwardMethod::Route,
-            IP_VS_CONN_F_TUNNEL => {
-                let tunnel = match self.tun_type {
-                    IP_VS_CONN_F_TUNNEL_TYPE_IPIP => TunnelType::IpIp,
-                    IP_VS_CONN_F_TUNNEL_TYPE_GUE => TunnelType::Gue,
-                    IP_VS_CONN_F_TUNNEL_TYPE_GRE => TunnelType::Gre,
-                    other => TunnelType::Other(other),
-                };
-                ForwardMethod::Tunnel { tunnel, port: self.tun_port, flags: self.tun_flags }
-            }
-            other => ForwardMethod::Other(other),
-        };
+        let method = self.method.ok_or("destination without forwarding method")?;
+        let forward = forward_method(method, self.tun_type, self.tun_port, self.tun_flags);
         let server = RealServer {
             id: RealServerId { addr, port },
             weight: self.weight,
