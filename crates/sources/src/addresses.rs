@@ -5,8 +5,9 @@
 //! Each notification costs one address (or one link) of work: the dummy link's own addresses
 //! (tens of thousands of ClusterIPs, each bind a notification) are discarded by interface index
 //! without a dump, except that one removed from it is reported ([`Update::Unbound`]) so that the
-//! proxy binds it again at once if it is still wanted. A dump is taken only at start and when the kernel says notifications were
-//! lost (`NLMSG_OVERRUN`) or the socket failed.
+//! proxy binds it again at once if it is still wanted. A dump is taken only at start and when
+//! the kernel says notifications were lost (`NLMSG_OVERRUN`) or the socket failed, and it asks
+//! for the other links' addresses only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -54,9 +55,10 @@ pub(crate) fn is_node_address(ifname: &str, addr: &IpAddr, dummy: &str) -> bool 
 /// rule). For commands that need
 /// them once; the daemon follows them with [`node_address_updates`].
 pub async fn node_addresses(dummy: &str) -> Result<Vec<IpAddr>, AddressesError> {
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(AddressesError::Socket)?;
+    let (mut connection, handle, _) = rtnetlink::new_connection().map_err(AddressesError::Socket)?;
+    let per_link = strict_dumps(&mut connection);
     let task = tokio::spawn(connection);
-    let host = Host::dump(&handle, dummy).await;
+    let host = Host::dump(&handle, dummy, per_link).await;
     task.abort();
     Ok(host?.node_addresses(dummy))
 }
@@ -84,27 +86,39 @@ struct Host {
 }
 
 impl Host {
-    async fn dump(handle: &Handle, dummy: &str) -> Result<Host, AddressesError> {
-        let links: Vec<LinkMessage> = handle
+    /// Dumps the links, then the addresses of each link but `dummy`. With `per_link` (the
+    /// socket checks dump requests strictly, so the kernel honours the request's index) the
+    /// dummy link's thousands of addresses are never sent; without, one dump of all is read
+    /// and theirs dropped one by one as they arrive.
+    async fn dump(handle: &Handle, dummy: &str, per_link: bool) -> Result<Host, AddressesError> {
+        let mut host = Host::default();
+        handle
             .link()
             .get()
             .execute()
-            .try_collect()
+            .try_for_each(|link| {
+                host.link(&link, true);
+                futures::future::ready(Ok(()))
+            })
             .await
             .map_err(|source| AddressesError::Dump { what: "links", source })?;
-        let addresses: Vec<AddressMessage> = handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| AddressesError::Dump { what: "addresses", source })?;
-        let mut host = Host::default();
-        for link in &links {
-            host.link(link, true);
-        }
-        for address in &addresses {
-            host.address(address, true, dummy);
+        let indexes: Vec<Option<u32>> = if per_link {
+            host.links.iter().filter(|(_, name)| *name != dummy).map(|(index, _)| Some(*index)).collect()
+        } else {
+            vec![None]
+        };
+        for index in indexes {
+            let mut request = handle.address().get();
+            if let Some(index) = index {
+                request.message_mut().header.index = index;
+                request = request.set_link_index_filter(index);
+            }
+            let mut addresses = request.execute();
+            while let Some(address) =
+                addresses.try_next().await.map_err(|source| AddressesError::Dump { what: "addresses", source })?
+            {
+                host.address(&address, true, dummy);
+            }
         }
         Ok(host)
     }
@@ -284,12 +298,20 @@ impl Follower {
 /// that raced the dump is in both, which is harmless (notifications are idempotent on [`Host`]).
 async fn subscribe(dummy: &str) -> Result<Session, AddressesError> {
     let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
-    let (connection, handle, notifications) =
+    let (mut connection, handle, notifications) =
         rtnetlink::new_multicast_connection(&groups).map_err(AddressesError::Socket)?;
+    let per_link = strict_dumps(&mut connection);
     let task = tokio::spawn(connection);
     let mut session = Session { notifications, host: Host::default(), task };
-    session.host = Host::dump(&handle, dummy).await?;
+    session.host = Host::dump(&handle, dummy, per_link).await?;
     Ok(session)
+}
+
+/// Asks the kernel to check dump requests strictly (Linux 4.20 on), so that an address dump
+/// naming a link returns that link's addresses only; false where it cannot.
+fn strict_dumps(connection: &mut rtnetlink::proto::Connection<RouteNetlinkMessage>) -> bool {
+    use rtnetlink::sys::AsyncSocket;
+    connection.socket_mut().socket_mut().set_netlink_get_strict_chk(true).is_ok()
 }
 
 #[cfg(test)]
