@@ -13,7 +13,6 @@ use daemon_support::*;
 use integration::fake_api::TlsIdentity;
 use integration::{Backend, in_netns, ip};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const CONTROL_PLANE: &str = "192.168.200.1";
 
 /// The cluster's own `kubernetes` Service (10.96.0.1:443) and its slice, the API server.

@@ -7,12 +7,8 @@
 
 mod daemon_support;
 
-use std::time::Duration;
-
 use daemon_support::*;
 use integration::{in_netns, ip, ipvsadm, proxy_binary, run};
-
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Whether `ipvsadm -Ln` lists a line whose first words are `entry` (`TCP  10.96.0.10:80`, `FWM  7`).
 fn listed(entry: &str) -> bool {

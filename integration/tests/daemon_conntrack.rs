@@ -119,9 +119,7 @@ fn a_udp_flow_older_than_its_service_is_masqueraded_once_the_service_has_endpoin
         let resolver = Resolver::start(&outside, &format!("{NODE_IP}:30053"));
         std::thread::sleep(Duration::from_secs(1));
         cluster.apply(&dns(&[&b1]));
-        eventually("b1 in IPVS", Duration::from_secs(30), || {
-            (serving_reals(&node_port)? == reals(&[&b1])).then_some(())
-        });
+        eventually("b1 in IPVS", PATIENCE, || (serving_reals(&node_port)? == reals(&[&b1])).then_some(()));
         // Masqueraded: b1 sees the node's address on its link, not the client's.
         resolver.answered("b1 10.244.1.1", Instant::now(), ONE_SYNC).unwrap_or_else(|e| {
             panic!(
@@ -133,9 +131,7 @@ fn a_udp_flow_older_than_its_service_is_masqueraded_once_the_service_has_endpoin
 
         // The endpoint is replaced; the same flow reaches the new one, masqueraded.
         cluster.apply(&dns(&[&b2]));
-        eventually("b2 replaces b1 in IPVS", Duration::from_secs(30), || {
-            (serving_reals(&node_port)? == reals(&[&b2])).then_some(())
-        });
+        eventually("b2 replaces b1 in IPVS", PATIENCE, || (serving_reals(&node_port)? == reals(&[&b2])).then_some(()));
         resolver
             .answered("b2 10.244.2.1", Instant::now(), ONE_SYNC)
             .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", daemon.log()));

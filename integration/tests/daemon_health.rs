@@ -11,7 +11,6 @@ use daemon_support::*;
 use integration::fake_api::Kind;
 use integration::{Backend, in_netns, run};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const HEALTH_PORT: u16 = 32100;
 
 fn lb_service() -> String {

@@ -12,8 +12,6 @@ use daemon_support::*;
 use integration::fake_api::Kind;
 use integration::{Backend, ask_name, in_netns, proxy_binary, run};
 
-const PATIENCE: Duration = Duration::from_secs(30);
-
 /// Whether set `name` of the daemon's table holds `element` (`nft get element`).
 fn has(name: &str, element: &str) -> bool {
     let script = format!("get element inet kube-ipvs-proxy {name} {{ {element} }}\n");

@@ -10,8 +10,6 @@ use daemon_support::*;
 use integration::fake_api::Kind;
 use integration::{Backend, in_netns, ip, ipvsadm};
 
-const PATIENCE: Duration = Duration::from_secs(30);
-
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn a_service_follows_its_endpoints_and_goes_away_with_them() {

@@ -8,8 +8,6 @@ use std::time::Duration;
 use daemon_support::*;
 use integration::{Backend, in_netns};
 
-const PATIENCE: Duration = Duration::from_secs(30);
-
 /// The daemon's counter of kernel writes (every IPVS and address change it makes).
 const KERNEL_WRITES: &str = "kubeipvsproxy_kernel_operations_total";
 /// The daemon's counter of syncs (full and incremental).

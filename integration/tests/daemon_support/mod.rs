@@ -24,6 +24,11 @@ use integration::{Backend, ip, ipvsadm, proxy_binary};
 /// Why the tests are ignored on the host.
 pub const VM_ONLY: &str = "needs the VM kernel: run integration/test";
 
+/// How long a test waits for what the daemon must do before failing. Generous: the VM
+/// emulates its CPUs, tests run several daemons at once, and a CI host may be slower still
+/// (a start took 28 s there once); a passing test never waits it out, it polls.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// The daemon's sync period in these tests: repairs must happen within it.
 pub const SYNC_PERIOD: Duration = Duration::from_secs(2);
 
@@ -95,9 +100,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts an empty cluster with the node object [`NODE`]. The server grants the daemon
     /// exactly what `manifests/rbac.yaml` grants, so every daemon test also proves the
-    /// manifests' RBAC is enough.
+    /// manifests' RBAC is enough. It speaks HTTPS with a CA and a token as kubeadm's
+    /// kubeconfig names them, as a real API server does: the daemon trusts that CA alone
+    /// (with no CA named, the API client would load the system's whole trust store at start,
+    /// seconds of a debug build under emulation).
     pub fn start() -> Cluster {
-        Cluster::start_at("127.0.0.1:0".parse().unwrap(), None)
+        let identity = TlsIdentity::new("127.0.0.1".parse().unwrap(), "kube-proxy-token").unwrap();
+        Cluster::start_at("127.0.0.1:0".parse().unwrap(), Some(identity))
     }
 
     /// [`Cluster::start`] serving at `address`; with `tls`, HTTPS requiring its token, and a
@@ -274,7 +283,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(state_dir())
             .args(flags)
-            .env("KUBE_IPVS_PROXY_LOG", "info")
+            .env("KUBE_IPVS_PROXY_LOG", std::env::var("KIP_DAEMON_LOG").unwrap_or_else(|_| "info".into()))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
