@@ -57,7 +57,12 @@ fn the_image_serves_a_service_with_kubeadms_command_line_and_configuration() {
         let kubeadm =
             concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/kube-ipvs-proxy/tests/fixtures/kubeadm-config.conf");
         std::fs::copy(kubeadm, config.join("config.conf")).unwrap();
-        std::fs::copy(&cluster.kubeconfig, config.join("kubeconfig.conf")).unwrap();
+        // Its kubeconfig names the service account's CA and token, mounted where pods get them.
+        let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+        let kubeconfig = cluster
+            .kubeconfig_under(&rootfs, &format!("{sa}/ca.crt"), &format!("{sa}/token"))
+            .expect("the cluster speaks HTTPS");
+        std::fs::write(config.join("kubeconfig.conf"), kubeconfig).unwrap();
         std::fs::create_dir_all(rootfs.join("proc")).unwrap();
         run("mount", &["-t", "proc", "proc", rootfs.join("proc").to_str().unwrap()], None).unwrap();
         let log = dir.join("daemon.log");

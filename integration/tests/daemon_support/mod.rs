@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,6 +95,19 @@ pub struct Cluster {
     server: Arc<Mutex<FakeApiServer>>,
     /// The kubeconfig file pointing at the server.
     pub kubeconfig: PathBuf,
+    url: String,
+    tls: Option<TlsIdentity>,
+}
+
+/// A kubeconfig as kubeadm writes for kube-proxy: the server, its CA file and a token file.
+fn kubeadm_kubeconfig(url: &str, ca: &Path, token: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    certificate-authority: {}\n\
+         \x20   server: {url}\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\n\
+         current-context: default\nusers:\n- name: default\n  user:\n    tokenFile: {}\n",
+        ca.display(),
+        token.display()
+    )
 }
 
 impl Cluster {
@@ -121,26 +134,33 @@ impl Cluster {
         };
         let server = Self::block_on(&runtime, FakeApiServer::start(address, config)).unwrap();
         let kubeconfig = scratch("kubeconfig");
+        let url = server.url();
         let text = match &tls {
             None => server.kubeconfig(),
             Some(identity) => {
                 let (ca, token) = (scratch("ca.crt"), scratch("token"));
                 std::fs::write(&ca, identity.ca_pem()).unwrap();
                 std::fs::write(&token, identity.token()).unwrap();
-                format!(
-                    "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    certificate-authority: {}\n\
-                     \x20   server: {}\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\n\
-                     current-context: default\nusers:\n- name: default\n  user:\n    tokenFile: {}\n",
-                    ca.display(),
-                    server.url(),
-                    token.display()
-                )
+                kubeadm_kubeconfig(&url, &ca, &token)
             }
         };
         std::fs::write(&kubeconfig, text).unwrap();
-        let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig };
+        let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig, url, tls };
         cluster.apply(&node_yaml());
         cluster
+    }
+
+    /// Lays the server's CA and token down under `root` at `ca` and `token` (absolute paths
+    /// as seen from `root`, e.g. a container's service account mount) and returns a kubeconfig
+    /// naming them there, as kubeadm's kube-proxy ConfigMap does. `None` for a plain HTTP one.
+    pub fn kubeconfig_under(&self, root: &Path, ca: &str, token: &str) -> Option<String> {
+        let identity = self.tls.as_ref()?;
+        for (path, content) in [(ca, identity.ca_pem()), (token, identity.token())] {
+            let file = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(file.parent()?).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
+        Some(kubeadm_kubeconfig(&self.url, Path::new(ca), Path::new(token)))
     }
 
     /// Runs a future to completion on the server's runtime, from a helper thread: the test
