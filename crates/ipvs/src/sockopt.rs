@@ -150,9 +150,7 @@ impl SockoptReader {
             }
         }
     }
-}
 
-impl SockoptReader {
     /// `getsockopt(IPPROTO_IP, option)` into `buf`, which holds the request (if the option
     /// takes one) and has room for the answer; returns how many bytes the kernel said it wrote.
     fn get(&self, option: libc::c_int, buf: &mut [u8]) -> io::Result<usize> {

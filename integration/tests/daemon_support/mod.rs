@@ -133,19 +133,16 @@ impl Cluster {
             ..FakeApiConfig::default()
         };
         let server = Self::block_on(&runtime, FakeApiServer::start(address, config)).unwrap();
-        let kubeconfig = scratch("kubeconfig");
         let url = server.url();
-        let text = match &tls {
-            None => server.kubeconfig(),
-            Some(identity) => {
-                let (ca, token) = (scratch("ca.crt"), scratch("token"));
-                std::fs::write(&ca, identity.ca_pem()).unwrap();
-                std::fs::write(&token, identity.token()).unwrap();
-                kubeadm_kubeconfig(&url, &ca, &token)
-            }
-        };
-        std::fs::write(&kubeconfig, text).unwrap();
-        let cluster = Cluster { runtime: Some(runtime), server: Arc::new(Mutex::new(server)), kubeconfig, url, tls };
+        let plain = server.kubeconfig();
+        let server = Arc::new(Mutex::new(server));
+        let cluster = Cluster { runtime: Some(runtime), server, kubeconfig: scratch("kubeconfig"), url, tls };
+        // With TLS, the CA and token as files in this machine's own root.
+        let (ca, token) = (scratch("ca.crt"), scratch("token"));
+        let text = cluster
+            .kubeconfig_under(Path::new("/"), &ca.display().to_string(), &token.display().to_string())
+            .unwrap_or(plain);
+        std::fs::write(&cluster.kubeconfig, text).unwrap();
         cluster.apply(&node_yaml());
         cluster
     }
