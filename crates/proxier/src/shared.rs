@@ -207,8 +207,18 @@ impl Shared {
             }
         }
         if queued {
-            state.health.pending_since.get_or_insert_with(Instant::now);
+            // Liveness times how long an applicable change waits. Until the first complete
+            // lists nothing is synced in full (readiness says so), and the node's addresses
+            // arrive first: timed from then, the proxy turned "not alive" when the API server
+            // was unreachable at start, and a liveness probe would restart it for no fault of
+            // its own. The first full sync is due once the lists are complete.
+            if state.lists.iter().all(|l| *l) {
+                state.health.pending_since.get_or_insert_with(Instant::now);
+            }
             state.health.last_queued = Some(Timestamp::now());
+        }
+        if wake {
+            state.health.pending_since.get_or_insert_with(Instant::now);
         }
         drop(guard);
         for w in warnings {
@@ -279,6 +289,22 @@ mod tests {
             address_type: "IPv4".into(),
             ..EndpointSlice::default()
         }
+    }
+
+    /// Issue 8, item 4 (found failing in the VM test `readiness_waits_for_the_api_server_and_for_nftables`):
+    /// with the API server unreachable at start the proxy is not ready but alive; the node's
+    /// addresses, which arrive first, start no liveness clock until the lists are complete.
+    #[test]
+    fn changes_before_the_first_complete_lists_leave_the_proxy_alive() {
+        let shared = Shared::new(Model::new(Config::new("node-a")), "node-a");
+        shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
+        assert!(shared.health().pending_since.is_none(), "nothing can be applied yet");
+        assert!(shared.health().last_queued.is_some(), "but the change is known");
+        shared.feed(Update::Service(Change::Listed));
+        shared.feed(Update::EndpointSlice(Change::Listed));
+        assert!(shared.health().pending_since.is_none(), "lists still incomplete");
+        shared.feed(Update::Node(Change::Listed));
+        assert!(shared.health().pending_since.is_some(), "the first full sync is due from now");
     }
 
     /// Upstream's network programming latency: from each EndpointSlice change's trigger time,
