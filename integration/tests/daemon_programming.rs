@@ -171,9 +171,12 @@ fn the_shipped_configmap_configures_the_daemon() {
 fn node_ports_follow_the_node_addresses_at_once() {
     in_netns(|| async {
         let (_b1, cluster) = web_with_one_backend();
-        let _daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(60));
+        let daemon = Daemon::start_with_sync_period(&cluster, Duration::from_secs(60));
         eventually("the first NodePort", PATIENCE, || serving_reals(&format!("TCP  {NODE_IP}:30080")));
-        // Whatever the first full sync is still doing, it is over once the NodePort is there.
+        // The NodePort can be there before the first full sync is over (the priming adds it
+        // while the lists arrive; the nftables table's setup then takes seconds in the VM), and
+        // a change waits for that sync: from readiness on, the proxy is in its steady state.
+        daemon.wait_ready();
         let follow = Duration::from_millis(1500);
         ip(&["addr", "add", "192.168.100.11/24", "dev", "node0"]).unwrap();
         let added = Instant::now();

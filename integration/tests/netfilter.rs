@@ -296,6 +296,35 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
 /// source (the kernel picks a local destination as source). Unmasqueraded, an endpoint on
 /// another node would answer the service address, which that node does not route back: lost.
 /// As upstream without a local detector, such traffic is masqueraded; a pod's is not.
+/// The keeper reads the nftables generation right after its first whole write; any transaction
+/// after that, its own or anyone's, moves the kernel's: a table monitor that subscribes later
+/// and reads the same number missed nothing.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn the_settled_generation_is_the_kernels_until_anyone_commits() {
+    in_netns(|| async {
+        let nft = Nft::new();
+        let web = Target::new(addr("10.96.0.10"), Protocol::Tcp, 80);
+        let state = FilterState::from_services([(
+            web,
+            filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[(addr("10.244.1.2"), 8080)]),
+        )]);
+        let mut netfilter = Netfilter::start(nft.clone(), config()).unwrap();
+        assert_eq!(netfilter.settled_generation(), None, "nothing written yet");
+        netfilter.resync(state.clone()).unwrap();
+        let settled = netfilter.settled_generation().flatten().expect("read after the first write");
+        assert_eq!(netfilter::TableMonitor::generation().unwrap(), settled, "nothing committed since");
+
+        // The keeper's own update, then someone else's transaction on another table.
+        let other = filter(MasqueradeRule::All, &["192.0.2.0/24"], &[]);
+        assert!(netfilter.update([(web, Some(other))]).unwrap() > 0, "one transaction");
+        nft.run("elsewhere", "test", "add table inet elsewhere\n").unwrap();
+        assert_eq!(netfilter::TableMonitor::generation().unwrap(), settled.wrapping_add(2));
+        assert_eq!(netfilter.settled_generation().flatten(), Some(settled), "the first write's, kept");
+        nft.delete_table("elsewhere").unwrap();
+    })
+}
+
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn the_nodes_own_traffic_is_masqueraded_without_a_cluster_prefix() {

@@ -53,6 +53,14 @@ impl TableMonitor {
         })
     }
 
+    /// The nftables generation now (the kernel's count of committed transactions), read on a
+    /// socket of its own: read after subscribing and found equal to
+    /// [`crate::Netfilter::settled_generation`], no transaction came before the subscription
+    /// that the monitor missed.
+    pub fn generation() -> Result<u32, NfnetlinkError> {
+        crate::elements::ElementSocket::open()?.generation()
+    }
+
     /// Waits until a transaction by someone else touches the table (or notifications were
     /// lost). Errors are the socket's; the caller may open a new monitor.
     pub async fn next_foreign_edit(&mut self) -> Result<(), NfnetlinkError> {

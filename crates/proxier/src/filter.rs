@@ -58,6 +58,14 @@ pub trait Filter: Send {
         None
     }
 
+    /// The nftables generation (the kernel's count of committed transactions) read right after
+    /// the keeper's first whole write, or its adoption of the table as it was; `None` when
+    /// unknown. Asked after each whole write; the first answer counts (see
+    /// [`crate::Shared::filter_settled`]).
+    fn settled_generation(&self) -> Option<u32> {
+        None
+    }
+
     /// Compares set `set` with what the kernel holds, element by element, and writes the
     /// difference; returns how many elements it wrote. Called when the digests differed.
     fn repair_set(&mut self, _set: &str) -> Result<usize, NftError> {

@@ -50,6 +50,10 @@ impl Filter for NftFilter {
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError> {
         blocking(|| self.write(work))
     }
+
+    fn settled_generation(&self) -> Option<u32> {
+        self.netfilter.settled_generation().flatten()
+    }
 }
 
 /// Runs a blocking call (the kernel handles an element batch during its `sendmsg`; `nft` runs

@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use model::{Change, Model, SERVICE_NAME_LABEL, ServiceKey, Update};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 /// The annotation the endpoint-slice controller sets to when the change it mirrors happened.
 pub(crate) const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 /// The taint the cluster autoscaler puts on a node it is about to delete.
@@ -64,6 +64,8 @@ pub struct Shared {
     wake: Notify,
     node_name: String,
     started: Timestamp,
+    /// Set once the nftables keeper's first whole write is done: the generation then, if known.
+    filter_settled: watch::Sender<Option<Option<u32>>>,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
             wake: Notify::new(),
             node_name: node_name.into(),
             started: Timestamp::now(),
+            filter_settled: watch::Sender::new(None),
         }
     }
 
@@ -231,6 +234,34 @@ impl Shared {
 }
 
 impl Shared {
+    /// Waits until the nftables keeper's first whole write is done; the nftables generation
+    /// read right after it, if known. A table monitor subscribes then (not before: the kernel
+    /// builds a notification per element of that write for every listener) and compares the
+    /// generation it reads with this one: equal, no transaction came in between; else (or
+    /// unknown) the table is repaired once ([`Shared::filter_edited`]). Pending forever while
+    /// the proxy keeps no table.
+    pub async fn filter_settled(&self) -> Option<u32> {
+        let mut settled = self.filter_settled.subscribe();
+        // The sender lives as long as `self`: the wait ends only when it is set.
+        let generation = settled.wait_for(Option::is_some).await.map(|g| g.flatten());
+        match generation {
+            Ok(generation) => generation,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The keeper's first whole write is done, with the generation right after it; later
+    /// calls change nothing.
+    pub(crate) fn settle_filter(&self, generation: Option<u32>) {
+        self.filter_settled.send_if_modified(|settled| {
+            let first = settled.is_none();
+            if first {
+                *settled = Some(generation);
+            }
+            first
+        });
+    }
+
     /// Someone else edited the nftables table (the table monitor says so): the next sync,
     /// due at once, replaces it whole.
     pub fn filter_edited(&self) {
@@ -332,5 +363,27 @@ mod tests {
             assert_eq!(state.pending.trigger_times, want, "case {i}");
             assert_eq!(state.pending.touched, [ServiceKey::new("ns", "web")].into(), "case {i}");
         }
+    }
+
+    /// The table monitor waits for the keeper's first whole write; the generation it then
+    /// compares with is that of the first write, not of a later one.
+    #[tokio::test]
+    async fn the_first_settled_generation_counts_and_wakes_the_waiter() {
+        let shared = std::sync::Arc::new(Shared::new(Model::new(Config::new("node-a")), "node-a"));
+        let waiter = tokio::spawn({
+            let shared = shared.clone();
+            async move { shared.filter_settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "no whole write yet");
+        shared.settle_filter(Some(7));
+        shared.settle_filter(Some(9));
+        assert_eq!(waiter.await.unwrap(), Some(7));
+        assert_eq!(shared.filter_settled().await, Some(7));
+
+        let unknown = Shared::new(Model::new(Config::new("node-a")), "node-a");
+        unknown.settle_filter(None);
+        unknown.settle_filter(Some(3));
+        assert_eq!(unknown.filter_settled().await, None, "unknown stays unknown: the monitor repairs once");
     }
 }

@@ -216,13 +216,32 @@ async fn shutdown_signal() -> &'static str {
 
 /// Follows nftables' notifications for the proxy's table and has the sync loop replace the
 /// table whenever someone else edits it: drift repaired when it happens, not at the next full
-/// reconcile. A monitor that fails is opened again after a pause.
+/// reconcile. It subscribes once the keeper's first whole write is done (a listener makes the
+/// kernel build a notification per element of it: most of that write's time) and repairs once
+/// unless the nftables generation shows no transaction since. A monitor that fails is opened
+/// again after a pause.
 async fn watch_table(shared: Arc<Shared>) {
+    let settled = shared.filter_settled().await;
     let table = netfilter::FilterConfig::new(Vec::new()).table;
     let mut reopened = false;
+    let mut first = true;
     loop {
         match netfilter::TableMonitor::open(&table) {
             Ok(mut monitor) => loop {
+                if std::mem::take(&mut first) {
+                    let now = netfilter::TableMonitor::generation();
+                    match (&now, settled) {
+                        (Ok(now), Some(settled)) if *now == settled => {}
+                        _ => {
+                            tracing::info!(
+                                ?settled,
+                                now = ?now.as_ref().ok(),
+                                "nftables transactions since the table was written, before its monitor subscribed: checking it"
+                            );
+                            reopened = true;
+                        }
+                    }
+                }
                 // What happened while no monitor listened is unknown: repair once.
                 if std::mem::take(&mut reopened) {
                     shared.filter_edited();

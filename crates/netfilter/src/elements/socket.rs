@@ -5,7 +5,9 @@ use std::io;
 use netlink_packet_core::{
     NLA_F_NESTED, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator,
 };
-use netlink_packet_netfilter::nftables::{NfTablesMessage, SetElementList, SetElementMessage};
+use netlink_packet_netfilter::nftables::{
+    GenAttribute, GenMessage, NfTablesMessage, SetElementList, SetElementMessage,
+};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
@@ -155,6 +157,65 @@ impl ElementSocket {
             }
         }
     }
+}
+
+impl ElementSocket {
+    /// The nftables generation now (`NFT_MSG_GETGEN`): the kernel's count of committed
+    /// transactions, every table's and every writer's, one more with each commit.
+    pub fn generation(&mut self) -> Result<u32, NfnetlinkError> {
+        let what = "read the nftables generation";
+        let io = |source| NfnetlinkError::Io { what: what.to_string(), source };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let request = NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+            NfTablesMessage::GetGen(GenMessage { attributes: Vec::new() }),
+        );
+        let mut message = NetlinkMessage::from(request);
+        message.header.flags = NLM_F_REQUEST;
+        message.header.sequence_number = seq;
+        message.finalize();
+        let mut buffer = vec![0; message.buffer_len()];
+        message.serialize(&mut buffer);
+        self.socket.send(&buffer, 0).map_err(io)?;
+        loop {
+            let n = self.socket.recv(&mut &mut self.recv_buf[..], 0).map_err(io)?;
+            for frame in frames(&self.recv_buf[..n]) {
+                let frame = frame.map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?;
+                if NetlinkBuffer::new(frame).sequence_number() != seq {
+                    continue;
+                }
+                let reply = NetlinkMessage::<NetfilterMessage>::deserialize(frame)
+                    .map_err(|source| NfnetlinkError::Decode { what: what.to_string(), source })?;
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(message) => {
+                        return generation_of(message)
+                            .ok_or_else(|| io(io::Error::other("a reply without the generation")));
+                    }
+                    NetlinkPayload::Error(e) => {
+                        let code = e.code.map_or(0, |c| -c.get());
+                        return Err(NfnetlinkError::Kernel {
+                            what: what.to_string(),
+                            source: io::Error::from_raw_os_error(code),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The generation a `NEWGEN` message carries.
+fn generation_of(message: NetfilterMessage) -> Option<u32> {
+    let netlink_packet_netfilter::NetfilterMessageInner::NfTables(NfTablesMessage::NewGen(generation)) = message.inner
+    else {
+        return None;
+    };
+    generation.attributes.iter().find_map(|a| match a {
+        GenAttribute::Id(id) => Some(*id),
+        _ => None,
+    })
 }
 
 const NLMSG_ERROR: u16 = 2;

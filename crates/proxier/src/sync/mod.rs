@@ -344,9 +344,13 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             let rebuilding = matches!(work, FilterWork::Rebuild(_));
+            let whole = rebuilding || matches!(work, FilterWork::Full(_));
             match self.verification.write_filter(|| filter.apply(work)) {
                 Ok(n) => {
                     self.filter_full = false;
+                    if whole {
+                        self.shared.settle_filter(filter.settled_generation());
+                    }
                     if n > 0 {
                         tracing::debug!(elements = n, "nftables sets updated");
                     }
