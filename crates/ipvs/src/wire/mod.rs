@@ -19,6 +19,7 @@ mod stats;
 #[cfg(feature = "client")]
 pub(crate) use address::protocol_number;
 pub use address::{RawAddress, address_of, raw_address};
+#[cfg(feature = "client")]
 pub(crate) use dest::forward_method;
 pub use dest::{
     DestAttr, dest_attrs, dest_id_attrs, parse_dest_attrs, real_server_entry, real_server_entry_from_nest,

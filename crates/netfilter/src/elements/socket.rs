@@ -116,20 +116,9 @@ impl ElementSocket {
     pub fn list(&mut self, table: &str, set: &str) -> Result<Vec<ElementBytes>, NfnetlinkError> {
         let what = format!("list set {set} of table inet {table}");
         let io = |source| NfnetlinkError::Io { what: what.clone(), source };
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
         let attributes = vec![SetElementList::Table(table.to_string()), SetElementList::Set(set.to_string())];
-        let request = NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
-            NfTablesMessage::GetSetElement(SetElementMessage { attributes }),
-        );
-        let mut message = NetlinkMessage::from(request);
-        message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        message.header.sequence_number = seq;
-        message.finalize();
-        let mut buffer = vec![0; message.buffer_len()];
-        message.serialize(&mut buffer);
-        self.socket.send(&buffer, 0).map_err(io)?;
+        let request = NfTablesMessage::GetSetElement(SetElementMessage { attributes });
+        let seq = self.send(NetfilterProtoFamily::Inet, request, NLM_F_REQUEST | NLM_F_DUMP).map_err(io)?;
         let mut elements = Vec::new();
         loop {
             let n = self.socket.recv(&mut &mut self.recv_buf[..], 0).map_err(io)?;
@@ -160,24 +149,26 @@ impl ElementSocket {
 }
 
 impl ElementSocket {
+    /// Sends one nftables request with `flags`; its sequence number.
+    fn send(&mut self, family: NetfilterProtoFamily, request: NfTablesMessage, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut message = NetlinkMessage::from(NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), request));
+        message.header.flags = flags;
+        message.header.sequence_number = self.seq;
+        message.finalize();
+        let mut buffer = vec![0; message.buffer_len()];
+        message.serialize(&mut buffer);
+        self.socket.send(&buffer, 0)?;
+        Ok(self.seq)
+    }
+
     /// The nftables generation now (`NFT_MSG_GETGEN`): the kernel's count of committed
     /// transactions, every table's and every writer's, one more with each commit.
     pub fn generation(&mut self) -> Result<u32, NfnetlinkError> {
         let what = "read the nftables generation";
         let io = |source| NfnetlinkError::Io { what: what.to_string(), source };
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let request = NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
-            NfTablesMessage::GetGen(GenMessage { attributes: Vec::new() }),
-        );
-        let mut message = NetlinkMessage::from(request);
-        message.header.flags = NLM_F_REQUEST;
-        message.header.sequence_number = seq;
-        message.finalize();
-        let mut buffer = vec![0; message.buffer_len()];
-        message.serialize(&mut buffer);
-        self.socket.send(&buffer, 0).map_err(io)?;
+        let request = NfTablesMessage::GetGen(GenMessage { attributes: Vec::new() });
+        let seq = self.send(NetfilterProtoFamily::Unspec, request, NLM_F_REQUEST).map_err(io)?;
         loop {
             let n = self.socket.recv(&mut &mut self.recv_buf[..], 0).map_err(io)?;
             for frame in frames(&self.recv_buf[..n]) {
