@@ -236,7 +236,7 @@ async fn watch_table(shared: Arc<Shared>) {
                             tracing::info!(
                                 ?settled,
                                 now = ?now.as_ref().ok(),
-                                "nftables transactions since the table was written, before its monitor subscribed: checking it"
+                                "nftables transactions since the table was written, before its monitor subscribed: replacing it once"
                             );
                             reopened = true;
                         }
