@@ -291,11 +291,6 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
     });
 }
 
-/// Issue 7, item 3: without a cluster prefix of its family the table cannot tell pods by
-/// source, but the node's own traffic to a service address leaves with that address as its
-/// source (the kernel picks a local destination as source). Unmasqueraded, an endpoint on
-/// another node would answer the service address, which that node does not route back: lost.
-/// As upstream without a local detector, such traffic is masqueraded; a pod's is not.
 /// The keeper reads the nftables generation right after its first whole write; any transaction
 /// after that, its own or anyone's, moves the kernel's: a table monitor that subscribes later
 /// and reads the same number missed nothing.
@@ -325,6 +320,11 @@ fn the_settled_generation_is_the_kernels_until_anyone_commits() {
     })
 }
 
+/// Issue 7, item 3: without a cluster prefix of its family the table cannot tell pods by
+/// source, but the node's own traffic to a service address leaves with that address as its
+/// source (the kernel picks a local destination as source). Unmasqueraded, an endpoint on
+/// another node would answer the service address, which that node does not route back: lost.
+/// As upstream without a local detector, such traffic is masqueraded; a pod's is not.
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn the_nodes_own_traffic_is_masqueraded_without_a_cluster_prefix() {

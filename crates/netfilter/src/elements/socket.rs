@@ -183,12 +183,14 @@ impl ElementSocket {
                         return generation_of(message)
                             .ok_or_else(|| io(io::Error::other("a reply without the generation")));
                     }
+                    // An acknowledgement (no code) is not asked for; an error ends the read.
                     NetlinkPayload::Error(e) => {
-                        let code = e.code.map_or(0, |c| -c.get());
-                        return Err(NfnetlinkError::Kernel {
-                            what: what.to_string(),
-                            source: io::Error::from_raw_os_error(code),
-                        });
+                        if let Some(code) = e.code {
+                            return Err(NfnetlinkError::Kernel {
+                                what: what.to_string(),
+                                source: io::Error::from_raw_os_error(-code.get()),
+                            });
+                        }
                     }
                     _ => {}
                 }
