@@ -43,6 +43,8 @@ mod client;
 #[cfg(feature = "client")]
 mod link;
 #[cfg(feature = "client")]
+mod link_batch;
+#[cfg(feature = "client")]
 mod socket;
 #[cfg(feature = "client")]
 mod sockopt;

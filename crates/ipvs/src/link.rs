@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::{Handle, LinkDummy};
 
 use crate::{Error, ErrorKind, Result};
@@ -127,16 +127,19 @@ impl DummyLink {
     /// addresses skip duplicate address detection, or they would stay "tentative" for a while.
     pub async fn add_address(&self, addr: IpAddr) -> Result<()> {
         let mut request = self.handle.address().add(self.index, addr, host_prefix(&addr));
-        if addr.is_ipv6() {
-            let msg = request.message_mut();
-            msg.header.flags |= AddressHeaderFlags::Nodad;
-            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
+        *request.message_mut() = crate::link_batch::new_address(self.index, addr);
         match request.execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
             Err(e) => Err(link_error(format_args!("add address {addr} to {}", self.name), e)),
         }
+    }
+
+    /// Adds each of `addrs` as [`DummyLink::add_address`] does, but a few hundred per system
+    /// call (on a socket of its own); one result per address, in order. Blocking: the kernel
+    /// does the work inside each call (run it where blocking is allowed).
+    pub fn add_addresses(&self, addrs: &[IpAddr]) -> Vec<Result<()>> {
+        crate::link_batch::add_addresses(self.index, &self.name, addrs)
     }
 
     /// Removes `addr` from the link. Removing an absent address is Ok.

@@ -110,11 +110,18 @@ fn open_socket(options: &ClientOptions) -> io::Result<(TokioSocket, usize)> {
     // Error acknowledgements then carry only the request's header, not the whole request.
     // Older kernels lack the option; the full echo is merely bigger.
     let _ = raw.set_cap_ack(true);
-    let size = libc::c_int::try_from(options.receive_buffer).unwrap_or(libc::c_int::MAX);
+    let rcvbuf = set_receive_buffer(raw, options.receive_buffer);
+    Ok((socket, rcvbuf))
+}
+
+/// Sets the receive buffer of `socket` to `bytes`, above the system's limit when the process
+/// may (CAP_NET_ADMIN, which IPVS and links need anyway); returns the size the kernel took.
+pub(crate) fn set_receive_buffer(socket: &netlink_sys::Socket, bytes: usize) -> usize {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
     let forced = unsafe {
         libc::setsockopt(
-            raw.as_raw_fd(),
+            socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
             (&size as *const libc::c_int).cast(),
@@ -122,12 +129,11 @@ fn open_socket(options: &ClientOptions) -> io::Result<(TokioSocket, usize)> {
         )
     };
     if forced != 0 {
-        // Without CAP_NET_ADMIN the kernel caps it at rmem_max; IPVS needs that capability
-        // anyway, so this only matters for the error path.
-        let _ = raw.set_rx_buf_sz(size);
+        // Without CAP_NET_ADMIN the kernel caps it at rmem_max; that only matters for the
+        // error path.
+        let _ = socket.set_rx_buf_sz(size);
     }
-    let rcvbuf = raw.get_rx_buf_sz().unwrap_or(212_992);
-    Ok((socket, rcvbuf))
+    socket.get_rx_buf_sz().unwrap_or(212_992)
 }
 
 impl Connection {

@@ -11,8 +11,7 @@ use ipvs::{
 };
 use netfilter::{Conntrack, SetReader, StaleFlows};
 
-/// Address requests kept in flight on the rtnetlink socket: binding thousands of addresses one
-/// round trip at a time would dominate a first sync.
+/// Unbind requests kept in flight on the rtnetlink socket (binds go in batches: see `bind`).
 const ADDRESS_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// The real kernel: IPVS over generic netlink, the dummy link over rtnetlink, conntrack over
@@ -51,23 +50,21 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn bind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
-        // A task of its own: the loop runs the binds beside the IPVS batches, whose `sendmsg`
-        // holds its thread while the kernel works through a batch; the binds keep going on
-        // another worker meanwhile.
+        // A few hundred addresses per system call, on a blocking thread of its own: the loop
+        // runs the binds beside the IPVS batches, whose `sendmsg` holds its thread while the
+        // kernel works through a batch, and the kernel works through the binds the same way.
         let link = self.link.clone();
         let addrs = addrs.to_vec();
         let count = addrs.len();
-        let binding = tokio::spawn(async move {
-            let link = &link;
-            stream::iter(addrs)
-                .map(|addr| async move {
-                    link.add_address(addr)
-                        .await
-                        .map_err(|e| KernelError::new(format!("bind {addr} to {}", link.name()), e))
+        let binding = tokio::task::spawn_blocking(move || {
+            let results = link.add_addresses(&addrs);
+            results
+                .into_iter()
+                .zip(&addrs)
+                .map(|(result, addr)| {
+                    result.map_err(|e| KernelError::new(format!("bind {addr} to {}", link.name()), e))
                 })
-                .buffered(ADDRESS_REQUESTS_IN_FLIGHT)
                 .collect::<Vec<_>>()
-                .await
         });
         match binding.await {
             Ok(results) => results,
