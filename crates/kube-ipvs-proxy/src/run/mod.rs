@@ -103,7 +103,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, BoxError> {
     let health_source = shared.clone();
     let proxy_healthy = Arc::new(move || serve::proxy_healthy(&health_source.health(), Instant::now(), timeout));
     let health_checks = HealthCheckServers::new(health_check_addresses(&settings).await, proxy_healthy);
-    let observer = heap::TrimAfterLists(DaemonObserver::new(metrics, health_checks));
+    let observer = heap::TrimHeap::new(DaemonObserver::new(metrics, health_checks));
 
     // The verification reads on an IPVS socket of its own, beside the loop's writes.
     // It compares configurations only: the statistics are not decoded.
