@@ -231,7 +231,12 @@ async fn watch_table(shared: Arc<Shared>) {
                 if std::mem::take(&mut first) {
                     let now = netfilter::TableMonitor::generation();
                     match (&now, settled) {
-                        (Ok(now), Some(settled)) if *now == settled => {}
+                        (Ok(now), Some(settled)) if *now == settled => {
+                            tracing::info!(
+                                generation = now,
+                                "following the nftables table's notifications; no transaction since it was written"
+                            );
+                        }
                         _ => {
                             tracing::info!(
                                 ?settled,
