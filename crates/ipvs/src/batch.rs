@@ -169,9 +169,9 @@ fn drain(
     Ok(overflowed)
 }
 
-/// The error for an operation whose acknowledgement never came: the kernel may or may not
-/// have done it.
-fn unanswered(op: &Operation, overflowed: bool, unreadable: &Option<String>) -> Error {
+/// The error for a request (`op`, what it did) whose acknowledgement never came: the kernel may
+/// or may not have done it. Also the link's batched binds' ([`crate::DummyLink::add_addresses`]).
+pub(crate) fn unanswered(op: impl std::fmt::Display, overflowed: bool, unreadable: &Option<String>) -> Error {
     if overflowed {
         let mut e = Error::new(
             ErrorKind::Io,

@@ -203,14 +203,10 @@ async fn dump_addresses(index: u32, name: &str) -> Result<Vec<IpAddr>> {
     loop {
         datagram.clear();
         socket.recv(&mut datagram).await.map_err(|e| Error::io(ctx(), e))?;
-        let mut rest = &datagram[..];
-        while !rest.is_empty() {
+        for frame in crate::wire::frames(&datagram) {
+            let frame = frame.map_err(|e| Error::decode(ctx(), e))?;
             let message =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest).map_err(|e| Error::decode(ctx(), e))?;
-            let len = (message.header.length as usize).next_multiple_of(4);
-            if len == 0 {
-                return Err(Error::decode(ctx(), "a netlink message of length 0".into()));
-            }
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(frame.bytes).map_err(|e| Error::decode(ctx(), e))?;
             match message.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) if e.raw_code() != 0 => {
@@ -221,7 +217,6 @@ async fn dump_addresses(index: u32, name: &str) -> Result<Vec<IpAddr>> {
                 }
                 _ => {}
             }
-            rest = rest.get(len..).unwrap_or_default();
         }
     }
 }

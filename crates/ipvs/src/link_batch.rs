@@ -19,8 +19,10 @@ use rtnetlink::AddressMessageBuilder;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 
+use crate::batch::unanswered;
 use crate::error::libc_errno;
 use crate::socket::set_receive_buffer;
+use crate::wire::frames;
 use crate::{Error, ErrorKind, Result};
 
 /// Requests per `sendmsg`: their errors, if all fail, fit the receive buffer below.
@@ -82,18 +84,14 @@ pub(crate) fn add_addresses(index: u32, name: &str, addrs: &[IpAddr]) -> Vec<Res
             (Some(answer), _) => answer,
             // The kernel answers failures only: no error before the last answer, added.
             (None, Drained::Done) => Ok(()),
-            (None, Drained::Overflowed) => {
-                let mut e = Error::new(
-                    ErrorKind::Io,
-                    context(addr),
-                    "answer lost: the socket's receive buffer overflowed (ENOBUFS); outcome unknown",
-                );
-                e.set_errno(libc_errno::ENOBUFS);
-                Err(e)
+            (None, Drained::Unanswered { overflowed, unreadable }) => {
+                Err(unanswered(context(addr), *overflowed, unreadable))
             }
-            (None, Drained::Incomplete(why)) => {
-                Err(Error::new(ErrorKind::Io, context(addr), format!("{why}; outcome unknown")))
-            }
+            (None, Drained::ReadFailed(why)) => Err(Error::new(
+                ErrorKind::Io,
+                context(addr),
+                format!("cannot read the answers: {why}; outcome unknown"),
+            )),
         }));
     }
     results
@@ -101,12 +99,13 @@ pub(crate) fn add_addresses(index: u32, name: &str, addrs: &[IpAddr]) -> Vec<Res
 
 /// How the answers to a chunk ended.
 enum Drained {
-    /// The last request's answer came: every error before it was read.
+    /// The last request's answer came, and no answer was dropped: every error was read.
     Done,
-    /// Some answers were dropped.
-    Overflowed,
-    /// The answers stopped before the last request's, for this reason.
-    Incomplete(String),
+    /// Some answers may be missing: dropped on a full receive buffer (`overflowed`), or hidden
+    /// behind a malformed message (`unreadable`, why), or never sent.
+    Unanswered { overflowed: bool, unreadable: Option<String> },
+    /// The socket failed.
+    ReadFailed(std::io::Error),
 }
 
 /// Reads the answers queued for the chunk `base..` (all are queued when `sendmsg` returns),
@@ -128,35 +127,32 @@ fn drain(
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return if overflowed {
-                    Drained::Overflowed
-                } else {
-                    Drained::Incomplete("no answer to the last request".into())
-                };
+                return Drained::Unanswered { overflowed, unreadable: None };
             }
-            Err(e) => return Drained::Incomplete(format!("cannot read the answers: {e}")),
+            Err(e) => return Drained::ReadFailed(e),
         };
-        let mut rest = &buf[..len.min(buf.len())];
-        while !rest.is_empty() {
-            let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest) {
-                Ok(message) => message,
-                Err(e) => return Drained::Incomplete(format!("an answer could not be decoded: {e}")),
+        for frame in frames(&buf[..len.min(buf.len())]) {
+            let unreadable = |e: netlink_packet_core::DecodeError| Drained::Unanswered {
+                overflowed,
+                unreadable: Some(format!("an answer could not be decoded: {e}")),
             };
-            let size = (message.header.length as usize).next_multiple_of(4);
-            if size == 0 {
-                return Drained::Incomplete("an answer of length 0".into());
-            }
-            rest = rest.get(size..).unwrap_or_default();
-            let NetlinkPayload::Error(error) = message.payload else { continue };
-            let pos = message.header.sequence_number.wrapping_sub(base) as usize;
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return unreadable(e),
+            };
+            let pos = frame.seq.wrapping_sub(base) as usize;
             let (Some(answer), Some(addr)) = (answers.get_mut(pos), chunk.get(pos)) else { continue };
-            let code = -error.raw_code();
-            *answer = Some(match code {
+            let message = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(frame.bytes) {
+                Ok(message) => message,
+                Err(e) => return unreadable(e),
+            };
+            let NetlinkPayload::Error(error) = message.payload else { continue };
+            *answer = Some(match -error.raw_code() {
                 0 | libc_errno::EEXIST => Ok(()),
                 errno => Err(Error::from_errno(errno, context(addr), None)),
             });
             if pos + 1 == chunk.len() {
-                return if overflowed { Drained::Overflowed } else { Drained::Done };
+                return if overflowed { Drained::Unanswered { overflowed, unreadable: None } } else { Drained::Done };
             }
         }
     }
