@@ -1,7 +1,7 @@
 //! The loop's side of the verification (see [`crate::verify`]): what it wrote and when, and the
 //! reads it takes in between syncs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -53,6 +53,9 @@ pub(super) struct Verification {
     /// Virtual servers whose connections were just counted: their removals are decided on
     /// fresh counts by the next sync, then the counts are stale.
     pub counted: Vec<VirtualServerId>,
+    /// Virtual servers whose writes a verification sync left when a change came (counts still
+    /// fresh): planned by the next sync with no change waiting.
+    pub deferred: BTreeSet<VirtualServerId>,
     /// Shared with the task: the virtual servers with graceful removals pending, which it
     /// counts, and whether it is to list the virtual servers.
     task: Arc<TaskShared>,

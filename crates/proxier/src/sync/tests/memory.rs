@@ -32,6 +32,8 @@ pub(super) struct Memory {
     pub reads: (usize, usize, usize),
     /// Counts of the virtual servers read by the verification.
     pub counts: usize,
+    /// Run at the first batch that deletes a real server (a change arriving meanwhile).
+    pub on_delete: Option<Box<dyn FnOnce() + Send>>,
 }
 
 #[derive(Clone, Default)]
@@ -110,6 +112,11 @@ impl Kernel for MemoryKernel {
     async fn apply(&self, ops: &[Operation]) -> Result<Vec<Result<(), KernelError>>, KernelError> {
         let mut m = self.mem();
         m.batches.push(ops.len());
+        if ops.iter().any(|op| matches!(op, Operation::DeleteRealServer(..)))
+            && let Some(hook) = m.on_delete.take()
+        {
+            hook();
+        }
         let mut results = Vec::new();
         for op in ops {
             let text = op.to_string();

@@ -232,6 +232,38 @@ async fn a_graceful_removal_completes_at_the_verification_on_a_fresh_count() {
     assert_eq!(kernel.mem().dumps, 1);
 }
 
+/// A change that comes while a verification sync completes hundreds of graceful removals waits
+/// for one batch of them, not all: the rest follow it, still on the verification's counts.
+#[tokio::test(start_paused = true)]
+async fn a_change_during_a_verification_sync_waits_for_one_batch_of_its_writes() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(100);
+    let (task, reports) = start(&kernel, &shared, None).await;
+    // One endpoint of each Service leaves: 100 real servers drain until the verification counts them.
+    for i in 0..100 {
+        shared.feed(Update::EndpointSlice(Change::Apply(slice(&format!("svc{i}"), &["10.244.1.1"]))));
+    }
+    wait_for(|| (0..100).all(|i| kernel.mem().services[&vs(i)].1[&rs("10.244.1.2")].weight == 0)).await;
+    kernel.writes();
+    let change = shared.clone();
+    kernel.mem().on_delete = Some(Box::new(move || {
+        change.feed(Update::Service(Change::Apply(service("new", "10.96.1.1"))));
+    }));
+    // All of them go within the verification's second, the change's add among them.
+    wait_for(|| (0..100).all(|i| !kernel.mem().services[&vs(i)].1.contains_key(&rs("10.244.1.2")))).await;
+    let writes = kernel.writes();
+    let added = writes.iter().position(|w| w == "add virtual server TCP 10.96.1.1:80").expect("the change applied");
+    let waited_for = writes[..added].iter().filter(|w| w.contains("10.244.1.2")).count();
+    assert!((1..=32).contains(&waited_for), "the change waited for {waited_for} deletions: {writes:?}");
+    assert!(kernel.mem().services.contains_key(&tcp("10.96.1.1")));
+    task.abort();
+    let reports = reports.lock().unwrap();
+    let verification = reports.0.iter().rev().find(|r| r.verification).unwrap();
+    assert_eq!(verification.deferred, 100 - waited_for, "{verification}");
+    assert_eq!(reports.0.iter().filter(|r| r.verification).count(), 1, "the rest waited for another verification");
+    assert_eq!(kernel.mem().dumps, 1);
+}
+
 /// An nftables set that differs from what was applied (an element lost without a notification)
 /// is found by its digest at a verification and repaired; one that does not is never listed.
 #[tokio::test(start_paused = true)]
