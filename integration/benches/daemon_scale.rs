@@ -165,6 +165,7 @@ fn main() {
             field("RssAnon"),
             field("RssFile")
         );
+        println!("daemon    file-backed resident by file: {}", file_rss(daemon.pid()));
         let p99 = percentile(&latencies, 0.99);
         let hwm_kib: Option<u64> = hwm.trim_end_matches("kB").trim().parse().ok();
         let idle_window = Duration::from_secs(env_or("KIP_IDLE_SECONDS", 300) as u64);

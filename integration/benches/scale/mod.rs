@@ -64,9 +64,10 @@ async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
 /// the sync itself, and the bench's seeing it (its 1 ms polling).
 pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], log: &str) {
     use k8s_openapi::jiff::Timestamp;
+    // Every sync the daemon logged: when it ended, its line, how long it took.
     let syncs: Vec<(Timestamp, &str, Duration)> = log
         .lines()
-        .filter(|l| l.contains("incremental sync:"))
+        .filter(|l| l.contains(" sync: ") && !l.contains("sync phases"))
         .filter_map(|l| {
             let at: Timestamp = l.split_whitespace().next()?.parse().ok()?;
             let took = l.rsplit(" in ").next()?;
@@ -86,14 +87,23 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
         let names = |line: &str| {
             line.match_indices(&name).any(|(at, _)| !line[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
         };
-        let found = syncs.iter().find(|(at, line, _)| *at >= committed && names(line));
+        let found = syncs
+            .iter()
+            .position(|(at, line, _)| *at >= committed && line.contains("incremental sync:") && names(line));
         match found {
-            Some((at, line, took)) => {
+            Some(n) => {
+                let (at, line, took) = syncs[n];
                 let ended = at.duration_since(committed).unsigned_abs();
-                let began = ended.saturating_sub(*took);
+                let began = ended.saturating_sub(took);
                 let steps = line.split("incremental sync: ").nth(1).and_then(|r| r.split(", 0 failed").next());
+                // What the loop did just before: a long sync there is what the change waited for.
+                let before = n.checked_sub(1).map(|p| syncs[p]).map_or(String::new(), |(at, line, took)| {
+                    let kind = line.split(" sync: ").next().and_then(|h| h.rsplit(' ').next()).unwrap_or("?");
+                    let end = at.duration_since(committed);
+                    format!("; the sync before it: {kind}, took {took:.2?}, ended {:.2?} after the commit", end)
+                });
                 println!(
-                    "slowest   {latency:>9.2?}: its sync began {began:.2?} after the commit, took {took:.2?}, seen {:.2?} after it ({})",
+                    "slowest   {latency:>9.2?}: its sync began {began:.2?} after the commit, took {took:.2?}, seen {:.2?} after it ({}){before}",
                     latency.saturating_sub(ended),
                     steps.unwrap_or("?"),
                 );
@@ -145,6 +155,34 @@ pub fn status_field(pid: u32, field: &str) -> String {
     line.trim_start_matches(&prefix).trim().to_string()
 }
 
+/// Process `pid`'s file-backed resident memory by file, largest first (`/proc/PID/smaps`): how
+/// much of the peak is the binary's own code, which every node keeps too.
+pub fn file_rss(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_file: Vec<(String, u64)> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: range, perms, offset, dev, inode, path.
+            let rest: Vec<&str> = words.collect();
+            current = rest.get(4).filter(|p| p.starts_with('/')).map(|p| (*p).to_string());
+        } else if first == "Rss:"
+            && let Some(path) = &current
+        {
+            let kib: u64 = words.next().and_then(|k| k.parse().ok()).unwrap_or(0);
+            match by_file.iter_mut().find(|(p, _)| p == path) {
+                Some((_, total)) => *total += kib,
+                None => by_file.push((path.clone(), kib)),
+            }
+        }
+    }
+    by_file.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    let shown: Vec<String> = by_file.iter().take(4).map(|(p, k)| format!("{p} {k} kB")).collect();
+    shown.join(", ")
+}
+
 /// The CPU time (user and system) process `pid` and its finished children (the `nft` it runs)
 /// have used.
 pub fn cpu_time(pid: u32) -> Duration {
@@ -168,6 +206,16 @@ pub struct Profile(Option<std::process::Child>);
 
 impl Profile {
     pub fn start(pid: u32, what: &str) -> Profile {
+        Profile::sample(&["-p", &pid.to_string()], what)
+    }
+
+    /// Like [`Profile::start`], of the whole guest (every process and the kernel): where a
+    /// window's CPU goes when the daemon shares it with the fake API server.
+    pub fn start_system(what: &str) -> Profile {
+        Profile::sample(&["-a"], what)
+    }
+
+    fn sample(target: &[&str], what: &str) -> Profile {
         if std::env::var_os("KIP_PROFILE").is_none() {
             return Profile(None);
         }
@@ -176,7 +224,8 @@ impl Profile {
         // faulted a page in, who sent what), user space having no frame pointers.
         let stacks = std::env::var("KIP_PROFILE").is_ok_and(|v| v == "stacks");
         let child = std::process::Command::new("perf")
-            .args(["record", "-q", "-F", "499", "-p", &pid.to_string(), "-o", &out])
+            .args(["record", "-q", "-F", "499", "-o", &out])
+            .args(target)
             .args(stacks.then_some("-g"))
             .stdout(std::process::Stdio::null())
             .spawn();
@@ -202,7 +251,7 @@ impl Profile {
             &["--percent-limit", "0.5"]
         };
         let report = std::process::Command::new("perf")
-            .args(["report", "-i", &out, "--stdio", "--sort", "dso,sym"])
+            .args(["report", "-i", &out, "--stdio", "--sort", "comm,dso,sym"])
             .args(view)
             .output();
         match report {
@@ -239,6 +288,7 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
         "daemon    started at {}",
         integration::run("date", &["-u", "+%H:%M:%S.%6N"], None).unwrap_or_default().trim()
     );
+    let profile = Profile::start_system("cold-start");
     let start = Instant::now();
     // Upstream's default sync period: the periodic full reconcile is part of the cost.
     // `KIP_DAEMON_LOG` sets the daemon's log filter (default info).
@@ -271,6 +321,7 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
         assert!(start.elapsed() < Duration::from_secs(1800), "cold start not done after 30 min");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    profile.finish("cold-start");
     assert_eq!(
         kernel_counts(ipvs).await,
         (services, services * per_service),
