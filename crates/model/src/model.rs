@@ -281,11 +281,6 @@ impl Model {
         &self.claims.desired
     }
 
-    /// Whether the desired state changed since the last [`Model::take_changes`].
-    pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty()
-    }
-
     /// What changed in the desired state since the last call (or since the model was made).
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)

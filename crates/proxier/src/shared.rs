@@ -104,13 +104,6 @@ impl Shared {
         self.wake.notified().await
     }
 
-    /// Whether something the next sync must write is waiting: a change of the desired state, or
-    /// a wanted address removed from the link.
-    pub(crate) fn work_waiting(&self) -> bool {
-        let state = self.lock();
-        state.model.has_changes() || !state.unbound.is_empty()
-    }
-
     /// Runs `f` on the model (read only), e.g. to answer the debug endpoint. Keep it short: the
     /// sources and the sync loop wait meanwhile.
     pub fn with_model<T>(&self, f: impl FnOnce(&Model) -> T) -> T {

@@ -1,14 +1,13 @@
 //! Running a plan's steps against the kernel and recording what they did.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ipvs::{Operation, VirtualServerId};
+use ipvs::Operation;
 use model::{Step, operation_target};
 use tokio::time::Instant;
 
-use super::{MAX_BATCH, SyncLoop, SyncObserver, SyncReport, YIELD_BATCH};
+use super::{MAX_BATCH, SyncLoop, SyncObserver, SyncReport};
 use crate::kernel::{Kernel, KernelError};
 use crate::stale::stale_flows;
 
@@ -18,18 +17,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// server whose address is not bound yet is merely unreachable for that moment; then the
     /// unbinds. Records the successful steps in `observed` and the failed ones for a retry;
     /// returns the failures. `address_time` accumulates the time spent binding and unbinding.
-    ///
-    /// When `yielding` (a verification's own work, not a change), the IPVS operations go
-    /// [`YIELD_BATCH`] at a time and stop as soon as a change waits, so that it never waits for
-    /// more than one of them: the virtual servers of the operations not run are returned in
-    /// `deferred`, neither recorded nor counted as failed.
     pub(super) async fn execute(
         &mut self,
         mut steps: Vec<Step>,
         report: &mut SyncReport,
         address_time: &mut Duration,
-        yielding: bool,
-        deferred: &mut BTreeSet<VirtualServerId>,
     ) -> Vec<(Step, KernelError)> {
         let mut binds = Vec::new();
         let mut unbinds = Vec::new();
@@ -46,16 +38,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             Step::Kernel(_) => true,
         });
         let kernel = &self.kernel;
-        let shared = &self.shared;
-        let stop = || yielding && shared.work_waiting();
-        let batch = if yielding { YIELD_BATCH } else { MAX_BATCH };
         let binding = async {
             let began = Instant::now();
             let results = if binds.is_empty() { Vec::new() } else { kernel.bind(&binds).await };
             (results, began.elapsed())
         };
-        let ((bound, bind_time), (op_failures, ran)) =
-            tokio::join!(binding, apply_batches(kernel, &steps, batch, stop));
+        let ((bound, bind_time), op_failures) = tokio::join!(binding, apply_batches(kernel, &steps));
         *address_time += bind_time;
 
         let mut failures = Vec::new();
@@ -67,14 +55,6 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut op_failures = op_failures.into_iter().peekable();
         let mut index = 0;
         while let Some(step) = steps.pop() {
-            if index >= ran {
-                if let Step::Kernel(op) = &step {
-                    deferred.insert(operation_target(op));
-                }
-                report.deferred += 1;
-                index += 1;
-                continue;
-            }
             let result = match op_failures.next_if(|(i, _)| *i == index) {
                 Some((_, e)) => Err(e),
                 None => Ok(()),
@@ -149,22 +129,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     }
 }
 
-/// Runs the kernel operations among `steps` in batches of at most `batch`, until `stop` says
-/// to after one; returns the failures by index in `steps`, in order, and how many steps ran.
-async fn apply_batches<K: Kernel>(
-    kernel: &K,
-    steps: &[Step],
-    batch: usize,
-    stop: impl Fn() -> bool,
-) -> (Vec<(usize, KernelError)>, usize) {
+/// Runs the kernel operations among `steps` in batches of at most [`MAX_BATCH`]; returns the
+/// failures by index in `steps`, in order.
+async fn apply_batches<K: Kernel>(kernel: &K, steps: &[Step]) -> Vec<(usize, KernelError)> {
     let mut failures = Vec::new();
-    let mut ran = 0;
-    for (n, chunk) in steps.chunks(batch).enumerate() {
-        if n > 0 && stop() {
-            break;
-        }
-        let offset = n * batch;
-        ran = offset + chunk.len();
+    for (n, chunk) in steps.chunks(MAX_BATCH).enumerate() {
+        let offset = n * MAX_BATCH;
         let ops: Vec<Operation> = chunk
             .iter()
             .filter_map(|s| match s {
@@ -194,5 +164,5 @@ async fn apply_batches<K: Kernel>(
             }
         }
     }
-    (failures, ran)
+    failures
 }

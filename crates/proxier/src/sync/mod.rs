@@ -39,10 +39,11 @@ use verification::Verification;
 /// encoded requests and their results never all sit in memory at once.
 const MAX_BATCH: usize = 8192;
 
-/// A verification's own writes go this many at a time, a change waiting stopping them after
-/// one (at most a few milliseconds of kernel work, on emulated CPUs): the graceful removals a
-/// verification completes are hundreds under churn, and no change waits for them.
-const YIELD_BATCH: usize = 32;
+/// The virtual servers whose graceful removals a verification progresses are planned this many
+/// a sync. Under churn they are hundreds: planned, filtered and written in one sync they held a
+/// change back for tens of milliseconds; a slice at a time, with the changes' syncs in between,
+/// a change waits for one slice at most.
+const GRACEFUL_SLICE: usize = 32;
 
 /// An incremental sync at least this long logs where its time went.
 const SLOW_SYNC: Duration = Duration::from_millis(20);
@@ -211,8 +212,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut dirty = false;
         let mut readings = None;
         loop {
-            // A verification's deferred work goes as soon as no change waits.
-            let next = schedule.next(dirty || !self.verification.deferred.is_empty(), self.retry_pending());
+            // The verification's remaining slices of graceful removals go at once, one a sync.
+            let next = schedule.next(dirty || !self.verification.graceful_due.is_empty(), self.retry_pending());
             tokio::select! {
                 _ = self.shared.changed(), if !dirty => {
                     dirty = true;
@@ -264,14 +265,15 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         if verifying {
             self.read_unknown(&mut report).await;
         }
-        // Counted by the verification just now: deleted at once if idle, stale after this sync.
-        let mut counted = std::mem::take(&mut self.verification.counted);
+        // Counted by the verification just now: planned a slice a sync (below), deleted then if
+        // idle, and stale after that sync.
+        let counted = if verifying { std::mem::take(&mut self.verification.counted) } else { Vec::new() };
+        let mut planned_counts = Vec::new();
         report.full |= verifying;
         report.verification = verifying;
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
         let now = self.epoch.elapsed();
-        let resuming;
         let before_lock = Instant::now();
         let (plan, pending_since, filter_work, lock_wait) = {
             let mut state = self.shared.lock();
@@ -279,18 +281,27 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             let mut changes = state.model.take_changes();
             changes.merge(std::mem::take(&mut self.retry));
             changes.merge(std::mem::take(&mut self.verification.found));
-            // What a verification left for a change is taken up when no change waits (or by
-            // the next verification), still on the counts it read; and it yields again.
-            resuming = !full && !verifying && changes.is_empty() && state.unbound.is_empty();
-            if verifying || resuming {
-                let deferred = std::mem::take(&mut self.verification.deferred);
-                counted.extend(deferred.iter().copied());
-                changes.virtual_servers.extend(deferred);
-            }
             // Graceful removals progress at each verification (fresh counts, or time up), not in
             // every sync: under churn hundreds may be pending, and a change must not plan them all.
-            if verifying {
-                changes.virtual_servers.extend(self.graceful.iter().map(|(vs, _, _)| *vs));
+            // A slice in the verification and in each sync after it that has no change to plan,
+            // on the counts the verification read (stale once planned).
+            let due = &mut self.verification.graceful_due;
+            if full {
+                due.clear();
+            } else {
+                if verifying {
+                    due.extend(self.graceful.iter().map(|(vs, _, _)| *vs));
+                    due.extend(counted);
+                }
+                if verifying || (changes.is_empty() && state.unbound.is_empty()) {
+                    let slice: Vec<VirtualServerId> = due.iter().take(GRACEFUL_SLICE).copied().collect();
+                    for vs in &slice {
+                        due.remove(vs);
+                    }
+                    changes.virtual_servers.extend(slice.iter().copied());
+                    planned_counts = slice;
+                    report.graceful_left = due.len();
+                }
             }
             // Removed from the dummy link behind the proxy's back (or by its own unbind, then
             // no longer wanted): no longer bound, and planned again.
@@ -328,19 +339,15 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut address_time = Duration::ZERO;
         // Odd while writing: a verification read that begins now cannot vouch for these writes.
         self.verification.clock.tick();
-        let mut deferred = BTreeSet::new();
-        let yielding = verifying || resuming;
-        let failures = self.execute(plan.steps, &mut report, &mut address_time, yielding, &mut deferred).await;
+        let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
         self.verification.clock.tick();
         // The connection counts this sync planned with are from now on a guess: a TCP real
         // server removed later is drained until the next read counts it idle.
         if full {
             self.observed.mark_counters_stale();
         } else {
-            counted.retain(|vs| !deferred.contains(vs));
-            self.observed.mark_counters_stale_of(&counted);
+            self.observed.mark_counters_stale_of(&planned_counts);
         }
-        self.verification.deferred.extend(deferred);
         self.write_ownership();
         let executed = start.elapsed();
         self.start_filter(&mut report);

@@ -86,7 +86,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut address_time = Duration::ZERO;
         let planned = steps.len();
         self.verification.clock.tick();
-        let failures = self.execute(steps, &mut report, &mut address_time, false, &mut Default::default()).await;
+        let failures = self.execute(steps, &mut report, &mut address_time).await;
         self.verification.clock.tick();
         // Reported with the full sync that follows (metrics count every kernel write); what
         // failed here is not a failure of that sync, which plans it again.

@@ -39,9 +39,9 @@ pub struct SyncReport {
     pub steps: BTreeMap<(&'static str, bool), usize>,
     /// Steps that failed (they are retried).
     pub failed: usize,
-    /// Steps a verification's work left unwritten because a change came meanwhile: planned
-    /// again by the next sync with no change waiting.
-    pub deferred: usize,
+    /// Virtual servers whose graceful removals a verification left for the next syncs (a slice
+    /// is planned per sync).
+    pub graceful_left: usize,
     /// Kernel reads that failed (the dump, the host's addresses).
     pub read_failures: usize,
     /// Whether the nftables side could not be set up or updated: masquerade or filtering is
@@ -99,8 +99,8 @@ impl fmt::Display for SyncReport {
             write!(f, " ({})", parts.join(" "))?;
         }
         write!(f, ", {} failed", self.failed + self.read_failures)?;
-        if self.deferred > 0 {
-            write!(f, ", {} left until the changes that came are applied", self.deferred)?;
+        if self.graceful_left > 0 {
+            write!(f, ", graceful removals of {} virtual servers left for the next syncs", self.graceful_left)?;
         }
         write!(f, ", {} services changed", self.touched_services.len())?;
         // Name the Services of a small sync: the usual case, and what an operator looks for.
@@ -128,7 +128,8 @@ mod tests {
         small.count(&Step::Unbind(addr), false);
         small.touched_services.insert(ServiceKey::new("demo", "web"));
         let mut big = SyncReport { full: true, read_failures: 1, ..Default::default() };
-        let yielded = SyncReport { full: true, verification: true, plan_steps: 40, deferred: 8, ..Default::default() };
+        let sliced =
+            SyncReport { full: true, verification: true, plan_steps: 40, graceful_left: 8, ..Default::default() };
         for i in 0..6 {
             big.touched_services.insert(ServiceKey::new("ns", format!("s{i}")));
         }
@@ -139,8 +140,8 @@ mod tests {
             ),
             (big.clone(), "full sync: 0 steps, 1 failed, 6 services changed, in 0.000ns"),
             (
-                yielded,
-                "verification sync: 40 steps, 0 failed, 8 left until the changes that came are applied, 0 services changed, in 0.000ns",
+                sliced,
+                "verification sync: 40 steps, 0 failed, graceful removals of 8 virtual servers left for the next syncs, 0 services changed, in 0.000ns",
             ),
             (
                 SyncReport { verification: true, ..big },

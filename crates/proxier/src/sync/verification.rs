@@ -51,11 +51,12 @@ pub(super) struct Verification {
     /// Reads that failed since the last sync.
     pub read_failures: usize,
     /// Virtual servers whose connections were just counted: their removals are decided on
-    /// fresh counts by the next sync, then the counts are stale.
+    /// fresh counts by the next verification sync and those after it (a slice each), then the
+    /// counts are stale.
     pub counted: Vec<VirtualServerId>,
-    /// Virtual servers whose writes a verification sync left when a change came (counts still
-    /// fresh): planned by the next sync with no change waiting.
-    pub deferred: BTreeSet<VirtualServerId>,
+    /// Virtual servers whose graceful removals the last verification has yet to plan, a slice
+    /// per sync (their counts still fresh).
+    pub graceful_due: BTreeSet<VirtualServerId>,
     /// Shared with the task: the virtual servers with graceful removals pending, which it
     /// counts, and whether it is to list the virtual servers.
     task: Arc<TaskShared>,
@@ -166,13 +167,16 @@ impl Verification {
                         continue;
                     }
                     match dests {
+                        // Planned by the verification sync and those after it, a slice each.
                         Some(dests) => {
                             observed.verify_real_servers(&server, &dests, true);
                             self.counted.push(id);
                         }
-                        None => observed.remove_virtual_server(&id),
+                        None => {
+                            observed.remove_virtual_server(&id);
+                            self.found.virtual_servers.insert(id);
+                        }
                     }
-                    self.found.virtual_servers.insert(id);
                 }
                 true
             }

@@ -233,9 +233,10 @@ async fn a_graceful_removal_completes_at_the_verification_on_a_fresh_count() {
 }
 
 /// A change that comes while a verification sync completes hundreds of graceful removals waits
-/// for one batch of them, not all: the rest follow it, still on the verification's counts.
+/// for one slice of them, not all: the rest follow it, a slice a sync, still on the
+/// verification's counts.
 #[tokio::test(start_paused = true)]
-async fn a_change_during_a_verification_sync_waits_for_one_batch_of_its_writes() {
+async fn a_change_during_a_verification_sync_waits_for_one_slice_of_its_graceful_removals() {
     let kernel = MemoryKernel::default();
     let shared = cluster(100);
     let (task, reports) = start(&kernel, &shared, None).await;
@@ -259,7 +260,7 @@ async fn a_change_during_a_verification_sync_waits_for_one_batch_of_its_writes()
     task.abort();
     let reports = reports.lock().unwrap();
     let verification = reports.0.iter().rev().find(|r| r.verification).unwrap();
-    assert_eq!(verification.deferred, 100 - waited_for, "{verification}");
+    assert_eq!(verification.graceful_left, 100 - waited_for, "{verification}");
     assert_eq!(reports.0.iter().filter(|r| r.verification).count(), 1, "the rest waited for another verification");
     assert_eq!(kernel.mem().dumps, 1);
 }
