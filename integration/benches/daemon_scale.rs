@@ -184,6 +184,10 @@ fn main() {
         for line in daemon.log().lines().filter(|l| l.contains("verification sync")).take(5) {
             println!("daemon log | {line}");
         }
+        // Where the slow syncs' time went (the cold start's own is printed above).
+        for line in daemon.log().lines().filter(|l| l.contains("slow sync phases")).skip(1).take(30) {
+            println!("daemon log | {line}");
+        }
         // Stopped before the peer runs, so that its periodic reconcile takes no CPU from it,
         // and its state removed: IPVS's service hash table and the kernel's address hash are
         // shared by all namespaces, so the peer would otherwise find 10,000 more entries in

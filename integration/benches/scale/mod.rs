@@ -100,7 +100,8 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
                 let before = n.checked_sub(1).map(|p| syncs[p]).map_or(String::new(), |(at, line, took)| {
                     let kind = line.split(" sync: ").next().and_then(|h| h.rsplit(' ').next()).unwrap_or("?");
                     let end = at.duration_since(committed);
-                    format!("; the sync before it: {kind}, took {took:.2?}, ended {:.2?} after the commit", end)
+                    let end_ms = end.as_secs_f64() * 1e3;
+                    format!("; the sync before it: {kind}, took {took:.2?}, ended {end_ms:+.1} ms from the commit")
                 });
                 println!(
                     "slowest   {latency:>9.2?}: its sync began {began:.2?} after the commit, took {took:.2?}, seen {:.2?} after it ({}){before}",
