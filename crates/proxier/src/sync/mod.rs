@@ -279,12 +279,16 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             let mut state = self.shared.lock();
             let lock_wait = before_lock.elapsed();
             let mut changes = state.model.take_changes();
+            // A retry or drift found is no change waiting: with only those to plan, this sync
+            // takes a slice too (else a step that keeps failing would hold the slices back and,
+            // with slices due, be retried without the retry delay).
+            let change_waiting = !changes.is_empty() || !state.unbound.is_empty();
             changes.merge(std::mem::take(&mut self.retry));
             changes.merge(std::mem::take(&mut self.verification.found));
             // Graceful removals progress at each verification (fresh counts, or time up), not in
             // every sync: under churn hundreds may be pending, and a change must not plan them all.
-            // A slice in the verification and in each sync after it that has no change to plan,
-            // on the counts the verification read (stale once planned).
+            // A slice in the verification and in each sync after it with no change waiting, on
+            // the counts the verification read (stale once planned).
             let due = &mut self.verification.graceful_due;
             if full {
                 due.clear();
@@ -293,7 +297,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     due.extend(self.graceful.iter().map(|(vs, _, _)| *vs));
                     due.extend(counted);
                 }
-                if verifying || (changes.is_empty() && state.unbound.is_empty()) {
+                if verifying || !change_waiting {
                     let slice: Vec<VirtualServerId> = due.iter().take(GRACEFUL_SLICE).copied().collect();
                     for vs in &slice {
                         due.remove(vs);

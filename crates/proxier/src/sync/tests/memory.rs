@@ -18,13 +18,15 @@ use crate::shared::Shared;
 use crate::sync::{SyncLoop, SyncObserver, SyncReport, SyncSettings};
 use crate::verify::KernelReader;
 
-/// An in-memory IPVS table with a call log; `fail` holds step texts to fail once.
+/// An in-memory IPVS table with a call log; `fail` holds step texts to fail once,
+/// `fail_always` step texts to fail every time.
 #[derive(Default)]
 pub(super) struct Memory {
     pub services: BTreeMap<VirtualServerId, (VirtualServer, BTreeMap<RealServerId, RealServer>)>,
     pub bound: BTreeSet<IpAddr>,
     pub writes: Vec<String>,
     pub fail: HashSet<String>,
+    pub fail_always: HashSet<String>,
     pub batches: Vec<usize>,
     /// Whole-table dumps (`observe`).
     pub dumps: usize,
@@ -121,7 +123,12 @@ impl Kernel for MemoryKernel {
         for op in ops {
             let text = op.to_string();
             m.writes.push(text.clone());
-            if m.fail.remove(&text) {
+            if m.fail_always.contains(&text) {
+                let attempts = m.writes.iter().filter(|w| **w == text).count();
+                // A loop retrying without pause would never let paused time advance: fail loudly.
+                assert!(attempts < 1_000, "{text} retried {attempts} times without a pause");
+            }
+            if m.fail.remove(&text) || m.fail_always.contains(&text) {
                 results.push(Err(KernelError::new(text, "injected failure")));
                 continue;
             }

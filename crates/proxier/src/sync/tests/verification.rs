@@ -265,6 +265,27 @@ async fn a_change_during_a_verification_sync_waits_for_one_slice_of_its_graceful
     assert_eq!(kernel.mem().dumps, 1);
 }
 
+/// A step that keeps failing neither holds the graceful removals' slices back nor is retried
+/// without the retry delay while slices remain: a sync whose only work is the retry takes a
+/// slice too.
+#[tokio::test(start_paused = true)]
+async fn a_step_that_keeps_failing_holds_no_slice_of_graceful_removals_back() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(100);
+    let (task, _) = start(&kernel, &shared, None).await;
+    let failing = "add virtual server TCP 10.96.1.1:80".to_string();
+    kernel.mem().fail_always.insert(failing.clone());
+    shared.feed(Update::Service(Change::Apply(service("new", "10.96.1.1"))));
+    for i in 0..100 {
+        shared.feed(Update::EndpointSlice(Change::Apply(slice(&format!("svc{i}"), &["10.244.1.1"]))));
+    }
+    wait_for(|| (0..100).all(|i| !kernel.mem().services[&vs(i)].1.contains_key(&rs("10.244.1.2")))).await;
+    task.abort();
+    // Removed at the first verification (30 s), the failing add retried about once a second.
+    let attempts = kernel.mem().writes.iter().filter(|w| **w == failing).count();
+    assert!(attempts <= 40, "{attempts} attempts in about 31 s");
+}
+
 /// An nftables set that differs from what was applied (an element lost without a notification)
 /// is found by its digest at a verification and repaired; one that does not is never listed.
 #[tokio::test(start_paused = true)]
