@@ -60,7 +60,8 @@ async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
 /// Prints where the slowest changes' time went, from the daemon's log: the sync that wrote
 /// each change (the first incremental sync naming its Service after it was committed) began
 /// and ended at its line's time less its duration. So a change's latency splits into the wait
-/// before its sync (the watch's delivery, the model's update, the loop busy or not scheduled),
+/// before its sync (the watch's delivery and the feed to the model, then its queueing, which
+/// the daemon logs as `queued`: the loop busy or not scheduled),
 /// the sync itself, and the bench's seeing it (its 1 ms polling).
 pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], log: &str) {
     use k8s_openapi::jiff::Timestamp;
@@ -70,14 +71,7 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
         .filter(|l| l.contains(" sync: ") && !l.contains("sync phases"))
         .filter_map(|l| {
             let at: Timestamp = l.split_whitespace().next()?.parse().ok()?;
-            let took = l.rsplit(" in ").next()?;
-            let took = if let Some(ms) = took.strip_suffix("ms") {
-                Duration::from_secs_f64(ms.parse::<f64>().ok()? / 1e3)
-            } else if let Some(us) = took.strip_suffix("µs") {
-                Duration::from_secs_f64(us.parse::<f64>().ok()? / 1e6)
-            } else {
-                Duration::from_secs_f64(took.strip_suffix('s')?.parse().ok()?)
-            };
+            let took = parse_duration(l.rsplit(" in ").next()?)?;
             Some((at, l, took))
         })
         .collect();
@@ -103,8 +97,17 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
                     let end_ms = end.as_secs_f64() * 1e3;
                     format!("; the sync before it: {kind}, took {took:.2?}, ended {end_ms:+.1} ms from the commit")
                 });
+                // The daemon says how long the change waited once fed to the model: the rest of
+                // the wait was its way there (the API server's watch, the decoding, the feed).
+                let queued = line
+                    .split(", queued ")
+                    .nth(1)
+                    .and_then(|r| r.split(',').next())
+                    .and_then(parse_duration)
+                    .unwrap_or_default();
                 println!(
-                    "slowest   {latency:>9.2?}: its sync began {began:.2?} after the commit, took {took:.2?}, seen {:.2?} after it ({}){before}",
+                    "slowest   {latency:>9.2?}: fed {:.2?} after the commit, queued {queued:.2?}, its sync took {took:.2?}, seen {:.2?} after it ({}){before}",
+                    began.saturating_sub(queued),
                     latency.saturating_sub(ended),
                     steps.unwrap_or("?"),
                 );
@@ -112,6 +115,21 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
             None => println!("slowest   {latency:>9.2?}: no incremental sync naming svc-{i} found in the log"),
         }
     }
+}
+
+/// A duration as the daemon's log prints it (`Debug`: `12.345ms`, `850.000µs`, `1.2s`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let secs = if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse::<f64>().ok()? / 1e3
+    } else if let Some(us) = text.strip_suffix("µs") {
+        us.parse::<f64>().ok()? / 1e6
+    } else if let Some(ns) = text.strip_suffix("ns") {
+        ns.parse::<f64>().ok()? / 1e9
+    } else {
+        text.strip_suffix('s')?.parse().ok()?
+    };
+    Some(Duration::from_secs_f64(secs))
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

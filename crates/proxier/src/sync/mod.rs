@@ -331,6 +331,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             (plan, state.health.pending_since.take(), filter_work, lock_wait)
         };
         report.plan_steps = plan.len();
+        report.queued = pending_since.map(|t| start.into_std().saturating_duration_since(t)).unwrap_or_default();
         if full {
             let primed = std::mem::take(&mut self.primed);
             report.plan_steps += primed.plan_steps;

@@ -51,6 +51,9 @@ pub struct SyncReport {
     pub flows_forgotten: usize,
     /// Groups of stale conntrack entries that could not be deleted (logged, not retried).
     pub forget_failures: usize,
+    /// How long the oldest change this sync applies waited for it to begin (zero when it
+    /// applies none): with `duration`, the change's time through the proxy.
+    pub queued: Duration,
     /// Wall time from the sync's start to its end.
     pub duration: Duration,
     /// Desired virtual servers after the sync.
@@ -82,7 +85,8 @@ impl SyncReport {
 }
 
 impl fmt::Display for SyncReport {
-    /// One line: `full sync: 3 steps (add_virtual_server=1 add_real_server=2), 0 failed, in 1.2ms`.
+    /// One line: `incremental sync: 3 steps (add_virtual_server=1 add_real_server=2), 0 failed, 1 services
+    /// changed (demo/web), queued 0.8ms, in 1.2ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match (self.full, self.verification) {
             (true, true) => "verification",
@@ -111,6 +115,9 @@ impl fmt::Display for SyncReport {
         if self.flows_forgotten > 0 {
             write!(f, ", {} stale conntrack entries deleted", self.flows_forgotten)?;
         }
+        if !self.queued.is_zero() {
+            write!(f, ", queued {:.3?}", self.queued)?;
+        }
         write!(f, ", in {:.3?}", self.duration)
     }
 }
@@ -123,7 +130,12 @@ mod tests {
     #[test]
     fn one_line_summary() {
         let addr: IpAddr = "10.96.0.1".parse().unwrap();
-        let mut small = SyncReport { plan_steps: 2, duration: Duration::from_millis(3), ..Default::default() };
+        let mut small = SyncReport {
+            plan_steps: 2,
+            queued: Duration::from_micros(1_500),
+            duration: Duration::from_millis(3),
+            ..Default::default()
+        };
         small.count(&Step::Bind(addr), true);
         small.count(&Step::Unbind(addr), false);
         small.touched_services.insert(ServiceKey::new("demo", "web"));
@@ -136,7 +148,7 @@ mod tests {
         let cases = [
             (
                 small,
-                "incremental sync: 2 steps (bind_address=1 unbind_address=1), 1 failed, 1 services changed (demo/web), in 3.000ms",
+                "incremental sync: 2 steps (bind_address=1 unbind_address=1), 1 failed, 1 services changed (demo/web), queued 1.500ms, in 3.000ms",
             ),
             (big.clone(), "full sync: 0 steps, 1 failed, 6 services changed, in 0.000ns"),
             (
