@@ -33,6 +33,9 @@ impl RealServerKey for ObservedRealServer {
     }
 }
 
+/// Sets smaller than this grow one slot at a time and shrink to their size.
+const EXACT_GROWTH_BELOW: usize = 32;
+
 /// Real servers by id, at most one per id, iterated in id order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealServers<T>(Vec<T>);
@@ -83,9 +86,13 @@ impl<T: RealServerKey> RealServers<T> {
         match self.position(&rs.real_server_id()) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i], rs)),
             Err(i) => {
-                // Grown by a quarter, not doubled: most sets stop growing at their size.
+                // Most sets stop growing at their size, and the common change replaces one
+                // real server (the new one added while the old one drains): a small set grows
+                // by one (a copy of a few hundred bytes), so that a Service changed once keeps
+                // no slack for good; a large one by a quarter, so that filling it stays linear.
                 if self.0.len() == self.0.capacity() {
-                    self.0.reserve_exact(1 + self.0.len() / 4);
+                    let more = if self.0.len() < EXACT_GROWTH_BELOW { 1 } else { self.0.len() / 4 };
+                    self.0.reserve_exact(more);
                 }
                 self.0.insert(i, rs);
                 None
@@ -97,7 +104,8 @@ impl<T: RealServerKey> RealServers<T> {
     pub fn remove(&mut self, id: &RealServerId) -> Option<T> {
         let i = self.position(id).ok()?;
         let removed = self.0.remove(i);
-        if self.0.capacity() > self.0.len() + self.0.len() / 4 + 4 {
+        let slack = if self.0.len() < EXACT_GROWTH_BELOW { 0 } else { self.0.len() / 4 + 4 };
+        if self.0.capacity() > self.0.len() + slack {
             self.0.shrink_to_fit();
         }
         Some(removed)
@@ -197,6 +205,17 @@ mod tests {
         assert!(set.0.capacity() <= 10 + 10 / 4 + 4, "capacity {}", set.0.capacity());
         let collected: RealServers<RealServer> = (0..10u8).map(|i| rs(i, 1)).collect();
         assert_eq!(collected.0.capacity(), 10);
+    }
+
+    #[test]
+    fn a_replaced_real_server_leaves_no_slack_in_a_small_set() {
+        // Churn's usual change: one endpoint in, the old one drained, then removed.
+        let mut set: RealServers<RealServer> = (0..10u8).map(|i| rs(i, 1)).collect();
+        for round in 0..3u8 {
+            set.insert(rs(100 + round, 1));
+            set.remove(&rs(if round == 0 { 0 } else { 99 + round }, 1).id);
+            assert_eq!((set.len(), set.0.capacity()), (10, 10), "round {round}");
+        }
     }
 
     #[test]

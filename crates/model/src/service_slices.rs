@@ -9,11 +9,15 @@ use crate::endpoints::Slice;
 pub(crate) struct ServiceSlices(Vec<(String, Slice)>);
 
 impl ServiceSlices {
-    /// Adds or replaces slice `name`.
+    /// Adds or replaces slice `name`. Held without spare room: most Services have one slice,
+    /// and a vector's first growth makes room for four (three slices' worth, 300 bytes, per Service).
     pub fn insert(&mut self, name: String, slice: Slice) {
         match self.0.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
             Ok(i) => self.0[i].1 = slice,
-            Err(i) => self.0.insert(i, (name, slice)),
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, (name, slice))
+            }
         }
     }
 
@@ -21,6 +25,7 @@ impl ServiceSlices {
     pub fn remove(&mut self, name: &str) {
         if let Ok(i) = self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             self.0.remove(i);
+            self.0.shrink_to_fit();
         }
     }
 
@@ -50,12 +55,14 @@ mod tests {
     fn slices_are_kept_by_name_in_order_and_replaced_by_name() {
         let mut slices = ServiceSlices::default();
         slices.insert("b".into(), slice(2));
+        assert_eq!(slices.0.capacity(), 1, "no room kept for more");
         slices.insert("a".into(), slice(1));
         slices.insert("c".into(), slice(3));
         slices.insert("b".into(), slice(20));
         let ports: Vec<u16> = slices.values().map(|s| s.ports[0].port).collect();
         assert_eq!(ports, [1, 20, 3]);
         slices.remove("a");
+        assert_eq!(slices.0.capacity(), 2, "no room kept once one is gone");
         slices.remove("x");
         let ports: Vec<u16> = slices.values().map(|s| s.ports[0].port).collect();
         assert_eq!(ports, [20, 3]);
