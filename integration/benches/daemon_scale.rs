@@ -128,7 +128,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let now = peak_kib();
                 if now > last {
-                    rises.push(format!("+{:.1}s {now}", steady_start.elapsed().as_secs_f64()));
+                    rises.push((steady_start.elapsed(), std::time::SystemTime::now(), now));
                     last = now;
                 }
             }
@@ -137,11 +137,10 @@ fn main() {
         let profile = Profile::start(daemon.pid(), "steady");
         let (churned, mut latencies, rises) = tokio::join!(churn, measure, rises);
         let shown = rises.len().min(40);
-        println!(
-            "daemon    peak RSS rose in the steady state (from {}): {}",
-            steady_utc.trim(),
-            rises[rises.len() - shown..].join(", ")
-        );
+        let listed: Vec<String> =
+            rises[rises.len() - shown..].iter().map(|(at, _, kib)| format!("+{:.1}s {kib}", at.as_secs_f64())).collect();
+        println!("daemon    peak RSS rose in the steady state (from {}): {}", steady_utc.trim(), listed.join(", "));
+        print_log_near_rises(&rises, &daemon.log());
         profile.finish("steady");
         let changes = latencies.len();
         latencies.sort();
@@ -178,9 +177,6 @@ fn main() {
             "daemon    idle CPU over {idle_window:?} (sync period 30 s, real servers verified over 5 min): {:.2}% of one vCPU",
             idle_cpu * 100.0
         );
-        for line in daemon.log().lines().filter(|l| l.contains("HEAPDBG")) {
-            println!("daemon log | {line}");
-        }
         for line in daemon.log().lines().filter(|l| l.contains("verification sync")).take(5) {
             println!("daemon log | {line}");
         }
@@ -220,4 +216,29 @@ fn main() {
         }
         assert!(targets.iter().all(|(_, met)| *met), "a daemon_scale target was missed");
     });
+}
+
+/// What the daemon logged in the two seconds before each rise of its peak resident size, other
+/// than its incremental syncs (a dozen a second under churn): which verification, round or
+/// relist the peak came with.
+fn print_log_near_rises(rises: &[(Duration, std::time::SystemTime, u64)], log: &str) {
+    use k8s_openapi::jiff::Timestamp;
+    let lines: Vec<(Timestamp, &str)> = log
+        .lines()
+        .filter(|l| !l.contains("incremental sync:") && !l.contains("slow sync phases"))
+        .filter_map(|l| Some((l.split_whitespace().next()?.parse().ok()?, l)))
+        .collect();
+    for (at, wall, kib) in rises {
+        let Ok(wall) = Timestamp::try_from(*wall) else { continue };
+        let near: Vec<&str> = lines
+            .iter()
+            .filter(|(t, _)| *t <= wall && wall.duration_since(*t).unsigned_abs() <= Duration::from_secs(2))
+            .map(|(_, l)| *l)
+            .take(8)
+            .collect();
+        println!("rise      +{:.1}s {kib} kB, logged in the 2 s before: {}", at.as_secs_f64(), near.len());
+        for line in near {
+            println!("rise      | {line}");
+        }
+    }
 }

@@ -310,8 +310,10 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
     let profile = Profile::start_system("cold-start");
     let start = Instant::now();
     // Upstream's default sync period: the periodic full reconcile is part of the cost.
-    // `KIP_DAEMON_LOG` sets the daemon's log filter (default info).
-    let filter = std::env::var("KIP_DAEMON_LOG").unwrap_or_else(|_| "info".into());
+    // `KIP_DAEMON_LOG` sets the daemon's log filter: by default info, and the verification's
+    // whole-table reads and the heap's trims, which the peak's rises are matched with.
+    let filter = std::env::var("KIP_DAEMON_LOG")
+        .unwrap_or_else(|_| "info,proxier::sync::verification=debug,kube_ipvs_proxy::run::heap=debug".into());
     let mut daemon =
         Daemon::start_with_sync_period_and_env(&cluster, Duration::from_secs(30), &[("KUBE_IPVS_PROXY_LOG", &filter)]);
     // When the daemon reports its first full sync done (its log, polled every 50 ms: a

@@ -128,6 +128,7 @@ impl Verification {
         let written = |id: &VirtualServerId| self.written.get(id).is_some_and(|w| *w >= started);
         let due = match reading.read {
             Read::VirtualServers(listed) => {
+                tracing::debug!(listed = listed.len(), "verification: the virtual servers listed");
                 let verified = observed.verify_virtual_servers(&listed, written);
                 for id in &verified.changed {
                     tracing::warn!(virtual_server = %id, "gone from the kernel or altered by someone else; repairing");
@@ -181,6 +182,7 @@ impl Verification {
                 true
             }
             Read::Addresses(listed) => {
+                tracing::debug!(listed = listed.len(), "verification: the dummy link's addresses listed");
                 let differ =
                     observed.verify_bound(&listed, |a| self.written_addrs.get(a).is_some_and(|w| *w >= started));
                 for addr in &differ {
