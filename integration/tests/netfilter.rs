@@ -255,10 +255,10 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
         // the read-back finds both and writes only them.
         let edit = "delete element inet kube-ipvs-proxy masq_all_v4 { 203.0.113.10 . udp . 53 }\n\
                     add element inet kube-ipvs-proxy bound_v4 { 10.96.0.99 }\n\
-                    delete element inet kube-ipvs-proxy source_allowed_v4 { 203.0.113.10 . udp . 53 . 192.0.2.0/24 }\n";
+                    delete element inet kube-ipvs-proxy source_allowed_udp_v4 { 203.0.113.10 . 53 . 192.0.2.0/24 }\n";
         nft.run(TABLE, "test", edit).unwrap();
         assert_ne!(listing(&nft), Some(first.clone()));
-        assert_eq!(differing(&mut reader, &restarted), ["masq_all_v4", "bound_v4", "source_allowed_v4"], "edited sets");
+        assert_eq!(differing(&mut reader, &restarted), ["masq_all_v4", "bound_v4", "source_allowed_udp_v4"], "edited sets");
         assert_eq!(restarted.verify_sets().unwrap(), 3, "two missing, one extra");
         assert_eq!(listing(&nft), Some(first.clone()), "read-back repair");
         assert_eq!(differing(&mut reader, &restarted), Vec::<String>::new(), "digests after the repair");

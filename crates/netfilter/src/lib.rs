@@ -8,7 +8,7 @@
 //! | `masq_all` | `addr . proto . port` | traffic to it is marked, then masqueraded after IPVS |
 //! | `masq_outside` | `addr . proto . port` | the same when the source is outside `cluster_prefixes` (a family without any: when the source is the address itself, the node's own traffic) |
 //! | `hairpin` | `endpoint . proto . port . endpoint` | an endpoint reaching itself is masqueraded |
-//! | `source_restricted` / `source_allowed` | `addr . proto . port [. prefix]` | other sources are dropped |
+//! | `source_restricted` / `source_allowed_{tcp,udp,sctp}` | `addr . proto . port` / `addr . port . prefix` | other sources are dropped (chain `source_check`) |
 //! | `bound` / `service_ports` | `addr` / `addr . proto . port` | new connections to a bound address on another port are rejected |
 //! | `short_circuit_keys` / map `short_circuit` | `addr . proto . port` / `... : addr . port` | traffic from the cluster prefixes or the node to it goes to the mapped address instead (the node's masqueraded) |
 //!

@@ -73,16 +73,24 @@ impl FilterConfig {
 }
 
 /// The sets holding [`Element`]s, in the order scripts list them.
-pub(crate) const ELEMENT_SETS: [&str; 8] = [
+pub(crate) const ELEMENT_SETS: [&str; 10] = [
     "masq_all",
     "masq_outside",
     "bound",
     "service_ports",
     "source_restricted",
-    "source_allowed",
+    "source_allowed_tcp",
+    "source_allowed_udp",
+    "source_allowed_sctp",
     "hairpin",
     "short_circuit_keys",
 ];
+
+/// The protocols with a set of allowed sources each, as nft names them. One set per protocol,
+/// keyed without it: in an interval set's key `nft` (1.0.6, Debian 12's and the image's) loads
+/// `meta l4proto` through a byte-order conversion that Linux 6.12 refuses ("Operation not
+/// supported"), which failed the whole table.
+const ALLOWED_PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
 
 /// The maps whose elements change (flushed with `flush map`).
 pub(crate) const ELEMENT_MAPS: [&str; 1] = ["short_circuit"];
@@ -95,7 +103,14 @@ fn set_of(element: &Element) -> &'static str {
         Element::Bound(_) => "bound",
         Element::ServicePort(_) => "service_ports",
         Element::SourceRestricted(_) => "source_restricted",
-        Element::SourceAllowed(..) => "source_allowed",
+        Element::SourceAllowed(t, _) => match t.protocol {
+            Protocol::Tcp => "source_allowed_tcp",
+            Protocol::Udp => "source_allowed_udp",
+            Protocol::Sctp => "source_allowed_sctp",
+            // No set: the filter state makes no such element (see `state::elements_of`), and
+            // the kernel would refuse a write to this name rather than take it anywhere.
+            Protocol::Other(_) => "source_allowed_other",
+        },
         Element::Hairpin(_) => "hairpin",
         Element::ShortCircuitKey(_) => "short_circuit_keys",
         Element::ShortCircuit(..) => "short_circuit",
@@ -155,7 +170,7 @@ fn element_text(element: &Element) -> String {
         Element::Bound(addr) => addr.to_string(),
         Element::MasqueradeAll(x) | Element::MasqueradeOutside(x) | Element::ServicePort(x) => t(x),
         Element::SourceRestricted(x) => t(x),
-        Element::SourceAllowed(x, prefix) => format!("{} . {prefix}", t(x)),
+        Element::SourceAllowed(x, prefix) => format!("{} . {} . {prefix}", x.addr, x.port),
         // Matched after IPVS rewrote the destination: the endpoint, then its own address as source.
         Element::Hairpin(x) => format!("{} . {}", t(x), x.addr),
         Element::ShortCircuitKey(x) => t(x),
@@ -183,7 +198,12 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         let _ = writeln!(s, "add set inet {table} bound_{sx} {{ type {at}; }}");
         let _ = writeln!(s, "add set inet {table} service_ports_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add set inet {table} source_restricted_{sx} {{ type {tuple}; }}");
-        let _ = writeln!(s, "add set inet {table} source_allowed_{sx} {{ type {tuple} . {at}; flags interval; }}");
+        for proto in ALLOWED_PROTOCOLS {
+            let _ = writeln!(
+                s,
+                "add set inet {table} source_allowed_{proto}_{sx} {{ type {at} . inet_service . {at}; flags interval; }}"
+            );
+        }
         let _ = writeln!(s, "add set inet {table} hairpin_{sx} {{ type {tuple} . {at}; }}");
         let _ = writeln!(s, "add set inet {table} short_circuit_keys_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add map inet {table} short_circuit_{sx} {{ type {tuple} : {at} . inet_service; }}");
@@ -204,6 +224,8 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         ("mark_output", "type filter hook output priority mangle; policy accept;"),
         ("mark_masquerade", ""),
         ("filter_input", "type filter hook input priority filter; policy accept;"),
+        ("source_check_v4", ""),
+        ("source_check_v6", ""),
         ("nat_prerouting", "type nat hook prerouting priority dstnat; policy accept;"),
         ("nat_output", "type nat hook output priority -100; policy accept;"),
         ("nat_postrouting", "type nat hook postrouting priority srcnat; policy accept;"),
@@ -215,6 +237,16 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
             let _ = writeln!(s, "add chain inet {table} {name} {{ {spec} }}");
         }
         let _ = writeln!(s, "flush chain inet {table} {name}");
+    }
+    // A table written by an earlier version has one set of allowed sources per family, with
+    // the protocol in its key; its rule is gone with the flushes above (same transaction).
+    for (_, f) in &FAMILIES {
+        let (sx, at) = (f.suffix, f.addr_type);
+        let _ = writeln!(
+            s,
+            "add set inet {table} source_allowed_{sx} {{ type {at} . inet_proto . inet_service . {at}; flags interval; }}"
+        );
+        let _ = writeln!(s, "delete set inet {table} source_allowed_{sx}");
     }
     let rule = |s: &mut String, chain: &str, text: &str| {
         let _ = writeln!(s, "add rule inet {table} {chain} {text}");
@@ -235,11 +267,13 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
             None => format!("{p} saddr . meta l4proto . th dport @masq_outside_{sx} {set_mark}"),
         };
         rule(&mut s, "mark_masquerade", &non_local);
-        rule(
-            &mut s,
-            "filter_input",
-            &format!("{dst} @source_restricted_{sx} {dst} . {p} saddr != @source_allowed_{sx} drop"),
-        );
+        // A restricted service port admits its allowed sources, and drops the rest.
+        rule(&mut s, "filter_input", &format!("{dst} @source_restricted_{sx} jump source_check_{sx}"));
+        for proto in ALLOWED_PROTOCOLS {
+            let allowed = format!("{p} daddr . th dport . {p} saddr @source_allowed_{proto}_{sx}");
+            rule(&mut s, &format!("source_check_{sx}"), &format!("meta l4proto {proto} {allowed} return"));
+        }
+        rule(&mut s, &format!("source_check_{sx}"), "drop");
         // externalTrafficPolicy Local: in-cluster traffic to an external address goes to the
         // ClusterIP instead (all endpoints), before IPVS sees it; the node's own is masqueraded.
         let redirect = format!("dnat {p} to {dst} map @short_circuit_{sx}");

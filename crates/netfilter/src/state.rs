@@ -280,7 +280,11 @@ fn elements_of(target: &Target, filter: &ServiceFilter) -> Vec<Element> {
     // of its family is not restricted (the caller warns about such a Service).
     if !ranges.is_empty() {
         out.push(Element::SourceRestricted(*target));
-        out.extend(disjoint_prefixes(ranges).into_iter().map(|p| Element::SourceAllowed(*target, p)));
+        // Allowed sources are kept per protocol, for the three a Service has; any other
+        // restricted protocol (none comes from the model) admits no source.
+        if matches!(target.protocol, Protocol::Tcp | Protocol::Udp | Protocol::Sctp) {
+            out.extend(disjoint_prefixes(ranges).into_iter().map(|p| Element::SourceAllowed(*target, p)));
+        }
     }
     if let Some((addr, port)) = filter.short_circuit.filter(|(a, _)| Family::of(a) == target.family()) {
         out.push(Element::ShortCircuitKey(*target));

@@ -77,6 +77,24 @@ fn disjoint_prefixes_keep_the_outermost() {
 }
 
 #[test]
+/// Allowed sources live in a set per protocol (keyed without it); a restricted virtual server of
+/// another protocol, which has no such set, admits no source rather than failing a write.
+#[test]
+fn allowed_sources_go_to_their_protocols_set() {
+    let udp = Target::new(ip("203.0.113.10"), Protocol::Udp, 53);
+    let other = Target::new(ip("203.0.113.10"), Protocol::Other(47), 0);
+    let ranges = filter(MasqueradeRule::None, false, &["192.0.2.0/24"], &[]);
+    let state = FilterState::from_services([(udp, ranges.clone()), (other, ranges)]);
+    let names: Vec<(String, String)> =
+        state.elements().map(|e| (crate::script::set_name(e), format!("{e:?}"))).collect();
+    let allowed: Vec<&str> =
+        names.iter().filter(|(n, _)| n.starts_with("source_allowed")).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(allowed, ["source_allowed_udp_v4"], "{names:?}");
+    let restricted = names.iter().filter(|(n, _)| n == "source_restricted_v4").count();
+    assert_eq!(restricted, 2, "both restricted: {names:?}");
+}
+
+#[test]
 fn one_virtual_server_needs_these_elements() {
     let t = tcp("10.96.0.10", 80);
     let cases: [(&str, ServiceFilter, &[Element]); 5] = [

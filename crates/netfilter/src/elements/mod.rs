@@ -6,7 +6,8 @@
 //! Keys are laid out as nftables stores them: a concatenation's fields each padded to 4 bytes
 //! (an `inet_proto` is 1 byte then 3 of padding, an `inet_service` 2 bytes in network order then
 //! 2), addresses in network order, marks in host order. An interval of a concatenation
-//! (`source_allowed`) has its first key and its last (`KEY_END`), as nft sends them.
+//! (`source_allowed_*`: address, port, source) has its first key and its last (`KEY_END`), as
+//! nft sends them.
 
 //!
 //! [`ElementBytes`] and the key layout are here; [`Transaction`] builds a batch and
@@ -79,7 +80,9 @@ pub(crate) fn element_bytes(element: &Element) -> ElementBytes {
         | Element::SourceRestricted(t)
         | Element::ShortCircuitKey(t) => target(&mut key, t),
         Element::SourceAllowed(t, prefix) => {
-            target(&mut key, t);
+            // The set is the protocol's own (see `script`): address, port, source.
+            addr(&mut key, &t.addr);
+            port(&mut key, t.port);
             let mut end = key.clone();
             addr(&mut key, &prefix.network());
             addr(&mut end, &last_address(prefix));
@@ -138,8 +141,8 @@ mod tests {
             ),
             (
                 Element::SourceAllowed(web, "192.168.0.0/16".parse().unwrap()),
-                &[10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0, 192, 168, 0, 0],
-                Some(&[10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0, 192, 168, 255, 255]),
+                &[10, 96, 0, 10, 0, 80, 0, 0, 192, 168, 0, 0],
+                Some(&[10, 96, 0, 10, 0, 80, 0, 0, 192, 168, 255, 255]),
                 None,
             ),
             (
