@@ -137,8 +137,10 @@ fn main() {
         let profile = Profile::start(daemon.pid(), "steady");
         let (churned, mut latencies, rises) = tokio::join!(churn, measure, rises);
         let shown = rises.len().min(40);
-        let listed: Vec<String> =
-            rises[rises.len() - shown..].iter().map(|(at, _, kib)| format!("+{:.1}s {kib}", at.as_secs_f64())).collect();
+        let listed: Vec<String> = rises[rises.len() - shown..]
+            .iter()
+            .map(|(at, _, kib)| format!("+{:.1}s {kib}", at.as_secs_f64()))
+            .collect();
         println!("daemon    peak RSS rose in the steady state (from {}): {}", steady_utc.trim(), listed.join(", "));
         print_log_near_rises(&rises, &daemon.log());
         profile.finish("steady");

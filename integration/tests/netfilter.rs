@@ -187,6 +187,42 @@ fn load_balancer_source_ranges_admit_only_their_sources() {
     }
 }
 
+/// A node upgraded from a version that kept one set of allowed sources per family, with the
+/// protocol in its key (which Linux 6.12 cannot take with Debian 12's `nft`): the proxy's first
+/// write reshapes the table, the old set gone with its rule, and the sources still filtered.
+#[test]
+#[ignore = "needs the VM kernel: run integration/test"]
+fn a_table_of_the_earlier_shape_is_reshaped_and_still_filters_sources() {
+    in_netns(|| async {
+        let nft = Nft::new();
+        let old_shape = format!(
+            "add table inet {TABLE}\n\
+             add set inet {TABLE} source_allowed_v4 {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr; flags interval; }}\n\
+             add element inet {TABLE} source_allowed_v4 {{ 203.0.113.10 . tcp . 80 . 192.168.2.0/24 }}\n\
+             add chain inet {TABLE} filter_input {{ type filter hook input priority filter; policy accept; }}\n\
+             add rule inet {TABLE} filter_input ip daddr . meta l4proto . th dport . ip saddr != @source_allowed_v4 drop\n"
+        );
+        // Written as the earlier version did where it could (this kernel may refuse its rule).
+        if nft.run(TABLE, "test", &old_shape).is_err() {
+            nft.run(TABLE, "test", &old_shape.replace(" meta l4proto ", " ip protocol ")).unwrap();
+        }
+        let backend = source_echo_pod();
+        let (allowed, other) = (Peer::client(2), Peer::client(3));
+        let lb = addr("203.0.113.10");
+        let target = virtual_server(lb, 80, &[backend.addr(false)]).await;
+        let mut netfilter = Netfilter::start(nft.clone(), config()).unwrap();
+        netfilter
+            .resync(FilterState::from_services([(target, filter(MasqueradeRule::None, &["192.168.2.0/24"], &[]))]))
+            .unwrap();
+        let table = listing(&nft).expect("our table").to_string();
+        assert!(!table.contains("\"source_allowed_v4\""), "the old set is gone: {table}");
+        assert!(table.contains("\"source_allowed_tcp_v4\""), "{table}");
+        let to = SocketAddr::new(lb, 80);
+        assert_eq!(ask_from(&allowed, to, TIMEOUT).unwrap(), allowed.addr(false).to_string(), "allowed");
+        assert!(ask_from(&other, to, DROP_WAIT).is_err(), "other sources dropped");
+    });
+}
+
 #[test]
 #[ignore = "needs the VM kernel: run integration/test"]
 fn a_pod_reaches_itself_through_its_service() {
@@ -258,7 +294,11 @@ fn the_same_state_twice_changes_nothing_and_cleanup_removes_only_our_table() {
                     delete element inet kube-ipvs-proxy source_allowed_udp_v4 { 203.0.113.10 . 53 . 192.0.2.0/24 }\n";
         nft.run(TABLE, "test", edit).unwrap();
         assert_ne!(listing(&nft), Some(first.clone()));
-        assert_eq!(differing(&mut reader, &restarted), ["masq_all_v4", "bound_v4", "source_allowed_udp_v4"], "edited sets");
+        assert_eq!(
+            differing(&mut reader, &restarted),
+            ["masq_all_v4", "bound_v4", "source_allowed_udp_v4"],
+            "edited sets"
+        );
         assert_eq!(restarted.verify_sets().unwrap(), 3, "two missing, one extra");
         assert_eq!(listing(&nft), Some(first.clone()), "read-back repair");
         assert_eq!(differing(&mut reader, &restarted), Vec::<String>::new(), "digests after the repair");

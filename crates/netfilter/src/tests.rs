@@ -76,7 +76,6 @@ fn disjoint_prefixes_keep_the_outermost() {
     }
 }
 
-#[test]
 /// Allowed sources live in a set per protocol (keyed without it); a restricted virtual server of
 /// another protocol, which has no such set, admits no source rather than failing a write.
 #[test]

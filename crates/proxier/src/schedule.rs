@@ -28,17 +28,23 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
-    /// The next sync, given whether a change is pending (`dirty`) and whether failed
-    /// operations wait for a retry.
-    pub fn next(&self, dirty: bool, retry: bool) -> NextSync {
+    /// The next sync, given whether a change is pending (`dirty`) and when failed operations
+    /// are due for a retry (never sooner than `minSyncPeriod` after the last sync began).
+    pub fn next(&self, dirty: bool, retry_at: Option<Instant>) -> NextSync {
         let mut at = self.next_full;
+        let min = later(self.last_start, self.min_sync_period);
         if dirty {
-            at = at.min(later(self.last_start, self.min_sync_period));
+            at = at.min(min);
         }
-        if retry {
-            at = at.min(later(self.last_start, self.min_sync_period.max(RETRY_DELAY)));
+        if let Some(retry) = retry_at {
+            at = at.min(retry.max(min));
         }
         NextSync { at, full: at >= self.next_full }
+    }
+
+    /// `delay` after the last sync began.
+    pub fn after_last_start(&self, delay: Duration) -> Instant {
+        later(self.last_start, delay)
     }
 
     /// Records the end of a sync. After a full one the next is due `sync_period` after its
@@ -87,7 +93,7 @@ mod tests {
         ];
         for (i, (min, full_in, dirty, retry, want, want_full)) in cases.iter().enumerate() {
             let s = Schedule { min_sync_period: ms(*min), last_start: t0, next_full: t0 + ms(*full_in) };
-            let next = s.next(*dirty, *retry);
+            let next = s.next(*dirty, retry.then(|| s.after_last_start(RETRY_DELAY)));
             assert_eq!(next, NextSync { at: t0 + ms(*want), full: *want_full }, "case {i}");
         }
     }
@@ -112,7 +118,7 @@ mod tests {
             s.finished(*full, t0 + ms(*took), period);
             assert_eq!(s.next_full, t0 + ms(*want), "case {i}");
             // With nothing pending, the next sync is that full reconcile.
-            assert_eq!(s.next(false, false), NextSync { at: t0 + ms(*want), full: true }, "case {i}");
+            assert_eq!(s.next(false, None), NextSync { at: t0 + ms(*want), full: true }, "case {i}");
         }
     }
 }

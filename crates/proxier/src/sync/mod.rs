@@ -9,6 +9,7 @@
 mod execute;
 mod prime;
 mod report;
+mod retries;
 #[cfg(test)]
 mod tests;
 mod verification;
@@ -88,6 +89,8 @@ pub struct SyncLoop<K, O> {
     filter_starter: Option<FilterStarter>,
     /// Whether the next filter work must be the whole state (new keeper, or a failed update).
     filter_full: bool,
+    /// When the nftables side, having failed, is tried again.
+    filter_retry: retries::FilterRetry,
     /// Whether `observed` was adopted from a dump and kept current since (by the priming), so
     /// that the first full sync needs no dump of its own.
     adopted: bool,
@@ -143,6 +146,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter: None,
             filter_starter: None,
             filter_full: false,
+            filter_retry: retries::FilterRetry::default(),
             adopted: false,
             primed: SyncReport::default(),
             ownership: None,
@@ -213,7 +217,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         let mut readings = None;
         loop {
             // The verification's remaining slices of graceful removals go at once, one a sync.
-            let next = schedule.next(dirty || !self.verification.graceful_due.is_empty(), self.retry_pending());
+            let next = schedule.next(dirty || !self.verification.graceful_due.is_empty(), self.retry_at(&schedule));
             tokio::select! {
                 _ = self.shared.changed(), if !dirty => {
                     dirty = true;
@@ -355,7 +359,13 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
         self.write_ownership();
         let executed = start.elapsed();
-        self.start_filter(&mut report);
+        // Until its retry is due, a failed nftables side is left as it is, and reported missing.
+        let filter_due = self.filter_retry.due(Instant::now());
+        if filter_due {
+            self.start_filter(&mut report);
+        } else if self.filter.is_none() && self.filter_starter.is_some() {
+            report.filter_failed = true;
+        }
         let edited = std::mem::take(&mut self.shared.lock().filter_edited);
         let sweep = std::mem::take(&mut self.verification.sweep);
         let filter_work = match (&self.filter, full || self.filter_full || sweep) {
@@ -372,6 +382,13 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             (Some(_), false) => filter_work,
             (None, _) => None,
         };
+        let filter_work = match filter_work {
+            Some(_) if self.filter_full && !filter_due => {
+                report.filter_failed = true;
+                None
+            }
+            work => work,
+        };
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             let rebuilding = matches!(work, FilterWork::Rebuild(_));
@@ -379,6 +396,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             match self.verification.write_filter(|| filter.apply(work)) {
                 Ok(n) => {
                     self.filter_full = false;
+                    self.filter_retry.succeeded();
                     if whole {
                         self.shared.settle_filter(filter.settled_generation());
                     }
@@ -390,6 +408,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     // The whole state next time: what this update carried is not lost (nor the
                     // repair of someone's edit, which a rewrite of the sets may not undo).
                     self.filter_full = true;
+                    self.filter_retry.failed(Instant::now());
                     if rebuilding {
                         self.shared.lock().filter_edited = true;
                     }
@@ -536,6 +555,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
             Err(e) => {
                 report.filter_failed = true;
+                self.filter_retry.failed(Instant::now());
                 tracing::error!(
                     error = &e as &dyn std::error::Error,
                     "no masquerade or filtering: cannot set up the nftables table (retried)"
@@ -559,11 +579,6 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// The state the loop believes the kernel holds (for tests and debugging).
     pub fn observed(&self) -> &Observed {
         &self.observed
-    }
-
-    /// Whether failed steps, or the nftables side, wait for a retry.
-    pub fn retry_pending(&self) -> bool {
-        !self.retry.is_empty() || self.filter_full || (self.filter.is_none() && self.filter_starter.is_some())
     }
 }
 

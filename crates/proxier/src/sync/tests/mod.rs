@@ -276,10 +276,10 @@ impl Filter for RecordingFilter {
     }
 }
 
-/// Issue 8, item 4: a nftables side that cannot be set up is retried on every sync; until it
-/// is, each sync fails (health reports it) and a retry stays due; once it is, it gets the whole
-/// state first, then the changes only.
-#[tokio::test]
+/// Issue 8, item 4: a nftables side that cannot be set up is retried, after 1 s, then 2 s, ...;
+/// until it is, each sync fails (health reports it, a sync before the retry is due included)
+/// and a retry stays due; once it is, it gets the whole state first, then the changes only.
+#[tokio::test(start_paused = true)]
 async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
     let kernel = MemoryKernel::default();
     let shared = cluster(2);
@@ -303,6 +303,11 @@ async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
         assert!(report.filter_failed && !report.succeeded(), "attempt {attempt}: {report}");
         assert!(shared.health().sync_failing);
         assert!(sync.retry_pending(), "attempt {attempt}: a retry is due");
+        // A sync before the retry is due does not try, and still fails.
+        let report = sync.sync(false).await;
+        assert!(report.filter_failed, "attempt {attempt}, early sync: {report}");
+        assert_eq!(*attempts.lock().unwrap(), attempt);
+        tokio::time::advance(Duration::from_secs(attempt as u64)).await;
     }
     assert!(works.0.lock().unwrap().is_empty());
     let report = sync.sync(false).await;
@@ -312,6 +317,30 @@ async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
     sync.sync(false).await;
     assert_eq!(*works.0.lock().unwrap(), ["full", "only"]);
     assert!(!sync.retry_pending());
+}
+
+/// A nftables side the kernel keeps refusing is tried less and less often (each attempt runs
+/// `nft`): over two idle minutes about eight attempts, not one a second.
+#[tokio::test(start_paused = true)]
+async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(2);
+    let attempts = Arc::new(Mutex::new(0));
+    let a = attempts.clone();
+    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
+        *a.lock().unwrap() += 1;
+        Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
+    });
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
+    let task = tokio::spawn(sync.run());
+    listed(&shared);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    task.abort();
+    // At 0, 1, 3, 7, 15, 31, 61 and 91 s (the waits double up to 30 s).
+    let n = *attempts.lock().unwrap();
+    assert!((6..=10).contains(&n), "{n} attempts in 120 s");
+    assert!(shared.health().sync_failing);
 }
 
 fn udp(value: serde_json::Value) -> serde_json::Value {
