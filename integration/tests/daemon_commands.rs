@@ -146,7 +146,11 @@ fn the_daemon_runs_with_net_admin_alone_after_node_settings() {
         let mut version = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
         let before_6_2 = (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (6, 2);
         let want = if before_6_2 { "0" } else { "1" };
-        assert_eq!(sysctl("net/ipv4/vs/run_estimation"), want, "rate estimation on {release} after node-settings:\n{out}");
+        assert_eq!(
+            sysctl("net/ipv4/vs/run_estimation"),
+            want,
+            "rate estimation on {release} after node-settings:\n{out}"
+        );
 
         // Every capability but NET_ADMIN out of the bounding set: as root, that is all it gets.
         let flags = [

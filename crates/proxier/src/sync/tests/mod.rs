@@ -261,9 +261,9 @@ async fn on_node_addresses_only_recorded_virtual_servers_are_deleted() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A filter that records what it was asked.
+/// A filter that records what it was asked, failing as many times as its second field says.
 #[derive(Clone, Default)]
-struct RecordingFilter(Arc<Mutex<Vec<&'static str>>>);
+struct RecordingFilter(Arc<Mutex<Vec<&'static str>>>, Arc<Mutex<usize>>);
 
 impl Filter for RecordingFilter {
     fn apply(&mut self, work: FilterWork) -> Result<usize, netfilter::NftError> {
@@ -272,8 +272,35 @@ impl Filter for RecordingFilter {
             FilterWork::Only(_) => "only",
             FilterWork::Rebuild(_) => "rebuild",
         });
+        let mut failures = self.1.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 });
+        }
         Ok(1)
     }
+}
+
+/// An edit of the table by someone else that comes while a failed whole write waits for its
+/// retry is not forgotten: the retry rebuilds the table.
+#[tokio::test(start_paused = true)]
+async fn an_edit_during_the_nftables_backoff_is_repaired_at_the_retry() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(2);
+    listed(&shared);
+    let works = RecordingFilter::default();
+    *works.1.lock().unwrap() = 1;
+    let w = works.clone();
+    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| Ok(Box::new(w.clone()) as Box<dyn Filter>));
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let mut sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
+    assert!(sync.sync(true).await.filter_failed, "the first whole write fails");
+    shared.filter_edited();
+    assert!(sync.sync(false).await.filter_failed, "before the retry is due");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let report = sync.sync(false).await;
+    assert!(report.succeeded(), "{report}");
+    assert_eq!(*works.0.lock().unwrap(), ["full", "rebuild"]);
 }
 
 /// Issue 8, item 4: a nftables side that cannot be set up is retried, after 1 s, then 2 s, ...;
@@ -341,6 +368,33 @@ async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
     let n = *attempts.lock().unwrap();
     assert!((6..=10).contains(&n), "{n} attempts in 120 s");
     assert!(shared.health().sync_failing);
+}
+
+/// While the lists arrive (the priming looks every 200 ms), a failing nftables setup waits for
+/// its retry too: over ten seconds a handful of attempts, not fifty.
+#[tokio::test(start_paused = true)]
+async fn a_failing_nftables_setup_waits_for_its_retry_while_the_lists_arrive() {
+    let kernel = MemoryKernel::default();
+    let shared = cluster(2);
+    let attempts = Arc::new(Mutex::new(0));
+    let a = attempts.clone();
+    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
+        *a.lock().unwrap() += 1;
+        Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
+    });
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
+    let task = tokio::spawn(sync.run());
+    // The Node is in; Services keep arriving, their list not yet complete.
+    shared.feed(Update::Node(Change::<Node>::Listed));
+    for i in 0..100 {
+        shared.feed(Update::Service(Change::Apply(service(&format!("new{i}"), &format!("10.96.1.{i}")))));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    task.abort();
+    // At 0, 1, 3 and 7 s.
+    let n = *attempts.lock().unwrap();
+    assert!((2..=5).contains(&n), "{n} attempts in 10 s");
 }
 
 fn udp(value: serde_json::Value) -> serde_json::Value {
