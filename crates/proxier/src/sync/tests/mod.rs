@@ -346,11 +346,9 @@ async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
     assert!(!sync.retry_pending());
 }
 
-/// A nftables side the kernel keeps refusing is tried less and less often (each attempt runs
-/// `nft`): over two idle minutes about eight attempts, not one a second.
-#[tokio::test(start_paused = true)]
-async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
-    let kernel = MemoryKernel::default();
+/// A running loop over two Services whose nftables side can never be set up, with the count
+/// of attempts.
+fn loop_with_a_failing_filter_starter() -> (Arc<Shared>, Arc<Mutex<usize>>, tokio::task::JoinHandle<()>) {
     let shared = cluster(2);
     let attempts = Arc::new(Mutex::new(0));
     let a = attempts.clone();
@@ -359,8 +357,15 @@ async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
         Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
     });
     let reports = Arc::new(Mutex::new(Reports::default()));
-    let sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
-    let task = tokio::spawn(sync.run());
+    let sync = SyncLoop::new(MemoryKernel::default(), shared.clone(), reports, settings()).with_filter_starter(starter);
+    (shared, attempts, tokio::spawn(sync.run()))
+}
+
+/// A nftables side the kernel keeps refusing is tried less and less often (each attempt runs
+/// `nft`): over two idle minutes about eight attempts, not one a second.
+#[tokio::test(start_paused = true)]
+async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
+    let (shared, attempts, task) = loop_with_a_failing_filter_starter();
     listed(&shared);
     tokio::time::sleep(Duration::from_secs(120)).await;
     task.abort();
@@ -374,17 +379,7 @@ async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
 /// its retry too: over ten seconds a handful of attempts, not fifty.
 #[tokio::test(start_paused = true)]
 async fn a_failing_nftables_setup_waits_for_its_retry_while_the_lists_arrive() {
-    let kernel = MemoryKernel::default();
-    let shared = cluster(2);
-    let attempts = Arc::new(Mutex::new(0));
-    let a = attempts.clone();
-    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
-        *a.lock().unwrap() += 1;
-        Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
-    });
-    let reports = Arc::new(Mutex::new(Reports::default()));
-    let sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
-    let task = tokio::spawn(sync.run());
+    let (shared, attempts, task) = loop_with_a_failing_filter_starter();
     // The Node is in; Services keep arriving, their list not yet complete.
     shared.feed(Update::Node(Change::<Node>::Listed));
     for i in 0..100 {
