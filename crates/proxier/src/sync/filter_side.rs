@@ -16,11 +16,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     pub(super) fn sync_filter(&mut self, full: bool, filter_work: Option<FilterWork>, report: &mut SyncReport) {
         // Until its retry is due, a failed nftables side is left as it is, and reported missing.
         let filter_due = self.filter_retry.due(Instant::now());
-        if filter_due {
-            self.start_filter(report);
-        } else if self.filter.is_none() && self.filter_starter.is_some() {
-            report.filter_failed = true;
-        }
+        self.start_filter(report);
         let edited = std::mem::take(&mut self.shared.lock().filter_edited);
         let sweep = std::mem::take(&mut self.verification.sweep);
         let filter_work = match (&self.filter, full || self.filter_full || sweep) {
@@ -78,9 +74,14 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
     }
 
-    /// Sets the nftables side up if it is not yet (see [`SyncLoop::with_filter_starter`]).
+    /// Sets the nftables side up if it is not yet (see [`SyncLoop::with_filter_starter`]), once
+    /// the retry after a failed attempt is due; until then the side is reported missing.
     pub(super) fn start_filter(&mut self, report: &mut SyncReport) {
         let (None, Some(start)) = (&self.filter, self.filter_starter.as_mut()) else { return };
+        if !self.filter_retry.due(Instant::now()) {
+            report.filter_failed = true;
+            return;
+        }
         let pod_cidrs = self.shared.lock().model.node_pod_cidrs().to_vec();
         let started = start(&pod_cidrs);
         match started {

@@ -57,7 +57,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             // The nftables table's setup (`nft`, the host's iptables looked at) is no work of
             // the lists: done while they arrive, once the Node (its pod CIDRs) is known. No
             // element is written before the full sync. A failed setup waits for its retry.
-            if self.filter.is_none() && self.shared.node_listed() && self.filter_retry.due(Instant::now()) {
+            if self.filter.is_none() && self.shared.node_listed() {
                 self.start_filter(&mut SyncReport::default());
             }
         }

@@ -58,7 +58,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     }
 
     /// When the next retry is due: failed steps the retry delay after the last sync began, the
-    /// nftables side when its own retry is ([`filter_retry`]); `None` when nothing waits.
+    /// nftables side when its own retry is ([`FilterRetry`]); `None` when nothing waits.
     pub(super) fn retry_at(&self, schedule: &Schedule) -> Option<Instant> {
         let soon = schedule.after_last_start(RETRY_DELAY);
         let steps = (!self.retry.is_empty()).then_some(soon);
