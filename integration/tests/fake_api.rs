@@ -304,6 +304,29 @@ async fn stale_continue_tokens_expire() {
     assert!(matches!(stale, kube::Error::Api(ref s) if s.code == 410), "{stale:?}");
 }
 
+/// Held, the continuation of a paginated list waits (the first page is answered) until let go.
+#[tokio::test]
+async fn continued_lists_wait_while_held() {
+    let (server, client) = server(FakeApiConfig::default()).await;
+    for i in 0..3 {
+        server.apply(service("default", &format!("s{i}"), json!({}), 80)).unwrap();
+    }
+    server.hold_continued_lists(true);
+    let api: Api<Service> = Api::all(client);
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.items.len(), 2, "the first page is not held");
+    let token = first.metadata.continue_.clone().unwrap();
+    let rest = tokio::spawn(async move { api.list(&ListParams::default().limit(2).continue_token(&token)).await });
+    while server.requests().held_lists == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!rest.is_finished());
+    server.hold_continued_lists(false);
+    let rest = rest.await.unwrap().unwrap();
+    assert_eq!(rest.items.iter().map(|s| s.name_any()).collect::<Vec<_>>(), ["s2"]);
+    assert_eq!(server.requests().held_lists, 0);
+}
+
 #[tokio::test]
 async fn the_demo_manifest_is_served_as_typed_objects() {
     let (server, client) = server(FakeApiConfig::default()).await;

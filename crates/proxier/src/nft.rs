@@ -51,8 +51,12 @@ impl Filter for NftFilter {
         blocking(|| self.write(work))
     }
 
-    fn settled_generation(&self) -> Option<u32> {
-        self.netfilter.settled_generation().flatten()
+    fn generation(&mut self) -> Option<u32> {
+        blocking(|| self.netfilter.generation())
+    }
+
+    fn writes_early(&self) -> bool {
+        self.netfilter.is_new_table()
     }
 }
 

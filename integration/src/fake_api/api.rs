@@ -105,6 +105,9 @@ pub(crate) async fn resource(
             "reason": "MethodNotAllowed", "code": 405});
         return (StatusCode::METHOD_NOT_ALLOWED, Json(status)).into_response();
     }
+    if query.get("continue").is_some_and(|c| !c.is_empty()) {
+        shared.continued_list_allowed().await;
+    }
     match answer(&shared, kind, &target, &query) {
         Ok(response) => response,
         Err(error) => failure(&error),

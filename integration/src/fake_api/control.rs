@@ -7,6 +7,9 @@
 //! | `POST /fake/compact` | forget the history and hang up every watch: reconnecting watchers get 410 |
 //! | `POST /fake/hangup` | end every open watch stream (clients resume from their version) |
 //! | `GET /fake/state` | the current resourceVersion and request counters |
+//!
+//! In process only: `FakeApiServer::hold_continued_lists` (the continuations of paginated
+//! lists wait).
 
 use std::sync::Arc;
 

@@ -108,6 +108,13 @@ impl FakeApiServer {
         self.shared.hang_up_watches();
     }
 
+    /// Holds (`true`) or lets go every list request that continues a paginated list: the
+    /// first page of each list arrives, the rest waits, as a big cluster's lists arriving
+    /// slowly.
+    pub fn hold_continued_lists(&self, hold: bool) {
+        self.shared.hold_continued.send_replace(hold);
+    }
+
     /// The latest resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store().resource_version()

@@ -46,6 +46,8 @@ pub struct RequestCounts {
     pub watches: u64,
     /// Watch streams open right now.
     pub open_watches: usize,
+    /// Continued list requests held right now (see `FakeApiServer::hold_continued_lists`).
+    pub held_lists: usize,
 }
 
 /// Shared state of one fake API server.
@@ -56,10 +58,14 @@ pub(crate) struct Shared {
     pub(crate) committed: watch::Sender<u64>,
     /// Bumped to end every open watch stream.
     pub(crate) hangup: watch::Sender<u64>,
+    /// While true, a list request that continues a paginated list waits (a big cluster's
+    /// lists arriving slowly, held for as long as a test needs).
+    pub(crate) hold_continued: watch::Sender<bool>,
     pub(crate) config: FakeApiConfig,
     pub(crate) lists: AtomicU64,
     pub(crate) watches: AtomicU64,
     pub(crate) open_watches: AtomicUsize,
+    pub(crate) held_lists: AtomicUsize,
 }
 
 impl Shared {
@@ -71,10 +77,12 @@ impl Shared {
             store: Mutex::new(store),
             committed,
             hangup,
+            hold_continued: watch::Sender::new(false),
             config,
             lists: AtomicU64::new(0),
             watches: AtomicU64::new(0),
             open_watches: AtomicUsize::new(0),
+            held_lists: AtomicUsize::new(0),
         }
     }
 
@@ -119,11 +127,24 @@ impl Shared {
         self.hangup.send_modify(|generation| *generation += 1);
     }
 
+    /// Resolves once continued lists are not held.
+    pub(crate) async fn continued_list_allowed(&self) {
+        let mut held = self.hold_continued.subscribe();
+        if !*held.borrow_and_update() {
+            return;
+        }
+        self.held_lists.fetch_add(1, Ordering::Relaxed);
+        // The sender lives as long as `self`.
+        let _ = held.wait_for(|held| !held).await;
+        self.held_lists.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn counts(&self) -> RequestCounts {
         RequestCounts {
             lists: self.lists.load(Ordering::Relaxed),
             watches: self.watches.load(Ordering::Relaxed),
             open_watches: self.open_watches.load(Ordering::Relaxed),
+            held_lists: self.held_lists.load(Ordering::Relaxed),
         }
     }
 }

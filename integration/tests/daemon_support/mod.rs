@@ -202,6 +202,12 @@ impl Cluster {
         self.server().compact();
     }
 
+    /// Holds (`true`) or lets go the continuations of paginated lists (see
+    /// [`integration::fake_api::FakeApiServer::hold_continued_lists`]).
+    pub fn hold_continued_lists(&self, hold: bool) {
+        self.server().hold_continued_lists(hold);
+    }
+
     /// Requests the server has answered.
     pub fn requests(&self) -> integration::fake_api::RequestCounts {
         self.server().requests()
