@@ -369,6 +369,12 @@ impl Netfilter {
         Ok(())
     }
 
+    /// Packs what it holds of the sets ([`FilterState::compact`]): for a caller that wrote
+    /// the state piece by piece, once it has written the whole.
+    pub fn compact(&mut self) {
+        self.applied.compact();
+    }
+
     /// Whether [`Netfilter::start`] found no table of this name and made it: its sets hold
     /// nothing but what this process writes, so a part of the state may be written before the
     /// whole is known (while the first lists arrive) without removing anything that served

@@ -65,6 +65,10 @@ pub trait Filter: Send {
         None
     }
 
+    /// Packs what the keeper holds, once the first lists are complete: what it took while
+    /// they arrived, entry by entry, it keeps as compactly as a whole state.
+    fn compact(&mut self) {}
+
     /// Whether the keeper may take the filters of some virtual servers while the first lists
     /// still arrive: its table is new, so writing part of the state removes nothing that
     /// served traffic. False (the default): the first full sync writes it, in one go (a

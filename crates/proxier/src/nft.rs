@@ -55,6 +55,10 @@ impl Filter for NftFilter {
         blocking(|| self.netfilter.generation())
     }
 
+    fn compact(&mut self) {
+        self.netfilter.compact();
+    }
+
     fn writes_early(&self) -> bool {
         self.netfilter.is_new_table()
     }

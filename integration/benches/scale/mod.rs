@@ -174,6 +174,42 @@ pub fn status_field(pid: u32, field: &str) -> String {
     line.trim_start_matches(&prefix).trim().to_string()
 }
 
+/// CPU time so far, in clock ticks: the whole VM's (all vCPUs, and how much of it idle) and
+/// process `pid`'s (user and system).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTicks {
+    total: u64,
+    idle: u64,
+    process: u64,
+}
+
+impl CpuTicks {
+    /// Read from `/proc/stat` and `/proc/PID/stat`; zeros for what cannot be read.
+    pub fn read(pid: u32) -> CpuTicks {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let vm: Vec<u64> =
+            stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal (guest time is within user).
+        let total = vm.iter().take(8).sum();
+        let idle = vm.get(3).copied().unwrap_or(0) + vm.get(4).copied().unwrap_or(0);
+        let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = own.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        CpuTicks { total, idle, process: field(14) + field(15) }
+    }
+
+    /// Since `earlier`: the process's share of one vCPU and how busy the VM's vCPUs were, in
+    /// percent (`daemon 85% of a vCPU, VM 97% busy`).
+    pub fn since(&self, earlier: &CpuTicks) -> String {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
+        let idle = self.idle.saturating_sub(earlier.idle) as f64;
+        let process = self.process.saturating_sub(earlier.process) as f64;
+        format!("daemon {:.0}% of a vCPU, VM {:.0}% busy", 100.0 * process * cpus / total, 100.0 * (1.0 - idle / total))
+    }
+}
+
 /// Process `pid`'s file-backed resident memory by file, largest first (`/proc/PID/smaps`): how
 /// much of the peak is the binary's own code, which every node keeps too.
 pub fn file_rss(pid: u32) -> String {
@@ -324,12 +360,17 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
     // The resident size sampled along the way, to show which phase sets the peak.
     let mut lists_done: Option<(Duration, String)> = None;
     let mut rss_trace = Vec::new();
+    // And the CPU each second: whether the lists' arrival leaves a vCPU idle.
+    let mut cpu = CpuTicks::read(daemon.pid());
     let reported = loop {
         let rss = status_field(daemon.pid(), "VmRSS");
         if rss_trace.last().is_none_or(|(t, _): &(Duration, String)| start.elapsed() - *t >= Duration::from_secs(1)) {
             // With the peak so far, which a short burst between two samples may have set.
             let peak = peak_rss(daemon.pid());
-            rss_trace.push((start.elapsed(), format!("{} (peak {})", rss.trim_end_matches(" kB"), peak)));
+            let now = CpuTicks::read(daemon.pid());
+            let used = now.since(&cpu);
+            cpu = now;
+            rss_trace.push((start.elapsed(), format!("{} (peak {}; {used})", rss.trim_end_matches(" kB"), peak)));
         }
         if lists_done.is_none() && daemon.log().contains("first lists complete") {
             lists_done = Some((start.elapsed(), rss.clone()));
@@ -365,7 +406,7 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
         println!("daemon    lists complete seen at {t:.2?}, RSS then {rss}");
     }
     let trace: Vec<String> = rss_trace.iter().map(|(t, rss)| format!("{:.0}s {rss}", t.as_secs_f64())).collect();
-    println!("daemon    RSS along the cold start: {}", trace.join(", "));
+    println!("daemon    RSS and CPU along the cold start: {}", trace.join(", "));
 
     (cluster, daemon, cold)
 }

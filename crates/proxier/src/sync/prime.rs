@@ -83,6 +83,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
         // The full sync binds what is left.
         self.early = EarlyBinds::default();
+        if let Some(filter) = self.filter.as_mut() {
+            filter.compact();
+        }
     }
 
     /// Adds what the changes since the last call want, and binds the addresses whose data path
