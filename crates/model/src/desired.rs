@@ -125,11 +125,6 @@ impl DesiredState {
         self.addresses.contains_key(addr)
     }
 
-    /// How many desired virtual servers need `addr` bound (0: it is not to be bound).
-    pub fn binding(&self, addr: &IpAddr) -> u32 {
-        self.addresses.get(addr).copied().unwrap_or(0)
-    }
-
     /// The number of desired virtual servers.
     pub fn len(&self) -> usize {
         self.virtual_servers.len()

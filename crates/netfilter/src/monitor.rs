@@ -55,8 +55,8 @@ impl TableMonitor {
 
     /// The nftables generation now (the kernel's count of committed transactions), read on a
     /// socket of its own: read after subscribing and found equal to
-    /// [`crate::Netfilter::generation`] read after the keeper's last write, no transaction came
-    /// before the subscription that the monitor missed.
+    /// [`crate::Netfilter::settled_generation`], no transaction came before the subscription
+    /// that the monitor missed.
     pub fn generation() -> Result<u32, NfnetlinkError> {
         crate::elements::ElementSocket::open()?.generation()
     }

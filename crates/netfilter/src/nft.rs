@@ -167,15 +167,9 @@ impl Nft {
     /// The digest recorded in the table's digest set (`state_digest`); `None` when there is no such table or
     /// set (another version's table), or it holds none.
     pub fn recorded_digest(&self, table: &str) -> Option<u64> {
-        self.read_digest(table).ok().flatten()
-    }
-
-    /// Like [`Nft::recorded_digest`], with the reason for none: an error that
-    /// [`NftError::is_no_such_table`] says when the table (or its digest set) is not there.
-    fn read_digest(&self, table: &str) -> Result<Option<u64>, NftError> {
         let subject = format!("table inet {table}");
-        let listing = self.output(&subject, "read digest", &["list", "set", "inet", table, DIGEST_SET], None)?;
-        Ok(parse_digest(&listing))
+        let listing = self.output(&subject, "read digest", &["list", "set", "inet", table, DIGEST_SET], None).ok()?;
+        parse_digest(&listing)
     }
 
     /// Deletes the table `table` of family `inet`, with all its sets and chains; nothing else is
@@ -247,8 +241,9 @@ pub struct Netfilter {
     /// Element transactions go over nfnetlink, not through `nft`: opened at the first, again
     /// after the socket failed.
     elements: Option<ElementSocket>,
-    /// Whether `start` found no such table: the sets hold only what this process wrote.
-    new_table: bool,
+    /// Once the first whole write (or the adoption) is done: the nftables generation read right
+    /// after it, `None` inside when it could not be read.
+    settled: Option<Option<u32>>,
 }
 
 impl std::fmt::Debug for ElementSocket {
@@ -265,9 +260,7 @@ impl Netfilter {
     pub fn start(nft: Nft, config: FilterConfig) -> Result<Netfilter, NftError> {
         let script = skeleton_script(&config)
             .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
-        let read = nft.read_digest(&config.table);
-        let new_table = matches!(&read, Err(e) if e.is_no_such_table());
-        let recorded = read.ok().flatten();
+        let recorded = nft.recorded_digest(&config.table);
         if recorded.is_none()
             && let Err(first) = nft.run(&config.table, "create skeleton", &script)
         {
@@ -286,7 +279,7 @@ impl Netfilter {
             recorded,
             digest: 0,
             elements: None,
-            new_table,
+            settled: None,
         })
     }
 
@@ -345,6 +338,7 @@ impl Netfilter {
                 self.digest = digest;
                 self.skeleton_pending = false;
                 self.dirty = false;
+                self.settle();
                 return Ok(());
             }
             // The chains and rules with `nft` (a few dozen lines, at start only); the elements,
@@ -366,37 +360,29 @@ impl Netfilter {
         self.run_elements(transaction, "rewrite sets")?;
         self.digest = digest;
         self.dirty = false;
+        self.settle();
         Ok(())
     }
 
-    /// Packs what it holds of the sets ([`FilterState::compact`]): for a caller that wrote
-    /// the state piece by piece, once it has written the whole.
-    pub fn compact(&mut self) {
-        self.applied.compact();
+    /// Once the first whole write (or the adoption of the table as it was) is done: the
+    /// nftables generation read right after it (`None` inside when it could not be read). A
+    /// table monitor that subscribes later and then reads the same generation knows that no
+    /// transaction, anyone's, came in between; so it need not listen while the first write
+    /// announces its tens of thousands of elements (each notification built in the kernel
+    /// during the commit: 2.9 s against 0.8 s of the cold start's nftables write at 10,000
+    /// Services, `benches/RESULTS.md`).
+    pub fn settled_generation(&self) -> Option<Option<u32>> {
+        self.settled
     }
 
-    /// Whether [`Netfilter::start`] found no table of this name and made it: its sets hold
-    /// nothing but what this process writes, so a part of the state may be written before the
-    /// whole is known (while the first lists arrive) without removing anything that served
-    /// traffic. False for a table that was there, which the first [`Netfilter::resync`] adopts
-    /// (no write when its digest is the desired state's) or rewrites in one transaction.
-    pub fn is_new_table(&self) -> bool {
-        self.new_table
-    }
-
-    /// The nftables generation (the kernel's count of committed transactions, anyone's) now;
-    /// `None`, logged, when it cannot be read. Read right after this process's writes, a table
-    /// monitor that subscribes later and reads the same generation knows that no transaction
-    /// came in between; so it need not listen while the first write announces its tens of
-    /// thousands of elements (each notification built in the kernel during the commit: 2.9 s
-    /// against 0.8 s of the cold start's nftables write at 10,000 Services,
-    /// `benches/RESULTS.md`).
-    pub fn generation(&mut self) -> Option<u32> {
-        let generation = with_socket(&mut self.elements, ElementSocket::generation);
-        if let Err(e) = &generation {
-            tracing::warn!(error = e as &dyn std::error::Error, "cannot read the nftables generation");
+    fn settle(&mut self) {
+        if self.settled.is_none() {
+            let generation = with_socket(&mut self.elements, ElementSocket::generation);
+            if let Err(e) = &generation {
+                tracing::warn!(error = e as &dyn std::error::Error, "cannot read the nftables generation");
+            }
+            self.settled = Some(generation.ok());
         }
-        generation.ok()
     }
 
     /// Replaces the table whole, chains and rules included, with one holding `desired`, in one
@@ -419,6 +405,7 @@ impl Netfilter {
         self.recorded = None;
         self.digest = digest;
         self.dirty = false;
+        self.settle();
         Ok(())
     }
 

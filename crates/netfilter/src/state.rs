@@ -189,15 +189,6 @@ impl FilterState {
         FilterState { services, elements }
     }
 
-    /// Rebuilds its maps in bulk, same contents: entries set one at a time (a state that grew
-    /// while the first lists arrived) leave the maps' nodes partly empty for as long as the
-    /// state lives; built from their sorted entries the nodes are full, as
-    /// [`FilterState::from_services`] makes them.
-    pub fn compact(&mut self) {
-        self.services = std::mem::take(&mut self.services).into_iter().collect();
-        self.elements = std::mem::take(&mut self.elements).into_iter().collect();
-    }
-
     /// Sets (`Some`) or removes (`None`) the filter of `target` and returns the element changes
     /// this makes: only elements whose last user went or whose first user came.
     pub fn set(&mut self, target: Target, filter: Option<ServiceFilter>) -> ElementChanges {

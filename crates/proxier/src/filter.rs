@@ -58,23 +58,12 @@ pub trait Filter: Send {
         None
     }
 
-    /// The nftables generation (the kernel's count of committed transactions) now; `None` when
-    /// unknown. Asked once, right after the first full sync's filter work succeeded (see
+    /// The nftables generation (the kernel's count of committed transactions) read right after
+    /// the keeper's first whole write, or its adoption of the table as it was; `None` when
+    /// unknown. Asked after each whole write; the first answer counts (see
     /// [`crate::Shared::filter_settled`]).
-    fn generation(&mut self) -> Option<u32> {
+    fn settled_generation(&self) -> Option<u32> {
         None
-    }
-
-    /// Packs what the keeper holds, once the first lists are complete: what it took while
-    /// they arrived, entry by entry, it keeps as compactly as a whole state.
-    fn compact(&mut self) {}
-
-    /// Whether the keeper may take the filters of some virtual servers while the first lists
-    /// still arrive: its table is new, so writing part of the state removes nothing that
-    /// served traffic. False (the default): the first full sync writes it, in one go (a
-    /// restart's table is adopted unchanged when it already holds the desired state).
-    fn writes_early(&self) -> bool {
-        false
     }
 
     /// Compares set `set` with what the kernel holds, element by element, and writes the

@@ -51,16 +51,8 @@ impl Filter for NftFilter {
         blocking(|| self.write(work))
     }
 
-    fn generation(&mut self) -> Option<u32> {
-        blocking(|| self.netfilter.generation())
-    }
-
-    fn compact(&mut self) {
-        self.netfilter.compact();
-    }
-
-    fn writes_early(&self) -> bool {
-        self.netfilter.is_new_table()
+    fn settled_generation(&self) -> Option<u32> {
+        self.netfilter.settled_generation().flatten()
     }
 }
 

@@ -139,7 +139,6 @@ impl Shared {
         let mut warnings = Vec::new();
         let mut queued = true;
         let mut wake = false;
-        let mut node_first_listed = false;
         match update {
             Update::Service(Change::Apply(svc)) => {
                 warnings = state.model.upsert_service(&svc);
@@ -205,10 +204,8 @@ impl Shared {
                     _ => 2,
                 };
                 // A list completing changes nothing to sync, except that the first complete
-                // set opens the gate; and the Node's lets the loop set up the nftables side
-                // while the other lists arrive.
+                // set opens the gate.
                 queued = false;
-                node_first_listed = index == 2 && !state.lists[2];
                 wake = open_gate(&mut state.lists, index);
             }
         }
@@ -230,7 +227,7 @@ impl Shared {
         for w in warnings {
             tracing::warn!(object = %w.object, "{}", w.reason);
         }
-        if queued || wake || node_first_listed {
+        if queued || wake {
             self.wake.notify_one();
         }
     }

@@ -76,7 +76,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     }
 
     /// Records one result per address (a missing one is a failure).
-    pub(super) fn record_addresses(
+    fn record_addresses(
         &mut self,
         addrs: &[IpAddr],
         results: Vec<Result<(), KernelError>>,

@@ -24,9 +24,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 tracing::warn!("the nftables table was edited by someone else; replacing it");
                 Some(FilterWork::Rebuild(filter_state(&self.shared.lock().model)))
             }
-            // A full sync or a round's sweep, when the keeper knows what it applied: only what
-            // differs from it, without a second whole state beside the one it keeps.
-            (Some(filter), true) if !self.filter_full && filter.known().is_some() => {
+            // A round's sweep, when the keeper knows what it applied: only what differs from it.
+            (Some(filter), true) if !full && !self.filter_full && filter.known().is_some() => {
                 let model = &self.shared.lock().model;
                 filter.known().map(|applied| FilterWork::Only(sweep_updates(model, applied)))
             }
@@ -53,9 +52,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 Ok(n) => {
                     self.filter_full = false;
                     self.filter_retry.succeeded();
-                    if (whole || full) && !self.filter_settled {
-                        self.shared.settle_filter(filter.generation());
-                        self.filter_settled = true;
+                    if whole {
+                        self.shared.settle_filter(filter.settled_generation());
                     }
                     if n > 0 {
                         tracing::debug!(elements = n, "nftables sets updated");

@@ -91,15 +91,11 @@ pub struct SyncLoop<K, O> {
     filter_full: bool,
     /// When the nftables side, having failed, is tried again.
     filter_retry: retries::FilterRetry,
-    /// Whether the table monitor was told the generation after the first full write.
-    filter_settled: bool,
     /// Whether `observed` was adopted from a dump and kept current since (by the priming), so
     /// that the first full sync needs no dump of its own.
     adopted: bool,
     /// The steps the priming ran, reported with the first full sync.
     primed: SyncReport,
-    /// The addresses the priming binds once their data path is whole.
-    early: prime::EarlyBinds,
     /// Where the virtual servers this proxy made on node addresses are recorded across restarts.
     ownership: Option<OwnershipRecord>,
     /// Whether the record must be written after this sync.
@@ -151,10 +147,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             filter_starter: None,
             filter_full: false,
             filter_retry: retries::FilterRetry::default(),
-            filter_settled: false,
             adopted: false,
             primed: SyncReport::default(),
-            early: prime::EarlyBinds::default(),
             ownership: None,
             ownership_changed: false,
             stale: BTreeSet::new(),

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipvs::{VirtualServer, VirtualServerId};
+use ipvs::{RealServer, VirtualServer, VirtualServerId};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use model::{Change, Config, Model, Update};
@@ -14,10 +14,83 @@ use model::{Change, Config, Model, Update};
 use super::*;
 
 mod memory;
-mod priming;
 mod verification;
 
 use memory::*;
+
+// Paused time: the loop's sleeps advance the clock only once every task is idle, so "nothing
+// happened within a sync period" is proven without waiting for one.
+#[tokio::test(start_paused = true)]
+async fn before_the_first_complete_lists_only_additions_are_written() {
+    let kernel = MemoryKernel::default();
+    // Left by an earlier run: a Service since deleted (bound, so this proxy's to delete) and an
+    // endpoint since removed from svc0.
+    let tcp =
+        |addr: &str| VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: addr.parse().unwrap(), port: 80 };
+    let (gone, svc0) = (tcp("10.96.0.99"), tcp("10.96.0.1"));
+    let old = RealServer::new("10.244.9.9".parse().unwrap(), 8080, 1);
+    {
+        let mut m = kernel.mem();
+        m.bound.insert("10.96.0.99".parse().unwrap());
+        m.services.insert(gone, (VirtualServer::new(gone, "rr"), [(old.id, old)].into()));
+        m.services.insert(svc0, (VirtualServer::new(svc0, "rr"), [(old.id, old)].into()));
+    }
+    let shared = cluster(2);
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let task = tokio::spawn(SyncLoop::new(kernel.clone(), shared.clone(), reports.clone(), settings()).run());
+    shared.feed(Update::Service(Change::Listed));
+    shared.feed(Update::EndpointSlice(Change::Listed));
+    shared.feed(Update::Node(Change::<Node>::Listed));
+    // The node's addresses are still missing: what the lists want so far is added...
+    tokio::time::sleep(settings().sync_period * 2).await;
+    let mut primed = kernel.writes();
+    primed.sort();
+    assert_eq!(
+        primed,
+        [
+            "add real server 10.244.1.1:8080 to TCP 10.96.0.1:80",
+            "add real server 10.244.1.1:8080 to TCP 10.96.0.2:80",
+            "add real server 10.244.1.2:8080 to TCP 10.96.0.1:80",
+            "add real server 10.244.1.2:8080 to TCP 10.96.0.2:80",
+            "add virtual server TCP 10.96.0.2:80",
+        ]
+    );
+    // ...but nothing is bound (no traffic reaches a virtual server before the full sync writes
+    // its nftables elements too), deleted, unbound or drained, and no sync is reported.
+    assert!(kernel.mem().bound.contains(&"10.96.0.99".parse().unwrap()) && kernel.mem().bound.len() == 1);
+    assert!(kernel.mem().services[&gone].1.contains_key(&old.id));
+    assert_eq!(kernel.mem().services[&svc0].1[&old.id].weight, 1);
+    assert!(reports.lock().unwrap().0.is_empty());
+    assert_eq!(reports.lock().unwrap().1, None, "the lists are not complete yet");
+    shared.feed(Update::NodeAddresses(vec!["192.0.2.10".parse().unwrap()]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while reports.lock().unwrap().0.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    let first = reports.lock().unwrap().0.first().cloned().expect("a sync after the lists");
+    assert_eq!(reports.lock().unwrap().1, Some(0), "told of the complete lists before the first sync");
+    assert!(first.full);
+    assert_eq!(first.virtual_servers, 2);
+    // It reports the priming's writes too (metrics count every kernel write).
+    assert_eq!(first.steps.get(&("add_real_server", true)), Some(&4), "{first}");
+    assert_eq!(first.steps.get(&("bind_address", true)), Some(&2), "{first}");
+    // The complete lists: the addresses are bound, the deleted Service goes, the removed
+    // endpoint drains (its count is as old as the priming's dump), and the priming's dump
+    // served the full sync.
+    assert_eq!(
+        kernel.writes(),
+        [
+            "bind 10.96.0.1",
+            "bind 10.96.0.2",
+            "update real server 10.244.9.9:8080 of TCP 10.96.0.1:80",
+            "delete virtual server TCP 10.96.0.99:80",
+            "unbind 10.96.0.99",
+        ]
+    );
+    assert_eq!(kernel.mem().services[&svc0].1[&old.id].weight, 0);
+    assert_eq!(kernel.mem().dumps, 1);
+}
 
 #[tokio::test]
 async fn a_restart_with_an_unchanged_cluster_writes_nothing() {
