@@ -50,6 +50,22 @@ pub struct RequestCounts {
     pub held_lists: usize,
 }
 
+/// One held request in a count, for as long as it lives.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn count(held: &'a AtomicUsize) -> Held<'a> {
+        held.fetch_add(1, Ordering::Relaxed);
+        Held(held)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Shared state of one fake API server.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -133,10 +149,10 @@ impl Shared {
         if !*held.borrow_and_update() {
             return;
         }
-        self.held_lists.fetch_add(1, Ordering::Relaxed);
+        // Counted while it waits, also when the client goes away meanwhile (the future dropped).
+        let _counted = Held::count(&self.held_lists);
         // The sender lives as long as `self`.
         let _ = held.wait_for(|held| !held).await;
-        self.held_lists.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn counts(&self) -> RequestCounts {
