@@ -95,8 +95,10 @@ fn what_others_break_is_repaired_within_its_verification_period() {
         ];
         let repaired = || ipvs_table().get(vs).and_then(|r| r.get(&rs).copied()) == Some(1);
         for (command, what, period) in cases {
+            // `ipvsadm` fails when there is nothing to break, so the break took; whether the
+            // repair is already visible by the next listing is a race this test does not look
+            // at (a verification read can land right after the break and repair it at once).
             ipvsadm(command).unwrap();
-            assert!(!repaired(), "{what}: the break did not take");
             let start = Instant::now();
             // Within its period, plus slack for the VM's scheduling.
             eventually(&format!("{what}: repaired"), period + Duration::from_secs(4), || repaired().then_some(()));
