@@ -350,28 +350,13 @@ fn while_the_lists_arrive_only_virtual_and_real_servers_are_added() {
         ip(&["addr", "add", "10.96.99.1/32", "dev", "kube-ipvs0"]).unwrap();
         ipvsadm(&["-A", "-t", "10.96.99.1:80", "-s", "rr"]).unwrap();
         let cluster = Cluster::start();
-        let ip_of = |i: u32| format!("10.96.{}.{}", 10 + i / 250, 1 + i % 250);
-        let mut objects = Vec::new();
-        for i in 0..600u32 {
-            let (name, ip) = (format!("svc-{i}"), ip_of(i));
-            objects.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"clusterIP": ip, "clusterIPs": [ip],
-                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
-            objects.push(serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": name, "namespace": "default",
-                             "labels": {"kubernetes.io/service-name": name}},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [format!("10.244.{}.{}", i / 250, 1 + i % 250)],
-                               "conditions": {"ready": true}}],
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}));
-        }
+        let objects = (0..600).flat_map(|i| [service(i), slice(i, &[endpoint_ip(i, 0, 0)])]).collect();
         cluster.apply_objects(objects);
         cluster.hold_continued_lists(true);
         let daemon = Daemon::start(&cluster);
 
         // svc-1 is in the first pages (names sort as text: svc-1, svc-10, svc-100, ...).
-        let first = format!("TCP  {}:80", ip_of(1));
+        let first = format!("TCP  {}:80", cluster_ip(1));
         eventually("svc-1's virtual server with its endpoint", PATIENCE, || {
             serving_reals(&first).filter(|reals| !reals.is_empty())
         });
@@ -379,14 +364,14 @@ fn while_the_lists_arrive_only_virtual_and_real_servers_are_added() {
         assert_eq!(bound, ["10.96.99.1".to_string()].into(), "nothing bound before the lists are complete");
         assert!(ipvs_table().contains_key("TCP  10.96.99.1:80"), "nothing deleted on a partial list");
         let elements = integration::run("nft", &["list", "table", "inet", "kube-ipvs-proxy"], None).unwrap_or_default();
-        assert!(!elements.contains(&ip_of(1)), "no nftables element yet:\n{elements}");
+        assert!(!elements.contains(&cluster_ip(1).to_string()), "no nftables element yet:\n{elements}");
         assert_ne!(daemon.healthz_status(), 200, "not ready before the lists are complete");
 
         cluster.hold_continued_lists(false);
         daemon.wait_ready();
         let bound = bound_addresses();
         assert_eq!(bound.len(), 600, "every ClusterIP bound, the leftover's unbound");
-        assert!(bound.contains(&ip_of(1)) && !bound.contains("10.96.99.1"));
+        assert!(bound.contains(&cluster_ip(1).to_string()) && !bound.contains("10.96.99.1"));
         assert!(!ipvs_table().contains_key("TCP  10.96.99.1:80"), "the leftover deleted");
         assert_eq!(ipvs_table().len(), 600);
     });

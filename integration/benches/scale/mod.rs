@@ -7,42 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use crate::daemon_support::{Cluster, Daemon};
+pub use crate::daemon_support::{cluster_ip, endpoint_ip, service, slice};
 use integration::{in_netns, ip, ipvsadm_restore};
 use ipvs::{Protocol, VirtualServerId};
-use serde_json::{Value, json};
 
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-pub fn cluster_ip(i: usize) -> Ipv4Addr {
-    let n = 10 << 24 | 96 << 16 | (i as u32 + 1);
-    Ipv4Addr::from(n)
-}
-
-pub fn endpoint_ip(i: usize, j: usize, generation: usize) -> Ipv4Addr {
-    // 10.(128+generation).x.y: distinct per Service, endpoint and change.
-    let n = (i * 16 + j) as u32;
-    Ipv4Addr::new(10, 128 + generation as u8, (n >> 8) as u8, n as u8)
-}
-
-pub fn service(i: usize) -> Value {
-    let ip = cluster_ip(i).to_string();
-    json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
-        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ipFamilies": ["IPv4"],
-                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
-}
-
-pub fn slice(i: usize, endpoints: &[Ipv4Addr]) -> Value {
-    let endpoints: Vec<Value> =
-        endpoints.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect();
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
-                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints})
 }
 
 pub fn vs_id(i: usize) -> VirtualServerId {

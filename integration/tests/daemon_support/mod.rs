@@ -9,7 +9,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -428,6 +428,41 @@ pub fn slice_yaml_of(service: &str, port_name: &str, protocol: &str, backends: &
          \x20 labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n\
          - name: {port_name}\n  port: 8080\n  protocol: {protocol}\nendpoints: {endpoints}"
     )
+}
+
+/// Numbered objects, for many Services at once (the scale benches, the tests of big lists):
+/// Service `bench/svc-{i}` has ClusterIP 10.96.0.0 + i + 1, port 80 to 8080; its slice, named
+/// after it (so both lists sort alike), endpoints from [`endpoint_ip`].
+pub fn cluster_ip(i: usize) -> Ipv4Addr {
+    let n = 10 << 24 | 96 << 16 | (i as u32 + 1);
+    Ipv4Addr::from(n)
+}
+
+pub fn endpoint_ip(i: usize, j: usize, generation: usize) -> Ipv4Addr {
+    // 10.(128+generation).x.y: distinct per Service, endpoint and change.
+    let n = (i * 16 + j) as u32;
+    Ipv4Addr::new(10, 128 + generation as u8, (n >> 8) as u8, n as u8)
+}
+
+pub fn service(i: usize) -> serde_json::Value {
+    let ip = cluster_ip(i).to_string();
+    serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "ipFamilies": ["IPv4"],
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
+}
+
+pub fn slice(i: usize, endpoints: &[Ipv4Addr]) -> serde_json::Value {
+    let endpoints: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|ip| serde_json::json!({"addresses": [ip.to_string()], "conditions": {"ready": true}}))
+        .collect();
+    serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i}-abcde"), "namespace": "bench",
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints})
 }
 
 /// The kernel's IPVS table as `ipvsadm -Ln` prints it: virtual server (`TCP  10.96.0.10:80`)
