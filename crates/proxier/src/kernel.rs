@@ -45,8 +45,10 @@ pub trait Kernel: Send {
     ) -> impl Future<Output = Result<Vec<Vec<RealServerEntry>>, KernelError>> + Send;
 
     /// Adds each address to the dummy link (already present is success); one result per
-    /// address, in order. Implementations may run the requests concurrently.
-    fn bind(&self, addrs: &[IpAddr]) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send;
+    /// address, in order. The work begins when this is called, not when the future is first
+    /// polled, and goes on without the caller: the loop writes the IPVS batches and the
+    /// nftables side meanwhile, and awaits the future for the results.
+    fn bind(&self, addrs: Vec<IpAddr>) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send + 'static;
 
     /// Removes each address from the dummy link (already absent is success); one result per
     /// address, in order.

@@ -1,5 +1,6 @@
 //! The sync loop's [`Kernel`] over netlink: the `ipvs` crate's client and dummy link.
 
+use std::future::Future;
 use std::net::IpAddr;
 
 use crate::kernel::{Kernel, KernelError};
@@ -49,12 +50,11 @@ impl Kernel for NetlinkKernel {
         Ok(all)
     }
 
-    async fn bind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
-        // A few hundred addresses per system call, on a blocking thread of its own: the loop
-        // runs the binds beside the IPVS batches, whose `sendmsg` holds its thread while the
-        // kernel works through a batch, and the kernel works through the binds the same way.
+    fn bind(&self, addrs: Vec<IpAddr>) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send + 'static {
+        // A few hundred addresses per system call, on a blocking thread of its own, started
+        // now: the loop writes the IPVS batches (whose `sendmsg` holds its thread while the
+        // kernel works through a batch) and the nftables side while the kernel binds.
         let link = self.link.clone();
-        let addrs = addrs.to_vec();
         let count = addrs.len();
         let binding = tokio::task::spawn_blocking(move || {
             let results = link.add_addresses(&addrs);
@@ -66,11 +66,13 @@ impl Kernel for NetlinkKernel {
                 })
                 .collect::<Vec<_>>()
         });
-        match binding.await {
-            Ok(results) => results,
-            Err(e) => {
-                let why = e.to_string();
-                (0..count).map(|_| Err(KernelError::new("bind addresses", why.clone()))).collect()
+        async move {
+            match binding.await {
+                Ok(results) => results,
+                Err(e) => {
+                    let why = e.to_string();
+                    (0..count).map(|_| Err(KernelError::new("bind addresses", why.clone()))).collect()
+                }
             }
         }
     }

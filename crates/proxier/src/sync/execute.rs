@@ -5,27 +5,33 @@ use std::time::Duration;
 
 use ipvs::Operation;
 use model::{Step, operation_target};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{MAX_BATCH, SyncLoop, SyncObserver, SyncReport};
 use crate::kernel::{Kernel, KernelError};
 use crate::stale::stale_flows;
 
+/// The binds' results, in order, and how long they took.
+type Bound = (Vec<Result<(), KernelError>>, Duration);
+
+/// A plan's address steps, taken out of it: the binds, already under way in the kernel while
+/// the sync writes the rest, and the unbinds, which wait for them.
+pub(super) struct Addresses {
+    binds: Vec<IpAddr>,
+    unbinds: Vec<IpAddr>,
+    /// The binds' results, once done.
+    bound: Option<JoinHandle<Bound>>,
+}
+
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
-    /// Runs `steps`: the binds at the same time as the IPVS operations (batches of at most
-    /// [`MAX_BATCH`], in order), since the kernel does both on different CPUs and a virtual
-    /// server whose address is not bound yet is merely unreachable for that moment; then the
-    /// unbinds. Records the successful steps in `observed` and the failed ones for a retry;
-    /// returns the failures. `address_time` accumulates the time spent binding and unbinding.
-    pub(super) async fn execute(
-        &mut self,
-        mut steps: Vec<Step>,
-        report: &mut SyncReport,
-        address_time: &mut Duration,
-    ) -> Vec<(Step, KernelError)> {
+    /// Takes the address steps out of `steps` (in place: a cold start's plan is 120,000 steps;
+    /// only the addresses are copied out) and starts the binds, which the kernel works
+    /// through on another CPU while the loop writes the IPVS batches and the nftables side: a
+    /// virtual server whose address is not bound yet is merely unreachable for that moment.
+    pub(super) fn start_binds(&self, steps: &mut Vec<Step>) -> Addresses {
         let mut binds = Vec::new();
         let mut unbinds = Vec::new();
-        // In place: a cold start's plan is 120,000 steps; only the addresses are copied out.
         steps.retain(|step| match step {
             Step::Bind(addr) => {
                 binds.push(*addr);
@@ -37,17 +43,22 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
             Step::Kernel(_) => true,
         });
-        let kernel = &self.kernel;
-        let binding = async {
+        let bound = (!binds.is_empty()).then(|| {
             let began = Instant::now();
-            let results = if binds.is_empty() { Vec::new() } else { kernel.bind(&binds).await };
-            (results, began.elapsed())
-        };
-        let ((bound, bind_time), op_failures) = tokio::join!(binding, apply_batches(kernel, &steps));
-        *address_time += bind_time;
+            let binding = self.kernel.bind(binds.clone());
+            // Awaited on a task of its own, so that the time the binds took is known even when
+            // the loop comes for their results later.
+            tokio::spawn(async move { (binding.await, began.elapsed()) })
+        });
+        Addresses { binds, unbinds, bound }
+    }
 
+    /// Runs the IPVS operations of `steps` (no address steps left in them) in batches of at
+    /// most [`MAX_BATCH`], in order; records the successful ones in `observed` and the failed
+    /// ones for a retry; returns the failures.
+    pub(super) async fn execute(&mut self, mut steps: Vec<Step>, report: &mut SyncReport) -> Vec<(Step, KernelError)> {
+        let op_failures = apply_batches(&self.kernel, &steps).await;
         let mut failures = Vec::new();
-        self.record_addresses(&binds, bound, Step::Bind, report, &mut failures);
         // Recorded in order (a virtual server before its real servers), from the back of the
         // reversed plan, the buffer shrunk as it empties: the plan is released while the record
         // of what was applied grows, instead of both peaking together at the end.
@@ -65,14 +76,40 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 steps.shrink_to_fit();
             }
         }
+        failures
+    }
 
+    /// Waits for the binds [`SyncLoop::start_binds`] started and records them, then runs the
+    /// unbinds (an address is unbound only once every bind is done); adds the failures to
+    /// `failures`. Returns how long the binds and the unbinds took.
+    pub(super) async fn finish_addresses(
+        &mut self,
+        addresses: Addresses,
+        report: &mut SyncReport,
+        failures: &mut Vec<(Step, KernelError)>,
+    ) -> Duration {
+        let Addresses { binds, unbinds, bound } = addresses;
+        let mut took = Duration::ZERO;
+        if let Some(bound) = bound {
+            let results = match bound.await {
+                Ok((results, bind_time)) => {
+                    took += bind_time;
+                    results
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    binds.iter().map(|_| Err(KernelError::new("bind addresses", why.clone()))).collect()
+                }
+            };
+            self.record_addresses(&binds, results, Step::Bind, report, failures);
+        }
         if !unbinds.is_empty() {
             let began = Instant::now();
             let unbound = self.kernel.unbind(&unbinds).await;
-            *address_time += began.elapsed();
-            self.record_addresses(&unbinds, unbound, Step::Unbind, report, &mut failures);
+            took += began.elapsed();
+            self.record_addresses(&unbinds, unbound, Step::Unbind, report, failures);
         }
-        failures
+        took
     }
 
     /// Records one result per address (a missing one is a failure).

@@ -345,11 +345,11 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
         let planned = start.elapsed();
 
-        let mut address_time = Duration::ZERO;
         // Odd while writing: a verification read that begins now cannot vouch for these writes.
         self.verification.clock.tick();
-        let failures = self.execute(plan.steps, &mut report, &mut address_time).await;
-        self.verification.clock.tick();
+        let mut steps = plan.steps;
+        let addresses = self.start_binds(&mut steps);
+        let mut failures = self.execute(steps, &mut report).await;
         // The connection counts this sync planned with are from now on a guess: a TCP real
         // server removed later is drained until the next read counts it idle.
         if full {
@@ -357,9 +357,14 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         } else {
             self.observed.mark_counters_stale_of(&planned_counts);
         }
-        self.write_ownership();
         let executed = start.elapsed();
+        // While the kernel still binds (a cold start's 10,000 addresses take seconds).
         self.sync_filter(full, filter_work, &mut report);
+        let filtered = start.elapsed();
+        let address_time = self.finish_addresses(addresses, &mut report, &mut failures).await;
+        self.verification.clock.tick();
+        // Once the binds are recorded: it names the virtual servers on addresses not bound.
+        self.write_ownership();
 
         // The verification counts the connections of real servers being removed gracefully.
         self.verification.set_pending(self.graceful.iter().map(|(vs, _, _)| *vs));
@@ -374,13 +379,13 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             // Where a full sync's time goes (a cold start is one), or a slow one's: rare
             // enough for info level.
             tracing::info!(
-                "{} sync phases: observe and plan {:.3?} (of which waiting for the model {:.3?}), IPVS {:.3?}, addresses {:.3?}, nftables {:.3?}",
+                "{} sync phases: observe and plan {:.3?} (of which waiting for the model {:.3?}), IPVS {:.3?}, nftables {:.3?}, addresses {:.3?} (beside both)",
                 if full { "full" } else { "slow" },
                 planned,
                 lock_wait,
-                (executed - planned).saturating_sub(address_time),
+                executed - planned,
+                filtered - executed,
                 address_time,
-                report.duration - executed
             );
         }
         let mut state = self.shared.lock();

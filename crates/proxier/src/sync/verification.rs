@@ -88,15 +88,19 @@ impl Verification {
     }
 
     /// Runs `write` of the nftables sets (it returns how many elements it wrote) with the
-    /// clock odd meanwhile, as for IPVS: a set read that began before cannot vouch for what it
-    /// wrote, if anything (most syncs write no element).
+    /// clock odd meanwhile, as for IPVS (inside the sync's writing, or a writing of its own):
+    /// a set read that began before cannot vouch for what it wrote, if anything (most syncs
+    /// write no element).
     pub fn write_filter<E>(&mut self, write: impl FnOnce() -> Result<usize, E>) -> Result<usize, E> {
-        let writing = self.clock.tick();
+        let within = self.clock.now() % 2 == 1;
+        let writing = if within { self.clock.now() } else { self.clock.tick() };
         let written = write();
         if !matches!(written, Ok(0)) {
             self.filter_written = writing;
         }
-        self.clock.tick();
+        if !within {
+            self.clock.tick();
+        }
         written
     }
 

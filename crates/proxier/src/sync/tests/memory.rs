@@ -1,6 +1,7 @@
 //! An in-memory kernel for the loop's unit tests, and the cluster fixtures they share.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub(super) struct Memory {
     pub counts: usize,
     /// Run at the first batch that deletes a real server (a change arriving meanwhile).
     pub on_delete: Option<Box<dyn FnOnce() + Send>>,
+    /// When set, binds are done once it is true (a kernel still working through them).
+    pub binds_gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +60,17 @@ impl Memory {
 impl MemoryKernel {
     pub fn mem(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.0.lock().unwrap()
+    }
+    fn bind_now(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
+        let mut m = self.mem();
+        addrs
+            .iter()
+            .map(|addr| {
+                m.writes.push(format!("bind {addr}"));
+                m.bound.insert(*addr);
+                Ok(())
+            })
+            .collect()
     }
     pub fn writes(&self) -> Vec<String> {
         std::mem::take(&mut self.mem().writes)
@@ -87,16 +101,22 @@ impl Kernel for MemoryKernel {
         Ok(ids.iter().map(|id| m.real_servers(id)).collect())
     }
 
-    async fn bind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {
-        let mut m = self.mem();
-        addrs
-            .iter()
-            .map(|addr| {
-                m.writes.push(format!("bind {addr}"));
-                m.bound.insert(*addr);
-                Ok(())
-            })
-            .collect()
+    fn bind(&self, addrs: Vec<IpAddr>) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send + 'static {
+        // Done at the call, as the contract says the work begins, unless held by the gate.
+        let gate = self.mem().binds_gate.clone();
+        let done = gate.is_none().then(|| self.bind_now(&addrs));
+        let kernel = self.clone();
+        async move {
+            match (done, gate) {
+                (Some(done), _) => done,
+                (None, mut gate) => {
+                    if let Some(gate) = gate.as_mut() {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
+                    kernel.bind_now(&addrs)
+                }
+            }
+        }
     }
 
     async fn unbind(&self, addrs: &[IpAddr]) -> Vec<Result<(), KernelError>> {

@@ -13,6 +13,7 @@ use model::{Change, Config, Model, Update};
 
 use super::*;
 
+mod filter_side;
 mod memory;
 mod verification;
 
@@ -261,137 +262,6 @@ async fn on_node_addresses_only_recorded_virtual_servers_are_deleted() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A filter that records what it was asked, failing as many times as its second field says.
-#[derive(Clone, Default)]
-struct RecordingFilter(Arc<Mutex<Vec<&'static str>>>, Arc<Mutex<usize>>);
-
-impl Filter for RecordingFilter {
-    fn apply(&mut self, work: FilterWork) -> Result<usize, netfilter::NftError> {
-        self.0.lock().unwrap().push(match work {
-            FilterWork::Full(_) => "full",
-            FilterWork::Only(_) => "only",
-            FilterWork::Rebuild(_) => "rebuild",
-        });
-        let mut failures = self.1.lock().unwrap();
-        if *failures > 0 {
-            *failures -= 1;
-            return Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 });
-        }
-        Ok(1)
-    }
-}
-
-/// An edit of the table by someone else that comes while a failed whole write waits for its
-/// retry is not forgotten: the retry rebuilds the table.
-#[tokio::test(start_paused = true)]
-async fn an_edit_during_the_nftables_backoff_is_repaired_at_the_retry() {
-    let kernel = MemoryKernel::default();
-    let shared = cluster(2);
-    listed(&shared);
-    let works = RecordingFilter::default();
-    *works.1.lock().unwrap() = 1;
-    let w = works.clone();
-    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| Ok(Box::new(w.clone()) as Box<dyn Filter>));
-    let reports = Arc::new(Mutex::new(Reports::default()));
-    let mut sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
-    assert!(sync.sync(true).await.filter_failed, "the first whole write fails");
-    shared.filter_edited();
-    assert!(sync.sync(false).await.filter_failed, "before the retry is due");
-    tokio::time::advance(Duration::from_secs(1)).await;
-    let report = sync.sync(false).await;
-    assert!(report.succeeded(), "{report}");
-    assert_eq!(*works.0.lock().unwrap(), ["full", "rebuild"]);
-}
-
-/// Issue 8, item 4: a nftables side that cannot be set up is retried, after 1 s, then 2 s, ...;
-/// until it is, each sync fails (health reports it, a sync before the retry is due included)
-/// and a retry stays due; once it is, it gets the whole state first, then the changes only.
-#[tokio::test(start_paused = true)]
-async fn a_failing_nftables_setup_fails_the_syncs_and_is_retried() {
-    let kernel = MemoryKernel::default();
-    let shared = cluster(2);
-    listed(&shared);
-    let works = RecordingFilter::default();
-    let attempts = Arc::new(Mutex::new(0));
-    let (w, a) = (works.clone(), attempts.clone());
-    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
-        let mut n = a.lock().unwrap();
-        *n += 1;
-        if *n < 3 {
-            Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
-        } else {
-            Ok(Box::new(w.clone()) as Box<dyn Filter>)
-        }
-    });
-    let reports = Arc::new(Mutex::new(Reports::default()));
-    let mut sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter_starter(starter);
-    for attempt in 1..=2 {
-        let report = sync.sync(attempt == 1).await;
-        assert!(report.filter_failed && !report.succeeded(), "attempt {attempt}: {report}");
-        assert!(shared.health().sync_failing);
-        assert!(sync.retry_pending(), "attempt {attempt}: a retry is due");
-        // A sync before the retry is due does not try, and still fails.
-        let report = sync.sync(false).await;
-        assert!(report.filter_failed, "attempt {attempt}, early sync: {report}");
-        assert_eq!(*attempts.lock().unwrap(), attempt);
-        tokio::time::advance(Duration::from_secs(attempt as u64)).await;
-    }
-    assert!(works.0.lock().unwrap().is_empty());
-    let report = sync.sync(false).await;
-    assert!(report.succeeded(), "{report}");
-    assert!(!shared.health().sync_failing && shared.health().last_synced.is_some());
-    shared.feed(Update::Service(Change::Apply(service("svc9", "10.96.0.99"))));
-    sync.sync(false).await;
-    assert_eq!(*works.0.lock().unwrap(), ["full", "only"]);
-    assert!(!sync.retry_pending());
-}
-
-/// A running loop over two Services whose nftables side can never be set up, with the count
-/// of attempts.
-fn loop_with_a_failing_filter_starter() -> (Arc<Shared>, Arc<Mutex<usize>>, tokio::task::JoinHandle<()>) {
-    let shared = cluster(2);
-    let attempts = Arc::new(Mutex::new(0));
-    let a = attempts.clone();
-    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
-        *a.lock().unwrap() += 1;
-        Err(netfilter::NftError::MarkBit { table: "kube-ipvs-proxy".into(), bit: 40 })
-    });
-    let reports = Arc::new(Mutex::new(Reports::default()));
-    let sync = SyncLoop::new(MemoryKernel::default(), shared.clone(), reports, settings()).with_filter_starter(starter);
-    (shared, attempts, tokio::spawn(sync.run()))
-}
-
-/// A nftables side the kernel keeps refusing is tried less and less often (each attempt runs
-/// `nft`): over two idle minutes about eight attempts, not one a second.
-#[tokio::test(start_paused = true)]
-async fn a_nftables_side_that_keeps_failing_is_tried_less_and_less_often() {
-    let (shared, attempts, task) = loop_with_a_failing_filter_starter();
-    listed(&shared);
-    tokio::time::sleep(Duration::from_secs(120)).await;
-    task.abort();
-    // At 0, 1, 3, 7, 15, 31, 61 and 91 s (the waits double up to 30 s).
-    let n = *attempts.lock().unwrap();
-    assert!((6..=10).contains(&n), "{n} attempts in 120 s");
-    assert!(shared.health().sync_failing);
-}
-
-/// While the lists arrive (the priming looks every 200 ms), a failing nftables setup waits for
-/// its retry too: over ten seconds a handful of attempts, not fifty.
-#[tokio::test(start_paused = true)]
-async fn a_failing_nftables_setup_waits_for_its_retry_while_the_lists_arrive() {
-    let (shared, attempts, task) = loop_with_a_failing_filter_starter();
-    // The Node is in; Services keep arriving, their list not yet complete.
-    shared.feed(Update::Node(Change::<Node>::Listed));
-    for i in 0..100 {
-        shared.feed(Update::Service(Change::Apply(service(&format!("new{i}"), &format!("10.96.1.{i}")))));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    task.abort();
-    // At 0, 1, 3 and 7 s.
-    let n = *attempts.lock().unwrap();
-    assert!((2..=5).contains(&n), "{n} attempts in 10 s");
-}
-
 fn udp(value: serde_json::Value) -> serde_json::Value {
     let text = value.to_string().replace("\"TCP\"", "\"UDP\"");
     serde_json::from_str(&text).unwrap()
@@ -457,22 +327,4 @@ async fn a_wanted_address_removed_from_the_link_is_bound_again_incrementally() {
     shared.feed(Update::Unbound(vec!["10.96.9.9".parse().unwrap()]));
     assert!(shared.lock().unbound.is_empty(), "an address not wanted is not queued");
     assert_eq!(sync.sync(false).await.plan_steps, 0);
-}
-
-/// Issue 10: when someone else edits the nftables table, the next sync (incremental, woken by
-/// the edit) replaces the table whole; the syncs before and after carry only their changes.
-#[tokio::test]
-async fn a_foreign_edit_of_the_table_is_repaired_by_the_next_sync() {
-    let kernel = MemoryKernel::default();
-    let shared = cluster(1);
-    listed(&shared);
-    let works = RecordingFilter::default();
-    let reports = Arc::new(Mutex::new(Reports::default()));
-    let mut sync = SyncLoop::new(kernel, shared.clone(), reports, settings()).with_filter(Box::new(works.clone()));
-    sync.sync(true).await;
-    shared.filter_edited();
-    assert!(!sync.sync(false).await.full);
-    shared.feed(Update::Service(Change::Apply(service("svc9", "10.96.0.99"))));
-    sync.sync(false).await;
-    assert_eq!(*works.0.lock().unwrap(), ["full", "rebuild", "only"]);
 }
