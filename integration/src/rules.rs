@@ -70,7 +70,7 @@ fn push_service(args: &mut Vec<String>, id: &VirtualServerId) {
 }
 
 fn push_service_options(args: &mut Vec<String>, vs: &VirtualServer) {
-    args.extend(["-s".to_string(), vs.scheduler.clone()]);
+    args.extend(["-s".to_string(), vs.scheduler.to_string()]);
     if vs.flags.contains(ServiceFlags::PERSISTENT) {
         args.extend(["-p".to_string(), vs.timeout.to_string()]);
         let netmask = match vs.id.family() {

@@ -33,6 +33,7 @@
 
 mod error;
 pub mod listing;
+mod scheduler;
 mod types;
 pub mod wire;
 
@@ -50,6 +51,7 @@ mod socket;
 mod sockopt;
 
 pub use error::{Error, ErrorKind, Result};
+pub use scheduler::{KNOWN_SCHEDULERS, Scheduler};
 pub use types::{
     ConnectionCounts, Family, ForwardMethod, Info, Operation, Protocol, RealServer, RealServerEntry, RealServerId,
     ServiceFlags, Stats, Table, Timeouts, TunnelType, VirtualServer, VirtualServerEntry, VirtualServerId,

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Scheduler;
+
 /// An address family as IPVS knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
@@ -156,8 +158,8 @@ impl<'de> Deserialize<'de> for ServiceFlags {
 pub struct VirtualServer {
     /// What names it.
     pub id: VirtualServerId,
-    /// Scheduler name (`rr`, `wrr`, `lc`, `wlc`, `sh`, `mh`, ...).
-    pub scheduler: String,
+    /// Scheduler (`rr`, `wrr`, `lc`, `wlc`, `sh`, `mh`, ...).
+    pub scheduler: Scheduler,
     /// Flags (see [`ServiceFlags`]); when read back, `HASHED` is set by the kernel.
     pub flags: ServiceFlags,
     /// Persistence timeout in seconds; meaningful with `PERSISTENT`.
@@ -170,7 +172,7 @@ pub struct VirtualServer {
 
 impl VirtualServer {
     /// A virtual server with the defaults `ipvsadm -A` uses: no flags, no persistence, a full netmask.
-    pub fn new(id: VirtualServerId, scheduler: impl Into<String>) -> VirtualServer {
+    pub fn new(id: VirtualServerId, scheduler: impl Into<Scheduler>) -> VirtualServer {
         let netmask = match id.family() {
             Family::V4 => 0xffff_ffff,
             Family::V6 => 128,

@@ -11,8 +11,7 @@ use ipnet::IpNet;
 use crate::prefix::{PrefixError, parse_prefix};
 
 /// The IPVS schedulers the kernel ships; a scheduler name outside this list is refused.
-pub const KNOWN_SCHEDULERS: &[&str] =
-    &["rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"];
+pub use ipvs::KNOWN_SCHEDULERS;
 
 /// Whether `name` is one of [`KNOWN_SCHEDULERS`].
 pub fn is_known_scheduler(name: &str) -> bool {

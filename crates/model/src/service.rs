@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use ipvs::{Family, Protocol};
+use ipvs::{Family, Protocol, Scheduler};
 use k8s_openapi::api::core::v1::Service;
 
 use ipnet::IpNet;
@@ -45,7 +45,7 @@ pub(crate) struct ServiceSpec {
     /// One entry per family, each family at most once.
     pub families: Vec<FamilyAddresses>,
     pub ports: Vec<ServicePortSpec>,
-    pub scheduler: String,
+    pub scheduler: Scheduler,
     /// Persistence timeout in seconds for `sessionAffinity: ClientIP`.
     pub affinity_timeout: Option<u32>,
     pub external_local: bool,
@@ -173,7 +173,7 @@ fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Wa
     }
 
     let scheduler = match svc.metadata.annotations.as_ref().and_then(|a| a.get(SCHEDULER_ANNOTATION)) {
-        Some(s) if is_known_scheduler(s.trim()) => s.trim().to_owned(),
+        Some(s) if is_known_scheduler(s.trim()) => Scheduler::new(s.trim()),
         Some(s) => {
             warnings.push(Warning::new(
                 object(key),
@@ -182,9 +182,9 @@ fn check(svc: &Service, key: &ServiceKey, config: &Config, warnings: &mut Vec<Wa
                     config.default_scheduler
                 ),
             ));
-            config.default_scheduler.clone()
+            Scheduler::new(&config.default_scheduler)
         }
-        None => config.default_scheduler.clone(),
+        None => Scheduler::new(&config.default_scheduler),
     };
 
     let affinity_timeout = if spec.session_affinity.as_deref() == Some("ClientIP") {

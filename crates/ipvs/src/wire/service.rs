@@ -8,7 +8,7 @@ use netlink_packet_core::{
 use super::address::*;
 use super::constants::*;
 use super::stats::{StatsAttr, parse_stats_attrs, stats_from_attrs, stats_from_nest};
-use crate::{Family, ServiceFlags, Stats, VirtualServer, VirtualServerEntry, VirtualServerId};
+use crate::{Family, Scheduler, ServiceFlags, Stats, VirtualServer, VirtualServerEntry, VirtualServerId};
 
 /// `struct ip_vs_flags`: the kernel computes `new = (old & !mask) | (flags & mask)`.
 ///
@@ -169,7 +169,7 @@ pub fn service_id_attrs(id: &VirtualServerId) -> Vec<ServiceAttr> {
 /// [`VirtualServer`] is the whole truth about its flags (the kernel re-adds `HASHED` itself).
 pub fn service_attrs(vs: &VirtualServer) -> Vec<ServiceAttr> {
     let mut attrs = service_id_attrs(&vs.id);
-    attrs.push(ServiceAttr::Scheduler(vs.scheduler.clone()));
+    attrs.push(ServiceAttr::Scheduler(vs.scheduler.to_string()));
     if let Some(pe) = &vs.pe_name {
         attrs.push(ServiceAttr::PersistenceEngine(pe.clone()));
     }
@@ -275,7 +275,7 @@ impl ServiceFold {
         };
         let server = VirtualServer {
             id,
-            scheduler: self.scheduler,
+            scheduler: Scheduler::from(self.scheduler),
             flags: ServiceFlags::from_bits_retain(self.flags),
             timeout: self.timeout,
             netmask,

@@ -28,15 +28,21 @@ fn arb_vs_id() -> impl Strategy<Value = VirtualServerId> {
 }
 
 fn arb_vs() -> impl Strategy<Value = VirtualServer> {
-    (arb_vs_id(), "[a-z]{1,15}", any::<u32>(), any::<u32>(), any::<u32>(), proptest::option::of("[a-z]{1,15}"))
-        .prop_map(|(id, scheduler, flags, timeout, netmask, pe_name)| VirtualServer {
+    // The kernel's schedulers and names of others', which are held differently.
+    let scheduler = prop_oneof![
+        proptest::sample::select(crate::KNOWN_SCHEDULERS).prop_map(str::to_owned),
+        "[a-z]{1,15}".prop_map(|s: String| s)
+    ];
+    (arb_vs_id(), scheduler, any::<u32>(), any::<u32>(), any::<u32>(), proptest::option::of("[a-z]{1,15}")).prop_map(
+        |(id, scheduler, flags, timeout, netmask, pe_name)| VirtualServer {
             id,
-            scheduler,
+            scheduler: scheduler.into(),
             flags: ServiceFlags::from_bits_retain(flags),
             timeout,
             netmask,
             pe_name,
-        })
+        },
+    )
 }
 
 fn arb_rs() -> impl Strategy<Value = RealServer> {
