@@ -170,19 +170,11 @@ fn the_daemons_own_big_transaction_is_not_taken_for_an_edit() {
     in_netns(|| async {
         node_link();
         let cluster = Cluster::start();
-        let services: Vec<serde_json::Value> = (0..3000u32)
-            .map(|i| {
-                let ip = format!("10.96.{}.{}", 10 + i / 250, 1 + i % 250);
-                serde_json::json!({"apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": format!("svc-{i}"), "namespace": "default"},
-                    "spec": {"clusterIP": ip, "clusterIPs": [ip],
-                             "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
-            })
-            .collect();
-        cluster.apply_objects(services);
+        cluster.apply_objects((0..3000).map(service).collect());
         let daemon = Daemon::start(&cluster);
+        let last = format!("{} . tcp . 80", cluster_ip(2999));
         eventually("the last Service's element", Duration::from_secs(120), || {
-            has("service_ports_v4", "10.96.21.250 . tcp . 80").then_some(())
+            has("service_ports_v4", &last).then_some(())
         });
         // Three verifications later: any notification of the burst has long been read.
         let verifications = || daemon.log().matches("verification sync:").count();
