@@ -24,6 +24,13 @@ pub(super) struct Addresses {
     bound: Option<JoinHandle<Bound>>,
 }
 
+impl Addresses {
+    /// The addresses being bound, sorted.
+    pub(super) fn binding(&self) -> &[IpAddr] {
+        &self.binds
+    }
+}
+
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     /// Takes the address steps out of `steps` (in place: a cold start's plan is 120,000 steps;
     /// only the addresses are copied out) and starts the binds, which the kernel works
@@ -43,6 +50,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             }
             Step::Kernel(_) => true,
         });
+        binds.sort_unstable();
         let bound = (!binds.is_empty()).then(|| {
             let began = Instant::now();
             let binding = self.kernel.bind(binds.clone());
@@ -156,7 +164,12 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     Step::Kernel(op) => {
                         self.retry.virtual_servers.insert(operation_target(op));
                     }
-                    Step::Bind(a) | Step::Unbind(a) => {
+                    Step::Bind(a) => {
+                        // The record counted it bound (see `write_ownership`).
+                        self.ownership_changed = true;
+                        self.retry.addresses.insert(*a);
+                    }
+                    Step::Unbind(a) => {
                         self.retry.addresses.insert(*a);
                     }
                 }

@@ -16,6 +16,7 @@ mod tests;
 mod verification;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -357,14 +358,16 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         } else {
             self.observed.mark_counters_stale_of(&planned_counts);
         }
+        // At once: a restart must know the virtual servers just made on node addresses. The
+        // addresses being bound are not node addresses (a failed bind rewrites the record).
+        self.write_ownership(addresses.binding());
         let executed = start.elapsed();
         // While the kernel still binds (a cold start's 10,000 addresses take seconds).
         self.sync_filter(full, filter_work, &mut report);
         let filtered = start.elapsed();
         let address_time = self.finish_addresses(addresses, &mut report, &mut failures).await;
         self.verification.clock.tick();
-        // Once the binds are recorded: it names the virtual servers on addresses not bound.
-        self.write_ownership();
+        self.write_ownership(&[]);
 
         // The verification counts the connections of real servers being removed gracefully.
         self.verification.set_pending(self.graceful.iter().map(|(vs, _, _)| *vs));
@@ -491,11 +494,17 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
     }
 
     /// Writes the ownership record when this sync made, deleted or claimed a virtual server.
-    fn write_ownership(&mut self) {
+    /// Writes the ownership record if it changed: this proxy's virtual servers on addresses
+    /// not bound, counting `binding` (sorted: binds under way) as bound.
+    fn write_ownership(&mut self, binding: &[IpAddr]) {
         let Some(record) = self.ownership.as_ref().filter(|_| std::mem::take(&mut self.ownership_changed)) else {
             return;
         };
-        if let Err(e) = record.write(self.observed.ours_unbound()) {
+        let unbound = self
+            .observed
+            .ours_unbound()
+            .filter(|id| id.addr().is_none_or(|addr| binding.binary_search(&addr).is_err()));
+        if let Err(e) = record.write(unbound) {
             // Next time, then; meanwhile a restart would leave (not wrongly delete) NodePorts.
             self.ownership_changed = true;
             tracing::warn!(error = &e as &dyn std::error::Error, "cannot write the ownership record");

@@ -208,3 +208,55 @@ async fn the_nftables_side_is_written_while_the_kernel_binds() {
     assert!(at("bind 10.96.0.99") < at("unbind 10.96.0.3"), "{writes:?}");
     assert_eq!(bound_when_written.lock().unwrap().len(), 2);
 }
+
+/// Reads the ownership record when the nftables side is written, and lets the held binds finish.
+struct ReadsTheRecord {
+    record: crate::OwnershipRecord,
+    open: tokio::sync::watch::Sender<bool>,
+    read: Arc<Mutex<Vec<Vec<ipvs::VirtualServerId>>>>,
+}
+
+impl Filter for ReadsTheRecord {
+    fn apply(&mut self, _: FilterWork) -> Result<usize, netfilter::NftError> {
+        self.read.lock().unwrap().push(self.record.read().unwrap());
+        self.open.send_replace(true);
+        Ok(1)
+    }
+}
+
+/// A virtual server made on a node address is in the ownership record as soon as the IPVS
+/// writes are done, before the nftables side and the binds (a daemon killed meanwhile must
+/// still know it its own after a restart); the addresses being bound are not in it.
+#[tokio::test(start_paused = true)]
+async fn the_ownership_record_names_a_new_node_port_before_the_binds_are_done() {
+    let kernel = MemoryKernel::default();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    kernel.mem().binds_gate = Some(gate);
+    let shared = cluster(0);
+    let mut web: serde_json::Value = serde_json::to_value(service("web", "10.96.0.10")).unwrap();
+    web["spec"]["type"] = "NodePort".into();
+    web["spec"]["ports"][0]["nodePort"] = 30080.into();
+    shared.feed(Update::Service(Change::Apply(serde_json::from_value(web).unwrap())));
+    shared.feed(Update::EndpointSlice(Change::Apply(slice("web", &["10.244.1.1"]))));
+    listed(&shared);
+    let dir = std::env::temp_dir().join(format!("kip-sync-record-early-{}", std::process::id()));
+    let record = crate::OwnershipRecord::in_dir(&dir);
+    let read = Arc::new(Mutex::new(Vec::new()));
+    let filter = ReadsTheRecord { record: record.clone(), open, read: read.clone() };
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let mut sync = SyncLoop::new(kernel.clone(), shared, reports, settings())
+        .with_ownership_record(record.clone())
+        .with_filter(Box::new(filter));
+    let Ok(report) = tokio::time::timeout(Duration::from_secs(60), sync.sync(true)).await else {
+        panic!("the sync waited for the binds before it wrote the nftables side");
+    };
+    assert!(report.succeeded(), "{report}");
+    let node_port = ipvs::VirtualServerId::Tuple {
+        protocol: ipvs::Protocol::Tcp,
+        addr: "192.0.2.10".parse().unwrap(),
+        port: 30080,
+    };
+    assert_eq!(*read.lock().unwrap(), [vec![node_port]], "the record when nftables was written");
+    assert_eq!(record.read().unwrap(), [node_port], "and after the binds");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
