@@ -493,9 +493,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         }
     }
 
-    /// Writes the ownership record when this sync made, deleted or claimed a virtual server.
-    /// Writes the ownership record if it changed: this proxy's virtual servers on addresses
-    /// not bound, counting `binding` (sorted: binds under way) as bound.
+    /// Writes the ownership record when this sync made, deleted or claimed a virtual server (or
+    /// a bind failed): this proxy's virtual servers on addresses not bound, counting `binding`
+    /// (sorted: binds under way) as bound.
     fn write_ownership(&mut self, binding: &[IpAddr]) {
         let Some(record) = self.ownership.as_ref().filter(|_| std::mem::take(&mut self.ownership_changed)) else {
             return;

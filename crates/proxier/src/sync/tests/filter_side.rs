@@ -161,20 +161,26 @@ async fn a_foreign_edit_of_the_table_is_repaired_by_the_next_sync() {
     assert_eq!(*works.0.lock().unwrap(), ["full", "rebuild", "only"]);
 }
 
-/// Records how many addresses were bound when the nftables side was written, and lets the
-/// kernel's held binds finish.
+/// An nftables side that, when written, runs `look` (what the test checks at that moment) and
+/// then lets the kernel's held binds finish.
 struct OpensTheBinds {
-    kernel: MemoryKernel,
+    look: Box<dyn FnMut() + Send>,
     open: tokio::sync::watch::Sender<bool>,
-    bound_when_written: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Filter for OpensTheBinds {
     fn apply(&mut self, _: FilterWork) -> Result<usize, netfilter::NftError> {
-        self.bound_when_written.lock().unwrap().push(self.kernel.mem().bound.len());
+        (self.look)();
         self.open.send_replace(true);
         Ok(1)
     }
+}
+
+/// Holds `kernel`'s binds until the nftables side returned (built with `look`) is written.
+fn binds_held_until_written(kernel: &MemoryKernel, look: impl FnMut() + Send + 'static) -> Box<dyn Filter> {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    kernel.mem().binds_gate = Some(gate);
+    Box::new(OpensTheBinds { look: Box::new(look), open })
 }
 
 /// The nftables side is written while the kernel still binds the sync's addresses (a cold
@@ -183,14 +189,13 @@ impl Filter for OpensTheBinds {
 #[tokio::test(start_paused = true)]
 async fn the_nftables_side_is_written_while_the_kernel_binds() {
     let kernel = MemoryKernel::default();
-    let (open, gate) = tokio::sync::watch::channel(false);
-    kernel.mem().binds_gate = Some(gate);
+    let bound_when_written = Arc::new(Mutex::new(Vec::new()));
+    let (k, seen) = (kernel.clone(), bound_when_written.clone());
+    let filter = binds_held_until_written(&kernel, move || seen.lock().unwrap().push(k.mem().bound.len()));
     let shared = cluster(3);
     listed(&shared);
-    let bound_when_written = Arc::new(Mutex::new(Vec::new()));
-    let filter = OpensTheBinds { kernel: kernel.clone(), open, bound_when_written: bound_when_written.clone() };
     let reports = Arc::new(Mutex::new(Reports::default()));
-    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), reports, settings()).with_filter(Box::new(filter));
+    let mut sync = SyncLoop::new(kernel.clone(), shared.clone(), reports, settings()).with_filter(filter);
     let Ok(report) = tokio::time::timeout(Duration::from_secs(60), sync.sync(true)).await else {
         panic!("the sync waited for the binds before it wrote the nftables side");
     };
@@ -209,29 +214,12 @@ async fn the_nftables_side_is_written_while_the_kernel_binds() {
     assert_eq!(bound_when_written.lock().unwrap().len(), 2);
 }
 
-/// Reads the ownership record when the nftables side is written, and lets the held binds finish.
-struct ReadsTheRecord {
-    record: crate::OwnershipRecord,
-    open: tokio::sync::watch::Sender<bool>,
-    read: Arc<Mutex<Vec<Vec<ipvs::VirtualServerId>>>>,
-}
-
-impl Filter for ReadsTheRecord {
-    fn apply(&mut self, _: FilterWork) -> Result<usize, netfilter::NftError> {
-        self.read.lock().unwrap().push(self.record.read().unwrap());
-        self.open.send_replace(true);
-        Ok(1)
-    }
-}
-
 /// A virtual server made on a node address is in the ownership record as soon as the IPVS
 /// writes are done, before the nftables side and the binds (a daemon killed meanwhile must
 /// still know it its own after a restart); the addresses being bound are not in it.
 #[tokio::test(start_paused = true)]
 async fn the_ownership_record_names_a_new_node_port_before_the_binds_are_done() {
     let kernel = MemoryKernel::default();
-    let (open, gate) = tokio::sync::watch::channel(false);
-    kernel.mem().binds_gate = Some(gate);
     let shared = cluster(0);
     let mut web: serde_json::Value = serde_json::to_value(service("web", "10.96.0.10")).unwrap();
     web["spec"]["type"] = "NodePort".into();
@@ -242,11 +230,12 @@ async fn the_ownership_record_names_a_new_node_port_before_the_binds_are_done() 
     let dir = std::env::temp_dir().join(format!("kip-sync-record-early-{}", std::process::id()));
     let record = crate::OwnershipRecord::in_dir(&dir);
     let read = Arc::new(Mutex::new(Vec::new()));
-    let filter = ReadsTheRecord { record: record.clone(), open, read: read.clone() };
+    let (r, seen) = (record.clone(), read.clone());
+    let filter = binds_held_until_written(&kernel, move || seen.lock().unwrap().push(r.read().unwrap()));
     let reports = Arc::new(Mutex::new(Reports::default()));
     let mut sync = SyncLoop::new(kernel.clone(), shared, reports, settings())
         .with_ownership_record(record.clone())
-        .with_filter(Box::new(filter));
+        .with_filter(filter);
     let Ok(report) = tokio::time::timeout(Duration::from_secs(60), sync.sync(true)).await else {
         panic!("the sync waited for the binds before it wrote the nftables side");
     };

@@ -107,15 +107,13 @@ impl Kernel for MemoryKernel {
         let done = gate.is_none().then(|| self.bind_now(&addrs));
         let kernel = self.clone();
         async move {
-            match (done, gate) {
-                (Some(done), _) => done,
-                (None, mut gate) => {
-                    if let Some(gate) = gate.as_mut() {
-                        let _ = gate.wait_for(|open| *open).await;
-                    }
-                    kernel.bind_now(&addrs)
-                }
+            if let Some(done) = done {
+                return done;
             }
+            if let Some(mut gate) = gate {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            kernel.bind_now(&addrs)
         }
     }
 
