@@ -29,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod blocking;
 mod filter;
 mod filter_state;
 mod kernel;

@@ -4,6 +4,7 @@
 use ipnet::IpNet;
 use netfilter::{FilterConfig, FilterState, LocalTraffic, Netfilter, Nft, NftError};
 
+use crate::blocking::blocking;
 use crate::filter::{Filter, FilterWork};
 use crate::filter_state::filter_config;
 
@@ -54,15 +55,6 @@ impl Filter for NftFilter {
     fn settled_generation(&self) -> Option<u32> {
         self.netfilter.settled_generation().flatten()
     }
-}
-
-/// Runs a blocking call (the kernel handles an element batch during its `sendmsg`; `nft` runs
-/// for the skeleton and a rebuild, seconds at 10,000 Services): on the daemon's multi-thread
-/// runtime, the other workers take this one's tasks meanwhile.
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread { tokio::task::block_in_place(call) } else { call() }
 }
 
 impl NftFilter {

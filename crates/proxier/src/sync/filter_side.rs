@@ -5,6 +5,7 @@
 use tokio::time::Instant;
 
 use super::{SyncLoop, SyncObserver, SyncReport};
+use crate::blocking::blocking;
 use crate::filter::FilterWork;
 use crate::filter_state::{filter_state, sweep_updates};
 use crate::kernel::Kernel;
@@ -83,7 +84,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             return;
         }
         let pod_cidrs = self.shared.lock().model.node_pod_cidrs().to_vec();
-        let started = start(&pod_cidrs);
+        // `nft` and `iptables` run: seconds while the kernel loads its modules.
+        let started = blocking(|| start(&pod_cidrs));
         match started {
             Ok(filter) => {
                 tracing::info!("nftables table set up");

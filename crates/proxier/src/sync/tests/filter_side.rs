@@ -249,3 +249,33 @@ async fn the_ownership_record_names_a_new_node_port_before_the_binds_are_done() 
     assert_eq!(record.read().unwrap(), [node_port], "and after the binds");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Setting the nftables side up runs `nft` (and `iptables` where the FORWARD policy drops), for
+/// seconds when the kernel loads its modules meanwhile: the runtime's other tasks (the health
+/// and debug endpoints) go on. With a single worker, a task spawned beside the loop must run
+/// while the starter blocks, or the starter gives up waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_runtime_serves_other_tasks_while_the_nftables_side_is_set_up() {
+    let shared = cluster(1);
+    listed(&shared);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (started, mut start_seen) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let waited = Arc::new(Mutex::new(None));
+    let w = waited.clone();
+    let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
+        let _ = started.send(());
+        // Blocks as `nft` does; only another task on the runtime can end the wait in time.
+        *w.lock().unwrap() = Some(released.recv_timeout(Duration::from_secs(20)).is_ok());
+        Ok(Box::new(RecordingFilter::default()) as Box<dyn Filter>)
+    });
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let sync = SyncLoop::new(MemoryKernel::default(), shared.clone(), reports, settings()).with_filter_starter(starter);
+    let task = tokio::spawn(sync.run());
+    start_seen.recv().await.unwrap();
+    tokio::spawn(async move { release.send(()) }).await.unwrap().unwrap();
+    while waited.lock().unwrap().is_none() {
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    assert_eq!(*waited.lock().unwrap(), Some(true), "the runtime ran nothing else while the starter blocked");
+}
