@@ -360,46 +360,6 @@ fn the_settled_generation_is_the_kernels_until_anyone_commits() {
     })
 }
 
-/// Issue 10, cold start: a table made at start (no digest recorded: none was there, or one a
-/// crash left before its first write) has empty sets, which the keeper then knows. An update
-/// before the first whole write (the additions made while the lists arrive) writes just its
-/// elements; the full sync's sweep (the difference from what is known) then settles the
-/// generation, and records the digest a restart adopts without a write.
-#[test]
-#[ignore = "needs the VM kernel: run integration/test"]
-fn a_table_made_at_start_is_known_empty_and_updated_before_the_first_whole_write() {
-    in_netns(|| async {
-        let nft = Nft::new();
-        let web = Target::new(addr("10.96.0.10"), Protocol::Tcp, 80);
-        let dns = Target::new(addr("10.96.0.53"), Protocol::Udp, 53);
-        let web_filter = filter(MasqueradeRule::OutsideClusterPrefixes, &[], &[(addr("10.244.1.2"), 8080)]);
-        let dns_filter = filter(MasqueradeRule::All, &["192.0.2.0/24"], &[]);
-        // Elements left without a digest.
-        let mut earlier = Netfilter::start(nft.clone(), config()).unwrap();
-        earlier.resync(FilterState::from_services([(dns, dns_filter.clone())])).unwrap();
-        nft.run(TABLE, "test", "flush set inet kube-ipvs-proxy state_digest\n").unwrap();
-
-        let mut netfilter = Netfilter::start(nft.clone(), config()).unwrap();
-        assert_eq!(netfilter.known().map(|s| s.elements().len()), Some(0), "known empty");
-        assert!(netfilter.update([(web, Some(web_filter.clone()))]).unwrap() > 0);
-        assert_eq!(netfilter.verify_sets().unwrap(), 0, "the kernel's sets hold the update's elements only");
-        assert_eq!(netfilter.settled_generation(), None, "no whole write yet");
-
-        let state = FilterState::from_services([(web, web_filter), (dns, dns_filter.clone())]);
-        assert!(netfilter.sweep([(dns, Some(dns_filter))]).unwrap() > 0);
-        assert_eq!(netfilter.applied(), &state);
-        assert_eq!(netfilter.verify_sets().unwrap(), 0, "the whole state, written as a difference");
-        let settled = netfilter.settled_generation().flatten().expect("settled by the first whole write");
-        assert_eq!(netfilter::TableMonitor::generation().unwrap(), settled);
-
-        let mut restarted = Netfilter::start(nft.clone(), config()).unwrap();
-        assert_eq!(restarted.known(), None, "an adopted table's sets are unknown until its resync");
-        restarted.resync(state).unwrap();
-        assert_eq!(netfilter::TableMonitor::generation().unwrap(), settled, "adopted by its digest: no write");
-        nft.delete_table(TABLE).unwrap();
-    })
-}
-
 /// Issue 7, item 3: without a cluster prefix of its family the table cannot tell pods by
 /// source, but the node's own traffic to a service address leaves with that address as its
 /// source (the kernel picks a local destination as source). Unmasqueraded, an endpoint on

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use crate::elements::{ElementBytes, ElementSocket, Transaction, element_bytes, with_socket};
 use crate::nfnetlink::NfnetlinkError;
 use crate::script::{
-    DIGEST_SET, FilterConfig, changes_digest, delete_table_script, digest_script, flush_elements_script, full_script,
-    parse_digest, skeleton_script, table_digest,
+    DIGEST_SET, FilterConfig, changes_digest, delete_table_script, digest_script, full_script, parse_digest,
+    skeleton_script, table_digest,
 };
 use crate::set_digest::SetDigests;
 use crate::state::{ElementChanges, FilterState, ServiceFilter, Target};
@@ -257,24 +257,16 @@ impl Netfilter {
     /// until the first [`Netfilter::resync`]). A table that records a digest is left untouched
     /// until that resync, which writes nothing when the digest is the desired state's. A table
     /// of another shape (another version's) is deleted and made anew.
-    ///
-    /// A table that records no digest (none was there, or this process cannot vouch for what
-    /// it holds) is made with empty sets, which are then known ([`Netfilter::known`]): updates
-    /// may come before the first resync (a cold start's additions while the lists arrive), and
-    /// that resync writes only what differs.
     pub fn start(nft: Nft, config: FilterConfig) -> Result<Netfilter, NftError> {
-        let mark_bit = || NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit };
-        let script = skeleton_script(&config).ok_or_else(mark_bit)?;
-        let empty_digest = table_digest(&config, &FilterState::new()).ok_or_else(mark_bit)?;
+        let script = skeleton_script(&config)
+            .ok_or_else(|| NftError::MarkBit { table: config.table.clone(), bit: config.masquerade_bit })?;
         let recorded = nft.recorded_digest(&config.table);
-        let fresh = recorded.is_none();
-        if fresh {
-            let script = script + &flush_elements_script(&config.table);
-            if let Err(first) = nft.run(&config.table, "create skeleton", &script) {
-                tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
-                nft.delete_table(&config.table)?;
-                nft.run(&config.table, "create skeleton", &script)?;
-            }
+        if recorded.is_none()
+            && let Err(first) = nft.run(&config.table, "create skeleton", &script)
+        {
+            tracing::warn!(error = %first, "nftables table not adoptable; recreating it");
+            nft.delete_table(&config.table)?;
+            nft.run(&config.table, "create skeleton", &script)?;
         }
         // Adopted elements are unknown: the first resync compares digests or rewrites the sets.
         Ok(Netfilter {
@@ -282,10 +274,10 @@ impl Netfilter {
             config,
             applied: FilterState::new(),
             digests: SetDigests::default(),
-            dirty: !fresh,
-            skeleton_pending: !fresh,
+            dirty: true,
+            skeleton_pending: recorded.is_some(),
             recorded,
-            digest: if fresh { empty_digest } else { 0 },
+            digest: 0,
             elements: None,
             settled: None,
         })
@@ -301,9 +293,8 @@ impl Netfilter {
         &self.applied
     }
 
-    /// What the sets hold when this process knows it: `None` for an adopted table before the
-    /// first [`Netfilter::resync`], and after a failed write (the next resync rewrites the sets
-    /// whole).
+    /// What the sets hold when this process knows it: `None` before the first
+    /// [`Netfilter::resync`] and after a failed write (the next resync rewrites the sets whole).
     pub fn known(&self) -> Option<&FilterState> {
         (!self.dirty).then_some(&self.applied)
     }
@@ -324,19 +315,6 @@ impl Netfilter {
         self.write(&changes)
     }
 
-    /// Writes `updates` as [`Netfilter::update`] does, for a caller that compared the whole
-    /// desired state with [`Netfilter::known`] (a sweep): the sets then hold that whole state,
-    /// which counts as a whole write ([`Netfilter::settled_generation`]) without a second whole
-    /// state in memory.
-    pub fn sweep(
-        &mut self,
-        updates: impl IntoIterator<Item = (Target, Option<ServiceFilter>)>,
-    ) -> Result<usize, NftError> {
-        let written = self.update(updates)?;
-        self.settle();
-        Ok(written)
-    }
-
     /// Makes the sets hold exactly `desired`: only the differences when this process knows what
     /// the kernel holds; at start nothing when the table records the digest of `desired`; else
     /// (at start, after a failure, after [`Netfilter::forget`]) a flush and refill in one
@@ -346,10 +324,7 @@ impl Netfilter {
             let changes = self.applied.diff(&desired);
             self.digests.count(&changes);
             self.applied = desired;
-            self.write(&changes)?;
-            // The first whole write, of a table made at start and updated since.
-            self.settle();
-            return Ok(());
+            return self.write(&changes).map(|_| ());
         }
         let table = self.config.table.clone();
         let mark_bit = |bit| NftError::MarkBit { table: table.clone(), bit };

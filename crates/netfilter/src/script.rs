@@ -372,21 +372,6 @@ pub fn parse_digest(listing: &str) -> Option<u64> {
     Some((u64::from(half(high)?) << 32) | u64::from(half(low)?))
 }
 
-/// Lines emptying every element set and map of `table` (both families): what a table made at
-/// start holds then, whatever an earlier table of that name left in sets of the same shape.
-pub(crate) fn flush_elements_script(table: &str) -> String {
-    let mut s = String::new();
-    for suffix in FAMILY_SUFFIXES {
-        for set in ELEMENT_SETS {
-            let _ = writeln!(s, "flush set inet {table} {set}_{suffix}");
-        }
-        for map in ELEMENT_MAPS {
-            let _ = writeln!(s, "flush map inet {table} {map}_{suffix}");
-        }
-    }
-    s
-}
-
 /// Removes the proxy's table and everything in it.
 pub fn delete_table_script(table: &str) -> String {
     format!("delete table inet {table}\n")

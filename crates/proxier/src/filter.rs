@@ -12,11 +12,6 @@ pub enum FilterWork {
     /// The full reconcile: the sets must hold exactly this (drift behind the proxy's back is
     /// repaired).
     Full(FilterState),
-    /// The same, as what differs from what the keeper knows it applied ([`Filter::known`]): the
-    /// filter of each desired virtual server that differs, `None` for each target no longer
-    /// desired. The sets hold the whole state after it, as after `Full`, without a second whole
-    /// state in memory.
-    Sweep(Vec<(Target, Option<ServiceFilter>)>),
     /// An incremental sync: the new filters of the changed virtual servers only (`None`: gone).
     Only(Vec<(Target, Option<ServiceFilter>)>),
     /// Someone else edited the table: it must be replaced whole (chains and rules too) by one
@@ -48,10 +43,10 @@ pub trait Filter: Send {
     /// Applies `work`; returns how many set elements were added or deleted (0: nothing written).
     fn apply(&mut self, work: FilterWork) -> Result<usize, NftError>;
 
-    /// What the sets hold, when the keeper knows it: a full sync or a round's sweep then
-    /// compares each virtual server's filter with it and hands over only those that differ, as
-    /// a [`FilterWork::Sweep`], instead of building a whole second state. `None` (the default):
-    /// that work is a [`FilterWork::Full`].
+    /// What the sets hold, when the keeper knows it: a round's sweep then compares each
+    /// virtual server's filter with it and hands over only those that differ, as a
+    /// [`FilterWork::Only`], instead of building a whole second state. `None` (the default): the
+    /// sweep is a [`FilterWork::Full`].
     fn known(&self) -> Option<&FilterState> {
         None
     }

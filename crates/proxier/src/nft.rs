@@ -68,7 +68,6 @@ impl NftFilter {
                 let n = state.elements().len();
                 self.netfilter.resync(state).map(|()| n)
             }
-            FilterWork::Sweep(updates) => self.netfilter.sweep(updates),
             FilterWork::Only(updates) => self.netfilter.update(updates),
             FilterWork::Rebuild(state) => {
                 let n = state.elements().len();

@@ -25,11 +25,10 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 tracing::warn!("the nftables table was edited by someone else; replacing it");
                 Some(FilterWork::Rebuild(filter_state(&self.shared.lock().model)))
             }
-            // A full sync or a round's sweep, when the keeper knows what it applied (not after
-            // a failed write, nor for an adopted table): only what differs from it.
-            (Some(filter), true) if filter.known().is_some() => {
+            // A round's sweep, when the keeper knows what it applied: only what differs from it.
+            (Some(filter), true) if !full && !self.filter_full && filter.known().is_some() => {
                 let model = &self.shared.lock().model;
-                filter.known().map(|applied| FilterWork::Sweep(sweep_updates(model, applied)))
+                filter.known().map(|applied| FilterWork::Only(sweep_updates(model, applied)))
             }
             (Some(_), true) => Some(FilterWork::of(&self.shared.lock().model, true, &Changes::new())),
             (Some(_), false) => filter_work,
@@ -49,7 +48,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         // After IPVS, outside the model's lock: `nft` runs for milliseconds per change.
         if let (Some(filter), Some(work)) = (self.filter.as_mut(), filter_work) {
             let rebuilding = matches!(work, FilterWork::Rebuild(_));
-            let whole = rebuilding || matches!(work, FilterWork::Full(_) | FilterWork::Sweep(_));
+            let whole = rebuilding || matches!(work, FilterWork::Full(_));
             match self.verification.write_filter(|| filter.apply(work)) {
                 Ok(n) => {
                     self.filter_full = false;

@@ -20,7 +20,6 @@ impl Filter for RecordingFilter {
     fn apply(&mut self, work: FilterWork) -> Result<usize, netfilter::NftError> {
         self.0.lock().unwrap().push(match work {
             FilterWork::Full(_) => "full",
-            FilterWork::Sweep(_) => "sweep",
             FilterWork::Only(_) => "only",
             FilterWork::Rebuild(_) => "rebuild",
         });

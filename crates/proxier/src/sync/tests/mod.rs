@@ -15,7 +15,6 @@ use super::*;
 
 mod filter_side;
 mod memory;
-mod prime;
 mod verification;
 
 use memory::*;
@@ -57,8 +56,8 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
             "add virtual server TCP 10.96.0.2:80",
         ]
     );
-    // ...but nothing is bound (no nftables side knows its sets here: an address waits for the
-    // full sync to write its elements), deleted, unbound or drained, and no sync is reported.
+    // ...but nothing is bound (no traffic reaches a virtual server before the full sync writes
+    // its nftables elements too), deleted, unbound or drained, and no sync is reported.
     assert!(kernel.mem().bound.contains(&"10.96.0.99".parse().unwrap()) && kernel.mem().bound.len() == 1);
     assert!(kernel.mem().services[&gone].1.contains_key(&old.id));
     assert_eq!(kernel.mem().services[&svc0].1[&old.id].weight, 1);
