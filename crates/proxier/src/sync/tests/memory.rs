@@ -66,7 +66,11 @@ impl MemoryKernel {
         addrs
             .iter()
             .map(|addr| {
-                m.writes.push(format!("bind {addr}"));
+                let text = format!("bind {addr}");
+                if m.fail.remove(&text) {
+                    return Err(KernelError::new(text, "injected failure"));
+                }
+                m.writes.push(text);
                 m.bound.insert(*addr);
                 Ok(())
             })

@@ -262,6 +262,27 @@ async fn on_node_addresses_only_recorded_virtual_servers_are_deleted() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A ClusterIP whose bind fails: the record, written right after the IPVS writes, counted its
+/// virtual server as on a bound address; it is on an unbound one after all, so the record is
+/// written again naming it (a restart must know it as this proxy's).
+#[tokio::test]
+async fn a_failed_bind_rewrites_the_ownership_record() {
+    let kernel = MemoryKernel::default();
+    kernel.mem().fail.insert("bind 10.96.0.1".to_string());
+    let dir = std::env::temp_dir().join(format!("kip-sync-failed-bind-{}", std::process::id()));
+    let record = crate::OwnershipRecord::in_dir(&dir);
+    let shared = cluster(1);
+    listed(&shared);
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let mut sync = SyncLoop::new(kernel.clone(), shared, reports, settings()).with_ownership_record(record.clone());
+    let report = sync.sync(true).await;
+    assert_eq!(report.steps.get(&("bind_address", false)), Some(&1), "{report}");
+    let cluster_ip =
+        VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: "10.96.0.1".parse().unwrap(), port: 80 };
+    assert_eq!(record.read().unwrap(), [cluster_ip]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn udp(value: serde_json::Value) -> serde_json::Value {
     let text = value.to_string().replace("\"TCP\"", "\"UDP\"");
     serde_json::from_str(&text).unwrap()
