@@ -260,22 +260,20 @@ async fn the_runtime_serves_other_tasks_while_the_nftables_side_is_set_up() {
     listed(&shared);
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (started, mut start_seen) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let waited = Arc::new(Mutex::new(None));
-    let w = waited.clone();
+    // Whether the starter's wait was ended by the release (false: it timed out).
+    let (ended, mut end_seen) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let starter: FilterStarter = Box::new(move |_: &[ipnet::IpNet]| {
         let _ = started.send(());
         // Blocks as `nft` does; only another task on the runtime can end the wait in time.
-        *w.lock().unwrap() = Some(released.recv_timeout(Duration::from_secs(20)).is_ok());
+        let _ = ended.send(released.recv_timeout(Duration::from_secs(20)).is_ok());
         Ok(Box::new(RecordingFilter::default()) as Box<dyn Filter>)
     });
     let reports = Arc::new(Mutex::new(Reports::default()));
-    let sync = SyncLoop::new(MemoryKernel::default(), shared.clone(), reports, settings()).with_filter_starter(starter);
+    let sync = SyncLoop::new(MemoryKernel::default(), shared, reports, settings()).with_filter_starter(starter);
     let task = tokio::spawn(sync.run());
     start_seen.recv().await.unwrap();
     tokio::spawn(async move { release.send(()) }).await.unwrap().unwrap();
-    while waited.lock().unwrap().is_none() {
-        tokio::task::yield_now().await;
-    }
+    let released_in_time = end_seen.recv().await.unwrap();
     task.abort();
-    assert_eq!(*waited.lock().unwrap(), Some(true), "the runtime ran nothing else while the starter blocked");
+    assert!(released_in_time, "the runtime ran nothing else while the starter blocked");
 }
