@@ -12,6 +12,7 @@ mod command;
 mod netns;
 mod proxy;
 mod rules;
+mod stalls;
 
 pub mod fake_api;
 
@@ -20,3 +21,4 @@ pub use command::{CommandError, ip, ipvsadm, ipvsadm_restore, run};
 pub use netns::in_netns;
 pub use proxy::proxy_binary;
 pub use rules::{ipvsadm_args, restore_script};
+pub use stalls::{StallProbe, Stalls};

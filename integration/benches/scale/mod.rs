@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon_support::{Cluster, Daemon};
 pub use crate::daemon_support::{cluster_ip, endpoint_ip, service, slice};
-use integration::{in_netns, ip, ipvsadm_restore};
+use integration::{Stalls, in_netns, ip, ipvsadm, ipvsadm_restore};
 use ipvs::{Protocol, VirtualServerId};
 
 pub fn env_or(name: &str, default: usize) -> usize {
@@ -33,7 +33,8 @@ async fn kernel_counts(client: &ipvs::Client) -> (usize, usize) {
 /// before its sync (the watch's delivery and the feed to the model, then its queueing, which
 /// the daemon logs as `queued`: the loop busy or not scheduled),
 /// the sync itself, and the bench's seeing it (its 1 ms polling).
-pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], log: &str) {
+/// `stalls` adds, for each, how long the VM itself stalled within it.
+pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], log: &str, stalls: &Stalls) {
     use k8s_openapi::jiff::Timestamp;
     // Every sync the daemon logged: when it ended, its line, how long it took.
     let syncs: Vec<(Timestamp, &str, Duration)> = log
@@ -45,8 +46,10 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
             Some((at, l, took))
         })
         .collect();
-    for (latency, i, committed) in sorted.iter().rev().take(12) {
-        let Ok(committed) = Timestamp::try_from(*committed) else { continue };
+    for (latency, i, committed_wall) in sorted.iter().rev().take(12) {
+        let Ok(committed) = Timestamp::try_from(*committed_wall) else { continue };
+        let (stalled, longest) = stalls.within(*committed_wall, *committed_wall + *latency);
+        let stalled = format!("; the VM stalled {stalled:.2?} within it (longest {longest:.2?})");
         let name = format!("bench/svc-{i}");
         let names = |line: &str| {
             line.match_indices(&name).any(|(at, _)| !line[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
@@ -76,13 +79,13 @@ pub fn attribute_slowest(sorted: &[(Duration, usize, std::time::SystemTime)], lo
                     .and_then(parse_duration)
                     .unwrap_or_default();
                 println!(
-                    "slowest   {latency:>9.2?}: fed {:.2?} after the commit, queued {queued:.2?}, its sync took {took:.2?}, seen {:.2?} after it ({}){before}",
+                    "slowest   {latency:>9.2?}: fed {:.2?} after the commit, queued {queued:.2?}, its sync took {took:.2?}, seen {:.2?} after it ({}){before}{stalled}",
                     began.saturating_sub(queued),
                     latency.saturating_sub(ended),
                     steps.unwrap_or("?"),
                 );
             }
-            None => println!("slowest   {latency:>9.2?}: no incremental sync naming svc-{i} found in the log"),
+            None => println!("slowest   {latency:>9.2?}: no incremental sync naming svc-{i} found in the log{stalled}"),
         }
     }
 }
@@ -132,8 +135,29 @@ pub fn peer(services: usize, per_service: usize) -> (Duration, Duration) {
         integration::run("ip", &["-batch", "-"], Some(&addresses)).unwrap();
         let bind = start.elapsed();
         assert_eq!(kernel_counts(&ipvs).await, (services, services * per_service), "the peer's table");
+        // Emptied here, so that little is left for the namespace's teardown (see [`settle`]).
+        ipvsadm(&["-C"]).unwrap();
+        ip(&["link", "del", "peer-ipvs0"]).unwrap();
         (restore, bind)
     })
+}
+
+/// Waits until the VM's vCPUs are idle (under 10% busy over a second), at most `limit`, and
+/// returns how long that took. A table just torn down is still being freed (RCU callbacks, a
+/// network namespace's cleanup work, the trash of deleted real servers): a measurement begun
+/// meanwhile would share the vCPUs with it, and whichever side of a comparison came second
+/// would pay for the first.
+pub fn settle(limit: Duration) -> Duration {
+    let start = Instant::now();
+    let me = std::process::id();
+    while start.elapsed() < limit {
+        let before = CpuTicks::read(me);
+        std::thread::sleep(Duration::from_secs(1));
+        if CpuTicks::read(me).vm_busy(&before) < 0.10 {
+            break;
+        }
+    }
+    start.elapsed()
 }
 
 /// A `/proc/PID/status` field, e.g. `VmHWM` (the peak resident size) or `VmRSS` (the current one).
@@ -167,6 +191,12 @@ impl CpuTicks {
         let fields: Vec<&str> = own.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
         let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
         CpuTicks { total, idle, process: field(14) + field(15) }
+    }
+
+    /// Since `earlier`: the share of the VM's vCPUs that was busy (0 to 1).
+    pub fn vm_busy(&self, earlier: &CpuTicks) -> f64 {
+        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
+        1.0 - self.idle.saturating_sub(earlier.idle) as f64 / total
     }
 
     /// Since `earlier`: the process's share of one vCPU and how busy the VM's vCPUs were, in

@@ -55,8 +55,8 @@ fn scratch(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("kip-daemon-test-{}-{n}-{name}", std::process::id()))
 }
 
-/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`; panics naming `what`
-/// (and the last state `describe` gives) when it never does.
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`; panics naming `what`,
+/// with the kernel's IPVS table as `ipvsadm -Ln` lists it then, when it never does.
 pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
