@@ -79,18 +79,23 @@ pub(crate) const ELEMENT_SETS: [&str; 10] = [
     "bound",
     "service_ports",
     "source_restricted",
-    "source_allowed_tcp",
-    "source_allowed_udp",
-    "source_allowed_sctp",
+    ALLOWED_SETS[0].2,
+    ALLOWED_SETS[1].2,
+    ALLOWED_SETS[2].2,
     "hairpin",
     "short_circuit_keys",
 ];
 
-/// The protocols with a set of allowed sources each, as nft names them. One set per protocol,
-/// keyed without it: in an interval set's key `nft` (1.0.6, Debian 12's and the image's) loads
-/// `meta l4proto` through a byte-order conversion that Linux 6.12 refuses ("Operation not
-/// supported"), which failed the whole table.
-const ALLOWED_PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
+/// The protocols with a set of allowed sources each: the protocol, its name in nft, and the
+/// set's name (without family suffix). One set per protocol, keyed without it: in an interval
+/// set's key `nft` (1.0.6, Debian 12's and the image's) loads `meta l4proto` through a
+/// byte-order conversion that Linux 6.12 refuses ("Operation not supported"), which failed the
+/// whole table.
+const ALLOWED_SETS: [(Protocol, &str, &str); 3] = [
+    (Protocol::Tcp, "tcp", "source_allowed_tcp"),
+    (Protocol::Udp, "udp", "source_allowed_udp"),
+    (Protocol::Sctp, "sctp", "source_allowed_sctp"),
+];
 
 /// The maps whose elements change (flushed with `flush map`).
 pub(crate) const ELEMENT_MAPS: [&str; 1] = ["short_circuit"];
@@ -103,14 +108,12 @@ fn set_of(element: &Element) -> &'static str {
         Element::Bound(_) => "bound",
         Element::ServicePort(_) => "service_ports",
         Element::SourceRestricted(_) => "source_restricted",
-        Element::SourceAllowed(t, _) => match t.protocol {
-            Protocol::Tcp => "source_allowed_tcp",
-            Protocol::Udp => "source_allowed_udp",
-            Protocol::Sctp => "source_allowed_sctp",
-            // No set: the filter state makes no such element (see `state::elements_of`), and
-            // the kernel would refuse a write to this name rather than take it anywhere.
-            Protocol::Other(_) => "source_allowed_other",
-        },
+        // Another protocol has no set: the filter state makes no such element (see
+        // `state::elements_of`), and the kernel would refuse a write to this name rather than
+        // take it anywhere.
+        Element::SourceAllowed(t, _) => {
+            ALLOWED_SETS.iter().find(|(p, ..)| *p == t.protocol).map_or("source_allowed_other", |(.., set)| set)
+        }
         Element::Hairpin(_) => "hairpin",
         Element::ShortCircuitKey(_) => "short_circuit_keys",
         Element::ShortCircuit(..) => "short_circuit",
@@ -198,11 +201,9 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         let _ = writeln!(s, "add set inet {table} bound_{sx} {{ type {at}; }}");
         let _ = writeln!(s, "add set inet {table} service_ports_{sx} {{ type {tuple}; }}");
         let _ = writeln!(s, "add set inet {table} source_restricted_{sx} {{ type {tuple}; }}");
-        for proto in ALLOWED_PROTOCOLS {
-            let _ = writeln!(
-                s,
-                "add set inet {table} source_allowed_{proto}_{sx} {{ type {at} . inet_service . {at}; flags interval; }}"
-            );
+        for (_, _, set) in ALLOWED_SETS {
+            let _ =
+                writeln!(s, "add set inet {table} {set}_{sx} {{ type {at} . inet_service . {at}; flags interval; }}");
         }
         let _ = writeln!(s, "add set inet {table} hairpin_{sx} {{ type {tuple} . {at}; }}");
         let _ = writeln!(s, "add set inet {table} short_circuit_keys_{sx} {{ type {tuple}; }}");
@@ -269,8 +270,8 @@ pub fn skeleton_script(config: &FilterConfig) -> Option<String> {
         rule(&mut s, "mark_masquerade", &non_local);
         // A restricted service port admits its allowed sources, and drops the rest.
         rule(&mut s, "filter_input", &format!("{dst} @source_restricted_{sx} jump source_check_{sx}"));
-        for proto in ALLOWED_PROTOCOLS {
-            let allowed = format!("{p} daddr . th dport . {p} saddr @source_allowed_{proto}_{sx}");
+        for (_, proto, set) in ALLOWED_SETS {
+            let allowed = format!("{p} daddr . th dport . {p} saddr @{set}_{sx}");
             rule(&mut s, &format!("source_check_{sx}"), &format!("meta l4proto {proto} {allowed} return"));
         }
         rule(&mut s, &format!("source_check_{sx}"), "drop");
