@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use ipvs::{Operation, RealServerEntry, Table, VirtualServerId};
+use ipvs::{Operation, RealServerEntry, Table, VirtualServerEntry, VirtualServerId};
 use netfilter::StaleFlows;
 
 /// A kernel call that failed, naming what it was doing.
@@ -28,6 +28,11 @@ impl KernelError {
     ) -> KernelError {
         KernelError { what: what.into(), source: source.into() }
     }
+
+    /// What the IPVS client said went wrong, when the cause is its error.
+    pub(crate) fn ipvs_kind(&self) -> Option<ipvs::ErrorKind> {
+        self.source.downcast_ref::<ipvs::Error>().map(ipvs::Error::kind)
+    }
 }
 
 /// The kernel as the sync loop sees it: the IPVS table, the dummy link's addresses and the
@@ -43,6 +48,12 @@ pub trait Kernel: Send {
         &mut self,
         ids: &[VirtualServerId],
     ) -> impl Future<Output = Result<Vec<Vec<RealServerEntry>>, KernelError>> + Send;
+
+    /// One virtual server's configuration as the kernel holds it, or `None` if it is gone.
+    fn virtual_server(
+        &mut self,
+        id: &VirtualServerId,
+    ) -> impl Future<Output = Result<Option<VirtualServerEntry>, KernelError>> + Send;
 
     /// Adds each address to the dummy link (already present is success); one result per
     /// address, in order. The work begins when this is called, not when the future is first

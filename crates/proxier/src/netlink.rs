@@ -8,7 +8,7 @@ use crate::verify::KernelReader;
 use futures::{StreamExt, stream};
 use ipvs::{
     Client, DummyLink, Family, ForwardMethod, Operation, RealServerEntry, SockoptReader, Table, VirtualServer,
-    VirtualServerId,
+    VirtualServerEntry, VirtualServerId,
 };
 use netfilter::{Conntrack, SetReader, StaleFlows};
 
@@ -48,6 +48,14 @@ impl Kernel for NetlinkKernel {
             all.push(list_real_servers(&self.client, id).await?);
         }
         Ok(all)
+    }
+
+    async fn virtual_server(&mut self, id: &VirtualServerId) -> Result<Option<VirtualServerEntry>, KernelError> {
+        match self.client.get_virtual_server(id).await {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e) if e.kind() == ipvs::ErrorKind::NoSuchVirtualServer => Ok(None),
+            Err(e) => Err(KernelError::new(format!("get {id}"), e)),
+        }
     }
 
     fn bind(&self, addrs: Vec<IpAddr>) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send + 'static {

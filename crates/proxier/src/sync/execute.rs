@@ -8,6 +8,7 @@ use model::{Step, operation_target};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::refusals::{Refusal, refusal};
 use super::{MAX_BATCH, SyncLoop, SyncObserver, SyncReport};
 use crate::kernel::{Kernel, KernelError};
 use crate::stale::stale_flows;
@@ -144,6 +145,26 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report: &mut SyncReport,
         failures: &mut Vec<(Step, KernelError)>,
     ) {
+        // A refusal that shows the record wrong is no failure (see `refusals`).
+        let result = match result.map_err(|e| (refusal(&step, &e), e)) {
+            Ok(()) => Ok(()),
+            Err((Refusal::Reached, e)) => {
+                tracing::debug!("{e}: already so");
+                Ok(())
+            }
+            Err((Refusal::Drift, e)) => {
+                if let Step::Kernel(op) = &step {
+                    let id = operation_target(op);
+                    tracing::warn!("{e}: not as recorded (changed by someone else?); reading {id} back");
+                    self.read_back.insert(id);
+                    self.retry.virtual_servers.insert(id);
+                }
+                report.count(&step, true);
+                self.verification.wrote(&step);
+                return;
+            }
+            Err((Refusal::Failed, e)) => Err(e),
+        };
         report.count(&step, result.is_ok());
         self.verification.wrote(&step);
         match result {

@@ -9,6 +9,7 @@
 mod execute;
 mod filter_side;
 mod prime;
+mod refusals;
 mod report;
 mod retries;
 #[cfg(test)]
@@ -105,6 +106,9 @@ pub struct SyncLoop<K, O> {
     stale: BTreeSet<StaleFlows>,
     /// The verification read beside the loop, if any (else a full reconcile every period).
     verification: Verification,
+    /// Virtual servers a kernel refusal showed to differ from the record, read back by the
+    /// next sync (see `refusals`).
+    read_back: BTreeSet<VirtualServerId>,
 }
 
 impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
@@ -154,6 +158,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             ownership_changed: false,
             stale: BTreeSet::new(),
             verification: Verification::default(),
+            read_back: BTreeSet::new(),
         }
     }
 
@@ -278,6 +283,9 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report.verification = verifying;
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
+        // Before planning: what the last sync's refusals showed to differ (seldom any).
+        let read_back = if self.read_back.is_empty() { Vec::new() } else { self.read_back(&mut report).await };
+
         let now = self.epoch.elapsed();
         let before_lock = Instant::now();
         let (plan, pending_since, filter_work, lock_wait) = {
@@ -288,6 +296,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             // takes a slice too (else a step that keeps failing would hold the slices back and,
             // with slices due, be retried without the retry delay).
             let change_waiting = !changes.is_empty() || !state.unbound.is_empty();
+            self.ownership_changed |= refusals::claim_read_back(&mut self.observed, &read_back, state.model.desired());
             changes.merge(std::mem::take(&mut self.retry));
             changes.merge(std::mem::take(&mut self.verification.found));
             // Graceful removals progress at each verification (fresh counts, or time up), not in

@@ -12,7 +12,7 @@ use ipvs::{
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use model::{Change, Config, Model, Update};
+use model::{Change, Config, Model, Update, operation_target};
 
 use crate::kernel::{Kernel, KernelError};
 use crate::shared::Shared;
@@ -45,6 +45,46 @@ pub(super) struct Memory {
 pub(super) struct MemoryKernel(pub Arc<Mutex<Memory>>);
 
 impl Memory {
+    /// Applies `op` as the kernel does, refusing with its errno what it refuses: an add of
+    /// what exists (`EEXIST`), anything on a missing virtual server (`ESRCH`), an update or
+    /// delete of a missing real server (`ENOENT`).
+    fn write(&mut self, op: &Operation) -> Result<(), i32> {
+        const ENOENT: i32 = 2;
+        const ESRCH: i32 = 3;
+        const EEXIST: i32 = 17;
+        let id = operation_target(op);
+        if let Operation::AddVirtualServer(vs) = op {
+            if self.services.contains_key(&id) {
+                return Err(EEXIST);
+            }
+            self.services.insert(id, (vs.clone(), BTreeMap::new()));
+            return Ok(());
+        }
+        let Some((server, rss)) = self.services.get_mut(&id) else { return Err(ESRCH) };
+        match op {
+            Operation::AddVirtualServer(_) => unreachable!("handled above"),
+            Operation::UpdateVirtualServer(vs) => *server = vs.clone(),
+            Operation::DeleteVirtualServer(_) => {
+                self.services.remove(&id);
+            }
+            Operation::AddRealServer(_, rs) => {
+                if rss.insert(rs.id, *rs).is_some() {
+                    return Err(EEXIST);
+                }
+            }
+            Operation::UpdateRealServer(_, rs) => match rss.get_mut(&rs.id) {
+                Some(held) => *held = *rs,
+                None => return Err(ENOENT),
+            },
+            Operation::DeleteRealServer(_, rs) => {
+                if rss.remove(rs).is_none() {
+                    return Err(ENOENT);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn real_servers(&self, id: &VirtualServerId) -> Vec<RealServerEntry> {
         self.services
             .get(id)
@@ -105,6 +145,11 @@ impl Kernel for MemoryKernel {
         Ok(ids.iter().map(|id| m.real_servers(id)).collect())
     }
 
+    async fn virtual_server(&mut self, id: &VirtualServerId) -> Result<Option<VirtualServerEntry>, KernelError> {
+        let m = self.mem();
+        Ok(m.services.get(id).map(|(vs, _)| VirtualServerEntry { server: vs.clone(), stats: Stats::default() }))
+    }
+
     fn bind(&self, addrs: Vec<IpAddr>) -> impl Future<Output = Vec<Result<(), KernelError>>> + Send + 'static {
         // Done at the call, as the contract says the work begins, unless held by the gate.
         let gate = self.mem().binds_gate.clone();
@@ -154,26 +199,9 @@ impl Kernel for MemoryKernel {
                 results.push(Err(KernelError::new(text, "injected failure")));
                 continue;
             }
-            match op {
-                Operation::AddVirtualServer(vs) | Operation::UpdateVirtualServer(vs) => {
-                    let rss = m.services.remove(&vs.id).map(|(_, r)| r).unwrap_or_default();
-                    m.services.insert(vs.id, (vs.clone(), rss));
-                }
-                Operation::DeleteVirtualServer(id) => {
-                    m.services.remove(id);
-                }
-                Operation::AddRealServer(id, rs) | Operation::UpdateRealServer(id, rs) => {
-                    if let Some((_, rss)) = m.services.get_mut(id) {
-                        rss.insert(rs.id, *rs);
-                    }
-                }
-                Operation::DeleteRealServer(id, rs) => {
-                    if let Some((_, rss)) = m.services.get_mut(id) {
-                        rss.remove(rs);
-                    }
-                }
-            }
-            results.push(Ok(()));
+            let refused =
+                m.write(op).err().map(|errno| KernelError::new(text, ipvs::Error::from_errno(errno, op, None)));
+            results.push(refused.map_or(Ok(()), Err));
         }
         Ok(results)
     }

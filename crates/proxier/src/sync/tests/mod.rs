@@ -15,6 +15,7 @@ use super::*;
 
 mod filter_side;
 mod memory;
+mod refusals;
 mod verification;
 
 use memory::*;
