@@ -9,15 +9,22 @@ use std::net::IpAddr;
 use ipvs::{Operation, RealServerEntry, Table, VirtualServerEntry, VirtualServerId};
 use netfilter::StaleFlows;
 
-/// A kernel call that failed, naming what it was doing.
+/// A kernel call that failed, naming what it was doing (once: a cause that already begins
+/// with it, as the `ipvs` crate's errors do, is shown alone).
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {source}")]
+#[error("{}", joined(.what, .source.as_ref()))]
 pub struct KernelError {
     /// What was being done (`dump the IPVS table`, `bind 10.96.0.1 to kube-ipvs0`, ...).
     pub what: String,
     /// Why it failed.
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+/// `what: source`, or `source` alone when it already begins with `what`.
+fn joined(what: &str, source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    let cause = source.to_string();
+    if cause.starts_with(what) { cause } else { format!("{what}: {cause}") }
 }
 
 impl KernelError {
@@ -75,4 +82,20 @@ pub trait Kernel: Send {
     /// Deletes the conntrack entries each of `flows` names; one result per item (how many
     /// entries went).
     fn forget(&mut self, flows: &[StaleFlows]) -> impl Future<Output = Vec<Result<usize, KernelError>>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPVS error names its operation already: the operation is not said twice (before:
+    /// `add virtual server TCP 10.96.0.10:80: add virtual server TCP 10.96.0.10:80: already exists`).
+    #[test]
+    fn the_object_is_named_once() {
+        let op = "add virtual server TCP 10.96.0.10:80";
+        let refused = KernelError::new(op, ipvs::Error::from_errno(17, op, None));
+        assert_eq!(refused.to_string(), "add virtual server TCP 10.96.0.10:80: already exists");
+        let io = KernelError::new("bind 10.96.0.10 to kube-ipvs0", "permission denied");
+        assert_eq!(io.to_string(), "bind 10.96.0.10 to kube-ipvs0: permission denied");
+    }
 }

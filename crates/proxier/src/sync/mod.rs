@@ -408,7 +408,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                 }
                 _ => None,
             };
-            tracing::warn!(service = service.as_deref().unwrap_or("-"), "{step} failed (retrying): {err}");
+            tracing::warn!(service = service.as_deref().unwrap_or("-"), "failed (retrying): {err}");
         }
         if failures.len() > LOGGED_FAILURES {
             tracing::warn!("{} more steps failed", failures.len() - LOGGED_FAILURES);
