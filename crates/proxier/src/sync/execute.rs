@@ -159,7 +159,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
                     self.read_back.insert(id);
                     self.retry.virtual_servers.insert(id);
                 }
-                report.count(&step, true);
+                // Not counted: the sync that plans it again counts what it writes.
                 self.verification.wrote(&step);
                 return;
             }
