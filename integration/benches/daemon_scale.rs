@@ -25,7 +25,8 @@
 //!
 //! Sizes can be lowered with `KIP_SCALE_SERVICES` and `KIP_SCALE_ENDPOINTS` for a quick look.
 //! `KIP_IPVS_RUN_ESTIMATION=0` turns the kernel's rate estimation off in the bench's namespace
-//! first (on 6.1 its timer holds up real server writes every 2 s: see `benches/RESULTS.md`).
+//! and the peer's (on 6.1 its timer holds up real server writes every 2 s: see
+//! `benches/RESULTS.md`), as the daemon's `--ipvs-rate-estimation=auto` does there.
 //! With `KIP_PROFILE` set, `perf` samples the daemon over the steady and idle windows and the
 //! hottest functions are printed (sampling costs the daemon a little CPU: not for the figures).
 

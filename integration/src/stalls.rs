@@ -1,9 +1,9 @@
-//! The VM's own stalls, measured beside the daemon (the scale bench): a thread that sleeps 2 ms at a
-//! time and records each wake-up that comes late. A late wake-up means no vCPU could run a
-//! ready thread meanwhile (the host descheduled the VM's vCPUs, or the guest kernel ran long
-//! with preemption off): the daemon, its API server and the bench's own polling were held up
-//! alike. It tells a change's latency spent waiting for the VM from the latency the daemon
-//! adds. Its cost is a wake-up every 2 ms (about 1% of a vCPU under TCG).
+//! The VM's own stalls, measured beside the daemon (the scale bench): a thread that sleeps 2 ms
+//! at a time and records each wake-up that comes late. A late wake-up means the VM could not
+//! run a ready thread for that long (its vCPU held by the host, or by the guest kernel with
+//! preemption off, as a softirq does), which holds up the daemon, its API server and the
+//! bench's own polling alike. It tells a change's latency spent waiting for the VM from the
+//! latency the daemon adds. Its cost is a wake-up every 2 ms (about 1% of a vCPU under TCG).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

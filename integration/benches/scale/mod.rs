@@ -128,6 +128,10 @@ pub fn peer(services: usize, per_service: usize) -> (Duration, Duration) {
             addresses.push_str(&format!("addr add {}/32 dev peer-ipvs0\n", cluster_ip(i)));
         }
         ip(&["link", "add", "peer-ipvs0", "type", "dummy"]).unwrap();
+        // The same rate estimation as the daemon's namespace (a setting of each namespace).
+        if let Ok(value) = std::env::var("KIP_IPVS_RUN_ESTIMATION") {
+            std::fs::write("/proc/sys/net/ipv4/vs/run_estimation", &value).expect("net.ipv4.vs.run_estimation");
+        }
         let start = Instant::now();
         ipvsadm_restore(&rules).unwrap();
         let restore = start.elapsed();
