@@ -255,6 +255,11 @@ pub(super) fn slice(service: &str, ips: &[&str]) -> EndpointSlice {
     .unwrap()
 }
 
+/// The TCP virtual server on port 80 of `addr` (how the fixtures' Services are programmed).
+pub(super) fn tcp(addr: &str) -> VirtualServerId {
+    VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: addr.parse().unwrap(), port: 80 }
+}
+
 pub(super) fn listed(shared: &Shared) {
     shared.feed(Update::Service(Change::Listed));
     shared.feed(Update::EndpointSlice(Change::Listed));

@@ -27,8 +27,6 @@ async fn before_the_first_complete_lists_only_additions_are_written() {
     let kernel = MemoryKernel::default();
     // Left by an earlier run: a Service since deleted (bound, so this proxy's to delete) and an
     // endpoint since removed from svc0.
-    let tcp =
-        |addr: &str| VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: addr.parse().unwrap(), port: 80 };
     let (gone, svc0) = (tcp("10.96.0.99"), tcp("10.96.0.1"));
     let old = RealServer::new("10.244.9.9".parse().unwrap(), 8080, 1);
     {
@@ -278,9 +276,7 @@ async fn a_failed_bind_rewrites_the_ownership_record() {
     let mut sync = SyncLoop::new(kernel.clone(), shared, reports, settings()).with_ownership_record(record.clone());
     let report = sync.sync(true).await;
     assert_eq!(report.steps.get(&("bind_address", false)), Some(&1), "{report}");
-    let cluster_ip =
-        VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: "10.96.0.1".parse().unwrap(), port: 80 };
-    assert_eq!(record.read().unwrap(), [cluster_ip]);
+    assert_eq!(record.read().unwrap(), [tcp("10.96.0.1")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

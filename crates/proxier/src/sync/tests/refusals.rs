@@ -3,10 +3,6 @@
 
 use super::*;
 
-fn tcp(addr: &str) -> VirtualServerId {
-    VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: addr.parse().unwrap(), port: 80 }
-}
-
 fn real(addr: &str) -> RealServer {
     RealServer::new(addr.parse().unwrap(), 8080, 1)
 }

@@ -21,10 +21,6 @@ fn vs(i: usize) -> VirtualServerId {
     tcp(&format!("10.96.0.{}", i + 1))
 }
 
-fn tcp(addr: &str) -> VirtualServerId {
-    VirtualServerId::Tuple { protocol: ipvs::Protocol::Tcp, addr: addr.parse().unwrap(), port: 80 }
-}
-
 fn rs(addr: &str) -> RealServerId {
     RealServerId { addr: addr.parse().unwrap(), port: 8080 }
 }
