@@ -284,7 +284,7 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
         // Before planning: what the last sync's refusals showed to differ (seldom any).
-        let read_back = if self.read_back.is_empty() { Vec::new() } else { self.read_back(&mut report).await };
+        let read_back = self.read_back(&mut report).await;
 
         let now = self.epoch.elapsed();
         let before_lock = Instant::now();
