@@ -56,10 +56,7 @@ fn main() {
     in_netns(move || async move {
         daemon_support::node_link();
         let ipvs = ipvs::Client::connect().await.expect("IPVS netlink");
-        // `KIP_IPVS_RUN_ESTIMATION=0`: the kernel's rate estimation off in the bench's namespace
-        // (on 6.1 a timer walks every service's and real server's estimator every 2 s).
-        if let Ok(value) = std::env::var("KIP_IPVS_RUN_ESTIMATION") {
-            std::fs::write("/proc/sys/net/ipv4/vs/run_estimation", &value).expect("net.ipv4.vs.run_estimation");
+        if let Some(value) = run_estimation_from_env() {
             println!("daemon_scale: net.ipv4.vs.run_estimation = {value}");
         }
 
