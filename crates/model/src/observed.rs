@@ -39,8 +39,13 @@ pub struct ObservedVirtualServer {
 /// What [`Observed::verify_virtual_servers`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifiedVirtualServers {
-    /// Virtual servers gone from the kernel or with another configuration there: to plan again.
-    pub changed: Vec<VirtualServerId>,
+    /// Virtual servers with another configuration in the kernel (now the record's): to plan again.
+    pub altered: Vec<VirtualServerId>,
+    /// Virtual servers observed but not listed, left in the record: gone, or skipped by the dump
+    /// (IPVS resumes a dump by position in a table all network namespaces share, so writes
+    /// meanwhile can make it skip an entry). Each is to be read back before it is believed gone
+    /// ([`Observed::verify_virtual_server`]).
+    pub missing: Vec<VirtualServerId>,
     /// Virtual servers in the kernel that were not observed: their real servers are to be read.
     pub unknown: Vec<VirtualServerId>,
 }
@@ -171,10 +176,11 @@ impl Observed {
 
     /// Takes in the kernel's list of virtual servers (a verification read), except those
     /// `written` says were written since the read began (the read may predate the write).
-    /// A virtual server gone from the kernel is forgotten, one whose configuration differs
-    /// (as the plan compares it) takes the kernel's; both are returned in `changed`. One the
-    /// kernel holds that is not observed (someone else made it) is returned in `unknown` and
-    /// left out until its real servers are read ([`Observed::verify_real_servers`]).
+    /// One whose configuration differs (as the plan compares it) takes the kernel's and is
+    /// returned in `altered`; one not listed is kept and returned in `missing` (a dump is no
+    /// proof of absence). One the kernel holds that is not observed (someone else made it) is
+    /// returned in `unknown` and left out until its real servers are read
+    /// ([`Observed::verify_real_servers`]).
     pub fn verify_virtual_servers(
         &mut self,
         listed: &[VirtualServer],
@@ -190,7 +196,7 @@ impl Observed {
                 None => verified.unknown.push(id),
                 Some(o) if !crate::plan::same_config(&o.server, server) => {
                     o.server = server.clone();
-                    verified.changed.push(id);
+                    verified.altered.push(id);
                 }
                 Some(_) => {}
             }
@@ -199,14 +205,25 @@ impl Observed {
         // tree of ids was over half a megabyte more for the moment of this check).
         let mut seen: Vec<VirtualServerId> = listed.iter().map(|s| s.id).collect();
         seen.sort_unstable();
-        let gone: Vec<VirtualServerId> =
+        verified.missing =
             self.virtual_servers.keys().filter(|id| seen.binary_search(id).is_err() && !written(id)).copied().collect();
-        drop(seen);
-        for id in gone {
-            self.virtual_servers.remove(&id);
-            verified.changed.push(id);
-        }
         verified
+    }
+
+    /// Takes in a read of one virtual server and its real servers made right before planning
+    /// (fresh counts): the record takes the kernel's configuration and real servers. Returns
+    /// whether they differed from the record (as the plan compares them), or it was not observed.
+    pub fn verify_virtual_server(&mut self, vs: &VirtualServerEntry, dests: &[RealServerEntry]) -> bool {
+        let config_differs = match self.virtual_servers.get_mut(&vs.server.id) {
+            Some(o) => {
+                let differs = !crate::plan::same_config(&o.server, &vs.server);
+                o.server = vs.server.clone();
+                differs
+            }
+            None => true,
+        };
+        let real_servers_differ = self.verify_real_servers(&vs.server, dests, true);
+        config_differs || real_servers_differ
     }
 
     /// Takes in a fresh read of the real servers of `vs` (a verification read); returns whether

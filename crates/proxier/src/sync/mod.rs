@@ -9,6 +9,7 @@
 mod execute;
 mod filter_side;
 mod prime;
+mod read_back;
 mod refusals;
 mod report;
 mod retries;
@@ -283,7 +284,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
         report.verification = verifying;
         report.read_failures += std::mem::take(&mut self.verification.read_failures);
 
-        // Before planning: what the last sync's refusals showed to differ (seldom any).
+        // Before planning: what the last sync's refusals showed to differ and what a list did
+        // not show (seldom any).
         let read_back = self.read_back(&mut report).await;
 
         let now = self.epoch.elapsed();
@@ -296,7 +298,8 @@ impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
             // takes a slice too (else a step that keeps failing would hold the slices back and,
             // with slices due, be retried without the retry delay).
             let change_waiting = !changes.is_empty() || !state.unbound.is_empty();
-            self.ownership_changed |= refusals::claim_read_back(&mut self.observed, &read_back, state.model.desired());
+            self.ownership_changed |= read_back::claim_read_back(&mut self.observed, &read_back, state.model.desired());
+            changes.virtual_servers.extend(read_back);
             changes.merge(std::mem::take(&mut self.retry));
             changes.merge(std::mem::take(&mut self.verification.found));
             // Graceful removals progress at each verification (fresh counts, or time up), not in

@@ -4,13 +4,13 @@
 //! else changed it, or a dump the record was taken from missed it (IPVS resumes a dump by
 //! position in a table all network namespaces share, so another namespace's writes meanwhile
 //! can make a dump skip an entry). Retried as it was, such a step would be refused every time
-//! until the next whole read; the loop reads the virtual server back instead and plans it again.
+//! until the next whole read; the loop reads the virtual server back instead (`read_back`) and
+//! plans it again.
 
-use ipvs::{ErrorKind, Operation, VirtualServerEntry, VirtualServerId};
-use model::{DesiredState, Observed, Step};
+use ipvs::{ErrorKind, Operation};
+use model::Step;
 
-use super::{SyncLoop, SyncObserver, SyncReport};
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::KernelError;
 
 /// What a refused step means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,54 +39,10 @@ pub(super) fn refusal(step: &Step, error: &KernelError) -> Refusal {
     }
 }
 
-impl<K: Kernel, O: SyncObserver> SyncLoop<K, O> {
-    /// Reads back the virtual servers a refusal showed to differ from the record (before the
-    /// sync plans them again): configuration and real servers as the kernel holds them, or
-    /// gone. Returns the ones read; a read that fails is tried again by the next sync.
-    pub(super) async fn read_back(&mut self, report: &mut SyncReport) -> Vec<VirtualServerId> {
-        let ids = std::mem::take(&mut self.read_back);
-        let mut read = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.read_one(&id).await {
-                Ok(Some((server, dests))) => self.observed.replace_virtual_server(&server, &dests),
-                Ok(None) => self.observed.remove_virtual_server(&id),
-                Err(e) => {
-                    report.read_failures += 1;
-                    tracing::warn!(error = &e as &dyn std::error::Error, "cannot read back {id} (retried)");
-                    self.read_back.insert(id);
-                    continue;
-                }
-            }
-            read.push(id);
-        }
-        read
-    }
-
-    async fn read_one(
-        &mut self,
-        id: &VirtualServerId,
-    ) -> Result<Option<(VirtualServerEntry, Vec<ipvs::RealServerEntry>)>, KernelError> {
-        let Some(server) = self.kernel.virtual_server(id).await? else { return Ok(None) };
-        let dests = self.kernel.real_servers(std::slice::from_ref(id)).await?.pop().unwrap_or_default();
-        Ok(Some((server, dests)))
-    }
-}
-
-/// Claims those of `read` that are desired and in the kernel: the proxy manages them from now
-/// on, as a full sync's claim would. Returns whether that changed the ownership record.
-pub(super) fn claim_read_back(observed: &mut Observed, read: &[VirtualServerId], desired: &DesiredState) -> bool {
-    let claimed: Vec<VirtualServerId> = read
-        .iter()
-        .filter(|id| desired.virtual_server(id).is_some() && observed.virtual_server(id).is_some())
-        .copied()
-        .collect();
-    observed.claim(claimed) > 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipvs::{Protocol, RealServer, VirtualServer};
+    use ipvs::{Protocol, RealServer, VirtualServer, VirtualServerId};
 
     fn refused(op: Operation, errno: i32) -> Refusal {
         let error = KernelError::new(op.to_string(), ipvs::Error::from_errno(errno, op.to_string(), None));

@@ -35,6 +35,9 @@ pub(super) struct Verification {
     count_written: u64,
     /// What the reads found to differ: planned by the next sync.
     pub found: Changes,
+    /// Virtual servers a list did not show: the next sync reads each back before it believes
+    /// one gone (a list can skip entries; see `model::VerifiedVirtualServers::missing`).
+    pub missing: BTreeSet<VirtualServerId>,
     /// Virtual servers someone else made, whose real servers the next sync reads.
     pub unknown: Vec<VirtualServer>,
     /// A period passed or a list was taken in: the next sync is a verification (it reads the
@@ -134,10 +137,14 @@ impl Verification {
             Read::VirtualServers(listed) => {
                 tracing::debug!(listed = listed.len(), "verification: the virtual servers listed");
                 let verified = observed.verify_virtual_servers(&listed, written);
-                for id in &verified.changed {
-                    tracing::warn!(virtual_server = %id, "gone from the kernel or altered by someone else; repairing");
+                for id in &verified.altered {
+                    tracing::warn!(virtual_server = %id, "altered by someone else; repairing");
                 }
-                self.found.virtual_servers.extend(verified.changed);
+                for id in &verified.missing {
+                    tracing::debug!(virtual_server = %id, "not listed; reading it back");
+                }
+                self.found.virtual_servers.extend(verified.altered);
+                self.missing.extend(verified.missing);
                 let unknown = verified.unknown;
                 self.unknown.extend(listed.into_iter().filter(|s| unknown.contains(&s.id)));
                 self.due = true;

@@ -299,6 +299,22 @@ pub(super) struct MemoryReader {
     pub count_fails: bool,
     /// The nftables side, whose set `SET` it reads (its digest held until `set_gate` allows).
     pub sets: Option<(MemorySets, Option<Arc<tokio::sync::Semaphore>>)>,
+    /// Virtual servers its lists leave out, as a dump that raced writes skips entries.
+    pub skip: Vec<VirtualServerId>,
+}
+
+impl MemoryReader {
+    /// A reader of `kernel` that counts, with no gate, no sets, and lists that skip nothing.
+    pub fn of(kernel: &MemoryKernel) -> MemoryReader {
+        MemoryReader {
+            kernel: kernel.clone(),
+            gate: None,
+            counting: true,
+            count_fails: false,
+            sets: None,
+            skip: Vec::new(),
+        }
+    }
 }
 
 /// The one nftables set of [`MemorySets`].
@@ -345,7 +361,7 @@ impl KernelReader for MemoryReader {
         let list: Vec<VirtualServer> = {
             let mut m = self.kernel.mem();
             m.reads.0 += 1;
-            m.services.values().map(|(vs, _)| vs.clone()).collect()
+            m.services.values().filter(|(vs, _)| !self.skip.contains(&vs.id)).map(|(vs, _)| vs.clone()).collect()
         };
         if let Some(gate) = &self.gate {
             gate.acquire().await.map_err(|e| KernelError::new("gate", e))?.forget();
