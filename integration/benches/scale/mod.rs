@@ -364,6 +364,19 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
         objects.push(slice(i, &endpoints));
     }
     cluster.apply_objects(objects);
+    let (daemon, cold) = start_daemon(ipvs, &cluster, services, per_service).await;
+    (cluster, daemon, cold)
+}
+
+/// Starts the daemon against `cluster` (holding `services` x `per_service`) on an empty kernel,
+/// waits for its first full sync, checks the kernel against it and returns the daemon with
+/// the time that took; prints where the time and memory went.
+pub async fn start_daemon(
+    ipvs: &ipvs::Client,
+    cluster: &Cluster,
+    services: usize,
+    per_service: usize,
+) -> (Daemon, Duration) {
     println!(
         "daemon    started at {}",
         integration::run("date", &["-u", "+%H:%M:%S.%6N"], None).unwrap_or_default().trim()
@@ -376,7 +389,7 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
     let filter = std::env::var("KIP_DAEMON_LOG")
         .unwrap_or_else(|_| "info,proxier::sync::verification=debug,kube_ipvs_proxy::run::heap=debug".into());
     let mut daemon =
-        Daemon::start_with_sync_period_and_env(&cluster, Duration::from_secs(30), &[("KUBE_IPVS_PROXY_LOG", &filter)]);
+        Daemon::start_with_sync_period_and_env(cluster, Duration::from_secs(30), &[("KUBE_IPVS_PROXY_LOG", &filter)]);
     // When the daemon reports its first full sync done (its log, polled every 50 ms: a
     // dump of 110,000 entries takes seconds under TCG and would both steal the daemon's CPU
     // and add its own duration to the figure). The claim is then checked against the
@@ -432,6 +445,16 @@ pub async fn cold_start(ipvs: &ipvs::Client, services: usize, per_service: usize
     }
     let trace: Vec<String> = rss_trace.iter().map(|(t, rss)| format!("{:.0}s {rss}", t.as_secs_f64())).collect();
     println!("daemon    RSS and CPU along the cold start: {}", trace.join(", "));
+    (daemon, cold)
+}
 
-    (cluster, daemon, cold)
+/// Stops `daemon` and removes what it programmed: the IPVS table, kube-ipvs0 and its nftables
+/// table. IPVS's service hash table and the kernel's address hash are shared by all network
+/// namespaces, so a peer measured next would otherwise find 10,000 more entries in each chain
+/// it walks; and a daemon started next starts cold.
+pub fn remove_daemon(mut daemon: Daemon) {
+    daemon.kill_9();
+    ipvsadm(&["-C"]).unwrap();
+    ip(&["link", "del", "kube-ipvs0"]).unwrap();
+    integration::run("nft", &["delete", "table", "inet", "kube-ipvs-proxy"], None).unwrap();
 }
