@@ -9,14 +9,14 @@
 //!    plus `ip -batch` binding the same ClusterIPs on a dummy link. The ratio is taken against
 //!    the two's mean: the host's speed drifts over a run by more than the target's margin, and
 //!    the two bracket the daemon within minutes;
-//! 2. on a daemon started again alike once the kernel has freed the first one's real servers
-//!    (its cold start printed, not judged), change latency in steady state: for `KIP_CHANGE_SECONDS` (default 600: twenty periodic
-//!    verifications of the virtual servers and two whole rounds of the real servers'), twice a
-//!    second one EndpointSlice of the first half of the Services gets a new endpoint, timed
-//!    from the API server committing it to the real server being in the kernel (p50, p99),
-//!    while `KIP_CHURN_PER_SECOND` (default 10) changes a second go to the other half; a probe
-//!    thread measures the VM's own stalls meanwhile (see `integration::StallProbe`), and the
-//!    slowest changes are printed with the stalls within them;
+//! 2. on a daemon started again alike once the kernel has freed the first one's real servers (its
+//!    cold start printed, not judged), change latency in steady state: for `KIP_CHANGE_SECONDS`
+//!    (default 600: twenty periodic verifications of the virtual servers and two whole rounds of
+//!    the real servers'), twice a second one EndpointSlice of the first half of the Services gets a
+//!    new endpoint, timed from the API server committing it to the real server being in the kernel
+//!    (p50, p99), while `KIP_CHURN_PER_SECOND` (default 10) changes a second go to the other half;
+//!    a probe thread measures the VM's own stalls meanwhile (see `integration::StallProbe`), and
+//!    the slowest changes are printed with the stalls within them;
 //! 3. the daemon's peak resident memory (VmHWM);
 //! 4. its CPU time while idle, over `KIP_IDLE_SECONDS` (default 300), as a share of one vCPU.
 //!    No peer: upstream kube-proxy does not run here.
@@ -228,8 +228,6 @@ fn main() {
         for line in daemon.log().lines().filter(|l| l.contains("slow sync phases")).skip(1).take(30) {
             println!("daemon log | {line}");
         }
-        remove_daemon(daemon);
-
         // The targets, all checked so that the bench exits non-zero when one is missed.
         let targets = [
             ("cold start no slower than ipvsadm -R + ip -batch", cold <= peer),

@@ -9,6 +9,7 @@
 
 mod backend;
 mod command;
+mod kernel;
 mod netns;
 mod proxy;
 mod rules;
@@ -18,6 +19,7 @@ pub mod fake_api;
 
 pub use backend::{Backend, BackendError, ask_name};
 pub use command::{CommandError, ip, ipvsadm, ipvsadm_restore, run};
+pub use kernel::{before_6_2, kernel_release};
 pub use netns::in_netns;
 pub use proxy::proxy_binary;
 pub use rules::{ipvsadm_args, restore_script};

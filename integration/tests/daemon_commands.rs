@@ -167,10 +167,8 @@ fn the_daemon_runs_with_net_admin_alone_after_node_settings() {
         assert_eq!(sysctl("net/netfilter/nf_conntrack_tcp_timeout_established"), "86400");
         // `auto`: off before 6.2, whose kernels estimate rates in a timer that holds up real
         // server writes; kept from 6.2 on (kernel threads).
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut version = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
-        let before_6_2 = (version.next().unwrap_or(0), version.next().unwrap_or(0)) < (6, 2);
-        let want = if before_6_2 { "0" } else { "1" };
+        let release = integration::kernel_release();
+        let want = if integration::before_6_2(&release) { "0" } else { "1" };
         assert_eq!(
             sysctl("net/ipv4/vs/run_estimation"),
             want,

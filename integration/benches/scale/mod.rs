@@ -157,11 +157,8 @@ pub fn run_estimation_from_env() -> Option<String> {
 /// every estimator (one per virtual and real server) every 2 s on one vCPU, with the thread it
 /// interrupts held meanwhile (6.2 moved it to kernel threads).
 pub fn estimation_in_softirq() -> bool {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let release = read("/proc/sys/kernel/osrelease");
-    let mut numbers = release.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    version < (6, 2) && read("/proc/sys/net/ipv4/vs/run_estimation").trim() != "0"
+    let estimating = std::fs::read_to_string("/proc/sys/net/ipv4/vs/run_estimation").unwrap_or_default();
+    integration::before_6_2(&integration::kernel_release()) && estimating.trim() != "0"
 }
 
 /// Waits until the VM's vCPUs are idle (under 10% busy over a second), at most `limit`, and
